@@ -1,0 +1,346 @@
+"""The typed boundary to the Docker Engine API: the only module that imports `docker`.
+
+The SDK returns untyped dicts; every function here turns them into the frozen models of
+`migrate.models` at once, so nothing else in the product depends on the raw API shapes.
+Errors from the SDK are mapped to `EngineUnreachable` / `EngineError` with hints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from migrate.errors import EngineError, EngineUnreachable
+from migrate.models import (
+    CONTAINERD_DRIVER_TYPE,
+    ContainerRecord,
+    EngineInfo,
+    ImageConfigSummary,
+    ImageRecord,
+    Inventory,
+    MountRecord,
+    Store,
+    VolumeRecord,
+)
+
+# diff_id of an empty tar: metadata-only build steps may produce it and it weighs nothing.
+EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+CHUNK_SIZE = 1024 * 1024
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+
+JSON = dict[str, Any]
+
+
+def _unreachable_hint(host: str) -> str:
+    return (
+        f"check that dockerd is running and that {host} is the right address "
+        "(--host or DOCKER_HOST), and that you may use its socket (usually: run as root)"
+    )
+
+
+@contextmanager
+def _mapped_errors(host: str, action: str) -> Iterator[None]:
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionError) as exc:
+        raise EngineUnreachable(
+            f"cannot reach the Docker daemon at {host} while trying to {action}: {exc}",
+            _unreachable_hint(host),
+        ) from exc
+    except requests.exceptions.Timeout as exc:
+        raise EngineUnreachable(
+            f"the Docker daemon at {host} did not answer in time while trying to {action}",
+            "the daemon may be overloaded or hung; check `journalctl -u docker` and retry",
+        ) from exc
+    except docker.errors.DockerException as exc:
+        explanation = getattr(exc, "explanation", None) or str(exc)
+        if "Connection" in str(exc) or "No such file" in str(exc):
+            raise EngineUnreachable(
+                f"cannot reach the Docker daemon at {host}: {explanation}",
+                _unreachable_hint(host),
+            ) from exc
+        raise EngineError(
+            f"the Docker daemon refused to {action}: {explanation}",
+            "see the daemon log (journalctl -u docker) for details",
+        ) from exc
+
+
+def _tuple(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in (value or ()))
+
+
+def _optional_tuple(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else _tuple(value)
+
+
+def _config_summary(config: JSON | None) -> ImageConfigSummary:
+    config = config or {}
+    return ImageConfigSummary(
+        env=_tuple(config.get("Env")),
+        cmd=_optional_tuple(config.get("Cmd")),
+        entrypoint=_optional_tuple(config.get("Entrypoint")),
+        labels=dict(config.get("Labels") or {}),
+        working_dir=config.get("WorkingDir") or "",
+        user=config.get("User") or "",
+        exposed_ports=tuple(sorted(config.get("ExposedPorts") or {})),
+        volumes=tuple(sorted(config.get("Volumes") or {})),
+    )
+
+
+def _real_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
+    return tuple(sorted(t for t in (tags or ()) if t and t != "<none>:<none>"))
+
+
+def _layer_sizes(diff_ids: tuple[str, ...], history: list[JSON]) -> tuple[int, ...]:
+    """Align history sizes with diff_ids.
+
+    The history API does not say which steps made a layer, but steps with a size do,
+    in order (history is newest first). Empty tar layers weigh nothing.
+    """
+    sized = [int(h.get("Size") or 0) for h in reversed(history) if int(h.get("Size") or 0) > 0]
+    sizes: list[int] = []
+    for diff_id in diff_ids:
+        if diff_id == EMPTY_LAYER_DIFF_ID or not sized:
+            sizes.append(0)
+        else:
+            sizes.append(sized.pop(0))
+    return tuple(sizes)
+
+
+def image_record(inspect: JSON, history: list[JSON]) -> ImageRecord:
+    diff_ids = _tuple((inspect.get("RootFS") or {}).get("Layers"))
+    return ImageRecord(
+        id=inspect["Id"],
+        tags=_real_tags(inspect.get("RepoTags")),
+        repo_digests=tuple(sorted(d for d in inspect.get("RepoDigests") or () if "@" in d)),
+        created=inspect.get("Created") or "",
+        os=inspect.get("Os") or "",
+        architecture=inspect.get("Architecture") or "",
+        variant=inspect.get("Variant") or "",
+        diff_ids=diff_ids,
+        layer_sizes=_layer_sizes(diff_ids, history),
+        size=int(inspect.get("Size") or 0),
+        config=_config_summary(inspect.get("Config")),
+    )
+
+
+def engine_info(info: JSON, version: JSON) -> EngineInfo:
+    status = tuple((str(k), str(v)) for k, v in info.get("DriverStatus") or ())
+    store = (
+        Store.CONTAINERD
+        if ("driver-type", CONTAINERD_DRIVER_TYPE) in status
+        else Store.LEGACY
+    )
+    containerd = info.get("Containerd") or {}
+    return EngineInfo(
+        version=str(version.get("Version", "")),
+        api_version=str(version.get("ApiVersion", "")),
+        store=store,
+        driver=str(info.get("Driver", "")),
+        driver_status=status,
+        data_root=str(info.get("DockerRootDir", "")),
+        os_type=str(info.get("OSType", "linux")),
+        architecture=str(info.get("Architecture", "")),
+        kernel_version=str(info.get("KernelVersion", "")),
+        live_restore=bool(info.get("LiveRestoreEnabled", False)),
+        security_options=_tuple(info.get("SecurityOptions")),
+        containerd_address=containerd.get("Address") if isinstance(containerd, dict) else None,
+    )
+
+
+class Engine:
+    """A connection to one Docker daemon."""
+
+    def __init__(self, host: str, timeout: float = 120.0):
+        self.host = host
+        with _mapped_errors(host, "connect"):
+            self._api = docker.APIClient(base_url=host, version="auto", timeout=timeout)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with _mapped_errors(self.host, action):
+            return fn(*args, **kwargs)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._api.ping())
+        except Exception:
+            return False
+
+    def info(self) -> EngineInfo:
+        info = self._call("read `docker info`", self._api.info)
+        version = self._call("read `docker version`", self._api.version)
+        return engine_info(info, version)
+
+    def inspect_image(self, ref: str) -> ImageRecord | None:
+        try:
+            inspect = self._api.inspect_image(ref)
+            history = self._api.history(inspect["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.NotFound:
+            return None
+        except Exception:
+            with _mapped_errors(self.host, f"inspect image {ref}"):
+                raise
+            raise  # pragma: no cover - _mapped_errors always raises
+        return image_record(inspect, history)
+
+    def raw_image(self, ref: str) -> JSON | None:
+        try:
+            return cast(JSON, self._api.inspect_image(ref))
+        except docker.errors.NotFound:
+            return None
+
+    def list_images(self) -> tuple[ImageRecord, ...]:
+        # `all=False` hides intermediate build parents, which are not separate images to move.
+        summaries = self._call("list images", self._api.images)
+        records = [self.inspect_image(s["Id"]) for s in summaries]
+        return tuple(sorted((r for r in records if r), key=lambda r: (r.tags, r.id)))
+
+    def list_containers(self) -> tuple[ContainerRecord, ...]:
+        summaries = self._call("list containers", self._api.containers, all=True)
+        records = []
+        for s in summaries:
+            labels = s.get("Labels") or {}
+            mounts = tuple(
+                MountRecord(
+                    type=m.get("Type", ""),
+                    name=m.get("Name", "") or "",
+                    source=m.get("Source", "") or "",
+                    destination=m.get("Destination", ""),
+                    rw=bool(m.get("RW", True)),
+                )
+                for m in s.get("Mounts") or ()
+            )
+            records.append(
+                ContainerRecord(
+                    id=s["Id"],
+                    name=(s.get("Names") or ["/" + s["Id"][:12]])[0].lstrip("/"),
+                    image=s.get("Image", ""),
+                    image_id=s.get("ImageID", ""),
+                    state=s.get("State", ""),
+                    restart_policy=self._restart_policy(s["Id"]),
+                    compose_project=labels.get(COMPOSE_PROJECT_LABEL),
+                    mounts=mounts,
+                    has_changes=self._has_changes(s["Id"]),
+                )
+            )
+        return tuple(sorted(records, key=lambda r: r.name))
+
+    def _restart_policy(self, container_id: str) -> str:
+        try:
+            inspect = self._api.inspect_container(container_id)
+        except docker.errors.APIError:
+            return ""
+        return str(((inspect.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name", ""))
+
+    def _has_changes(self, container_id: str) -> bool | None:
+        try:
+            return bool(self._api.diff(container_id))
+        except docker.errors.APIError:
+            return None
+
+    def list_volumes(self, containers: Iterable[ContainerRecord] = ()) -> tuple[VolumeRecord, ...]:
+        answer = self._call("list volumes", self._api.volumes) or {}
+        users: dict[str, list[str]] = {}
+        for container in containers:
+            for mount in container.mounts:
+                if mount.type == "volume" and mount.name:
+                    users.setdefault(mount.name, []).append(container.name)
+        return tuple(
+            sorted(
+                (
+                    VolumeRecord(
+                        name=v["Name"],
+                        driver=v.get("Driver", "local"),
+                        mountpoint=v.get("Mountpoint", "") or "",
+                        labels=dict(v.get("Labels") or {}),
+                        used_by=tuple(sorted(users.get(v["Name"], ()))),
+                    )
+                    for v in answer.get("Volumes") or ()
+                ),
+                key=lambda v: v.name,
+            )
+        )
+
+    def inventory(self) -> Inventory:
+        info = self.info()
+        containers = self.list_containers()
+        return Inventory(
+            taken_at=datetime.now(UTC),
+            engine=info,
+            images=self.list_images(),
+            containers=containers,
+            volumes=self.list_volumes(containers),
+        )
+
+    def save(self, refs: list[str]) -> Iterator[bytes]:
+        """Stream `docker save` of several references as raw tar chunks."""
+        with _mapped_errors(self.host, f"save {len(refs)} image(s)"):
+            response = self._api._get(
+                self._api._url("/images/get"), params={"names": refs}, stream=True
+            )
+            yield from self._api._stream_raw_result(response, CHUNK_SIZE, False)
+
+    def load(self, chunks: Iterable[bytes]) -> list[str]:
+        """`docker load` from a stream of chunks; returns what the daemon said it loaded."""
+        loaded: list[str] = []
+        with _mapped_errors(self.host, "load an image archive"):
+            for message in self._api.load_image(chunks):
+                if "error" in message or "errorDetail" in message:
+                    detail = message.get("error") or message.get("errorDetail")
+                    raise EngineError(
+                        f"the daemon failed to load an archive: {detail}",
+                        "check that the archive is intact (its checksum) and that the "
+                        "data-root filesystem has free space",
+                    )
+                stream = str(message.get("stream", "")).strip()
+                for prefix in ("Loaded image: ", "Loaded image ID: "):
+                    if stream.startswith(prefix):
+                        loaded.append(stream[len(prefix) :])
+        return loaded
+
+    def create_container(self, image: str, name: str | None = None, labels: dict[str, str]
+                         | None = None, volumes: Iterable[str] = ()) -> str:
+        binds = {v: {"bind": f"/guard/{v}", "mode": "ro"} for v in volumes}
+        host_config = self._api.create_host_config(binds=binds) if binds else None
+        created = self._call(
+            f"create a container from {image}",
+            self._api.create_container,
+            image,
+            command=["true"],
+            name=name,
+            labels=labels or {},
+            host_config=host_config,
+        )
+        return str(created["Id"])
+
+    def remove_container(self, container: str, force: bool = False) -> None:
+        self._call(f"remove container {container}", self._api.remove_container, container,
+                   force=force)
+
+    def stop_container(self, container: str, timeout: int = 10) -> None:
+        self._call(f"stop container {container}", self._api.stop, container, timeout=timeout)
+
+    def start_container(self, container: str) -> None:
+        self._call(f"start container {container}", self._api.start, container)
+
+    def remove_image(self, ref: str, force: bool = False) -> None:
+        self._call(f"remove image {ref}", self._api.remove_image, ref, force=force)
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None:
+        self._call(f"tag {image}", self._api.tag, image, repository, tag)
+
+    def containers_with_label(self, label: str) -> list[str]:
+        found = self._call("list containers", self._api.containers, all=True,
+                           filters={"label": label})
+        return [str(c["Id"]) for c in found]

@@ -1,0 +1,132 @@
+"""Frozen values that cross module boundaries: what the engine and the host look like.
+
+`engine.py` produces these from the untyped docker SDK; everything else (planning,
+checks, phases, reports) consumes them. They are also what the snapshot phase
+stores on disk, so they must round-trip through JSON unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONTAINERD_DRIVER_TYPE = "io.containerd.snapshotter.v1"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Store(StrEnum):
+    LEGACY = "legacy"
+    CONTAINERD = "containerd"
+
+
+class EngineInfo(Frozen):
+    version: str
+    api_version: str
+    store: Store
+    # `Driver` lies in containerd mode when storage-driver is set (engine-facts.md),
+    # so `store` is derived from DriverStatus and `driver` is informational only.
+    driver: str
+    driver_status: tuple[tuple[str, str], ...] = ()
+    data_root: str
+    os_type: str = "linux"
+    architecture: str = ""
+    kernel_version: str = ""
+    live_restore: bool = False
+    security_options: tuple[str, ...] = ()
+    # Set when dockerd runs against an external containerd (`--containerd=SOCK`).
+    containerd_address: str | None = None
+    pid: int | None = None
+
+
+class ImageConfigSummary(Frozen):
+    """The parts of an image config that must survive the move byte for byte."""
+
+    env: tuple[str, ...] = ()
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    working_dir: str = ""
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+
+class ImageRecord(Frozen):
+    id: str
+    tags: tuple[str, ...] = ()
+    repo_digests: tuple[str, ...] = ()
+    created: str = ""
+    os: str = ""
+    architecture: str = ""
+    variant: str = ""
+    diff_ids: tuple[str, ...] = ()
+    # Uncompressed size of each layer, aligned with diff_ids (from image history).
+    layer_sizes: tuple[int, ...] = ()
+    size: int = 0
+    config: ImageConfigSummary = Field(default_factory=ImageConfigSummary)
+
+    @property
+    def dangling(self) -> bool:
+        return not self.tags
+
+
+class MountRecord(Frozen):
+    type: str
+    name: str = ""
+    source: str = ""
+    destination: str
+    rw: bool = True
+
+
+class ContainerRecord(Frozen):
+    id: str
+    name: str
+    image: str
+    image_id: str
+    state: str
+    restart_policy: str = ""
+    compose_project: str | None = None
+    mounts: tuple[MountRecord, ...] = ()
+    # None when the engine could not tell (e.g. the diff call failed).
+    has_changes: bool | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state in {"running", "restarting", "paused"}
+
+
+class VolumeRecord(Frozen):
+    name: str
+    driver: str = "local"
+    mountpoint: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    used_by: tuple[str, ...] = ()
+
+
+class Inventory(Frozen):
+    taken_at: datetime
+    engine: EngineInfo
+    images: tuple[ImageRecord, ...] = ()
+    containers: tuple[ContainerRecord, ...] = ()
+    volumes: tuple[VolumeRecord, ...] = ()
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(tag for image in self.images for tag in image.tags)
+
+    @property
+    def dangling_images(self) -> tuple[ImageRecord, ...]:
+        return tuple(image for image in self.images if image.dangling)
+
+    def unique_layer_bytes(self) -> int:
+        """Bytes of distinct layers: shared base layers are counted once."""
+        seen: dict[str, int] = {}
+        for image in self.images:
+            for diff_id, size in zip(image.diff_ids, image.layer_sizes, strict=False):
+                seen.setdefault(diff_id, size)
+        return sum(seen.values())

@@ -1,0 +1,103 @@
+"""What every phase gets and gives.
+
+A phase is a module under `migrate/phases/` with a `PHASE: Phase` object. The runner
+writes the phase's intent to the journal BEFORE calling `run()` and the returned
+`PhaseOutcome.undo` AFTER it, so `undo()` can always work from the journal record alone.
+Phases must be idempotent: a phase that was started but not finished is simply run again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from migrate.engine import Engine
+from migrate.models import Inventory
+
+ContainersPolicy = Literal["refuse", "leave"]
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    host: str
+    daemon_config: Path
+    state_dir: Path
+    restart_command: tuple[str, ...] = ()
+    restart_timeout: float = 120.0
+    stop_timeout: int = 10
+    containers: ContainersPolicy = "refuse"
+    follow_symlinks: bool = False
+    snapshotter: str | None = None
+    throughput_mbps: float | None = None
+    auto_rollback: bool = True
+    force: bool = False
+    purge_imported: bool = False
+
+    def to_record(self) -> JSONDict:
+        return {
+            "host": self.host,
+            "daemon_config": str(self.daemon_config),
+            "state_dir": str(self.state_dir),
+            "restart_command": list(self.restart_command),
+            "restart_timeout": self.restart_timeout,
+            "stop_timeout": self.stop_timeout,
+            "containers": self.containers,
+            "follow_symlinks": self.follow_symlinks,
+            "snapshotter": self.snapshotter,
+        }
+
+
+class Checkpoint(Protocol):
+    """Writes a `progress` record to the journal (e.g. one archive done, with checksum)."""
+
+    def __call__(self, data: Mapping[str, Any]) -> None: ...
+
+
+@dataclass
+class PhaseContext:
+    options: RunOptions
+    connect: Callable[[], Engine]
+    checkpoint: Checkpoint
+    archives_dir: Path
+    reports_dir: Path
+    inventory_path: Path
+    # Progress records this phase wrote in earlier, interrupted attempts (resume).
+    previous_progress: tuple[JSONDict, ...] = ()
+    # Undo/result records of phases already done in this migration, by phase name.
+    done: Mapping[str, JSONDict] = field(default_factory=dict)
+    results: Mapping[str, JSONDict] = field(default_factory=dict)
+
+    def load_inventory(self) -> Inventory:
+        return Inventory.model_validate_json(self.inventory_path.read_bytes())
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    undo: JSONDict = field(default_factory=dict)
+    result: JSONDict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UndoContext:
+    options: RunOptions
+    connect: Callable[[], Engine]
+    inventory_path: Path
+    force: bool = False
+    purge_imported: bool = False
+
+
+class Phase(Protocol):
+    name: str
+
+    def intent(self, ctx: PhaseContext) -> JSONDict:
+        """What the phase is about to do, written to the journal before `run`."""
+        ...
+
+    def run(self, ctx: PhaseContext) -> PhaseOutcome: ...
+
+    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+        """Reverse the phase from its journal record; returns lines saying what it did."""
+        ...
