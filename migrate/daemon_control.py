@@ -1,0 +1,161 @@
+"""Restarting dockerd and waiting until it answers in the image store we asked for.
+
+The tool never restarts the daemon itself: it runs the host's own service manager (or
+the operator's --restart-command) as an argv list, then polls the API. A daemon that
+answers is not enough: a typo in the feature name, or a `--feature` flag on the dockerd
+command line, makes it start happily in the wrong store (engine-facts.md).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from migrate.engine import Engine
+from migrate.errors import MigrateError, RestartFailed, UsageError
+from migrate.models import EngineInfo, Store
+
+RESTART_COMMAND_HINT = (
+    "pass --restart-command with the command that restarts dockerd on this host, "
+    "e.g. --restart-command 'systemctl restart docker'"
+)
+# Where systemd looks for unit files; a docker.service in any of them is "known".
+SYSTEMD_UNIT_DIRS: tuple[Path, ...] = (
+    Path("/etc/systemd/system"),
+    Path("/run/systemd/system"),
+    Path("/usr/local/lib/systemd/system"),
+    Path("/usr/lib/systemd/system"),
+    Path("/lib/systemd/system"),
+)
+# sd_booted(3): this directory exists only when systemd is PID 1.
+SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
+SYSV_INIT_SCRIPT = Path("/etc/init.d/docker")
+STDERR_TAIL_LINES = 15
+# One API answer must not eat the whole deadline when the daemon hangs half-started.
+MAX_PROBE_TIMEOUT = 5.0
+
+
+def _systemd_knows_docker() -> bool:
+    return any((folder / "docker.service").exists() for folder in SYSTEMD_UNIT_DIRS)
+
+
+def default_restart_command() -> tuple[str, ...]:
+    """The host's own way to restart dockerd, or a UsageError asking for --restart-command."""
+    if SYSTEMD_RUNTIME_DIR.is_dir() and shutil.which("systemctl") and _systemd_knows_docker():
+        return ("systemctl", "restart", "docker")
+    if shutil.which("service") and SYSV_INIT_SCRIPT.exists():
+        return ("service", "docker", "restart")
+    raise UsageError(
+        "cannot tell how dockerd is restarted on this host: systemd is not running a "
+        "docker.service and there is no /etc/init.d/docker",
+        RESTART_COMMAND_HINT,
+    )
+
+
+def parse_restart_command(text: str) -> tuple[str, ...]:
+    """Split the operator's --restart-command like a POSIX shell would, without running one."""
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as error:
+        raise UsageError(f"cannot parse --restart-command {text!r}: {error}",
+                         "quote it like a shell command line, e.g. 'rc-service docker restart'"
+                         ) from error
+    if not argv:
+        raise UsageError("--restart-command is empty", RESTART_COMMAND_HINT)
+    return argv
+
+
+def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    kept = text.strip().splitlines()[-lines:]
+    return "\n".join(kept)
+
+
+def run_restart_command(argv: Sequence[str], timeout: float) -> None:
+    """Run the restart command; any failure to run it or a non-zero exit is RestartFailed."""
+    shown = shlex.join(argv)
+    if not argv:
+        raise UsageError("the restart command is empty", RESTART_COMMAND_HINT)
+    try:
+        completed = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError as error:
+        raise RestartFailed(f"the restart command `{shown}` was not found: {error}",
+                            RESTART_COMMAND_HINT) from error
+    except PermissionError as error:
+        raise RestartFailed(f"the restart command `{shown}` cannot be run: {error}",
+                            "run containerd-migrate as root or fix --restart-command") from error
+    except subprocess.TimeoutExpired as error:
+        raise RestartFailed(
+            f"the restart command `{shown}` did not finish within {timeout:.0f} s",
+            "check `journalctl -u docker` for what dockerd is waiting on; raise "
+            "--restart-timeout if this host is just slow",
+        ) from error
+    if completed.returncode != 0:
+        tail = _tail(completed.stderr) or _tail(completed.stdout) or "(no output)"
+        raise RestartFailed(
+            f"the restart command `{shown}` exited with status {completed.returncode}:\n{tail}",
+            "check `journalctl -u docker` (or the daemon log) for why dockerd did not start; "
+            "after several quick restarts systemd may need `systemctl reset-failed docker`",
+        )
+
+
+def _probe(host: str, timeout: float) -> EngineInfo:
+    engine = Engine(host, timeout=timeout)
+    try:
+        return engine.info()
+    finally:
+        engine.close()
+
+
+def wait_for_daemon(host: str, want: Store, timeout: float, poll: float = 0.25) -> EngineInfo:
+    """Poll `host` until the API answers in store `want`; RestartFailed at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_info: EngineInfo | None = None
+    last_error: str = ""
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            info = _probe(host, max(0.2, min(MAX_PROBE_TIMEOUT, remaining)))
+        except MigrateError as error:
+            last_info, last_error = None, error.message
+        else:
+            if info.store == want:
+                return info
+            last_info = info
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(poll, remaining))
+    if last_info is None:
+        raise RestartFailed(
+            f"the Docker daemon at {host} did not answer within {timeout:.0f} s after the "
+            f"restart (last error: {last_error})",
+            "see why dockerd did not start in `journalctl -u docker` (or the daemon log, "
+            "e.g. /var/log/docker.log); a daemon.json it rejects makes it exit at once",
+        )
+    raise RestartFailed(
+        f"the Docker daemon at {host} came back in the {last_info.store.value} image store, "
+        f"not the {want.value} store, within {timeout:.0f} s",
+        _wrong_store_hint(want),
+    )
+
+
+def _wrong_store_hint(want: Store) -> str:
+    if want is Store.CONTAINERD:
+        return (
+            "dockerd ignored the containerd-snapshotter feature: check daemon.json for a typo "
+            "in the feature name, and the dockerd command line (systemd ExecStart and drop-ins, "
+            "/etc/default/docker) for a `--feature` flag, which overrides daemon.json"
+        )
+    return (
+        "dockerd still enables the containerd-snapshotter feature: check for a `--feature "
+        "containerd-snapshotter` flag on the dockerd command line (systemd ExecStart and "
+        "drop-ins) and that daemon.json is the file this dockerd reads (--config-file)"
+    )
+

@@ -1,0 +1,117 @@
+"""Phase "quiesce": stop running containers deliberately before the daemon restarts.
+
+Without live-restore a restart kills them anyway; with live-restore they would survive
+as invisible orphans in containerd mode (engine-facts.md). Stopping them gracefully
+first gives them their stop timeout, and the journal remembers whom to start again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrate.errors import BlockedError, MigrateError
+from migrate.models import ContainerRecord
+from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+
+RUNNING_STATES = frozenset({"running", "restarting", "paused"})
+
+
+def _entry(container: ContainerRecord) -> JSONDict:
+    return {"id": container.id, "name": container.name, "state": container.state}
+
+
+def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSONDict]:
+    """Running containers by snapshot OR live view, so a resumed run still knows the ones
+    it already stopped (the live engine shows them as exited by then)."""
+    found: dict[str, JSONDict] = {}
+    if ctx.inventory_path.exists():
+        for container in ctx.load_inventory().containers:
+            if container.state in RUNNING_STATES:
+                found[container.id] = _entry(container)
+    for container in live:
+        if container.state in RUNNING_STATES:
+            found.setdefault(container.id, _entry(container))
+    for data in ctx.previous_progress:
+        stopped = data.get("stopped")
+        if isinstance(stopped, dict) and stopped.get("id"):
+            found.setdefault(str(stopped["id"]), dict(stopped))
+    return sorted(found.values(), key=lambda c: str(c["name"]))
+
+
+def _names(entries: list[JSONDict]) -> str:
+    return ", ".join(str(e["name"]) for e in entries)
+
+
+def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSONDict]:
+    if ctx.options.containers == "refuse":
+        # Planning blocks earlier; this guards a host that changed since the plan.
+        running = [_entry(c) for c in live if c.state in RUNNING_STATES]
+        if running:
+            raise BlockedError(
+                f"{len(running)} container(s) are running: {_names(running)}",
+                "stop them yourself, or pass --containers leave to have them stopped now "
+                "and started again on rollback (they stay hidden in containerd mode)",
+            )
+        return []
+    return _to_stop(ctx, live)
+
+
+class QuiescePhase:
+    name = "quiesce"
+
+    def intent(self, ctx: PhaseContext) -> JSONDict:
+        engine = ctx.connect()
+        try:
+            entries = _entries(ctx, engine.list_containers())
+        finally:
+            engine.close()
+        return {"containers": entries, "stop_timeout": ctx.options.stop_timeout}
+
+    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+        engine = ctx.connect()
+        stopped: list[str] = []
+        try:
+            live = engine.list_containers()
+            entries = _entries(ctx, live)
+            states = {c.id: c.state for c in live}
+            for entry in entries:
+                container_id = str(entry["id"])
+                if states.get(container_id) not in RUNNING_STATES:
+                    continue  # already stopped (resume) or removed by someone: nothing to do
+                engine.stop_container(container_id, timeout=ctx.options.stop_timeout)
+                ctx.checkpoint({"stopped": entry})
+                stopped.append(str(entry["name"]))
+        finally:
+            engine.close()
+        return PhaseOutcome(
+            undo={"containers": entries},
+            result={"stopped": stopped, "containers": len(entries)},
+        )
+
+    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+        entries: list[dict[str, Any]] = list(record.get("containers") or [])
+        if not entries:
+            return ["quiesce: no containers were stopped, nothing to start"]
+        try:
+            engine = ctx.connect()
+        except MigrateError as error:
+            return [f"quiesce: FAILED to start {_names(entries)}: {error.message}"]
+        lines: list[str] = []
+        try:
+            for entry in entries:
+                label = f"{entry.get('name')} ({str(entry.get('id'))[:12]})"
+                try:
+                    engine.start_container(str(entry["id"]))
+                except MigrateError as error:
+                    # One container that no longer starts must not stop the rollback.
+                    lines.append(f"quiesce: FAILED to start container {label}: {error.message}")
+                    continue
+                paused = entry.get("state") == "paused"
+                note = " (it was paused before; it now runs unpaused)" if paused else ""
+                lines.append(f"quiesce: started container {label}{note}")
+        finally:
+            engine.close()
+        return lines
+
+
+PHASE = QuiescePhase()

@@ -1,0 +1,239 @@
+"""Phase "switch": turn on the containerd-snapshotter feature in daemon.json.
+
+The intent record already holds everything undo needs (the original bytes, mode and
+owner, the digest of what we are about to write, and how to restart the daemon), so a
+crash between intent and done can be undone like a finished switch. A resumed attempt
+gets a fresh intent; the original bytes survive through a checkpoint written just
+before the file is replaced, because by then the file on disk may be ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from migrate import daemon_control
+from migrate.daemon_config import (
+    load_for_edit,
+    parse_config_bytes,
+    render_config,
+    target_config,
+)
+from migrate.engine import Engine
+from migrate.errors import BlockedError, DaemonConfigError, MigrateError
+from migrate.fsutil import atomic_write_bytes, fsync_dir
+from migrate.models import Store
+from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+
+NEW_DIR_MODE = 0o755
+DIFF_CONTEXT = 3
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes | None:
+    return None if text is None else base64.b64decode(str(text))
+
+
+def read_current(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
+    return ctx.options.restart_command or daemon_control.default_restart_command()
+
+
+def _engine_driver(ctx: PhaseContext) -> str | None:
+    """The legacy graph driver: it decides the snapshotter when daemon.json names none."""
+    if ctx.inventory_path.exists():
+        return ctx.load_inventory().engine.driver or None
+    engine = ctx.connect()
+    try:
+        info = engine.info()
+    finally:
+        engine.close()
+    return info.driver if info.store is Store.LEGACY else None
+
+
+def _saved_original(ctx: PhaseContext) -> JSONDict | None:
+    for data in reversed(ctx.previous_progress):
+        original = data.get("original")
+        if isinstance(original, dict):
+            return original
+    return None
+
+
+def _original(ctx: PhaseContext) -> JSONDict:
+    saved = _saved_original(ctx)
+    if saved is not None:
+        return saved
+    configured = ctx.options.daemon_config
+    raw, mode, uid, gid = load_for_edit(configured, ctx.options.follow_symlinks)
+    if raw is None and os.geteuid() != 0:
+        # Only root can give a new file to root; a non-root run owns what it creates.
+        uid, gid = os.geteuid(), os.getegid()
+    # With follow_symlinks the link target is edited and the link is left alone.
+    path = configured.resolve() if ctx.options.follow_symlinks else configured
+    return {"path": str(path), "original_b64": _b64(raw), "original_absent": raw is None,
+            "mode": mode, "uid": uid, "gid": gid,
+            "dir_existed": path.parent.is_dir()}  # fmt: skip
+
+
+def plan_switch(ctx: PhaseContext) -> JSONDict:
+    """The switch record: used as intent, checkpoint, and undo record alike."""
+    original = _original(ctx)
+    raw = _unb64(original["original_b64"])
+    data = parse_config_bytes(raw) if raw is not None else None
+    target = render_config(
+        target_config(data, ctx.options.snapshotter, engine_driver=_engine_driver(ctx))
+    )
+    return {
+        **original,
+        "written_sha256": sha256_hex(target),
+        "written_b64": _b64(target),
+        "restart_command": list(restart_argv(ctx)),
+        "restart_timeout": ctx.options.restart_timeout,
+        "host": ctx.options.host,
+    }
+
+
+def _write(path: Path, data: bytes, record: JSONDict) -> None:
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=NEW_DIR_MODE, parents=True, exist_ok=True)
+        fsync_dir(path.parent.parent)
+    atomic_write_bytes(path, data, int(record["mode"]), int(record["uid"]), int(record["gid"]))
+
+
+class SwitchPhase:
+    name = "switch"
+
+    def intent(self, ctx: PhaseContext) -> JSONDict:
+        return plan_switch(ctx)
+
+    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+        record = plan_switch(ctx)
+        path = Path(record["path"])
+        original = _unb64(record["original_b64"])
+        target = _unb64(record["written_b64"])
+        assert target is not None
+        current = read_current(path)
+        if current == target:
+            rewritten = False  # resumed after the write, or the file was already switched
+        elif current == original:
+            if _saved_original(ctx) is None:
+                keep = ("path", "original_b64", "original_absent", "mode", "uid", "gid",
+                        "dir_existed")  # fmt: skip
+                ctx.checkpoint({"original": {k: record[k] for k in keep}})
+            _write(path, target, record)
+            rewritten = True
+        else:
+            raise DaemonConfigError(
+                f"{path} changed since an interrupted attempt started editing it",
+                "put back the content it had before the migration and resume, or roll back "
+                "(which restores the original with --force)",
+            )
+        return PhaseOutcome(
+            undo=record,
+            result={
+                "path": str(path),
+                "written_sha256": record["written_sha256"],
+                "rewritten": rewritten,
+                "created": original is None,
+            },
+        )
+
+    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+        lines = restore_config(record, force=ctx.force)
+        lines.extend(_back_to_legacy(record, ctx))
+        return lines
+
+
+def _drift(path: Path, written: bytes, current: bytes | None) -> BlockedError:
+    diff = "".join(
+        difflib.unified_diff(
+            written.decode("utf-8", "replace").splitlines(keepends=True),
+            (current or b"").decode("utf-8", "replace").splitlines(keepends=True),
+            fromfile=f"{path} (written by containerd-migrate)",
+            tofile=f"{path} (now)" if current is not None else f"{path} (now: deleted)",
+            n=DIFF_CONTEXT,
+        )
+    )
+    return BlockedError(
+        f"{path} was changed after the switch; restoring the original would discard "
+        f"these changes:\n{diff.rstrip()}",
+        "keep what you need elsewhere, then roll back again with --force to restore the "
+        "original daemon.json anyway",
+    )
+
+
+def restore_config(record: JSONDict, force: bool) -> list[str]:
+    """Put the original daemon.json back byte for byte, unless someone edited ours."""
+    path = Path(record["path"])
+    original = _unb64(record.get("original_b64"))
+    written = _unb64(record.get("written_b64")) or b""
+    current = read_current(path)
+    if current == original:
+        return [f"switch: {path} already has its original content"]
+    drifted = current is None or sha256_hex(current) != record["written_sha256"]
+    if drifted and not force:
+        raise _drift(path, written, current)
+    if original is None:
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+        lines = [f"switch: removed {path} (it did not exist before the migration)"]
+        if not record.get("dir_existed", True):
+            try:
+                path.parent.rmdir()
+                fsync_dir(path.parent.parent)
+                lines.append(f"switch: removed the empty folder {path.parent} we had created")
+            except OSError:
+                pass  # someone put other files there: leave the folder
+        return lines
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=NEW_DIR_MODE, parents=True, exist_ok=True)
+    atomic_write_bytes(path, original, int(record["mode"]), int(record["uid"]),
+                       int(record["gid"]))
+    return [f"switch: restored the original {path} ({len(original)} bytes, "
+            f"mode {int(record['mode']):04o})"]
+
+
+def _legacy_now(host: str) -> bool:
+    try:
+        engine = Engine(host, timeout=daemon_control.MAX_PROBE_TIMEOUT)
+    except MigrateError:
+        return False
+    try:
+        return engine.info().store is Store.LEGACY
+    except MigrateError:
+        return False
+    finally:
+        engine.close()
+
+
+def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
+    host = str(record.get("host") or ctx.options.host)
+    if _legacy_now(host):
+        return ["switch: the daemon already runs on the legacy store; no restart needed"]
+    argv = tuple(record.get("restart_command") or ()) or ctx.options.restart_command
+    if not argv:
+        argv = daemon_control.default_restart_command()
+    timeout = float(record.get("restart_timeout") or ctx.options.restart_timeout)
+    daemon_control.run_restart_command(argv, timeout)
+    info = daemon_control.wait_for_daemon(host, Store.LEGACY, timeout)
+    return [f"switch: restarted the daemon; Docker {info.version} is back on the legacy store"]
+
+
+PHASE = SwitchPhase()

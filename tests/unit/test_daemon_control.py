@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from migrate import daemon_control
+from migrate.daemon_control import (
+    default_restart_command,
+    parse_restart_command,
+    run_restart_command,
+    wait_for_daemon,
+)
+from migrate.errors import EngineUnreachable, ExitCode, RestartFailed, UsageError
+from migrate.models import EngineInfo, Store
+
+pytestmark = pytest.mark.unit
+
+
+# --- parse_restart_command -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "argv"),
+    [
+        ("systemctl restart docker", ("systemctl", "restart", "docker")),
+        ("  rc-service   docker restart ", ("rc-service", "docker", "restart")),
+        ("sv restart 'my docker'", ("sv", "restart", "my docker")),
+        ('/opt/x/restart "a b" c\\ d', ("/opt/x/restart", "a b", "c d")),
+        # Shell syntax is just text: nothing is ever run through a shell.
+        ("restart; rm -rf /", ("restart;", "rm", "-rf", "/")),
+    ],
+)
+def test_parse_restart_command_splits_like_a_shell(text: str, argv: tuple[str, ...]) -> None:
+    assert parse_restart_command(text) == argv
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\t\n"])
+def test_parse_restart_command_rejects_empty(text: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_restart_command(text)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "--restart-command" in caught.value.hint
+
+
+def test_parse_restart_command_rejects_unbalanced_quotes() -> None:
+    with pytest.raises(UsageError, match="cannot parse"):
+        parse_restart_command("systemctl restart 'docker")
+
+
+# --- default_restart_command -----------------------------------------------------------
+
+
+@pytest.fixture
+def host_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake root: no systemd, no init script, no tools, until a test adds them."""
+    runtime = tmp_path / "run-systemd-system"
+    units = tmp_path / "lib-systemd-system"
+    monkeypatch.setattr(daemon_control, "SYSTEMD_RUNTIME_DIR", runtime)
+    monkeypatch.setattr(daemon_control, "SYSTEMD_UNIT_DIRS", (units,))
+    monkeypatch.setattr(daemon_control, "SYSV_INIT_SCRIPT", tmp_path / "init.d-docker")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    return tmp_path
+
+
+def _tools(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    found = {name: f"/usr/bin/{name}" for name in names}
+    monkeypatch.setattr(shutil, "which", found.get)
+
+
+def _systemd(root: Path, with_unit: bool = True) -> None:
+    (root / "run-systemd-system").mkdir()
+    units = root / "lib-systemd-system"
+    units.mkdir()
+    if with_unit:
+        (units / "docker.service").write_text("[Service]\n")
+
+
+def test_default_is_systemctl_when_systemd_runs_docker_service(
+    host_layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _systemd(host_layout)
+    (host_layout / "init.d-docker").write_text("#!/bin/sh\n")
+    _tools(monkeypatch, "systemctl", "service")
+    assert default_restart_command() == ("systemctl", "restart", "docker")
+
+
+def test_default_is_service_when_systemd_does_not_know_docker(
+    host_layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _systemd(host_layout, with_unit=False)
+    (host_layout / "init.d-docker").write_text("#!/bin/sh\n")
+    _tools(monkeypatch, "systemctl", "service")
+    assert default_restart_command() == ("service", "docker", "restart")
+
+
+def test_default_is_service_when_systemd_is_not_pid1(
+    host_layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # systemctl installed in a container without systemd running: it cannot restart anything.
+    (host_layout / "lib-systemd-system").mkdir()
+    (host_layout / "lib-systemd-system" / "docker.service").write_text("")
+    (host_layout / "init.d-docker").write_text("#!/bin/sh\n")
+    _tools(monkeypatch, "systemctl", "service")
+    assert default_restart_command() == ("service", "docker", "restart")
+
+
+@pytest.mark.parametrize(
+    ("tools", "init_script"),
+    [((), False), (("service",), False), ((), True), (("systemctl",), False)],
+)
+def test_default_without_a_known_service_manager_asks_for_the_flag(
+    host_layout: Path, monkeypatch: pytest.MonkeyPatch, tools: tuple[str, ...],
+    init_script: bool,
+) -> None:
+    if init_script:
+        (host_layout / "init.d-docker").write_text("#!/bin/sh\n")
+    _tools(monkeypatch, *tools)
+    with pytest.raises(UsageError) as caught:
+        default_restart_command()
+    assert "--restart-command" in caught.value.hint
+
+
+# --- run_restart_command ---------------------------------------------------------------
+
+
+def test_run_restart_command_success() -> None:
+    run_restart_command([sys.executable, "-c", "print('ok')"], timeout=30)
+
+
+def test_run_restart_command_failure_shows_stderr_tail() -> None:
+    script = "import sys\nfor i in range(40): print(f'line {i}', file=sys.stderr)\nsys.exit(3)"
+    with pytest.raises(RestartFailed) as caught:
+        run_restart_command([sys.executable, "-c", script], timeout=30)
+    message = caught.value.message
+    assert "status 3" in message
+    assert "line 39" in message
+    assert "line 10\n" not in message  # only the tail
+    assert "journalctl -u docker" in caught.value.hint
+
+
+def test_run_restart_command_missing_binary() -> None:
+    with pytest.raises(RestartFailed, match="not found"):
+        run_restart_command(["/nonexistent/restart-docker"], timeout=5)
+
+
+def test_run_restart_command_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(RestartFailed, match="did not finish"):
+        run_restart_command([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert time.monotonic() - started < 10
+
+
+# --- wait_for_daemon -------------------------------------------------------------------
+
+
+def test_wait_for_daemon_gives_up_quickly_on_a_dead_socket(tmp_path: Path) -> None:
+    host = f"unix://{tmp_path}/missing.sock"
+    started = time.monotonic()
+    with pytest.raises(RestartFailed) as caught:
+        wait_for_daemon(host, Store.CONTAINERD, timeout=0.6, poll=0.05)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+    assert "did not answer" in caught.value.message
+    assert "journalctl -u docker" in caught.value.hint
+
+
+def _info(store: Store) -> EngineInfo:
+    return EngineInfo(version="28.5.2", api_version="1.51", store=store, driver="overlay2",
+                      data_root="/var/lib/docker")
+
+
+def test_wait_for_daemon_reports_the_wrong_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon_control, "_probe", lambda host, timeout: _info(Store.LEGACY))
+    with pytest.raises(RestartFailed) as caught:
+        wait_for_daemon("unix:///x.sock", Store.CONTAINERD, timeout=0.3, poll=0.05)
+    assert "legacy image store" in caught.value.message
+    assert "--feature" in caught.value.hint
+    assert "typo" in caught.value.hint
+
+
+def test_wait_for_daemon_returns_once_the_store_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([None, _info(Store.LEGACY), _info(Store.CONTAINERD)])
+
+    def probe(host: str, timeout: float) -> EngineInfo:
+        answer = next(answers)
+        if answer is None:
+            raise EngineUnreachable("down")
+        return answer
+
+    monkeypatch.setattr(daemon_control, "_probe", probe)
+    info = wait_for_daemon("unix:///x.sock", Store.CONTAINERD, timeout=10, poll=0.01)
+    assert info.store is Store.CONTAINERD
