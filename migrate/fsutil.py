@@ -1,0 +1,161 @@
+"""Small filesystem helpers whose crash and disk-full behaviour the rest of the tool relies on.
+
+A migration can be killed at any instant (power loss, OOM, ^C), so every file we write
+must be either the old version or the new one, never half of each; and a full disk must
+surface as a DiskFullError the operator can act on, not as a bare OSError traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+
+from migrate.errors import DiskFullError
+
+CHUNK_SIZE = 1024 * 1024
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(error: OSError) -> bool:
+    return error.errno in _FULL_ERRNOS
+
+
+@contextmanager
+def disk_full_guard(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT raised inside the block into a DiskFullError naming `path`.
+
+    `what` completes the sentence "ran out of space while ...", e.g. "saving nginx:1.27".
+    """
+    try:
+        yield
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        reason = "disk quota exceeded" if error.errno == errno.EDQUOT else "no space left"
+        try:
+            left = f" ({free_bytes(path)} bytes free now)"
+        except OSError:
+            left = ""
+        raise DiskFullError(
+            f"{reason} on the filesystem holding {path} while {what}",
+            hint=(
+                f"free space there{left} or point the tool at a bigger filesystem, then run "
+                "the same command again: completed work is journaled and will be resumed"
+            ),
+        ) from error
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Persist a directory entry change (create, rename, unlink) made inside `path`."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def atomic_write_bytes(
+    path: str | os.PathLike[str],
+    data: bytes,
+    mode: int,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file.
+
+    The mode (and owner, when given) is set on the temp file before the rename, so the
+    final file never exists, even briefly, with looser permissions. If `path` is a
+    symlink the link itself is replaced, not its target.
+    """
+    target = Path(path)
+    folder = target.parent
+    with disk_full_guard(folder, f"writing {target}"):
+        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+                os.fchmod(fd, mode)
+                if uid is not None or gid is not None:
+                    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            finally:
+                os.close(fd)
+            os.replace(temp_name, target)
+        except BaseException:
+            # A failed write must not leave a stray temp file that later looks like data.
+            with suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
+        fsync_dir(folder)
+
+
+def sha256_file(
+    path: str | os.PathLike[str], on_bytes: Callable[[int], None] | None = None
+) -> str:
+    """Hex sha256 of a file; `on_bytes(n)` is called after each chunk, for progress bars."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+    return digest.hexdigest()
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes an unprivileged writer can still use on the filesystem that holds `path`.
+
+    `path` may not exist yet (an archive dir we are about to create), so the nearest
+    existing ancestor is measured instead.
+    """
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    stats = os.statvfs(probe)
+    return stats.f_bavail * stats.f_frsize
+
+
+class HashingWriter:
+    """Binary writer that hashes and counts what it passes on, for streaming `docker save`.
+
+    Hashing while writing avoids reading multi-gigabyte archives back just to checksum them.
+    """
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self._digest = hashlib.sha256()
+        self._count = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        total = view.nbytes
+        while view:
+            # Raw (unbuffered) files may accept only part of a chunk.
+            written = self._target.write(view)
+            self._digest.update(view[:written])
+            self._count += written
+            view = view[written:]
+        return total
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    @property
+    def bytes_written(self) -> int:
+        return self._count
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()

@@ -1,0 +1,588 @@
+"""Append-only rollback journal: `<state-dir>/journal.jsonl`, one JSON record per line.
+
+Like pip's uninstall stash and alembic's version table, the journal is written *before*
+a side effect (the intent) and *after* it (what undo needs), so after a crash we can
+tell which phases may have touched the host and how to put them back. Every record is
+fsynced before the caller acts on it. Only the journal assigns `seq` and `ts`.
+
+Writers must hold the state dir lock; `replay` is read-only and safe without it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final, Literal, NamedTuple, TypeAlias, get_args
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+)
+
+from migrate import errors
+from migrate.errors import StateError
+from migrate.fsutil import disk_full_guard, fsync_dir
+
+JOURNAL_VERSION: Final = 1
+PhaseName: TypeAlias = Literal["snapshot", "export", "switch", "restart", "import", "verify"]
+PHASE_ORDER: Final[tuple[PhaseName, ...]] = get_args(PhaseName)
+PhaseStatus: TypeAlias = Literal["pending", "started", "done", "failed", "interrupted", "undone"]
+Outcome: TypeAlias = Literal["completed", "rolled_back"]
+JsonDict: TypeAlias = dict[str, JsonValue]
+# Callers may pass e.g. dict[str, int]; a dict parameter would reject it (invariance).
+JsonMap: TypeAlias = Mapping[str, JsonValue]
+
+_DAMAGED_HINT = (
+    "the journal is damaged: keep a copy of it, then run `rollback --force`, or move it "
+    "aside to start from scratch"
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Record(_Frozen):
+    journal_version: int = Field(default=JOURNAL_VERSION, ge=1)
+    seq: int = Field(default=0, ge=0)
+    ts: AwareDatetime = Field(default_factory=_now)
+    migration_id: str = Field(min_length=1)
+
+
+class RunStarted(_Record):
+    event: Literal["run_started"] = "run_started"
+    run_id: str
+    tool_version: str
+    argv: tuple[str, ...] = ()
+    options: JsonDict = Field(default_factory=dict)
+
+
+class PhaseStarted(_Record):
+    event: Literal["phase_started"] = "phase_started"
+    phase: PhaseName
+    intent: JsonDict = Field(default_factory=dict)
+
+
+class PhaseDone(_Record):
+    event: Literal["phase_done"] = "phase_done"
+    phase: PhaseName
+    undo: JsonDict = Field(default_factory=dict)
+    result: JsonDict = Field(default_factory=dict)
+
+
+class PhaseFailed(_Record):
+    event: Literal["phase_failed"] = "phase_failed"
+    phase: PhaseName
+    error: str
+    hint: str = ""
+    exit_code: int
+
+
+class RunInterrupted(_Record):
+    event: Literal["interrupted"] = "interrupted"
+    # None when the interrupt landed between phases, or after the phase recorded its result.
+    phase: PhaseName | None = None
+    signal: str | None = None
+
+
+class UndoStarted(_Record):
+    event: Literal["undo_started"] = "undo_started"
+    phase: PhaseName
+
+
+class UndoDone(_Record):
+    event: Literal["undo_done"] = "undo_done"
+    phase: PhaseName
+
+
+class UndoFailed(_Record):
+    event: Literal["undo_failed"] = "undo_failed"
+    phase: PhaseName
+    error: str
+    exit_code: int
+
+
+class MigrationFinished(_Record):
+    event: Literal["migration_finished"] = "migration_finished"
+    outcome: Outcome
+
+
+class Progress(_Record):
+    event: Literal["progress"] = "progress"
+    phase: PhaseName
+    data: JsonDict = Field(default_factory=dict)
+
+
+Record: TypeAlias = Annotated[
+    RunStarted
+    | PhaseStarted
+    | PhaseDone
+    | PhaseFailed
+    | RunInterrupted
+    | UndoStarted
+    | UndoDone
+    | UndoFailed
+    | MigrationFinished
+    | Progress,
+    Field(discriminator="event"),
+]
+_RECORD: TypeAdapter[Record] = TypeAdapter(Record)
+
+
+class PhaseState(_Frozen):
+    name: PhaseName
+    status: PhaseStatus = "pending"
+    attempts: int = 0
+    # seq of the latest phase_started: undo runs in reverse order of this.
+    started_seq: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    intent: JsonDict = Field(default_factory=dict)
+    undo: JsonDict | None = None
+    result: JsonDict | None = None
+    # Kept across attempts so a resumed phase can skip work already checkpointed.
+    progress: tuple[JsonDict, ...] = ()
+    error: str | None = None
+    exit_code: int | None = None
+    undo_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """False for a phase that may have stopped half-way: undo has only its intent."""
+        return self.status == "done"
+
+
+class JournalState(_Frozen):
+    """What the records of the most recent migration say; a pure function of the file."""
+
+    record_count: int = 0
+    last_seq: int = 0
+    torn_tail: bool = False
+    # The migration still in progress (no migration_finished), else None.
+    migration_id: str | None = None
+    last_migration_id: str | None = None
+    runs: tuple[RunStarted, ...] = ()
+    phases: tuple[PhaseState, ...] = tuple(PhaseState(name=name) for name in PHASE_ORDER)
+    done_phases: tuple[PhaseName, ...] = ()
+    finished: bool = False
+    outcome: Outcome | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return len(self.runs) > 1
+
+    def phase(self, name: PhaseName) -> PhaseState:
+        return next(phase for phase in self.phases if phase.name == name)
+
+    @property
+    def next_phase(self) -> PhaseName | None:
+        return next((p.name for p in self.phases if p.status != "done"), None)
+
+    def phases_to_undo(self) -> tuple[PhaseState, ...]:
+        """Phases that may have changed the host, most recent first; see `complete`."""
+        touched = [p for p in self.phases if p.status not in ("pending", "undone")]
+        return tuple(sorted(touched, key=lambda p: p.started_seq, reverse=True))
+
+
+def _apply(phase: PhaseState, record: Record) -> PhaseState:
+    changes: dict[str, object]
+    match record:
+        case PhaseStarted():
+            changes = {
+                "status": "started", "attempts": phase.attempts + 1,
+                "started_seq": record.seq, "started_at": record.ts, "finished_at": None,
+                "intent": record.intent, "undo": None, "result": None,
+                "error": None, "exit_code": None, "undo_error": None,
+            }
+        case PhaseDone():
+            changes = {"status": "done", "finished_at": record.ts,
+                       "undo": record.undo, "result": record.result}
+        case PhaseFailed():
+            changes = {"status": "failed", "finished_at": record.ts,
+                       "error": record.error, "exit_code": record.exit_code}
+        case RunInterrupted():
+            changes = {"status": "interrupted", "finished_at": record.ts,
+                       "exit_code": int(errors.ExitCode.INTERRUPTED)}
+        case UndoStarted():
+            changes = {"undo_error": None}
+        case UndoDone():
+            changes = {"status": "undone", "finished_at": record.ts}
+        case UndoFailed():
+            changes = {"undo_error": record.error}
+        case _:
+            changes = {}
+    return phase.model_copy(update=changes)
+
+
+def compute_state(records: Sequence[Record], torn_tail: bool = False) -> JournalState:
+    """Fold the records of the most recent migration into a JournalState."""
+    last_id = next((r.migration_id for r in reversed(records) if isinstance(r, RunStarted)), None)
+    phases = {name: PhaseState(name=name) for name in PHASE_ORDER}
+    done_seq: dict[PhaseName, int] = {}
+    # Gathered in lists, not tuples rebuilt per record: exports checkpoint every image.
+    progress: dict[PhaseName, list[JsonDict]] = {name: [] for name in PHASE_ORDER}
+    runs: list[RunStarted] = []
+    outcome: Outcome | None = None
+    for record in records:
+        if record.migration_id != last_id:
+            continue
+        if isinstance(record, RunStarted):
+            runs.append(record)
+        elif isinstance(record, MigrationFinished):
+            outcome = record.outcome
+        elif isinstance(record, Progress):
+            progress[record.phase].append(record.data)
+        elif record.phase is not None:
+            phases[record.phase] = _apply(phases[record.phase], record)
+            if isinstance(record, PhaseDone):
+                done_seq[record.phase] = record.seq
+            elif isinstance(record, UndoDone):
+                # The checkpoints describe artefacts that undo just removed.
+                progress[record.phase].clear()
+    for name, items in progress.items():
+        phases[name] = phases[name].model_copy(update={"progress": tuple(items)})
+    done = sorted((n for n, p in phases.items() if p.status == "done"), key=done_seq.__getitem__)
+    return JournalState(
+        record_count=len(records),
+        last_seq=records[-1].seq if records else 0,
+        torn_tail=torn_tail,
+        migration_id=last_id if outcome is None else None,
+        last_migration_id=last_id,
+        runs=tuple(runs),
+        phases=tuple(phases.values()),
+        done_phases=tuple(done),
+        finished=outcome is not None,
+        outcome=outcome,
+    )
+
+
+class _Parsed(NamedTuple):
+    records: list[Record]
+    good_length: int  # bytes up to the end of the last intact record
+    torn_tail: bool
+
+
+class _Unparseable(Exception):
+    pass
+
+
+def _decode(line: bytes, path: Path, lineno: int) -> Record:
+    try:
+        raw = json.loads(line)
+    except ValueError as error:  # also covers UnicodeDecodeError
+        raise _Unparseable(str(error)) from error
+    if not isinstance(raw, dict):
+        raise _Unparseable("not a JSON object")
+    version = raw.get("journal_version")
+    if isinstance(version, int) and version > JOURNAL_VERSION:
+        raise StateError(
+            f"journal {path} line {lineno} has journal version {version}; this "
+            f"containerd-migrate reads version {JOURNAL_VERSION} or older",
+            hint="resume or roll back with the newer containerd-migrate that wrote it",
+        )
+    try:
+        return _RECORD.validate_python(raw)
+    except ValidationError as error:
+        raise _Unparseable(f"{error.error_count()} invalid field(s)") from error
+
+
+def _parse(data: bytes, path: Path) -> _Parsed:
+    lines = data.split(b"\n")
+    # Everything after the last newline is a record whose write never completed.
+    fragment = lines.pop()
+    records: list[Record] = []
+    offset = 0
+    for index, line in enumerate(lines):
+        lineno = index + 1
+        try:
+            record = _decode(line, path, lineno)
+        except _Unparseable as error:
+            if index == len(lines) - 1 and not fragment:
+                return _Parsed(records, offset, torn_tail=True)
+            raise StateError(f"journal {path} line {lineno} is unreadable: {error}",
+                             hint=_DAMAGED_HINT) from error
+        if records and record.seq <= records[-1].seq:
+            raise StateError(f"journal {path} line {lineno} goes back in sequence",
+                             hint=_DAMAGED_HINT)
+        records.append(record)
+        offset += len(line) + 1
+    return _Parsed(records, offset, torn_tail=bool(fragment))
+
+
+def _open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise StateError(f"journal {path} is a symlink; refusing to follow it",
+                             hint="replace it with the real file or use --state-dir") from error
+        raise
+
+
+def _read_all(fd: int, path: Path) -> bytes:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise StateError(f"journal {path} is not a regular file", hint=_DAMAGED_HINT)
+    data = b""
+    while chunk := os.pread(fd, 1 << 20, len(data)):
+        data += chunk
+    return data
+
+
+def replay(path: str | os.PathLike[str]) -> JournalState:
+    """Read-only view of a journal; a missing file is an empty journal."""
+    journal = Path(path)
+    try:
+        fd = _open_nofollow(journal, os.O_RDONLY)
+    except FileNotFoundError:
+        return JournalState()
+    try:
+        parsed = _parse(_read_all(fd, journal), journal)
+    finally:
+        os.close(fd)
+    return compute_state(parsed.records, parsed.torn_tail)
+
+
+def new_migration_id() -> str:
+    return f"{_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+class PhaseHandle:
+    """Yielded by `Journal.phase`; `done()` records the result right after the side effect."""
+
+    def __init__(self, journal: Journal, name: PhaseName) -> None:
+        self._journal = journal
+        self.name = name
+        self.record: PhaseDone | None = None
+
+    def done(self, undo: JsonMap | None = None, result: JsonMap | None = None) -> PhaseDone:
+        if self.record is not None:
+            raise StateError(f"phase {self.name} recorded its result twice")
+        record = self._journal.append(PhaseDone(
+            migration_id=self._journal.require_migration(), phase=self.name,
+            undo=dict(undo or {}), result=dict(result or {}),
+        ))
+        assert isinstance(record, PhaseDone)
+        self.record = record
+        return record
+
+    def progress(self, data: JsonMap) -> None:
+        self._journal.progress(self.name, data)
+
+
+def _is_interrupt(error: BaseException) -> bool:
+    # SystemExit from a SIGTERM handler counts too: the run was stopped, not broken.
+    return not isinstance(error, Exception) or isinstance(error, errors.Interrupted)
+
+
+class Journal:
+    """Writer for one journal file. Opening it cuts off a torn last record, so that
+    records appended afterwards start on a line of their own."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._records: list[Record] = []
+        self._torn_tail = False
+        self._seen_ids: set[str] = set()
+        self._last_id: str | None = None
+        self._finished = False
+
+    def open(self) -> Journal:
+        if self._fd is not None:
+            return self
+        flags = os.O_RDWR | os.O_APPEND
+        try:
+            fd, created = _open_nofollow(self.path, flags | os.O_CREAT | os.O_EXCL), True
+        except FileExistsError:
+            fd, created = _open_nofollow(self.path, flags), False
+        try:
+            if created:
+                os.fchmod(fd, 0o600)  # umask may only remove bits; be explicit anyway
+                fsync_dir(self.path.parent)
+            data = _read_all(fd, self.path)
+            parsed = _parse(data, self.path)
+            if parsed.good_length < len(data):
+                with disk_full_guard(self.path, "repairing the journal"):
+                    os.ftruncate(fd, parsed.good_length)
+                    os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._torn_tail = parsed.torn_tail
+        for record in parsed.records:
+            self._track(record)
+        return self
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Journal:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _track(self, record: Record) -> None:
+        self._records.append(record)
+        self._seen_ids.add(record.migration_id)
+        if isinstance(record, RunStarted):
+            self._finished = self._finished and record.migration_id == self._last_id
+            self._last_id = record.migration_id
+        elif isinstance(record, MigrationFinished):
+            self._finished = True
+
+    @property
+    def migration_id(self) -> str | None:
+        """The unfinished migration, if any."""
+        self.open()
+        return None if self._finished else self._last_id
+
+    def require_migration(self) -> str:
+        """The migration records are appended to: the most recent one, finished or not
+        (a completed migration can still be rolled back)."""
+        self.open()
+        if self._last_id is None:
+            raise StateError("no migration has been started in this state dir",
+                             hint="run `containerd-migrate migrate` first")
+        return self._last_id
+
+    def state(self) -> JournalState:
+        self.open()
+        return compute_state(self._records, self._torn_tail)
+
+    def _check(self, record: Record) -> None:
+        mid = record.migration_id
+        if not isinstance(record, RunStarted):
+            if mid != self.require_migration():
+                raise StateError(f"record for migration {mid} while {self._last_id} is current")
+        elif self.migration_id is not None and mid != self.migration_id:
+            raise StateError(
+                f"migration {self.migration_id} is unfinished; cannot start {mid}",
+                hint="resume it with `migrate`, or undo it with `rollback`",
+            )
+        elif mid != self._last_id and mid in self._seen_ids:
+            raise StateError(f"migration {mid} is not the most recent one in this journal")
+
+    def append(self, record: Record) -> Record:
+        """Write `record` durably (fsynced) and return it as written, with seq and ts set."""
+        self.open()
+        assert self._fd is not None
+        self._check(record)
+        last_seq = self._records[-1].seq if self._records else 0
+        record = record.model_copy(
+            update={"seq": last_seq + 1, "ts": _now(), "journal_version": JOURNAL_VERSION}
+        )
+        data = record.model_dump(mode="json")
+        line = json.dumps({"event": data.pop("event"), **data}, separators=(",", ":")) + "\n"
+        size = os.fstat(self._fd).st_size
+        with disk_full_guard(self.path, "writing the rollback journal"):
+            try:
+                view = memoryview(line.encode())
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                os.fsync(self._fd)
+            except BaseException:
+                # A half-written record must not be followed by a good one.
+                os.ftruncate(self._fd, size)
+                raise
+        self._track(record)
+        return record
+
+    def _append_after(self, failure: BaseException, record: Record) -> None:
+        """Record a failure without masking it if the journal itself cannot be written."""
+        try:
+            self.append(record)
+        except (OSError, errors.MigrateError) as error:
+            failure.add_note(f"could not journal this failure: {error}")
+
+    def start_run(
+        self,
+        tool_version: str,
+        argv: Sequence[str] = (),
+        options: JsonMap | None = None,
+        *,
+        migration_id: str | None = None,
+    ) -> RunStarted:
+        """Start a run: resumes the unfinished migration, else begins a new one."""
+        mid = migration_id or self.migration_id or new_migration_id()
+        record = self.append(RunStarted(
+            migration_id=mid, run_id=uuid.uuid4().hex, tool_version=tool_version,
+            argv=tuple(argv), options=dict(options or {}),
+        ))
+        assert isinstance(record, RunStarted)
+        return record
+
+    def progress(self, phase: PhaseName, data: JsonMap) -> None:
+        mid = self.require_migration()
+        self.append(Progress(migration_id=mid, phase=phase, data=dict(data)))
+
+    def finish(self, outcome: Outcome) -> None:
+        self.append(MigrationFinished(migration_id=self.require_migration(), outcome=outcome))
+
+    @contextmanager
+    def phase(self, name: PhaseName, intent: JsonMap) -> Iterator[PhaseHandle]:
+        """phase_started now; phase_done via `handle.done()`; failures and interrupts
+        that escape before `done()` are recorded against the phase, then re-raised."""
+        mid = self.require_migration()
+        self.append(PhaseStarted(migration_id=mid, phase=name, intent=dict(intent)))
+        handle = PhaseHandle(self, name)
+        try:
+            yield handle
+        except BaseException as error:
+            if _is_interrupt(error):
+                phase = name if handle.record is None else None
+                signal = "SIGINT" if isinstance(error, KeyboardInterrupt) else None
+                self._append_after(
+                    error, RunInterrupted(migration_id=mid, phase=phase, signal=signal)
+                )
+            elif handle.record is None:
+                self._append_after(error, _failure(mid, name, error))
+            raise
+        if handle.record is None:
+            missing = errors.MigrateError(f"phase {name} ended without recording its result")
+            self._append_after(missing, _failure(mid, name, missing))
+            raise missing
+
+    @contextmanager
+    def undo(self, name: PhaseName) -> Iterator[None]:
+        """undo_started now, undo_done on a clean exit, undo_failed if anything escapes."""
+        mid = self.require_migration()
+        self.append(UndoStarted(migration_id=mid, phase=name))
+        try:
+            yield
+        except BaseException as error:
+            failed = _failure(mid, name, error)
+            self._append_after(error, UndoFailed(
+                migration_id=mid, phase=name, error=failed.error, exit_code=failed.exit_code))
+            raise
+        self.append(UndoDone(migration_id=mid, phase=name))
+
+
+def _failure(mid: str, name: PhaseName, error: BaseException) -> PhaseFailed:
+    if _is_interrupt(error):
+        return PhaseFailed(migration_id=mid, phase=name, error=f"interrupted ({error!r})",
+                           exit_code=int(errors.ExitCode.INTERRUPTED))
+    if isinstance(error, errors.MigrateError):
+        return PhaseFailed(migration_id=mid, phase=name, error=error.message,
+                           hint=error.hint, exit_code=int(error.exit_code))
+    return PhaseFailed(migration_id=mid, phase=name, error=f"{type(error).__name__}: {error}",
+                       exit_code=int(errors.ExitCode.ERROR))
