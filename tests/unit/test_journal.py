@@ -43,7 +43,9 @@ def _events(path: Path) -> list[str]:
 
 
 def test_phase_order() -> None:
-    assert PHASE_ORDER == ("snapshot", "export", "switch", "restart", "import", "verify")
+    assert PHASE_ORDER == (
+        "snapshot", "export", "quiesce", "switch", "restart", "import", "verify"
+    )
 
 
 def test_append_and_replay_round_trip(path: Path) -> None:
@@ -67,7 +69,7 @@ def test_append_and_replay_round_trip(path: Path) -> None:
     assert state.runs[0].options == {"keep_archives": True}
     assert state.runs[0].argv == ("migrate", "--yes")
     assert state.done_phases == ("snapshot", "export")
-    assert state.next_phase == "switch"
+    assert state.next_phase == "quiesce"
     export = state.phase("export")
     assert export.status == "done"
     assert export.intent == {"images": ["a", "b"]}
