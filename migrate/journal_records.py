@@ -1,0 +1,258 @@
+"""Record models of the rollback journal and the pure fold of records into state.
+
+Every line of `<state-dir>/journal.jsonl` is one `Record`; `compute_state` turns the
+records of the most recent migration into a `JournalState`. Parsing, replaying and
+writing the file live in `migrate.journal`, which re-exports everything here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal, TypeAlias, get_args
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+
+from migrate import errors
+
+__all__ = [
+    "JOURNAL_VERSION", "PHASE_ORDER", "JournalState", "JsonDict", "JsonMap",
+    "MigrationFinished", "Outcome", "PhaseDone", "PhaseFailed", "PhaseName", "PhaseStarted",
+    "PhaseState", "PhaseStatus", "Progress", "Record", "RunInterrupted", "RunStarted",
+    "UndoDone", "UndoFailed", "UndoStarted", "compute_state",
+]
+
+JOURNAL_VERSION: Final = 1
+# quiesce (stop running containers) comes before switch so that undo, which runs in
+# reverse, restarts the containers only after the switch undo has brought legacy back.
+PhaseName: TypeAlias = Literal[
+    "snapshot", "export", "quiesce", "switch", "restart", "import", "verify"
+]
+PHASE_ORDER: Final[tuple[PhaseName, ...]] = get_args(PhaseName)
+PhaseStatus: TypeAlias = Literal["pending", "started", "done", "failed", "interrupted", "undone"]
+Outcome: TypeAlias = Literal["completed", "rolled_back"]
+JsonDict: TypeAlias = dict[str, JsonValue]
+# Callers may pass e.g. dict[str, int]; a dict parameter would reject it (invariance).
+JsonMap: TypeAlias = Mapping[str, JsonValue]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Record(_Frozen):
+    journal_version: int = Field(default=JOURNAL_VERSION, ge=1)
+    seq: int = Field(default=0, ge=0)
+    ts: AwareDatetime = Field(default_factory=_now)
+    migration_id: str = Field(min_length=1)
+
+
+class RunStarted(_Record):
+    event: Literal["run_started"] = "run_started"
+    run_id: str
+    tool_version: str
+    argv: tuple[str, ...] = ()
+    options: JsonDict = Field(default_factory=dict)
+
+
+class PhaseStarted(_Record):
+    event: Literal["phase_started"] = "phase_started"
+    phase: PhaseName
+    intent: JsonDict = Field(default_factory=dict)
+
+
+class PhaseDone(_Record):
+    event: Literal["phase_done"] = "phase_done"
+    phase: PhaseName
+    undo: JsonDict = Field(default_factory=dict)
+    result: JsonDict = Field(default_factory=dict)
+
+
+class PhaseFailed(_Record):
+    event: Literal["phase_failed"] = "phase_failed"
+    phase: PhaseName
+    error: str
+    hint: str = ""
+    exit_code: int
+
+
+class RunInterrupted(_Record):
+    event: Literal["interrupted"] = "interrupted"
+    # None when the interrupt landed between phases, or after the phase recorded its result.
+    phase: PhaseName | None = None
+    signal: str | None = None
+
+
+class UndoStarted(_Record):
+    event: Literal["undo_started"] = "undo_started"
+    phase: PhaseName
+
+
+class UndoDone(_Record):
+    event: Literal["undo_done"] = "undo_done"
+    phase: PhaseName
+
+
+class UndoFailed(_Record):
+    event: Literal["undo_failed"] = "undo_failed"
+    phase: PhaseName
+    error: str
+    exit_code: int
+
+
+class MigrationFinished(_Record):
+    event: Literal["migration_finished"] = "migration_finished"
+    outcome: Outcome
+
+
+class Progress(_Record):
+    event: Literal["progress"] = "progress"
+    phase: PhaseName
+    data: JsonDict = Field(default_factory=dict)
+
+
+Record: TypeAlias = Annotated[
+    RunStarted
+    | PhaseStarted
+    | PhaseDone
+    | PhaseFailed
+    | RunInterrupted
+    | UndoStarted
+    | UndoDone
+    | UndoFailed
+    | MigrationFinished
+    | Progress,
+    Field(discriminator="event"),
+]
+_RECORD: TypeAdapter[Record] = TypeAdapter(Record)
+
+
+class PhaseState(_Frozen):
+    name: PhaseName
+    status: PhaseStatus = "pending"
+    attempts: int = 0
+    # seq of the latest phase_started: undo runs in reverse order of this.
+    started_seq: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    intent: JsonDict = Field(default_factory=dict)
+    undo: JsonDict | None = None
+    result: JsonDict | None = None
+    # Kept across attempts so a resumed phase can skip work already checkpointed.
+    progress: tuple[JsonDict, ...] = ()
+    error: str | None = None
+    exit_code: int | None = None
+    undo_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """False for a phase that may have stopped half-way: undo has only its intent."""
+        return self.status == "done"
+
+
+class JournalState(_Frozen):
+    """What the records of the most recent migration say; a pure function of the file."""
+
+    record_count: int = 0
+    last_seq: int = 0
+    torn_tail: bool = False
+    # The migration still in progress (no migration_finished), else None.
+    migration_id: str | None = None
+    last_migration_id: str | None = None
+    runs: tuple[RunStarted, ...] = ()
+    phases: tuple[PhaseState, ...] = tuple(PhaseState(name=name) for name in PHASE_ORDER)
+    done_phases: tuple[PhaseName, ...] = ()
+    finished: bool = False
+    outcome: Outcome | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return len(self.runs) > 1
+
+    def phase(self, name: PhaseName) -> PhaseState:
+        return next(phase for phase in self.phases if phase.name == name)
+
+    @property
+    def next_phase(self) -> PhaseName | None:
+        return next((p.name for p in self.phases if p.status != "done"), None)
+
+    def phases_to_undo(self) -> tuple[PhaseState, ...]:
+        """Phases that may have changed the host, most recent first; see `complete`."""
+        touched = [p for p in self.phases if p.status not in ("pending", "undone")]
+        return tuple(sorted(touched, key=lambda p: p.started_seq, reverse=True))
+
+
+def _apply(phase: PhaseState, record: Record) -> PhaseState:
+    changes: dict[str, object]
+    match record:
+        case PhaseStarted():
+            changes = {
+                "status": "started", "attempts": phase.attempts + 1,
+                "started_seq": record.seq, "started_at": record.ts, "finished_at": None,
+                "intent": record.intent, "undo": None, "result": None,
+                "error": None, "exit_code": None, "undo_error": None,
+            }
+        case PhaseDone():
+            changes = {"status": "done", "finished_at": record.ts,
+                       "undo": record.undo, "result": record.result}
+        case PhaseFailed():
+            changes = {"status": "failed", "finished_at": record.ts,
+                       "error": record.error, "exit_code": record.exit_code}
+        case RunInterrupted():
+            changes = {"status": "interrupted", "finished_at": record.ts,
+                       "exit_code": int(errors.ExitCode.INTERRUPTED)}
+        case UndoStarted():
+            changes = {"undo_error": None}
+        case UndoDone():
+            changes = {"status": "undone", "finished_at": record.ts}
+        case UndoFailed():
+            changes = {"undo_error": record.error}
+        case _:
+            changes = {}
+    return phase.model_copy(update=changes)
+
+
+def compute_state(records: Sequence[Record], torn_tail: bool = False) -> JournalState:
+    """Fold the records of the most recent migration into a JournalState."""
+    last_id = next((r.migration_id for r in reversed(records) if isinstance(r, RunStarted)), None)
+    phases = {name: PhaseState(name=name) for name in PHASE_ORDER}
+    done_seq: dict[PhaseName, int] = {}
+    # Gathered in lists, not tuples rebuilt per record: exports checkpoint every image.
+    progress: dict[PhaseName, list[JsonDict]] = {name: [] for name in PHASE_ORDER}
+    runs: list[RunStarted] = []
+    outcome: Outcome | None = None
+    for record in records:
+        if record.migration_id != last_id:
+            continue
+        if isinstance(record, RunStarted):
+            runs.append(record)
+        elif isinstance(record, MigrationFinished):
+            outcome = record.outcome
+        elif isinstance(record, Progress):
+            progress[record.phase].append(record.data)
+        elif record.phase is not None:
+            phases[record.phase] = _apply(phases[record.phase], record)
+            if isinstance(record, PhaseDone):
+                done_seq[record.phase] = record.seq
+            elif isinstance(record, UndoDone):
+                # The checkpoints describe artefacts that undo just removed.
+                progress[record.phase].clear()
+    for name, items in progress.items():
+        phases[name] = phases[name].model_copy(update={"progress": tuple(items)})
+    done = sorted((n for n, p in phases.items() if p.status == "done"), key=done_seq.__getitem__)
+    return JournalState(
+        record_count=len(records),
+        last_seq=records[-1].seq if records else 0,
+        torn_tail=torn_tail,
+        migration_id=last_id if outcome is None else None,
+        last_migration_id=last_id,
+        runs=tuple(runs),
+        phases=tuple(phases.values()),
+        done_phases=tuple(done),
+        finished=outcome is not None,
+        outcome=outcome,
+    )
