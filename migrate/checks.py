@@ -1,0 +1,355 @@
+"""Pre-flight checks: one small pure function per check, registered in CHECKS.
+
+Every trap in engine-facts.md that the tool cannot fix by itself becomes a check here,
+so `plan` refuses before anything is touched instead of failing mid-window.
+Check ids are stable kebab-case: scripts and tickets refer to them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from migrate.daemon_config import (
+    LEGACY_STORAGE_DRIVER_MAPPING,
+    SNAPSHOTTER_FEATURE,
+    DaemonConfigState,
+    choose_snapshotter,
+)
+from migrate.errors import DaemonConfigError
+from migrate.estimate import Estimate, estimate
+from migrate.launch import DaemonLaunch
+from migrate.models import Frozen, Inventory, Store
+
+if TYPE_CHECKING:  # plan.py imports this module at runtime
+    from migrate.plan import FilesystemFacts, HostFacts, PlanOptions
+
+MIN_ENGINE = (24, 0)
+DISK_HEADROOM = 1.2
+GIB = 1024**3
+
+
+class Severity(StrEnum):
+    BLOCKER = "blocker"
+    WARNING = "warning"
+    INFO = "info"
+
+
+BLOCKER, WARNING, INFO = Severity.BLOCKER, Severity.WARNING, Severity.INFO
+
+
+class Check(Frozen):
+    id: str
+    severity: Severity
+    message: str
+    hint: str = ""
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ctx:
+    facts: HostFacts
+    options: PlanOptions
+    estimate: Estimate
+
+    @property
+    def inv(self) -> Inventory:
+        return self.facts.inventory
+
+    @property
+    def config(self) -> DaemonConfigState:
+        return self.facts.daemon_config
+
+    @property
+    def launch(self) -> DaemonLaunch:
+        return self.facts.launch
+
+
+def _check(
+    id_: str, severity: Severity, message: str, hint: str = "", details: Iterable[str] = ()
+) -> Check:
+    return Check(id=id_, severity=severity, message=message, hint=hint, details=tuple(details))
+
+
+def parse_version(version: str) -> tuple[int, int] | None:
+    match = re.match(r"^v?(\d+)\.(\d+)", version.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def engine_too_old(c: Ctx) -> Check | None:
+    version = c.inv.engine.version
+    parsed = parse_version(version)
+    if parsed is None:
+        return _check("engine-too-old", WARNING, f"cannot parse the engine version {version!r}",
+                      "make sure Docker Engine is 24.0 or newer")
+    if parsed >= MIN_ENGINE:
+        return None
+    return _check("engine-too-old", BLOCKER, f"Docker Engine {version} is older than 24.0",
+                  "upgrade Docker Engine first; the containerd image store needs 24.0+")
+
+
+def already_containerd(c: Ctx) -> Check | None:
+    if c.inv.engine.store is not Store.CONTAINERD:
+        return None
+    return _check("already-containerd", BLOCKER,
+                  "the daemon already uses the containerd image store: nothing to do")
+
+
+def config_already_switched(c: Ctx) -> Check | None:
+    if c.inv.engine.store is not Store.LEGACY or c.config.containerd_snapshotter is not True:
+        return None
+    return _check("config-already-switched", WARNING,
+                  f"{c.config.path} already enables {SNAPSHOTTER_FEATURE} but the daemon "
+                  "runs the legacy store",
+                  "an unplanned restart would switch without exporting the images; let the "
+                  "migration do the restart")
+
+
+def daemon_config_invalid(c: Ctx) -> Check | None:
+    config = c.config
+    if not config.exists or config.valid:
+        return None
+    return _check("daemon-config-invalid", BLOCKER,
+                  f"{config.path} is unusable: {config.parse_error or 'invalid values'}",
+                  "fix daemon.json by hand (dockerd exits at start with it), then re-run plan",
+                  config.problems)
+
+
+def daemon_config_symlink(c: Ctx) -> Check | None:
+    config = c.config
+    if not config.is_symlink:
+        return None
+    if c.options.follow_symlinks:
+        return _check("daemon-config-symlink", INFO,
+                      f"{config.path} is a symlink to {config.symlink_target}; the target will "
+                      "be edited")
+    return _check("daemon-config-symlink", BLOCKER,
+                  f"{config.path} is a symlink to {config.symlink_target}",
+                  "pass --follow-symlinks to edit the target, or replace the link by a file")
+
+
+def _engine_driver(c: Ctx) -> str | None:
+    return c.inv.engine.driver if c.inv.engine.store is Store.LEGACY else None
+
+
+def _new_snapshotter(c: Ctx) -> str | None:
+    return choose_snapshotter(c.config.storage_driver, c.options.snapshotter, _engine_driver(c))
+
+
+def storage_driver_rewrite(c: Ctx) -> Check | None:
+    try:
+        new = _new_snapshotter(c)
+    except DaemonConfigError:
+        return None
+    old = c.config.storage_driver or _engine_driver(c)
+    if new is None or new == c.config.storage_driver:
+        return None
+    message = f"storage-driver {old} will be written as {new} in daemon.json"
+    if c.options.snapshotter is None and old == "vfs":
+        return _check("storage-driver-rewrite", WARNING, message,
+                      "the native snapshotter copies every layer in full: expect more disk "
+                      "use than estimated")
+    reason = "explicit --snapshotter" if c.options.snapshotter else "automatic mapping"
+    return _check("storage-driver-rewrite", INFO, f"{message} ({reason})")
+
+
+def storage_driver_unmappable(c: Ctx) -> Check | None:
+    try:
+        _new_snapshotter(c)
+    except DaemonConfigError as exc:
+        return _check("storage-driver-unmappable", BLOCKER, exc.message, exc.hint)
+    return None
+
+
+def storage_driver_flag(c: Ctx) -> Check | None:
+    launch = c.launch
+    found = []
+    if launch.storage_driver_flag:
+        found.append(f"dockerd flag --storage-driver {launch.storage_driver_flag}")
+    if launch.docker_driver_env:
+        found.append(f"environment DOCKER_DRIVER={launch.docker_driver_env}")
+    if not found:
+        return None
+    mapping = ", ".join(f"{k} -> {v}" for k, v in LEGACY_STORAGE_DRIVER_MAPPING.items())
+    return _check("storage-driver-flag", BLOCKER,
+                  "dockerd gets its storage driver from the command line or environment",
+                  "remove it from ExecStart/Environment (systemctl edit docker, or the drop-in) "
+                  f"and restart; only daemon.json can be rewritten ({mapping})",
+                  found + [f"unit file: {u}" for u in launch.unit_files])
+
+
+def feature_flag_conflict(c: Ctx) -> Check | None:
+    flags = c.launch.feature_flags
+    if not flags:
+        return None
+    return _check("feature-flag-conflict", BLOCKER,
+                  "dockerd is started with --feature flags, which conflict with any 'features' "
+                  "key in daemon.json: the daemon would refuse to start",
+                  "remove the --feature flags from ExecStart and move them into daemon.json",
+                  [f"--feature {flag}" for flag in flags])
+
+
+def feature_typo(c: Ctx) -> Check | None:
+    typos = c.config.feature_typos
+    if not typos:
+        return None
+    return _check("feature-typo", WARNING,
+                  f"daemon.json features look like misspellings of {SNAPSHOTTER_FEATURE}; "
+                  "dockerd ignores unknown features silently",
+                  "fix or remove them; the switch writes the correct key and checks the store "
+                  "after the restart", [f"features.{key}" for key in typos])
+
+
+def userns_remap(c: Ctx) -> Check | None:
+    sources = []
+    if c.config.userns_remap:
+        sources.append(f"daemon.json userns-remap: {c.config.userns_remap}")
+    if c.launch.userns_remap_flag:
+        sources.append(f"dockerd flag --userns-remap {c.launch.userns_remap_flag}")
+    if any("userns" in opt for opt in c.inv.engine.security_options):
+        sources.append("docker info SecurityOptions: userns")
+    if not sources:
+        return None
+    return _check("userns-remap", BLOCKER, "user namespace remapping is enabled",
+                  "the migration does not support userns-remap; disable it or migrate by hand",
+                  sources)
+
+
+def external_containerd(c: Ctx) -> Check | None:
+    socket = c.launch.containerd_flag or c.inv.engine.containerd_address
+    if not socket:
+        return None
+    namespace = c.launch.containerd_namespace or "moby"
+    return _check("external-containerd", INFO,
+                  f"dockerd uses the containerd at {socket} (namespace {namespace})",
+                  "pre-staging must import through that socket; the new store lives in that "
+                  "containerd's root, not under the data root")
+
+
+def live_restore(c: Ctx) -> Check | None:
+    data = c.config.data or {}
+    if not (c.inv.engine.live_restore or c.launch.live_restore or data.get("live-restore")):
+        return None
+    running = [ct.name for ct in c.inv.containers if ct.running]
+    return _check("live-restore", WARNING if running else INFO,
+                  "live-restore is on: running containers would survive the restart as "
+                  "invisible orphans", "they will be stopped deliberately before the switch",
+                  running)
+
+
+def containers_present(c: Ctx) -> Check | None:
+    containers = c.inv.containers
+    if not containers:
+        return None
+    running = sum(ct.running for ct in containers)
+    details = [f"{ct.name} ({ct.state}, image {ct.image})" for ct in containers]
+    message = f"{len(containers)} container(s), {running} running"
+    if c.options.containers == "leave":
+        return _check("containers-present", WARNING,
+                      f"{message}: they will be hidden after the switch, running ones stopped",
+                      "they come back, writable layers intact, after a rollback", details)
+    return _check("containers-present", BLOCKER, f"{message} would be hidden by the switch",
+                  "remove them, or pass --containers leave to stop and keep them in the "
+                  "legacy store", details)
+
+
+def volumes_only_used_by_containers(c: Ctx) -> Check | None:
+    used = [v for v in c.inv.volumes if v.used_by]
+    if not used:
+        return None
+    return _check("volumes-only-used-by-containers", WARNING,
+                  f"{len(used)} volume(s) will look unused once their containers are hidden",
+                  "do not run docker volume rm/prune after the switch: it would delete them and "
+                  "break the rollback",
+                  [f"{v.name} (used by {', '.join(v.used_by)})" for v in used])
+
+
+def registry_digests(c: Ctx) -> Check | None:
+    pulled = [img for img in c.inv.images if img.repo_digests]
+    if not pulled:
+        return None
+    return _check("registry-digests", WARNING,
+                  f"{len(pulled)} image(s) lose their registry digests (RepoDigests)",
+                  "image@sha256:<digest> references stop resolving until re-pulled; each tag "
+                  "gets a synthetic repo@<new id>",
+                  [f"{', '.join(img.tags) or img.id}: {', '.join(img.repo_digests)}"
+                   for img in pulled])
+
+
+def dangling_images(c: Ctx) -> Check | None:
+    dangling = c.inv.dangling_images
+    if not dangling:
+        return None
+    return _check("dangling-images", INFO,
+                  f"{len(dangling)} untagged image(s) are exported separately by ID",
+                  "they come back as <none>", [img.id for img in dangling])
+
+
+def _disk(id_: str, fs: FilesystemFacts, need: int, what: str, hint: str) -> Check | None:
+    if fs.free_bytes is None:
+        return _check(id_, WARNING, f"cannot measure free space for {fs.path}",
+                      f"make sure {need / GIB:.1f} GiB are free for {what}")
+    text = f"{fs.path}: {fs.free_bytes / GIB:.1f} GiB free, {what} needs {need / GIB:.1f} GiB"
+    if fs.free_bytes < need:
+        return _check(id_, BLOCKER, text, hint)
+    if fs.free_bytes < need * DISK_HEADROOM:
+        return _check(id_, WARNING, f"{text} (less than 20% headroom)")
+    return None
+
+
+def disk_state_dir(c: Ctx) -> Check | None:
+    if c.facts.shared_filesystem:
+        return None  # disk-data-root reports the combined need of the shared filesystem
+    return _disk("disk-state-dir", c.facts.state_dir, c.estimate.state_dir_need_bytes,
+                 "the export archives", "free space there or pick another --state-dir")
+
+
+def disk_data_root(c: Ctx) -> Check | None:
+    what = "save staging + the new store"
+    if c.facts.shared_filesystem:
+        what = "archives + save staging + the new store (state dir on the same filesystem)"
+    return _disk("disk-data-root", c.facts.data_root, c.estimate.data_root_need_bytes, what,
+                 "free space on the data-root filesystem; the legacy data stays until cleanup")
+
+
+def not_root(c: Ctx) -> Check | None:
+    if c.facts.is_root:
+        return None
+    return _check("not-root", BLOCKER, "not running as root",
+                  "run as root: the switch edits daemon.json and restarts dockerd")
+
+
+def daemon_config_not_writable(c: Ctx) -> Check | None:
+    if c.config.writable:
+        return None
+    return _check("daemon-config-not-writable", BLOCKER,
+                  f"{c.config.path} (or its directory) is not writable", "run as root")
+
+
+def no_images(c: Ctx) -> Check | None:
+    if c.inv.images:
+        return None
+    return _check("no-images", INFO, "no images: only the daemon switch is needed")
+
+
+CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
+    engine_too_old, already_containerd, config_already_switched, daemon_config_invalid,
+    daemon_config_symlink, storage_driver_rewrite, storage_driver_unmappable,
+    storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
+    external_containerd, live_restore, containers_present, volumes_only_used_by_containers,
+    registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
+    daemon_config_not_writable, no_images,
+)
+
+
+def evaluate_checks(
+    facts: HostFacts, options: PlanOptions, est: Estimate | None = None
+) -> tuple[Check, ...]:
+    if est is None:
+        est = estimate(facts.inventory, options.throughput_mbps,
+                       shared_filesystem=facts.shared_filesystem)
+    ctx = Ctx(facts, options, est)
+    return tuple(check for fn in CHECKS if (check := fn(ctx)) is not None)

@@ -1,0 +1,167 @@
+"""The dry-run plan: facts about the host in, a versioned report out (pure).
+
+`HostFacts` is everything gathered from the engine and the filesystem; `build_plan` turns
+it into a `PlanReport` without touching the host, so tests assert plans as values and
+`migrate plan --format json` is a stable, schema-checked document.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from migrate.checks import Check, Severity, evaluate_checks
+from migrate.daemon_config import DaemonConfigState, redact, target_config
+from migrate.errors import DaemonConfigError
+from migrate.estimate import Estimate, estimate
+from migrate.fsutil import free_bytes
+from migrate.launch import DaemonLaunch
+from migrate.models import (
+    ContainerRecord,
+    EngineInfo,
+    Frozen,
+    ImageRecord,
+    Inventory,
+    Store,
+    VolumeRecord,
+)
+
+PLAN_SCHEMA_VERSION = 1
+# Environment variables that change how dockerd stores images; the rest may hold secrets
+# and has no place in a report pasted into a ticket.
+_REPORTED_ENV_PREFIXES = ("DOCKER_", "CONTAINERD_")
+
+ContainersPolicy = Literal["refuse", "leave"]
+
+
+class PlanOptions(Frozen):
+    containers: ContainersPolicy = "refuse"
+    snapshotter: str | None = None
+    throughput_mbps: float | None = Field(default=None, gt=0)
+    follow_symlinks: bool = False
+
+
+class FilesystemFacts(Frozen):
+    path: str
+    free_bytes: int | None = None
+    # st_dev: two paths with the same device compete for the same free space.
+    device: int | None = None
+    mount_point: str | None = None
+
+
+class HostFacts(Frozen):
+    inventory: Inventory
+    daemon_config: DaemonConfigState
+    launch: DaemonLaunch
+    state_dir: FilesystemFacts
+    data_root: FilesystemFacts
+    is_root: bool
+
+    @property
+    def shared_filesystem(self) -> bool:
+        device = self.state_dir.device
+        return device is not None and device == self.data_root.device
+
+
+class PlanReport(Frozen):
+    schema_version: int = PLAN_SCHEMA_VERSION
+    generated_at: datetime
+    options: PlanOptions
+    engine: EngineInfo
+    daemon_config: DaemonConfigState
+    # What daemon.json would become; None when it cannot be computed (see the checks).
+    target_config: dict[str, Any] | None = None
+    launch: DaemonLaunch
+    state_dir: FilesystemFacts
+    data_root: FilesystemFacts
+    images: tuple[ImageRecord, ...] = ()
+    containers: tuple[ContainerRecord, ...] = ()
+    volumes: tuple[VolumeRecord, ...] = ()
+    estimate: Estimate
+    checks: tuple[Check, ...] = ()
+    ready: bool
+    verdict: str
+
+    def by_severity(self, severity: Severity) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if check.severity is severity)
+
+
+def verdict(checks: tuple[Check, ...], images: int) -> str:
+    blockers = [check.id for check in checks if check.severity is Severity.BLOCKER]
+    if blockers:
+        return f"BLOCKED: {len(blockers)} blocker(s): {', '.join(blockers)}"
+    warnings = sum(check.severity is Severity.WARNING for check in checks)
+    return f"READY: {images} image(s) to move, {warnings} warning(s) to review"
+
+
+def planned_config(facts: HostFacts, options: PlanOptions) -> dict[str, Any] | None:
+    config = facts.daemon_config
+    if config.parse_error is not None:
+        return None
+    engine = facts.inventory.engine
+    driver = engine.driver if engine.store is Store.LEGACY else None
+    try:
+        result = target_config(config.data, options.snapshotter, engine_driver=driver)
+    except DaemonConfigError:
+        return None
+    redacted: dict[str, Any] = redact(result)
+    return redacted
+
+
+def public_launch(launch: DaemonLaunch) -> DaemonLaunch:
+    env = {k: redact(v) for k, v in launch.environment.items()
+           if k.startswith(_REPORTED_ENV_PREFIXES)}
+    argv = tuple(redact(arg) for arg in launch.argv)
+    return launch.model_copy(update={"environment": env, "argv": argv})
+
+
+def public_config(config: DaemonConfigState) -> DaemonConfigState:
+    if config.data is None:
+        return config
+    return config.model_copy(update={"data": redact(config.data)})
+
+
+def build_plan(
+    facts: HostFacts, options: PlanOptions, *, generated_at: datetime | None = None
+) -> PlanReport:
+    """The plan for these facts. `generated_at` defaults to the inventory time (pure)."""
+    inventory = facts.inventory
+    est = estimate(inventory, options.throughput_mbps, shared_filesystem=facts.shared_filesystem)
+    checks = evaluate_checks(facts, options, est)
+    return PlanReport(
+        generated_at=generated_at or inventory.taken_at,
+        options=options,
+        engine=inventory.engine,
+        daemon_config=public_config(facts.daemon_config),
+        target_config=planned_config(facts, options),
+        launch=public_launch(facts.launch),
+        state_dir=facts.state_dir,
+        data_root=facts.data_root,
+        images=inventory.images,
+        containers=inventory.containers,
+        volumes=inventory.volumes,
+        estimate=est,
+        checks=checks,
+        ready=not any(check.severity is Severity.BLOCKER for check in checks),
+        verdict=verdict(checks, len(inventory.images)),
+    )
+
+
+def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
+    """Free space, device and mount point of the filesystem that will hold `path` (impure)."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        device = probe.stat().st_dev
+        free = free_bytes(probe)
+    except OSError:
+        return FilesystemFacts(path=str(path))
+    mount = probe
+    while mount != mount.parent and mount.parent.stat().st_dev == device:
+        mount = mount.parent
+    return FilesystemFacts(path=str(path), free_bytes=free, device=device, mount_point=str(mount))

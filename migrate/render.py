@@ -1,0 +1,239 @@
+"""Plan reports as text (terminal), markdown (change ticket) or JSON (machines).
+
+Text and markdown are built from the same tables so they never disagree; only the
+formatting differs. The verdict is always the last line: operators and scripts look there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from migrate.checks import Check, Severity
+from migrate.errors import UsageError
+from migrate.plan import FilesystemFacts, PlanReport
+
+Format = Literal["text", "json", "markdown"]
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_SEVERITY_TITLES = ((Severity.BLOCKER, "Blockers"), (Severity.WARNING, "Warnings"),
+                    (Severity.INFO, "Info"))
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    # Two-column "key: value" sections print without a header row in text.
+    key_value: bool = False
+
+
+def human_bytes(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    value = float(size)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 1:
+        return "<1 s" if seconds > 0 else "0 s"
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _fs(fs: FilesystemFacts) -> str:
+    mount = f" on {fs.mount_point}" if fs.mount_point else ""
+    return f"{fs.path} ({human_bytes(fs.free_bytes)} free{mount})"
+
+
+def _config_status(report: PlanReport) -> str:
+    config = report.daemon_config
+    if not config.exists:
+        return f"{config.path} (absent, will be created)"
+    owner = f"mode {config.mode:04o}, {config.uid}:{config.gid}" if config.mode is not None else ""
+    state = "valid" if config.valid else f"INVALID: {config.parse_error or 'bad values'}"
+    link = f", symlink to {config.symlink_target}" if config.is_symlink else ""
+    return f"{config.path} ({state}{link}{', ' if owner else ''}{owner})"
+
+
+def engine_table(report: PlanReport) -> Table:
+    engine, launch = report.engine, report.launch
+    target = report.target_config
+    rows = (
+        ("engine", f"Docker Engine {engine.version} (API {engine.api_version})"),
+        ("store", f"{engine.store} (driver {engine.driver})"),
+        ("data root", _fs(report.data_root)),
+        ("state dir", _fs(report.state_dir)),
+        ("containerd", engine.containerd_address or launch.containerd_flag or "managed"),
+        ("launched by", f"{launch.source}" + (f" (pid {launch.pid})" if launch.pid else "")),
+        ("command", " ".join(launch.argv) or "unknown"),
+        ("daemon.json", _config_status(report)),
+        ("new daemon.json", json.dumps(target) if target is not None else "cannot be computed"),
+    )
+    return Table("Engine", ("", ""), rows, key_value=True)
+
+
+def images_table(report: PlanReport) -> Table:
+    rows = tuple(
+        (short_id(img.id), ", ".join(img.tags) or "<none>", human_bytes(img.size),
+         "yes" if img.dangling else "")
+        for img in report.images
+    )
+    return Table(f"Images ({len(rows)})", ("ID", "TAGS", "SIZE", "DANGLING"), rows)
+
+
+def containers_table(report: PlanReport) -> Table:
+    rows = tuple(
+        (ct.name, ct.state, ct.image, ct.compose_project or "",
+         ", ".join(m.name or m.source for m in ct.mounts))
+        for ct in report.containers
+    )
+    return Table(f"Containers ({len(rows)})", ("NAME", "STATE", "IMAGE", "COMPOSE", "MOUNTS"),
+                 rows)
+
+
+def volumes_table(report: PlanReport) -> Table:
+    rows = tuple((v.name, v.driver, ", ".join(v.used_by)) for v in report.volumes)
+    return Table(f"Volumes ({len(rows)})", ("NAME", "DRIVER", "USED BY"), rows)
+
+
+def estimate_table(report: PlanReport) -> Table:
+    e = report.estimate
+    shared = " (shared filesystem)" if e.shared_filesystem else ""
+    rows = (
+        ("unique layers", human_bytes(e.unique_layer_bytes)),
+        ("archives", f"{human_bytes(e.archive_bytes)} in {e.batch_count} docker save call(s)"),
+        ("save staging", human_bytes(e.staging_bytes)),
+        ("new store", human_bytes(e.new_store_bytes)),
+        ("need on state dir", human_bytes(e.state_dir_need_bytes) + shared),
+        ("need on data root", human_bytes(e.data_root_need_bytes) + shared),
+        ("throughput", f"save {e.save_mbps:g} MB/s, load {e.load_mbps:g} MB/s"),
+        ("export", human_duration(e.export_seconds)),
+        ("restart", human_duration(e.restart_seconds)),
+        ("import", human_duration(e.import_seconds)),
+        ("verify", human_duration(e.verify_seconds)),
+        ("total", human_duration(e.total_seconds)),
+        ("downtime", human_duration(e.downtime_seconds) + " (without pre-staging)"),
+    )
+    return Table("Estimate", ("", ""), rows, key_value=True)
+
+
+def tables(report: PlanReport) -> tuple[Table, ...]:
+    builders: tuple[Callable[[PlanReport], Table], ...] = (
+        engine_table, images_table, containers_table, volumes_table, estimate_table)
+    return tuple(build(report) for build in builders)
+
+
+# --- text ------------------------------------------------------------------------------
+
+
+def _align(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def _text_table(table: Table) -> list[str]:
+    lines = [table.title.upper()]
+    if not table.rows:
+        return [*lines, "  (none)"]
+    rows = table.rows if table.key_value else (table.headers, *table.rows)
+    return lines + _align(rows)
+
+
+def _text_check(check: Check) -> list[str]:
+    lines = [f"  [{check.id}] {check.message}"]
+    lines += [f"      hint: {check.hint}"] if check.hint else []
+    return lines + [f"      - {detail}" for detail in check.details]
+
+
+def _text_checks(checks: Sequence[Check]) -> list[str]:
+    lines = ["CHECKS"]
+    for severity, title in _SEVERITY_TITLES:
+        group = [check for check in checks if check.severity is severity]
+        if group:
+            lines.append(f" {title} ({len(group)})")
+            lines += [line for check in group for line in _text_check(check)]
+    return lines if len(lines) > 1 else [*lines, "  (none)"]
+
+
+def render_text(report: PlanReport) -> str:
+    lines = [f"containerd-migrate plan (schema {report.schema_version}, "
+             f"facts from {report.generated_at.isoformat()})", ""]
+    for table in tables(report):
+        lines += [*_text_table(table), ""]
+    lines += [*_text_checks(report.checks), "", report.verdict]
+    return "\n".join(lines) + "\n"
+
+
+# --- markdown --------------------------------------------------------------------------
+
+
+def md_escape(text: str) -> str:
+    # `<none>` would be swallowed as an HTML tag, `|` would split the cell.
+    for old, new in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("_", "\\_"), ("`", "\\`"),
+                     ("<", "&lt;"), (">", "&gt;")):
+        text = text.replace(old, new)
+    return text
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(md_escape(cell) or " " for cell in cells) + " |"
+
+
+def _md_table(table: Table) -> list[str]:
+    lines = [f"## {md_escape(table.title)}", ""]
+    if not table.rows:
+        return [*lines, "_none_", ""]
+    headers = ("Item", "Value") if table.key_value else table.headers
+    lines += [_md_row(headers), "|" + "---|" * len(headers)]
+    return [*lines, *(_md_row(row) for row in table.rows), ""]
+
+
+def _md_checks(checks: Sequence[Check]) -> list[str]:
+    lines = ["## Checks", ""]
+    for severity, title in _SEVERITY_TITLES:
+        group = [check for check in checks if check.severity is severity]
+        if not group:
+            continue
+        lines += [f"### {title} ({len(group)})", ""]
+        for check in group:
+            lines.append(f"- **{check.id}**: {md_escape(check.message)}")
+            lines += [f"  - hint: {md_escape(check.hint)}"] if check.hint else []
+            lines += [f"  - {md_escape(detail)}" for detail in check.details]
+        lines.append("")
+    return lines if len(lines) > 2 else [*lines, "_none_", ""]
+
+
+def render_markdown(report: PlanReport) -> str:
+    lines = ["# containerd-migrate plan", "",
+             f"Schema {report.schema_version}, facts from {report.generated_at.isoformat()}.", ""]
+    for table in tables(report):
+        lines += _md_table(table)
+    lines += [*_md_checks(report.checks), f"**{md_escape(report.verdict)}**"]
+    return "\n".join(lines) + "\n"
+
+
+def render(report: PlanReport, fmt: Format = "text") -> str:
+    if fmt == "json":
+        return report.model_dump_json(indent=2) + "\n"
+    if fmt == "markdown":
+        return render_markdown(report)
+    if fmt == "text":
+        return render_text(report)
+    raise UsageError(f"unknown report format {fmt!r}", hint="use text, json or markdown")

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from migrate.checks import CHECKS, Check, Severity, evaluate_checks, parse_version
+from migrate.daemon_config import DaemonConfigState
+from migrate.estimate import MB
+from migrate.launch import DaemonLaunch, parse_dockerd_argv
+from migrate.models import (
+    ContainerRecord,
+    EngineInfo,
+    ImageRecord,
+    Inventory,
+    Store,
+    VolumeRecord,
+)
+from migrate.plan import FilesystemFacts, HostFacts, PlanOptions
+
+pytestmark = pytest.mark.unit
+
+GIB = 1024**3
+APP = ImageRecord(id="sha256:" + "a" * 64, tags=("acme/app:1",), diff_ids=("sha256:l1",),
+                  layer_sizes=(100 * MB,), size=100 * MB)
+CONTAINER = ContainerRecord(id="c1", name="web", image="acme/app:1", image_id=APP.id,
+                            state="running")
+
+
+def facts(
+    *,
+    engine: dict[str, Any] | None = None,
+    inventory: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    launch: DaemonLaunch | None = None,
+    state_free: int | None = 100 * GIB,
+    data_free: int | None = 100 * GIB,
+    same_fs: bool = False,
+    is_root: bool = True,
+) -> HostFacts:
+    """A host that is ready to migrate, with the given parts changed."""
+    eng = EngineInfo.model_validate({
+        "version": "26.1.5", "api_version": "1.45", "store": Store.LEGACY, "driver": "overlay2",
+        "data_root": "/var/lib/docker", **(engine or {})})
+    inv = Inventory.model_validate({
+        "taken_at": datetime(2024, 6, 1, tzinfo=UTC), "engine": eng, "images": (APP,),
+        **(inventory or {})})
+    cfg = DaemonConfigState.model_validate({
+        "path": "/etc/docker/daemon.json", "exists": True, "readable": True, "data": {},
+        "mode": 0o644, "uid": 0, "gid": 0, "writable": True, **(config or {})})
+    return HostFacts(
+        inventory=inv,
+        daemon_config=cfg,
+        launch=launch or parse_dockerd_argv(["dockerd", "-H", "fd://"], source="systemd"),
+        state_dir=FilesystemFacts(path="/var/lib/containerd-migrate", free_bytes=state_free,
+                                  device=1),
+        data_root=FilesystemFacts(path="/var/lib/docker", free_bytes=data_free,
+                                  device=1 if same_fs else 2),
+        is_root=is_root,
+    )
+
+
+def run(host: HostFacts, **options: Any) -> dict[str, Check]:
+    checks = evaluate_checks(host, PlanOptions(**options))
+    ids = [check.id for check in checks]
+    assert len(ids) == len(set(ids)), "a check id fired twice"
+    return {check.id: check for check in checks}
+
+
+def severity(host: HostFacts, check_id: str, **options: Any) -> Severity | None:
+    check = run(host, **options).get(check_id)
+    return None if check is None else check.severity
+
+
+def test_clean_host_has_no_findings() -> None:
+    assert run(facts()) == {}
+
+
+def test_registry_has_one_function_per_check() -> None:
+    assert len({fn.__name__ for fn in CHECKS}) == len(CHECKS)
+
+
+B, W, INFO = Severity.BLOCKER, Severity.WARNING, Severity.INFO
+Case = tuple[str, Callable[[], HostFacts], dict[str, Any], Severity]
+
+CASES: list[Case] = [
+    ("engine-too-old", lambda: facts(engine={"version": "23.0.6"}), {}, B),
+    ("engine-too-old", lambda: facts(engine={"version": "dev"}), {}, W),
+    ("already-containerd", lambda: facts(engine={"store": Store.CONTAINERD}), {}, B),
+    ("config-already-switched",
+     lambda: facts(config={"containerd_snapshotter": True}), {}, W),
+    ("daemon-config-invalid",
+     lambda: facts(config={"parse_error": "not valid JSON", "data": None}), {}, B),
+    ("daemon-config-invalid",
+     lambda: facts(config={"problems": ('features.x is the string "true"',)}), {}, B),
+    ("daemon-config-symlink",
+     lambda: facts(config={"is_symlink": True, "symlink_target": "/srv/d.json"}), {}, B),
+    ("daemon-config-symlink",
+     lambda: facts(config={"is_symlink": True, "symlink_target": "/srv/d.json"}),
+     {"follow_symlinks": True}, INFO),
+    ("storage-driver-rewrite", lambda: facts(config={"storage_driver": "overlay2"}), {}, INFO),
+    ("storage-driver-rewrite", lambda: facts(config={"storage_driver": "vfs"}), {}, W),
+    ("storage-driver-rewrite", lambda: facts(engine={"driver": "vfs"}), {}, W),
+    ("storage-driver-rewrite", lambda: facts(config={"storage_driver": "btrfs"}),
+     {"snapshotter": "overlayfs"}, INFO),
+    ("storage-driver-rewrite", facts, {"snapshotter": "native"}, INFO),
+    ("storage-driver-unmappable", lambda: facts(config={"storage_driver": "btrfs"}), {}, B),
+    ("storage-driver-unmappable", lambda: facts(engine={"driver": "zfs"}), {}, B),
+    ("storage-driver-unmappable", facts, {"snapshotter": "overlay2"}, B),
+    ("storage-driver-flag",
+     lambda: facts(launch=parse_dockerd_argv(["dockerd", "-s", "overlay2"])), {}, B),
+    ("storage-driver-flag",
+     lambda: facts(launch=parse_dockerd_argv(["dockerd"], {"DOCKER_DRIVER": "overlay2"})), {}, B),
+    ("feature-flag-conflict",
+     lambda: facts(launch=parse_dockerd_argv(["dockerd", "--feature", "cdi=true"])), {}, B),
+    ("feature-typo", lambda: facts(config={"feature_typos": ("containerd-snapshoter",)}), {}, W),
+    ("userns-remap", lambda: facts(config={"userns_remap": "default"}), {}, B),
+    ("userns-remap",
+     lambda: facts(launch=parse_dockerd_argv(["dockerd", "--userns-remap=default"])), {}, B),
+    ("userns-remap", lambda: facts(engine={"security_options": ("name=userns",)}), {}, B),
+    ("external-containerd",
+     lambda: facts(launch=parse_dockerd_argv(["dockerd", "--containerd=/run/c.sock"])), {}, INFO),
+    ("external-containerd", lambda: facts(engine={"containerd_address": "/run/c.sock"}), {}, INFO),
+    ("live-restore", lambda: facts(engine={"live_restore": True}), {}, INFO),
+    ("live-restore",
+     lambda: facts(config={"data": {"live-restore": True}},
+                   inventory={"containers": (CONTAINER,)}), {"containers": "leave"}, W),
+    ("containers-present", lambda: facts(inventory={"containers": (CONTAINER,)}), {}, B),
+    ("containers-present", lambda: facts(inventory={"containers": (CONTAINER,)}),
+     {"containers": "leave"}, W),
+    ("volumes-only-used-by-containers",
+     lambda: facts(inventory={"volumes": (VolumeRecord(name="db", used_by=("web",)),)}), {}, W),
+    ("registry-digests",
+     lambda: facts(inventory={"images": (APP.model_copy(
+         update={"repo_digests": ("acme/app@sha256:" + "f" * 64,)}),)}), {}, W),
+    ("dangling-images",
+     lambda: facts(inventory={"images": (APP, APP.model_copy(update={"id": "sha256:d",
+                                                                      "tags": ()}))}), {}, INFO),
+    ("disk-state-dir", lambda: facts(state_free=50 * MB), {}, B),
+    ("disk-state-dir", lambda: facts(state_free=110 * MB), {}, W),
+    ("disk-state-dir", lambda: facts(state_free=None), {}, W),
+    ("disk-data-root", lambda: facts(data_free=250 * MB), {}, B),
+    ("disk-data-root", lambda: facts(data_free=330 * MB), {}, W),
+    ("not-root", lambda: facts(is_root=False), {}, B),
+    ("daemon-config-not-writable", lambda: facts(config={"writable": False}), {}, B),
+    ("no-images", lambda: facts(inventory={"images": ()}), {}, INFO),
+]
+
+
+@pytest.mark.parametrize(("check_id", "make", "options", "expected"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_check_fires(check_id: str, make: Callable[[], HostFacts], options: dict[str, Any],
+                     expected: Severity) -> None:
+    found = run(make(), **options)
+    assert check_id in found, f"{check_id} did not fire: {sorted(found)}"
+    assert found[check_id].severity is expected
+    assert found[check_id].message and "\n" not in found[check_id].message
+
+
+@pytest.mark.parametrize(
+    ("check_id", "make"),
+    [
+        ("engine-too-old", lambda: facts(engine={"version": "24.0.0"})),
+        ("daemon-config-invalid", lambda: facts(config={"exists": False, "data": None})),
+        ("storage-driver-rewrite", lambda: facts(config={"storage_driver": "overlayfs"})),
+        ("storage-driver-unmappable", lambda: facts(config={"storage_driver": "btrfs"})),
+        ("feature-flag-conflict", lambda: facts(launch=parse_dockerd_argv(["dockerd", "-D"]))),
+        ("config-already-switched",
+         lambda: facts(engine={"store": Store.CONTAINERD},
+                       config={"containerd_snapshotter": True})),
+        ("live-restore", lambda: facts(config={"data": {"live-restore": False}})),
+        ("disk-state-dir", lambda: facts(state_free=10 * MB, same_fs=True, data_free=10 * GIB)),
+    ],
+)
+def test_check_stays_quiet(check_id: str, make: Callable[[], HostFacts]) -> None:
+    assert check_id not in run(make(), snapshotter="btrfs" if "unmappable" in check_id else None)
+
+
+def test_unmappable_hint_names_the_override() -> None:
+    check = run(facts(config={"storage_driver": "devicemapper"}))["storage-driver-unmappable"]
+    assert "devmapper" in check.hint
+
+
+def test_storage_driver_flag_details_list_sources() -> None:
+    launch = parse_dockerd_argv(["dockerd", "-svfs"], {"DOCKER_DRIVER": "overlay2"})
+    launch = launch.model_copy(update={"unit_files": ("/etc/systemd/system/docker.service",)})
+    check = run(facts(launch=launch))["storage-driver-flag"]
+    assert check.details == ("dockerd flag --storage-driver vfs",
+                             "environment DOCKER_DRIVER=overlay2",
+                             "unit file: /etc/systemd/system/docker.service")
+
+
+def test_containers_blocker_lists_them() -> None:
+    stopped = CONTAINER.model_copy(update={"id": "c2", "name": "old", "state": "exited"})
+    check = run(facts(inventory={"containers": (CONTAINER, stopped)}))["containers-present"]
+    assert check.details == ("web (running, image acme/app:1)", "old (exited, image acme/app:1)")
+    assert "1 running" in check.message
+
+
+def test_volumes_unused_are_not_listed() -> None:
+    volumes = (VolumeRecord(name="db", used_by=("web",)), VolumeRecord(name="cache"))
+    check = run(facts(inventory={"volumes": volumes}))["volumes-only-used-by-containers"]
+    assert check.details == ("db (used by web)",)
+
+
+def test_shared_filesystem_adds_needs() -> None:
+    # Apart: archive ~100 MB on the state dir, staging + 2x store ~300 MB on the data root.
+    assert "disk-data-root" not in run(facts(data_free=400 * MB))
+    shared = run(facts(data_free=400 * MB, same_fs=True))
+    assert shared["disk-data-root"].severity is Severity.BLOCKER
+    assert "same filesystem" in shared["disk-data-root"].message
+    assert "disk-state-dir" not in shared
+
+
+def test_blockers_accumulate() -> None:
+    host = facts(engine={"version": "20.10.24"}, is_root=False, config={"writable": False})
+    blockers = [c.id for c in evaluate_checks(host, PlanOptions())
+                if c.severity is Severity.BLOCKER]
+    assert blockers == ["engine-too-old", "not-root", "daemon-config-not-writable"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("26.1.5", (26, 1)), ("v24.0.0-rc.1", (24, 0)),
+                                                ("28.5.2+dfsg1", (28, 5)), ("dev", None)])
+def test_parse_version(text: str, expected: tuple[int, int] | None) -> None:
+    assert parse_version(text) == expected

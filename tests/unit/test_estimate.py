@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from migrate.errors import UsageError
+from migrate.estimate import (
+    CONTAINER_STOP_SECONDS,
+    MB,
+    PER_BATCH_SECONDS,
+    PER_IMAGE_OVERHEAD_BYTES,
+    RESTART_SECONDS,
+    estimate,
+)
+from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
+
+pytestmark = pytest.mark.unit
+
+OV = PER_IMAGE_OVERHEAD_BYTES
+
+
+def image(id_: str, layers: dict[str, int], tags: tuple[str, ...] = ()) -> ImageRecord:
+    return ImageRecord(id=f"sha256:{id_}", tags=tags, diff_ids=tuple(layers),
+                       layer_sizes=tuple(layers.values()), size=sum(layers.values()))
+
+
+def inventory(*images: ImageRecord, containers: tuple[ContainerRecord, ...] = ()) -> Inventory:
+    engine = EngineInfo(version="26.1.5", api_version="1.45", store=Store.LEGACY,
+                        driver="overlay2", data_root="/var/lib/docker")
+    return Inventory(taken_at=datetime(2024, 6, 1, tzinfo=UTC), engine=engine, images=images,
+                     containers=containers)
+
+
+BASE = {"sha256:base": 100 * MB}
+APP = image("a", {**BASE, "sha256:app": 10 * MB}, ("acme/app:1",))
+WEB = image("b", {**BASE, "sha256:web": 20 * MB}, ("acme/web:1", "acme/web:latest"))
+
+
+def test_shared_layers_counted_once() -> None:
+    est = estimate(inventory(APP, WEB))
+    assert est.unique_layer_bytes == 130 * MB
+    assert est.batch_count == 1
+    assert est.archive_bytes == 130 * MB + 2 * OV
+    assert est.staging_bytes == est.archive_bytes
+    assert est.new_store_bytes == 260 * MB
+
+
+def test_unrelated_images_go_to_separate_batches() -> None:
+    other = image("c", {"sha256:other": 50 * MB}, ("other:1",))
+    est = estimate(inventory(APP, other))
+    assert est.batch_count == 2
+    assert est.archive_bytes == 160 * MB + 2 * OV
+    assert est.staging_bytes == 110 * MB + OV  # only the largest batch is staged at once
+
+
+def test_dangling_layers_counted_again_in_archives() -> None:
+    dangling = image("d", {**BASE, "sha256:old": 5 * MB})
+    est = estimate(inventory(APP, WEB, dangling))
+    assert est.unique_layer_bytes == 135 * MB  # the store de-duplicates
+    assert est.dangling_count == 1
+    assert est.batch_count == 2
+    assert est.archive_bytes == (130 * MB + 2 * OV) + (105 * MB + OV)
+    assert est.staging_bytes == 130 * MB + 2 * OV
+
+
+def test_disk_needs_separate_and_shared() -> None:
+    inv = inventory(APP, WEB)
+    apart = estimate(inv)
+    assert apart.state_dir_need_bytes == apart.archive_bytes
+    assert apart.data_root_need_bytes == apart.staging_bytes + apart.new_store_bytes
+    shared = estimate(inv, shared_filesystem=True)
+    total = apart.archive_bytes + apart.staging_bytes + apart.new_store_bytes
+    assert shared.shared_filesystem
+    assert shared.state_dir_need_bytes == shared.data_root_need_bytes == total
+
+
+def test_throughput_override_drives_durations() -> None:
+    est = estimate(inventory(APP, WEB), throughput_mbps=10)
+    assert est.save_mbps == est.load_mbps == 10
+    expected = est.archive_bytes / (10 * MB) + PER_BATCH_SECONDS
+    assert est.export_seconds == pytest.approx(expected)
+    assert est.import_seconds == pytest.approx(expected)
+    assert est.total_seconds == pytest.approx(
+        est.export_seconds + est.restart_seconds + est.import_seconds + est.verify_seconds)
+
+
+def test_defaults_are_at_the_slow_end_of_measurements() -> None:
+    # engine-facts.md: 1302 MB saved in 7-11 s, loaded in 9-15 s.
+    est = estimate(inventory(image("big", {"sha256:l": 1302 * MB}, ("big:1",))))
+    assert 11 <= est.export_seconds <= 16
+    assert 14 <= est.import_seconds <= 20
+
+
+def test_running_containers_add_stop_time() -> None:
+    idle = ContainerRecord(id="1", name="idle", image="acme/app:1", image_id=APP.id,
+                           state="exited")
+    busy = idle.model_copy(update={"name": "busy", "state": "running"})
+    assert estimate(inventory(APP, containers=(idle,))).restart_seconds == RESTART_SECONDS
+    assert estimate(inventory(APP, containers=(idle, busy))).restart_seconds == (
+        RESTART_SECONDS + CONTAINER_STOP_SECONDS)
+
+
+def test_downtime_without_prestaging() -> None:
+    est = estimate(inventory(APP))
+    assert est.downtime_seconds == pytest.approx(
+        est.restart_seconds + est.import_seconds + est.verify_seconds)
+
+
+def test_empty_inventory() -> None:
+    est = estimate(inventory())
+    assert (est.archive_bytes, est.staging_bytes, est.batch_count) == (0, 0, 0)
+    assert est.export_seconds == 0
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_bad_throughput(value: float) -> None:
+    with pytest.raises(UsageError):
+        estimate(inventory(APP), throughput_mbps=value)

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from migrate.daemon_config import DaemonConfigState
+from migrate.errors import UsageError
+from migrate.launch import parse_dockerd_argv
+from migrate.models import (
+    ContainerRecord,
+    EngineInfo,
+    ImageRecord,
+    Inventory,
+    MountRecord,
+    Store,
+    VolumeRecord,
+)
+from migrate.plan import (
+    FilesystemFacts,
+    HostFacts,
+    PlanOptions,
+    PlanReport,
+    build_plan,
+)
+from migrate.render import human_bytes, human_duration, md_escape, render, short_id
+
+pytestmark = pytest.mark.unit
+
+GIB = 1024**3
+TAKEN = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+IMAGES = (
+    ImageRecord(id="sha256:" + "a" * 64, tags=("acme/app:1", "acme/app:latest"),
+                repo_digests=("acme/app@sha256:" + "f" * 64,), diff_ids=("sha256:base",),
+                layer_sizes=(300 * 1024**2,), size=300 * 1024**2),
+    ImageRecord(id="sha256:" + "b" * 64, tags=("registry.example:5000/team/web_ui:2.0",),
+                diff_ids=("sha256:base", "sha256:web"), layer_sizes=(300 * 1024**2, 1024),
+                size=300 * 1024**2 + 1024),
+    ImageRecord(id="sha256:" + "c" * 64, diff_ids=("sha256:old",), layer_sizes=(5000,),
+                size=5000),
+)
+CONTAINER = ContainerRecord(id="c1", name="web", image="acme/app:1", image_id=IMAGES[0].id,
+                            state="running", compose_project="shop",
+                            mounts=(MountRecord(type="volume", name="db", destination="/d"),))
+
+
+def host(*, containers: bool = True, secret_env: bool = False) -> HostFacts:
+    engine = EngineInfo(version="26.1.5", api_version="1.45", store=Store.LEGACY,
+                        driver="overlay2", data_root="/var/lib/docker")
+    inventory = Inventory(
+        taken_at=TAKEN, engine=engine, images=IMAGES,
+        containers=(CONTAINER,) if containers else (),
+        volumes=(VolumeRecord(name="db", used_by=("web",)),) if containers else (),
+    )
+    data = {"storage-driver": "overlay2",
+            "proxies": {"http-proxy": "http://bob:hunter2@proxy:3128"}}
+    config = DaemonConfigState(path="/etc/docker/daemon.json", exists=True, readable=True,
+                               data=data, storage_driver="overlay2", writable=True, mode=0o644,
+                               uid=0, gid=0)
+    env = {"DOCKER_TLS": "1", "AWS_SECRET_ACCESS_KEY": "s3cr3t"} if secret_env else {}
+    return HostFacts(
+        inventory=inventory,
+        daemon_config=config,
+        launch=parse_dockerd_argv(["/usr/bin/dockerd", "-H", "fd://"], env, source="systemd",
+                                  pid=812),
+        state_dir=FilesystemFacts(path="/var/lib/containerd-migrate", free_bytes=50 * GIB,
+                                  device=1, mount_point="/"),
+        data_root=FilesystemFacts(path="/var/lib/docker", free_bytes=80 * GIB, device=2,
+                                  mount_point="/var/lib/docker"),
+        is_root=True,
+    )
+
+
+def blocked() -> PlanReport:
+    return build_plan(host(), PlanOptions())
+
+
+def ready() -> PlanReport:
+    return build_plan(host(containers=False), PlanOptions())
+
+
+# --- plan --------------------------------------------------------------------------------
+
+
+def test_plan_verdicts() -> None:
+    report = blocked()
+    assert not report.ready
+    assert report.verdict == "BLOCKED: 1 blocker(s): containers-present"
+    good = ready()
+    assert good.ready
+    assert good.verdict.startswith("READY: 3 image(s) to move, 1 warning(s)")  # registry digests
+
+
+def test_plan_is_pure_and_versioned() -> None:
+    assert blocked() == blocked()
+    assert blocked().generated_at == TAKEN
+    assert blocked().schema_version == 1
+    schema = PlanReport.model_json_schema()
+    assert "checks" in schema["properties"] and "verdict" in schema["required"]
+
+
+def test_plan_target_config_and_redaction() -> None:
+    report = ready()
+    assert report.target_config is not None
+    assert report.target_config["storage-driver"] == "overlayfs"
+    assert report.target_config["features"] == {"containerd-snapshotter": True}
+    dumped = report.model_dump_json()
+    assert "hunter2" not in dumped
+
+
+def test_plan_drops_unrelated_environment() -> None:
+    report = build_plan(host(secret_env=True), PlanOptions())
+    assert report.launch.environment == {"DOCKER_TLS": "1"}
+    assert "s3cr3t" not in report.model_dump_json()
+
+
+def test_target_config_none_when_unmappable() -> None:
+    facts = host(containers=False)
+    config = facts.daemon_config.model_copy(update={"storage_driver": "zfs",
+                                                    "data": {"storage-driver": "zfs"}})
+    report = build_plan(facts.model_copy(update={"daemon_config": config}), PlanOptions())
+    assert report.target_config is None
+    assert not report.ready
+    report = build_plan(facts.model_copy(update={"daemon_config": config}),
+                        PlanOptions(snapshotter="zfs"))
+    assert report.target_config is not None and report.target_config["storage-driver"] == "zfs"
+
+
+# --- renderers ---------------------------------------------------------------------------
+
+
+def test_text_report() -> None:
+    report = blocked()
+    text = render(report, "text")
+    lines = text.rstrip("\n").splitlines()
+    assert lines[-1] == report.verdict
+    assert lines[-1].startswith("BLOCKED: 1 blocker(s)")
+    for tag in (t for image in IMAGES for t in image.tags):
+        assert tag in text
+    assert "<none>" in text
+    assert "aaaaaaaaaaaa" in text and "a" * 13 not in text
+    assert "[containers-present]" in text
+    assert "hint: " in text
+    assert "- web (running, image acme/app:1)" in text
+    for heading in ("ENGINE", "IMAGES (3)", "CONTAINERS (1)", "VOLUMES (1)", "ESTIMATE"):
+        assert heading in lines
+    assert "hunter2" not in text
+
+
+def test_text_tables_are_aligned() -> None:
+    lines = render(blocked(), "text").splitlines()
+    start = lines.index("IMAGES (3)") + 1
+    header, *rows = lines[start:start + 4]
+    tags_col = header.index("TAGS")
+    size_col = header.index("SIZE")
+    for row in rows:
+        assert row[tags_col - 2:tags_col] == "  "
+        assert row[size_col - 1] == " " and row[size_col] != " "
+
+
+def test_text_ready_verdict() -> None:
+    text = render(ready(), "text")
+    assert text.rstrip("\n").splitlines()[-1].startswith("READY: ")
+    assert "(none)" in text  # no containers
+
+
+def test_markdown_report() -> None:
+    report = blocked()
+    md = render(report, "markdown")
+    assert md.startswith("# containerd-migrate plan")
+    assert "| ID | TAGS | SIZE | DANGLING |" in md
+    assert "|---|---|---|---|" in md
+    assert "&lt;none&gt;" in md
+    assert "registry.example:5000/team/web\\_ui:2.0" in md
+    assert "### Blockers (1)" in md
+    assert "- **containers-present**:" in md
+    assert md.rstrip("\n").splitlines()[-1] == f"**{report.verdict}**"
+
+
+def test_json_round_trips() -> None:
+    report = blocked()
+    out = render(report, "json")
+    assert json.loads(out)["schema_version"] == 1
+    assert PlanReport.model_validate_json(out) == report
+
+
+def test_unknown_format() -> None:
+    with pytest.raises(UsageError):
+        render(blocked(), "yaml")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(None, "unknown"), (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"),
+     (300 * 1024**2, "300.0 MiB"), (int(1.5 * GIB), "1.5 GiB"), (3 * 1024**4, "3.0 TiB")],
+)
+def test_human_bytes(size: int | None, text: str) -> None:
+    assert human_bytes(size) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0 s"), (0.2, "<1 s"), (12.4, "12 s"), (59.6, "1 min 00 s"), (125, "2 min 05 s"),
+     (3725, "1 h 02 min")],
+)
+def test_human_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+def test_helpers() -> None:
+    assert short_id("sha256:0123456789abcdef") == "0123456789ab"
+    assert md_escape("a|b <c>") == "a\\|b &lt;c&gt;"
