@@ -1,0 +1,84 @@
+"""`python -m migrate.sandbox`: drive a sandbox from a shell or from another process.
+
+`restart` is what the migration tool's restart hook calls in tests, so it exits 0 only when
+the daemon answers again, and otherwise prints the tail of dockerd.log on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from migrate.sandbox.daemon import Sandbox, SandboxError
+from migrate.sandbox.fetch import ENGINES, FetchError, engine_dir, ensure_engine, fetched_versions
+from migrate.sandbox.samples import MIB, SampleError, populate_sandbox
+
+
+def _sandbox(args: argparse.Namespace) -> Sandbox:
+    directory = Path(args.dir).absolute()
+    engine: str | None = getattr(args, "engine", None)
+    if engine is None:
+        return Sandbox.open(directory)
+    return Sandbox(directory, engine)
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "fetch":
+        for key in sorted(ENGINES) if args.engine == "all" else [args.engine]:
+            ensure_engine(key)
+            print(f"engine {key}: {engine_dir(key)} {fetched_versions(key)}")
+        return
+    sandbox = _sandbox(args)
+    if args.command == "start":
+        sandbox.start(args.timeout)
+        print(f"export DOCKER_HOST={shlex.quote(sandbox.host)}")
+    elif args.command == "stop":
+        sandbox.stop(args.timeout)
+    elif args.command == "restart":
+        sandbox.stop()
+        sandbox.start(args.timeout)
+    elif args.command == "destroy":
+        sandbox.destroy()
+    elif args.command == "samples":
+        samples = populate_sandbox(sandbox, big_layer_bytes=args.big_mib * MIB)
+        print(f"{len(samples.tags)} tags, {len(samples.containers)} containers -> "
+              f"{sandbox.dir / 'samples.json'}")  # fmt: skip
+    elif args.command == "env":
+        print(f"export DOCKER_HOST={shlex.quote(sandbox.host)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m migrate.sandbox")
+    commands = parser.add_subparsers(dest="command", required=True)
+    engines = [*sorted(ENGINES)]
+    fetch = commands.add_parser("fetch", help="download engine binaries into the cache")
+    fetch.add_argument("--engine", choices=[*engines, "all"], default="all")
+    for name, help_text in (
+        ("start", "start the daemon (first start needs --engine)"),
+        ("stop", "stop the daemon and unmount its leftovers"),
+        ("restart", "stop, start, and wait until the daemon answers"),
+        ("destroy", "stop the daemon and delete the sandbox dir"),
+        ("samples", "build the sample host in a running sandbox"),
+        ("env", "print the DOCKER_HOST export for the sandbox"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--dir", required=True, help="sandbox directory (keep it short)")
+        if name == "start":
+            sub.add_argument("--engine", choices=engines, default=None)
+        if name in ("start", "stop", "restart"):
+            sub.add_argument("--timeout", type=float, default=60.0)
+        if name == "samples":
+            sub.add_argument("--big-mib", type=int, default=8, help="random layer size")
+    args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except (SandboxError, FetchError, SampleError) as error:
+        print(f"sandbox {args.command} failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

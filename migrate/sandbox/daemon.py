@@ -1,0 +1,336 @@
+"""One throwaway dockerd whose whole state lives in a single directory.
+
+Everything needed to drive the daemon (engine key, daemon.json, extra flags, pidfile, log)
+is a file in that directory, so a separate process (`python -m migrate.sandbox restart`)
+can stop and start the same daemon without any in-memory handle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrate.sandbox.fetch import engine_bin_dirs, ensure_engine, spec
+
+# Short on purpose: unix socket paths are limited to 108 bytes.
+BASE_DIR = Path("/tmp/cm-sandbox")  # noqa: S108
+# Debian's packaged runc lives here; the engine packages' own runc needs a newer glibc.
+SYSTEM_RUNC_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+POLL = 0.05
+
+
+class SandboxError(RuntimeError):
+    """The sandbox daemon could not be started, stopped or reached."""
+
+
+# Daemons this process started: polling their Popen reaps them, so they never linger as
+# zombies that /proc would still report as alive.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _alive(pid: int) -> bool:
+    # A daemon we started may have been stopped by another process (the restart CLI):
+    # polling every child reaps it, so no zombie piles up in a long pytest session.
+    for child_pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            del _CHILDREN[child_pid]
+    if pid in _CHILDREN:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _unescape_mount(path: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        path = path.replace(code, char)
+    return path
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, sock_path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._sock_path = str(sock_path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._sock_path)
+        self.sock = sock
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    dir: Path
+    engine: str
+
+    @classmethod
+    def named(cls, name: str, engine: str) -> Sandbox:
+        return cls(BASE_DIR / name, engine)
+
+    @classmethod
+    def open(cls, directory: Path) -> Sandbox:
+        """Rebuild the handle of an existing sandbox from its directory alone."""
+        marker = directory / "engine"
+        if not marker.is_file():
+            raise SandboxError(f"{directory} is not a sandbox (no {marker.name} file)")
+        return cls(directory, marker.read_text().strip())
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "docker.sock"
+
+    @property
+    def daemon_json(self) -> Path:
+        return self.dir / "daemon.json"
+
+    @property
+    def extra_args_file(self) -> Path:
+        return self.dir / "extra-args.json"
+
+    @property
+    def data_root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.dir / "exec"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "docker.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "dockerd.log"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.exec_root / "containerd" / "containerd.sock"
+
+    def pid(self) -> int | None:
+        """Pid of this sandbox's dockerd if it is alive (checked against its cmdline)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            alive = _alive(pid)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if alive else []
+        except (OSError, ValueError):
+            return None
+        # A stale pidfile may name a recycled pid: trust it only if it is our dockerd.
+        return pid if str(self.pidfile).encode() in cmdline else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def env(self) -> dict[str, str]:
+        """Environment for dockerd: Debian 12 runc strictly first, then the engine binaries."""
+        runc_dir = self.dir / "bin"
+        path = [str(runc_dir), *map(str, engine_bin_dirs(self.engine)), SYSTEM_PATH]
+        # DOCKER_* variables (DOCKER_DRIVER, DOCKER_HOST...) would leak the caller's setup.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env["PATH"] = ":".join(path)
+        return env
+
+    def argv(self) -> list[str]:
+        # The machine's /etc/docker/daemon.json must never be read, so a config file is
+        # always passed; /dev/null is what dockerd accepts as "no settings at all".
+        config = self.daemon_json if self.daemon_json.exists() else Path("/dev/null")
+        dockerd = engine_bin_dirs(self.engine)[1] / "dockerd"
+        return [
+            str(dockerd),
+            "--config-file", str(config),
+            "--data-root", str(self.data_root),
+            "--exec-root", str(self.exec_root),
+            "--host", self.host,
+            "--pidfile", str(self.pidfile),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            *self.extra_args(),
+        ]  # fmt: skip
+
+    def extra_args(self) -> list[str]:
+        if not self.extra_args_file.exists():
+            return []
+        data = json.loads(self.extra_args_file.read_text())
+        if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
+            raise SandboxError(f"{self.extra_args_file} must hold a JSON list of strings")
+        return list(data)
+
+    def _initialise(self) -> None:
+        spec(self.engine)
+        marker = self.dir / "engine"
+        if marker.exists():
+            recorded = marker.read_text().strip()
+            if recorded != self.engine:
+                raise SandboxError(f"{self.dir} belongs to engine {recorded}, not {self.engine}")
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Only the first start creates daemon.json: a test may delete it on purpose later.
+        if not self.daemon_json.exists():
+            self.daemon_json.write_text("{}\n")
+        marker.write_text(self.engine + "\n")
+
+    def _link_runc(self) -> None:
+        found = [Path(d) / "runc" for d in SYSTEM_RUNC_DIRS if (Path(d) / "runc").exists()]
+        if not found:
+            raise SandboxError("no system runc found: apt-get install -y runc")
+        runc, link = found[0], self.dir / "bin" / "runc"
+        link.parent.mkdir(exist_ok=True)
+        if not link.is_symlink() or Path(os.readlink(link)) != runc:
+            link.unlink(missing_ok=True)
+            link.symlink_to(runc)
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.is_running():
+            return
+        ensure_engine(self.engine)
+        self._initialise()
+        self._link_runc()
+        argv = self.argv()
+        with self.log_path.open("ab") as log:
+            offset = log.tell()
+            log.write(f"\n=== sandbox start {time.strftime('%F %T')}: {argv}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                cwd=self.dir,
+                # Own session: the daemon must outlive the CLI process that started it.
+                start_new_session=True,
+            )
+        _CHILDREN[proc.pid] = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SandboxError(
+                    f"dockerd ({self.engine}) in {self.dir} exited with {proc.returncode}:\n"
+                    + self.log_tail(since=offset)
+                )
+            if self.ping():
+                return
+            time.sleep(POLL)
+        proc.terminate()
+        raise SandboxError(
+            f"dockerd in {self.dir} not answering after {timeout}s:\n" + self.log_tail(since=offset)
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                self._wait_exit(pid, 10.0)
+                self._kill_leftovers()
+        self.unmount()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def destroy(self) -> None:
+        self.stop()
+        self._kill_leftovers()
+        self.unmount()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir.exists():
+            raise SandboxError(f"could not remove {self.dir}")
+
+    def unmount(self) -> None:
+        prefix = str(self.dir.resolve()) + "/"
+        mounts = []
+        for line in Path("/proc/mounts").read_text().splitlines():
+            target = _unescape_mount(line.split()[1])
+            if target.startswith(prefix):
+                mounts.append(target)
+        for target in sorted(set(mounts), key=lambda m: m.count("/"), reverse=True):
+            done = subprocess.run(["umount", target], capture_output=True, check=False)
+            if done.returncode != 0:
+                subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL)
+        return True
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL containerd/shims still bound to this sandbox after dockerd died hard."""
+        needle = str(self.exec_root).encode()
+        me = os.getpid()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle in cmdline and (b"containerd" in cmdline or b"dockerd" in cmdline):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+    def request(self, method: str, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+        conn = _UnixConnection(self.socket_path, timeout)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def ping(self) -> bool:
+        try:
+            status, body = self.request("GET", "/_ping", timeout=2.0)
+        except OSError:
+            return False
+        return status == 200 and body.strip() == b"OK"
+
+    def api(self, path: str, **query: str) -> Any:
+        """GET a Docker API path (query values URL-encoded) and decode the JSON answer."""
+        url = f"{path}?{urllib.parse.urlencode(query)}" if query else path
+        status, body = self.request("GET", url)
+        if status != 200:
+            raise SandboxError(f"GET {url} -> {status}: {body[:300]!r}")
+        return json.loads(body)
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = self.api("/info")
+        return info
+
+    def containerd_snapshotter(self) -> bool:
+        """True when the daemon uses the containerd image store (see engine-facts.md)."""
+        status = self.info().get("DriverStatus") or []
+        return ["driver-type", "io.containerd.snapshotter.v1"] in status
+
+    def log_tail(self, lines: int = 30, since: int = 0) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(since)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return "(no dockerd.log)"
+        return "\n".join(text.splitlines()[-lines:])
