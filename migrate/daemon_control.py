@@ -37,6 +37,7 @@ SYSV_INIT_SCRIPT = Path("/etc/init.d/docker")
 STDERR_TAIL_LINES = 15
 # One API answer must not eat the whole deadline when the daemon hangs half-started.
 MAX_PROBE_TIMEOUT = 5.0
+WRONG_STORE_GRACE = 10.0
 
 
 def _systemd_knows_docker() -> bool:
@@ -113,21 +114,33 @@ def _probe(host: str, timeout: float) -> EngineInfo:
         engine.close()
 
 
-def wait_for_daemon(host: str, want: Store, timeout: float, poll: float = 0.25) -> EngineInfo:
-    """Poll `host` until the API answers in store `want`; RestartFailed at the deadline."""
+def wait_for_daemon(
+    host: str, want: Store, timeout: float, poll: float = 0.25,
+    wrong_store_grace: float = WRONG_STORE_GRACE,
+) -> EngineInfo:
+    """Poll `host` until the API answers in store `want`; RestartFailed at the deadline.
+
+    A daemon that keeps answering in the other store for `wrong_store_grace` seconds
+    fails early: the grace only covers an asynchronous restart command whose old daemon
+    still answers for a moment, and waiting out the full timeout would be pure downtime.
+    """
     deadline = time.monotonic() + timeout
     last_info: EngineInfo | None = None
     last_error: str = ""
+    wrong_since: float | None = None
     while True:
         remaining = deadline - time.monotonic()
         try:
             info = _probe(host, max(0.2, min(MAX_PROBE_TIMEOUT, remaining)))
         except MigrateError as error:
-            last_info, last_error = None, error.message
+            last_info, last_error, wrong_since = None, error.message, None
         else:
             if info.store == want:
                 return info
             last_info = info
+            wrong_since = wrong_since if wrong_since is not None else time.monotonic()
+            if time.monotonic() - wrong_since >= wrong_store_grace:
+                break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -141,7 +154,7 @@ def wait_for_daemon(host: str, want: Store, timeout: float, poll: float = 0.25) 
         )
     raise RestartFailed(
         f"the Docker daemon at {host} came back in the {last_info.store.value} image store, "
-        f"not the {want.value} store, within {timeout:.0f} s",
+        f"not the {want.value} store",
         _wrong_store_hint(want),
     )
 

@@ -70,7 +70,7 @@ class RestartPhase:
         argv = _restart_argv(ctx)
         started = time.monotonic()
         daemon_control.run_restart_command(argv, timeout)
-        remaining = max(MIN_WAIT, timeout - (time.monotonic() - started))
+        remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
         info = daemon_control.wait_for_daemon(host, Store.CONTAINERD, remaining)
         return PhaseOutcome(
             result=_result(info, restarted=True, seconds=time.monotonic() - started)

@@ -194,3 +194,14 @@ def test_wait_for_daemon_returns_once_the_store_matches(monkeypatch: pytest.Monk
     monkeypatch.setattr(daemon_control, "_probe", probe)
     info = wait_for_daemon("unix:///x.sock", Store.CONTAINERD, timeout=10, poll=0.01)
     assert info.store is Store.CONTAINERD
+
+
+def test_wait_for_daemon_fails_early_when_the_wrong_store_persists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(daemon_control, "_probe", lambda host, timeout: _info(Store.CONTAINERD))
+    started = time.monotonic()
+    with pytest.raises(RestartFailed, match="containerd image store, not the legacy store"):
+        wait_for_daemon("unix:///x.sock", Store.LEGACY, timeout=60, poll=0.02,
+                        wrong_store_grace=0.2)
+    assert time.monotonic() - started < 2.0
