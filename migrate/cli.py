@@ -1,0 +1,198 @@
+"""Command line: parses options, configures logging, maps MigrateError to exit codes.
+
+Every command is a plain function in `migrate.commands`; this module only wires click to
+them, so they stay usable (and testable) without click.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from migrate import __version__, commands, progress
+from migrate.errors import ExitCode, Interrupted, MigrateError
+from migrate.logconfig import LogFormat, configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def _default_host() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def _run(ctx: click.Context, fn: Callable[[], int]) -> None:
+    debug = bool(ctx.find_root().params.get("debug"))
+    try:
+        code = fn()
+    except MigrateError as exc:
+        if debug:
+            raise
+        click.echo(exc.render(), err=True)
+        ctx.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        click.echo(Interrupted("interrupted", "run the same command again to resume").render(),
+                   err=True)
+        ctx.exit(int(ExitCode.INTERRUPTED))
+    ctx.exit(code)
+
+
+def _globals(ctx: click.Context) -> commands.GlobalOptions:
+    params = ctx.find_root().params
+    return commands.GlobalOptions(
+        host=params["host"] or _default_host(),
+        daemon_config=Path(params["daemon_config"]),
+        state_dir=Path(params["state_dir"]),
+        follow_symlinks=params["follow_symlinks"],
+    )
+
+
+def _containers_option(f: F) -> F:
+    return click.option(
+        "--containers",
+        type=click.Choice(["refuse", "leave"]),
+        default="refuse",
+        show_default=True,
+        help="refuse: containers block the migration; leave: stop them and keep them hidden "
+        "in the legacy store (they come back on rollback).",
+    )(f)
+
+
+def _snapshotter_option(f: F) -> F:
+    return click.option(
+        "--snapshotter",
+        default=None,
+        help="Snapshotter to use when the storage driver has no automatic mapping "
+        "(btrfs, zfs, devicemapper, aufs, fuse-overlayfs).",
+    )(f)
+
+
+def _format_option(*choices: str) -> Callable[[F], F]:
+    return click.option(
+        "--format", "fmt", type=click.Choice(list(choices)), default=choices[0],
+        show_default=True, help="Output format.",
+    )
+
+
+def _restart_options(f: F) -> F:
+    f = click.option("--restart-command", default=None,
+                     help='Command that restarts dockerd, e.g. "systemctl restart docker" '
+                     "(split like a shell would, but never run through a shell).")(f)
+    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=120.0,
+                     show_default=True, help="Seconds to wait for the daemon to come back.")(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"],
+                               "auto_envvar_prefix": "CONTAINERD_MIGRATE"})
+@click.version_option(__version__, prog_name="containerd-migrate")
+@click.option("--host", default=None, help="Docker daemon address [default: DOCKER_HOST, else "
+              f"{DEFAULT_HOST}]")
+@click.option("--daemon-config", default="/etc/docker/daemon.json", show_default=True,
+              type=click.Path(dir_okay=False), help="The daemon.json that dockerd reads.")
+@click.option("--state-dir", default="/var/lib/containerd-migrate", show_default=True,
+              type=click.Path(file_okay=False), help="Journal, inventory, archives, reports.")
+@click.option("--follow-symlinks", is_flag=True, help="Allow a daemon.json that is a symlink.")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
+              show_default=True)
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(host: str | None, daemon_config: str, state_dir: str, follow_symlinks: bool,
+         log_format: LogFormat, verbose: int, quiet: bool, debug: bool) -> None:
+    """Move a Docker Engine host from the legacy image store to the containerd image store."""
+    configure_logging(log_format, verbose, quiet)
+    progress.set_enabled(not quiet)
+
+
+@main.command()
+@_format_option("text", "json", "markdown")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the report to this file instead of stdout.")
+@click.option("--throughput", type=click.FloatRange(min=0.1), default=None,
+              help="MB/s used for time estimates.")
+@_containers_option
+@_snapshotter_option
+@click.pass_context
+def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | None,
+         containers: str, snapshotter: str | None) -> None:
+    """Dry run: inventory, checks, disk and time estimates. Changes nothing.
+
+    Exit code 0 when the host is ready, 3 when a blocker was found."""
+    _run(ctx, lambda: commands.plan(_globals(ctx), commands.PlanArgs(
+        fmt=fmt, output=Path(output) if output else None, throughput=throughput,
+        containers=containers, snapshotter=snapshotter)))
+
+
+@main.command()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_containers_option
+@_snapshotter_option
+@_restart_options
+@click.option("--no-auto-rollback", is_flag=True,
+              help="Leave the host as it is when the restart or verification fails.")
+@click.pass_context
+def run(ctx: click.Context, yes: bool, containers: str, snapshotter: str | None,
+        restart_command: str | None, restart_timeout: float, no_auto_rollback: bool) -> None:
+    """Run (or resume) the whole migration."""
+    _run(ctx, lambda: commands.run(_globals(ctx), commands.RunArgs(
+        yes=yes, containers=containers, snapshotter=snapshotter,
+        restart_command=restart_command, restart_timeout=restart_timeout,
+        auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty())))
+
+
+@main.command()
+@_containers_option
+@click.pass_context
+def export(ctx: click.Context, containers: str) -> None:
+    """Snapshot and export only, while the daemon keeps serving (before the window)."""
+    _run(ctx, lambda: commands.export(_globals(ctx), containers))
+
+
+@main.command()
+@_format_option("text", "json")
+@click.pass_context
+def status(ctx: click.Context, fmt: str) -> None:
+    """Show the state of the current (or last) migration."""
+    _run(ctx, lambda: commands.status(_globals(ctx), fmt))
+
+
+@main.command()
+@click.pass_context
+def verify(ctx: click.Context) -> None:
+    """Re-run the verification of the migrated images."""
+    _run(ctx, lambda: commands.verify(_globals(ctx)))
+
+
+@main.command()
+@_restart_options
+@click.option("--force", is_flag=True, help="Overwrite a daemon.json changed since the switch.")
+@click.option("--purge-imported", is_flag=True,
+              help="Also remove the images this migration imported into the containerd store.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float,
+             force: bool, purge_imported: bool, yes: bool) -> None:
+    """Undo the current migration and bring the host back to the legacy store."""
+    _run(ctx, lambda: commands.rollback(_globals(ctx), commands.RollbackArgs(
+        restart_command=restart_command, restart_timeout=restart_timeout, force=force,
+        purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty())))
+
+
+@main.command()
+@click.option("--prune-legacy", is_flag=True,
+              help="Also delete the legacy graph-driver data (no rollback after this).")
+@click.option("--yes", "-y", is_flag=True, help="Confirm without asking.")
+@click.pass_context
+def cleanup(ctx: click.Context, prune_legacy: bool, yes: bool) -> None:
+    """After a verified migration: delete the archives (and optionally legacy data)."""
+    _run(ctx, lambda: commands.cleanup(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
+                                        interactive=sys.stdin.isatty()))

@@ -1,0 +1,57 @@
+"""What every command shares: global options, connecting, opening the state dir."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from migrate.engine import Engine
+from migrate.errors import UsageError
+from migrate.state import StateDir
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    host: str
+    daemon_config: Path
+    state_dir: Path
+    follow_symlinks: bool = False
+
+
+def connect(opts: GlobalOptions) -> Engine:
+    return Engine(opts.host)
+
+
+@contextmanager
+def engine_session(opts: GlobalOptions) -> Iterator[Engine]:
+    engine = connect(opts)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def open_state(opts: GlobalOptions) -> StateDir:
+    return StateDir(opts.state_dir).ensure()
+
+
+def emit(text: str) -> None:
+    """Reports go to stdout; logs go to stderr (see logconfig)."""
+    click.echo(text)
+
+
+def confirm(question: str, *, yes: bool, interactive: bool) -> None:
+    """Ask on a terminal; refuse without one unless --yes, so scripts never hang."""
+    if yes:
+        return
+    if not interactive:
+        raise UsageError(
+            f"{question} needs confirmation, and there is no terminal to ask on",
+            "pass --yes to confirm non-interactively",
+        )
+    if not click.confirm(question, default=False, err=True):
+        raise UsageError("not confirmed; nothing was changed", "pass --yes to skip the question")

@@ -1,0 +1,52 @@
+"""`containerd-migrate plan`: the dry-run inventory report. Changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from migrate.commands.common import GlobalOptions, emit, engine_session
+from migrate.errors import ExitCode, UsageError
+from migrate.facts import gather_facts
+from migrate.plan import PlanOptions, PlanReport, build_plan
+from migrate.render import render
+
+
+@dataclass(frozen=True)
+class PlanArgs:
+    fmt: str = "text"
+    output: Path | None = None
+    throughput: float | None = None
+    containers: str = "refuse"
+    snapshotter: str | None = None
+
+
+def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
+    return PlanOptions(
+        containers=cast(Literal["refuse", "leave"], args.containers),
+        snapshotter=args.snapshotter,
+        throughput_mbps=args.throughput,
+        follow_symlinks=opts.follow_symlinks,
+    )
+
+
+def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
+    with engine_session(opts) as engine:
+        facts = gather_facts(engine, opts.daemon_config, opts.state_dir)
+    return build_plan(facts, plan_options(opts, args))
+
+
+def plan(opts: GlobalOptions, args: PlanArgs) -> int:
+    report = make_report(opts, args)
+    text = render(report, cast(Literal["text", "json", "markdown"], args.fmt))
+    if args.output is None:
+        emit(text)
+    else:
+        try:
+            args.output.write_text(text + ("" if text.endswith("\n") else "\n"))
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {args.output}: {exc.strerror}",
+                             "choose a writable --output path") from exc
+        emit(report.verdict)
+    return int(ExitCode.OK if report.ready else ExitCode.BLOCKED)

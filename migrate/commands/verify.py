@@ -1,0 +1,24 @@
+"""`containerd-migrate verify`: re-run the verification on demand."""
+
+from __future__ import annotations
+
+from migrate.archives import read_manifest
+from migrate.commands.common import GlobalOptions, emit, engine_session
+from migrate.commands.run import _load_inventory
+from migrate.errors import ExitCode, StateError
+from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
+from migrate.state import StateDir
+
+
+def verify_command(opts: GlobalOptions) -> int:
+    state_dir = StateDir(opts.state_dir).ensure()
+    inventory = _load_inventory(state_dir.inventory_path)
+    if inventory is None:
+        raise StateError(f"no snapshot in {state_dir.path}: nothing to verify against",
+                         "run `containerd-migrate run` (or `export`) first")
+    with engine_session(opts) as engine:
+        report = verify(engine, inventory, read_manifest(state_dir.archives_dir))
+    paths = write_reports(report, state_dir.reports_dir)
+    emit(render_text(report))
+    raise_if_failed(report, paths["verification.txt"])
+    return int(ExitCode.OK)

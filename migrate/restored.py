@@ -1,0 +1,44 @@
+"""After a rollback: is everything the snapshot saw visible again on the legacy store?"""
+
+from __future__ import annotations
+
+from migrate.engine import Engine
+from migrate.models import Inventory, Store
+
+
+def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[str], list[str]]:
+    """Returns (what was checked and is fine, problems)."""
+    info = engine.info()
+    ok: list[str] = []
+    problems: list[str] = []
+    if info.store is Store.LEGACY:
+        ok.append(f"daemon answers on the legacy store (driver {info.driver})")
+    else:
+        problems.append(f"daemon runs on the {info.store} store, not legacy")
+    if inventory is None:
+        return ok, problems
+    missing_images = []
+    for image in inventory.images:
+        found = engine.inspect_image(image.id)
+        if found is None:
+            missing_images.append(image.id)
+            continue
+        lost = set(image.tags) - set(found.tags)
+        if lost:
+            problems.append(f"image {image.id[:19]} lost tag(s) {', '.join(sorted(lost))}")
+    if missing_images:
+        problems.append(f"{len(missing_images)} image(s) missing: {', '.join(missing_images)}")
+    else:
+        ok.append(f"all {len(inventory.images)} image(s) present by ID, "
+                  f"{len(inventory.tags)} tag(s) checked")
+    live = {c.id: c for c in engine.list_containers()}
+    missing_containers = [c.name for c in inventory.containers if c.id not in live]
+    not_running = [c.name for c in inventory.containers
+                   if c.running and c.id in live and not live[c.id].running]
+    if missing_containers:
+        problems.append(f"container(s) missing: {', '.join(missing_containers)}")
+    elif inventory.containers:
+        ok.append(f"all {len(inventory.containers)} container(s) present")
+    if not_running:
+        problems.append(f"container(s) running before but not now: {', '.join(not_running)}")
+    return ok, problems
