@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from migrate import __version__
+from migrate import __version__, failpoints
 from migrate.engine import Engine
 from migrate.errors import MigrateError, StateError
 from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName
@@ -102,9 +102,12 @@ class Runner:
         phase = PHASES[name]
         ctx = self.context(name)
         log.info("phase started", phase=name)
+        failpoints.hit(f"before:{name}")
         with self.journal.phase(name, _json(phase.intent(ctx))) as handle:
             outcome = phase.run(ctx)
+            failpoints.hit(f"done-unrecorded:{name}")
             handle.done(undo=_json(outcome.undo), result=_json(outcome.result))
+        failpoints.hit(f"after:{name}")
         log.info("phase done", phase=name, **{k: v for k, v in outcome.result.items()
                                               if isinstance(v, int | float | str)})
 
