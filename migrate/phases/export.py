@@ -1,0 +1,249 @@
+"""Phase "export": `docker save` every image into checksummed archives, while still legacy.
+
+Archives are streamed to `<name>.partial` and renamed only once complete and fsynced, so a
+file with a final name is always whole. Names are content-derived: a resumed run, or a
+later run after a pre-staging export, recognises intact archives and writes only images
+that are new or changed since.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from migrate.archives import (
+    PARTIAL_SUFFIX,
+    ArchiveEntry,
+    ArchiveError,
+    ArchiveManifest,
+    covered_image_ids,
+    expected_images,
+    prune_unlisted,
+    read_archive_index,
+    read_manifest,
+    remove_partials,
+    reusable_archives,
+    write_manifest,
+)
+from migrate.batching import Batch, BatchKind, plan_batches
+from migrate.engine import Engine
+from migrate.errors import DiskFullError
+from migrate.fsutil import HashingWriter, disk_full_guard, free_bytes, fsync_dir, sha256_file
+from migrate.logconfig import get_logger
+from migrate.models import Inventory
+from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.progress import ByteProgress, byte_bar
+
+log = get_logger(__name__)
+
+# Head-room left on a filesystem for the journal, reports and the daemon's own writes.
+RESERVE_BYTES = 256 * 1024 * 1024
+# Legacy save answers only after staging the whole batch, and cd-mode load only after
+# ingesting it; the engine's read timeout (120 s) runs meanwhile. Measured ~330 MB/s
+# staging, so 8 GiB keeps even slow disks inside it and resume granularity useful.
+MAX_BATCH_BYTES = 8 * 1024 * 1024 * 1024
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_dev == b.stat().st_dev
+    except OSError:
+        return False
+
+
+def staging_cap(data_root: str, archives_dir: Path) -> int | None:
+    """Largest batch the engine's staging copy under DATA_ROOT/tmp can hold.
+
+    None when the data root is not visible from here (remote daemon): we cannot measure it.
+    When the archives live on the same filesystem, each batch is there twice.
+    """
+    root = Path(data_root) if data_root else None
+    if root is None or not root.is_dir():
+        return None
+    room = max(free_bytes(root) - RESERVE_BYTES, 0)
+    return room // 2 if _same_filesystem(root, archives_dir) else room
+
+
+def batch_cap(data_root: str, archives_dir: Path) -> int:
+    staging = staging_cap(data_root, archives_dir)
+    return MAX_BATCH_BYTES if staging is None else min(staging, MAX_BATCH_BYTES)
+
+
+def _ensure_room(batch: Batch, archives_dir: Path, data_root: str) -> None:
+    twice = bool(data_root) and _same_filesystem(Path(data_root), archives_dir)
+    need = batch.estimated_bytes * (2 if twice else 1) + RESERVE_BYTES
+    free = free_bytes(archives_dir)
+    if free < need:
+        where = " (it also holds the engine's staging copy)" if twice else ""
+        raise DiskFullError(
+            f"{batch.name} needs about {need} bytes in {archives_dir}{where}, "
+            f"only {free} are free",
+            "free space there or put the state dir on a bigger filesystem (--state-dir), "
+            "then run the same command again: archives already written are kept",
+        )
+
+
+def _ref_map(batch: Batch, inventory: Inventory) -> tuple[dict[str, str], list[str]]:
+    if batch.kind is BatchKind.DANGLING:
+        return {}, list(batch.image_ids)
+    wanted = set(batch.image_ids)
+    refs = {tag: i.id for i in inventory.images if i.id in wanted for tag in i.tags}
+    return refs, []
+
+
+def _entry(path: Path, batch: Batch, inventory: Inventory, size: int, digest: str) -> ArchiveEntry:
+    refs, dangling = _ref_map(batch, inventory)
+    images = expected_images(read_archive_index(path), refs, dangling, path.name)
+    return ArchiveEntry(
+        file=path.name, kind=batch.kind, refs=batch.refs, image_ids=batch.image_ids,
+        bytes=size, sha256=digest, images=images, config_digests_verified=True,
+        written_at=datetime.now(UTC),
+    )
+
+
+def _adopt(path: Path, batch: Batch, inventory: Inventory) -> ArchiveEntry | None:
+    """A complete archive renamed into place just before a crash, but not yet listed."""
+    if not path.is_file():
+        return None
+    try:
+        return _entry(path, batch, inventory, path.stat().st_size, sha256_file(path))
+    except ArchiveError:
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _stream_to(path: Path, chunks: Iterator[bytes], bar: ByteProgress) -> tuple[int, str]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        writer = HashingWriter(handle)
+        for chunk in chunks:
+            writer.write(chunk)
+            bar.advance(len(chunk))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return writer.bytes_written, writer.hexdigest()
+
+
+@contextlib.contextmanager
+def _closing(chunks: Iterator[bytes]) -> Iterator[Iterator[bytes]]:
+    # Closing the generator early releases the daemon's HTTP response on failure or ^C.
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def save_batch(engine: Engine, batch: Batch, archives_dir: Path, bar: ByteProgress) -> tuple[
+        Path, int, str]:
+    """Stream `docker save` into `<name>.partial`, then publish it under its final name.
+
+    On any failure, ^C included, the partial file goes away; finished archives stay.
+    """
+    final = archives_dir / batch.name
+    partial = archives_dir / f"{batch.name}{PARTIAL_SUFFIX}"
+    try:
+        with disk_full_guard(archives_dir, f"saving {batch.name}"), \
+                _closing(engine.save(list(batch.refs))) as chunks:
+            size, digest = _stream_to(partial, chunks, bar)
+            os.replace(partial, final)
+            fsync_dir(archives_dir)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return final, size, digest
+
+
+def _record(ctx: PhaseContext, manifest: ArchiveManifest, entry: ArchiveEntry,
+            reused: bool) -> ArchiveManifest:
+    manifest = manifest.with_entry(entry)
+    write_manifest(ctx.archives_dir, manifest)
+    ctx.checkpoint({"archive": entry.file, "sha256": entry.sha256, "bytes": entry.bytes,
+                    "refs": len(entry.refs), "reused": reused})
+    return manifest
+
+
+class ExportPhase:
+    name = "export"
+
+    def intent(self, ctx: PhaseContext) -> JSONDict:
+        return {"archives_dir": str(ctx.archives_dir)}
+
+    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+        inventory = ctx.load_inventory()
+        archives_dir = ctx.archives_dir
+        archives_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        remove_partials(archives_dir)
+        manifest = reusable_archives(read_manifest(archives_dir), inventory, archives_dir)
+        write_manifest(archives_dir, manifest)
+        reused = [entry.file for entry in manifest.archives]
+        data_root = inventory.engine.data_root
+        cap = batch_cap(data_root, archives_dir)
+        batches = plan_batches(inventory.images, covered_image_ids(manifest.archives, inventory),
+                               cap)
+        written: list[str] = []
+        bytes_written = 0
+        total = sum(b.estimated_bytes for b in batches)
+        log.info("export planned", phase=self.name, batches=len(batches), reused=len(reused),
+                 estimated_bytes=total, staging_cap=cap)
+        engine = ctx.connect()
+        try:
+            with byte_bar("export", total) as bar:
+                for batch in batches:
+                    final = archives_dir / batch.name
+                    adopted = _adopt(final, batch, inventory)
+                    if adopted is not None:
+                        manifest = _record(ctx, manifest, adopted, reused=True)
+                        reused.append(adopted.file)
+                        bar.advance(batch.estimated_bytes)
+                        continue
+                    if batch.oversize:
+                        log.warning("image larger than the batch cap, saved alone", phase=self.name,
+                                    archive=batch.name, bytes=batch.estimated_bytes, cap=cap)
+                    _ensure_room(batch, archives_dir, data_root)
+                    bar.describe(f"export {batch.name} ({len(batch.refs)} refs)")
+                    started = time.monotonic()
+                    path, size, digest = save_batch(engine, batch, archives_dir, bar)
+                    try:
+                        entry = _entry(path, batch, inventory, size, digest)
+                    except ArchiveError:
+                        path.unlink(missing_ok=True)  # never leave an unproven archive
+                        raise
+                    manifest = _record(ctx, manifest, entry, reused=False)
+                    written.append(entry.file)
+                    bytes_written += size
+                    log.info("archive written", phase=self.name, archive=entry.file,
+                             refs=len(entry.refs), bytes=size,
+                             duration=round(time.monotonic() - started, 2))
+        finally:
+            engine.close()
+        prune_unlisted(archives_dir, manifest)
+        return PhaseOutcome(
+            undo={"archives_dir": str(archives_dir)},
+            result={
+                "archives": [entry.file for entry in manifest.archives],
+                "written": written,
+                "reused": reused,
+                "bytes_written": bytes_written,
+                "images": len(inventory.images),
+                "oversize": [b.name for b in batches if b.oversize],
+            },
+        )
+
+    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+        lines = []
+        folder = record.get("archives_dir")
+        if folder and Path(str(folder)).is_dir():
+            removed = remove_partials(Path(str(folder)))
+            lines += [f"export: removed the unfinished archive {name}" for name in removed]
+        lines.append("export: nothing to reverse on the host; the archives are kept for the "
+                     "next run (`cleanup` deletes them)")
+        return lines
+
+
+PHASE = ExportPhase()

@@ -1,0 +1,198 @@
+"""Phase "import": `docker load` the export archives into the containerd image store.
+
+Every archive is checksummed before anything is loaded, so a damaged file stops the phase
+before it half-fills the store. Archives whose images are all present already (a resumed
+run, or pre-staged content) are skipped. The journal keeps exactly which images this
+phase brought in, so `rollback --purge-imported` removes those and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from migrate.archives import (
+    ArchiveEntry,
+    ArchiveError,
+    ExpectedImage,
+    archive_is_intact,
+    read_manifest,
+)
+from migrate.engine import Engine
+from migrate.errors import EngineError, MigrateError, StateError
+from migrate.fsutil import CHUNK_SIZE
+from migrate.logconfig import get_logger
+from migrate.models import Store
+from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.progress import ByteProgress, byte_bar
+
+log = get_logger(__name__)
+
+RERUN_HINT = ("run `containerd-migrate rollback`, then `containerd-migrate export` to write "
+              "the archives again, and migrate again")
+
+
+def _image_json(image: ExpectedImage) -> JSONDict:
+    return {"id": image.new_id, "legacy_id": image.legacy_id, "refs": list(image.refs)}
+
+
+def active_archives(ctx: PhaseContext) -> list[ArchiveEntry]:
+    names = (ctx.results.get("export") or {}).get("archives")
+    if names is None:
+        raise StateError("the export phase has no result in the journal: nothing to import",
+                         "run `containerd-migrate migrate` so the export phase runs first")
+    manifest = read_manifest(ctx.archives_dir)
+    entries = [manifest.entry(str(name)) for name in names]
+    missing = [str(n) for n, e in zip(names, entries, strict=True) if e is None]
+    if missing:
+        raise StateError(f"the archive manifest in {ctx.archives_dir} does not list "
+                         f"{', '.join(missing)}", RERUN_HINT)
+    return [e for e in entries if e is not None]
+
+
+def image_present(engine: Engine, image: ExpectedImage) -> bool:
+    """The expected new ID exists and every tag points at it."""
+    if engine.raw_image(image.new_id) is None:
+        return False
+    for ref in image.refs:
+        raw = engine.raw_image(ref)
+        if raw is None or raw.get("Id") != image.new_id:
+            return False
+    return True
+
+
+def archive_present(engine: Engine, entry: ArchiveEntry) -> bool:
+    return all(image_present(engine, image) for image in entry.images)
+
+
+def _file_chunks(path: Path, bar: ByteProgress) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            bar.advance(len(chunk))
+            yield chunk
+
+
+def _check_all(entries: list[ArchiveEntry], archives_dir: Path) -> None:
+    with byte_bar("checking archives", sum(e.bytes for e in entries)) as bar:
+        for entry in entries:
+            bar.describe(f"checking {entry.file}")
+            if not archive_is_intact(entry, archives_dir, bar.advance):
+                raise ArchiveError(
+                    f"the archive {archives_dir / entry.file} is missing, truncated or "
+                    "corrupted (its size or sha256 differs from the export record); nothing "
+                    "was loaded from it", RERUN_HINT)
+
+
+def _previously_imported(ctx: PhaseContext) -> list[JSONDict]:
+    return [image for data in ctx.previous_progress for image in data.get("imported") or ()]
+
+
+def _merge(*groups: list[JSONDict]) -> list[JSONDict]:
+    merged: dict[str, JSONDict] = {}
+    for group in groups:
+        for image in group:
+            merged.setdefault(str(image["id"]), image)
+    return [merged[key] for key in sorted(merged)]
+
+
+def _require_containerd(engine: Engine) -> None:
+    store = engine.info().store
+    if store is not Store.CONTAINERD:
+        raise StateError(f"the daemon runs on the {store} image store; loading now would put "
+                         "the images in the wrong store",
+                         "run `containerd-migrate migrate` so the switch and restart happen")
+
+
+class ImportPhase:
+    name = "import"
+
+    def intent(self, ctx: PhaseContext) -> JSONDict:
+        # What this attempt may bring in: if it dies half-way, undo gets only this record.
+        engine = ctx.connect()
+        try:
+            todo = [image for entry in active_archives(ctx) for image in entry.images
+                    if not image_present(engine, image)]
+        finally:
+            engine.close()
+        return {"imported": _merge(_previously_imported(ctx), [_image_json(i) for i in todo])}
+
+    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+        entries = active_archives(ctx)
+        engine = ctx.connect()
+        imported: list[JSONDict] = []
+        try:
+            _require_containerd(engine)
+            todo = [e for e in entries if not archive_present(engine, e)]
+            skipped = [e.file for e in entries if e not in todo]
+            _check_all(todo, ctx.archives_dir)
+            with byte_bar("import", sum(e.bytes for e in todo)) as bar:
+                for entry in todo:
+                    imported += self._load(ctx, engine, entry, bar)
+        finally:
+            engine.close()
+        everything = _merge(_previously_imported(ctx), imported)
+        return PhaseOutcome(
+            undo={"imported": everything},
+            result={"loaded": [e.file for e in todo], "skipped": skipped,
+                    "imported": everything, "bytes_loaded": sum(e.bytes for e in todo)},
+        )
+
+    def _load(self, ctx: PhaseContext, engine: Engine, entry: ArchiveEntry,
+              bar: ByteProgress) -> list[JSONDict]:
+        bar.describe(f"import {entry.file}")
+        started = time.monotonic()
+        said = engine.load(_file_chunks(ctx.archives_dir / entry.file, bar))
+        missing = [i for i in entry.images if not image_present(engine, i)]
+        if missing:
+            raise EngineError(
+                f"after loading {entry.file} the store lacks "
+                + ", ".join(f"{i.refs or i.legacy_id} as {i.new_id}" for i in missing[:5])
+                + f" (the daemon said it loaded: {', '.join(said) or 'nothing'})",
+                "check the daemon log; then run the same command again",
+            )
+        images = [_image_json(image) for image in entry.images]
+        ctx.checkpoint({"archive": entry.file, "imported": images})
+        log.info("archive loaded", phase=self.name, archive=entry.file, refs=len(entry.refs),
+                 bytes=entry.bytes, duration=round(time.monotonic() - started, 2))
+        return images
+
+    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+        images: list[JSONDict] = list(record.get("imported") or ())
+        if not ctx.purge_imported:
+            return [f"import: kept {len(images)} imported image(s) in the containerd store; "
+                    "the next forward run reuses them (--purge-imported removes them)"]
+        if not images:
+            return ["import: no imported images to remove"]
+        try:
+            engine = ctx.connect()
+        except MigrateError as error:
+            return [f"import: FAILED to remove imported images: {error.message}"]
+        try:
+            if engine.info().store is not Store.CONTAINERD:
+                # By name, a legacy-mode removal would delete the ORIGINAL images.
+                return ["import: the daemon is not on the containerd store; imported images "
+                        "were NOT removed (they stay in its containerd content store)"]
+            return [line for image in images for line in _purge(engine, image)]
+        finally:
+            engine.close()
+
+
+def _purge(engine: Engine, image: JSONDict) -> list[str]:
+    new_id = str(image["id"])
+    lines = []
+    try:
+        for ref in image.get("refs") or ():
+            raw = engine.raw_image(str(ref))
+            if raw is not None and raw.get("Id") == new_id:
+                engine.remove_image(str(ref))
+                lines.append(f"import: removed {ref} ({new_id[:19]})")
+        if engine.raw_image(new_id) is not None:
+            engine.remove_image(new_id)
+            lines.append(f"import: removed image {new_id[:19]}")
+    except MigrateError as error:
+        lines.append(f"import: FAILED to remove {new_id[:19]}: {error.message}")
+    return lines
+
+
+PHASE = ImportPhase()

@@ -1,0 +1,219 @@
+"""Phase "verify": prove every snapshotted image arrived unchanged in the containerd store.
+
+Identity is proven by the chain checked at export (legacy ID = config digest of the OCI
+manifest whose digest is the new ID) plus the diff_ids; never by Size or by comparing IDs
+across stores, which legitimately differ. A throw-away container create catches a store
+that loads images but cannot run them (`snapshotter not loaded: overlay2`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from migrate.archives import ArchiveManifest, read_manifest
+from migrate.engine import Engine
+from migrate.errors import MigrateError, VerificationFailed
+from migrate.fsutil import atomic_write_bytes
+from migrate.logconfig import get_logger
+from migrate.models import Frozen, ImageRecord, Inventory, Store
+from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+
+log = get_logger(__name__)
+
+VERIFY_LABEL = "io.containerd-migrate.verify"
+SHOWN_PROBLEMS = 5
+
+
+class ImageCheck(Frozen):
+    legacy_id: str
+    new_id: str | None
+    tags: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class VerificationReport(Frozen):
+    checked_at: datetime
+    store: str
+    images: tuple[ImageCheck, ...]
+    # Problems that are not about one image: wrong store, containers cannot be created.
+    problems: tuple[str, ...] = ()
+    container_image: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(check.ok for check in self.images)
+
+    def all_problems(self) -> list[str]:
+        per_image = [
+            f"{', '.join(c.tags) or c.legacy_id}: {p}" for c in self.images for p in c.problems
+        ]
+        return [*self.problems, *per_image]
+
+    def id_map(self) -> dict[str, JSONDict]:
+        return {c.legacy_id: {"new_id": c.new_id, "tags": list(c.tags)} for c in self.images}
+
+
+def _same_instant(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        # Stores may print different sub-second precision for the same instant.
+        return datetime.fromisoformat(a[:26].rstrip("Z")) == datetime.fromisoformat(
+            b[:26].rstrip("Z"))
+    except ValueError:
+        return False
+
+
+def compare(old: ImageRecord, new: ImageRecord) -> list[str]:
+    """What differs between the snapshot record and the live image (Size and ID excluded)."""
+    problems = []
+    if old.diff_ids != new.diff_ids:
+        problems.append(f"layers differ ({len(old.diff_ids)} before, {len(new.diff_ids)} now)")
+    if old.config != new.config:
+        problems.append("image config (env, cmd, entrypoint, labels, ...) differs")
+    if (old.os, old.architecture, old.variant) != (new.os, new.architecture, new.variant):
+        problems.append(f"platform {old.os}/{old.architecture} became {new.os}/{new.architecture}")
+    if not _same_instant(old.created, new.created):
+        problems.append(f"created {old.created} became {new.created}")
+    return problems
+
+
+def _inspect(engine: Engine, ref: str, problems: list[str]) -> ImageRecord | None:
+    try:
+        return engine.inspect_image(ref)
+    except MigrateError as error:
+        # A store with a missing snapshotter fails even to read image history.
+        problems.append(f"cannot inspect {ref}: {error.message}")
+        return None
+
+
+def check_image(engine: Engine, old: ImageRecord, new_id: str | None) -> ImageCheck:
+    problems: list[str] = []
+    if new_id is None:
+        problems.append("no export archive holds this image")
+    elif old.dangling:
+        live = _inspect(engine, new_id, problems)
+        if live is None:
+            problems.append(f"missing: no image {new_id}")
+        elif live.diff_ids != old.diff_ids:
+            problems.append("layers differ")
+    else:
+        for tag in old.tags:
+            live = _inspect(engine, tag, problems)
+            if live is None:
+                problems.append(f"{tag} is missing")
+            elif live.id != new_id:
+                problems.append(f"{tag} is {live.id}, expected {new_id}")
+            else:
+                problems += [f"{tag}: {problem}" for problem in compare(old, live)]
+    return ImageCheck(legacy_id=old.id, new_id=new_id, tags=old.tags, problems=tuple(problems))
+
+
+def _container_image(inventory: Inventory, expected: dict[str, str]) -> str:
+    tagged = [i.tags[0] for i in inventory.images if i.tags and i.id in expected]
+    dangling = [expected[i.id] for i in inventory.images if i.dangling and i.id in expected]
+    return next(iter(sorted(tagged) + dangling), "")
+
+
+def try_container(engine: Engine, image: str) -> list[str]:
+    """Create (never start) and remove one container: the store must be able to run images."""
+    name = f"containerd-migrate-verify-{uuid.uuid4().hex[:12]}"
+    try:
+        container = engine.create_container(image, name=name, labels={VERIFY_LABEL: "1"})
+    except MigrateError as error:
+        return [f"cannot create a container from {image}: {error.message}"]
+    try:
+        engine.remove_container(container, force=True)
+    except MigrateError as error:
+        return [f"cannot remove the test container {name}: {error.message}"]
+    return []
+
+
+def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest) -> VerificationReport:
+    expected = {i.legacy_id: i.new_id for a in manifest.archives for i in a.images}
+    info = engine.info()
+    problems = []
+    if info.store is not Store.CONTAINERD:
+        problems.append(f"the daemon runs on the {info.store} image store, not containerd")
+    checks = tuple(check_image(engine, image, expected.get(image.id))
+                   for image in inventory.images)
+    image = _container_image(inventory, expected)
+    if image and info.store is Store.CONTAINERD:
+        problems += try_container(engine, image)
+    return VerificationReport(checked_at=datetime.now(UTC), store=str(info.store),
+                              images=checks, problems=tuple(problems), container_image=image)
+
+
+def render_text(report: VerificationReport) -> str:
+    lines = [f"verification at {report.checked_at.isoformat()}: "
+             f"{'OK' if report.ok else 'FAILED'} (store: {report.store})"]
+    lines += [f"PROBLEM {problem}" for problem in report.problems]
+    for check in report.images:
+        label = ", ".join(check.tags) or f"<none> {check.legacy_id}"
+        lines.append(f"{'ok  ' if check.ok else 'FAIL'} {label} -> {check.new_id}")
+        lines += [f"     {problem}" for problem in check.problems]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: VerificationReport, reports_dir: Path) -> dict[str, Path]:
+    reports_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = {name: reports_dir / name
+             for name in ("id-map.json", "verification.json", "verification.txt")}
+    body = {**report.model_dump(mode="json"), "ok": report.ok}
+    atomic_write_bytes(paths["id-map.json"], json.dumps(report.id_map(), indent=2).encode(),
+                       mode=0o644)
+    atomic_write_bytes(paths["verification.json"], json.dumps(body, indent=2).encode(),
+                       mode=0o644)
+    atomic_write_bytes(paths["verification.txt"], render_text(report).encode(), mode=0o644)
+    return paths
+
+
+def raise_if_failed(report: VerificationReport, text_path: Path) -> None:
+    if report.ok:
+        return
+    problems = report.all_problems()
+    shown = "; ".join(problems[:SHOWN_PROBLEMS])
+    more = f" (and {len(problems) - SHOWN_PROBLEMS} more)" if len(problems) > SHOWN_PROBLEMS else ""
+    raise VerificationFailed(f"verification found {len(problems)} problem(s): {shown}{more}",
+                             f"the full report is {text_path}; `containerd-migrate rollback` "
+                             "returns the host to the legacy store")
+
+
+class VerifyPhase:
+    name = "verify"
+
+    def intent(self, ctx: PhaseContext) -> JSONDict:
+        return {"reports_dir": str(ctx.reports_dir)}
+
+    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+        inventory = ctx.load_inventory()
+        manifest = read_manifest(ctx.archives_dir)
+        engine = ctx.connect()
+        try:
+            report = verify(engine, inventory, manifest)
+        finally:
+            engine.close()
+        paths = write_reports(report, ctx.reports_dir)
+        log.info("verification done", phase=self.name, ok=report.ok, images=len(report.images),
+                 problems=len(report.all_problems()), report=str(paths["verification.txt"]))
+        raise_if_failed(report, paths["verification.txt"])
+        return PhaseOutcome(
+            undo={"reports_dir": str(ctx.reports_dir)},
+            result={"images": len(report.images), "tags": len(inventory.tags),
+                    "id_map": str(paths["id-map.json"]),
+                    "report": str(paths["verification.txt"])},
+        )
+
+    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+        where = record.get("reports_dir") or "the reports dir"
+        return [f"verify: nothing to reverse; the reports stay in {where}"]
+
+
+PHASE = VerifyPhase()
