@@ -183,16 +183,21 @@ class Engine:
     def inspect_image(self, ref: str) -> ImageRecord | None:
         try:
             inspect = self._api.inspect_image(ref)
-            history = self._api.history(inspect["Id"])
-        except docker.errors.ImageNotFound:
-            return None
         except docker.errors.NotFound:
             return None
         except Exception:
             with _mapped_errors(self.host, f"inspect image {ref}"):
                 raise
             raise  # pragma: no cover - _mapped_errors always raises
-        return image_record(inspect, history)
+        return image_record(inspect, self._history(inspect["Id"]))
+
+    def _history(self, image_id: str) -> list[JSON]:
+        # History only feeds size estimates; with `storage-driver: overlay2` left in a
+        # containerd-mode config it fails (`snapshotter not loaded`) while inspect works.
+        try:
+            return cast(list[JSON], self._api.history(image_id))
+        except docker.errors.APIError:
+            return []
 
     def raw_image(self, ref: str) -> JSON | None:
         try:
@@ -286,8 +291,9 @@ class Engine:
     def save(self, refs: list[str]) -> Iterator[bytes]:
         """Stream `docker save` of several references as raw tar chunks."""
         with _mapped_errors(self.host, f"save {len(refs)} image(s)"):
+            # No read timeout: legacy save sends nothing until it has staged the whole batch.
             response = self._api._get(
-                self._api._url("/images/get"), params={"names": refs}, stream=True
+                self._api._url("/images/get"), params={"names": refs}, stream=True, timeout=None
             )
             yield from self._api._stream_raw_result(response, CHUNK_SIZE, False)
 
@@ -295,7 +301,11 @@ class Engine:
         """`docker load` from a stream of chunks; returns what the daemon said it loaded."""
         loaded: list[str] = []
         with _mapped_errors(self.host, "load an image archive"):
-            for message in self._api.load_image(chunks):
+            # No read timeout: cd-mode load answers only once the content is ingested.
+            response = self._api._post(
+                self._api._url("/images/load"), data=chunks, stream=True, timeout=None
+            )
+            for message in self._api._stream_helper(response, decode=True):
                 if "error" in message or "errorDetail" in message:
                     detail = message.get("error") or message.get("errorDetail")
                     raise EngineError(

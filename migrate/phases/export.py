@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from migrate import failpoints
 from migrate.archives import (
     PARTIAL_SUFFIX,
     ArchiveEntry,
@@ -165,6 +166,8 @@ def _record(ctx: PhaseContext, manifest: ArchiveManifest, entry: ArchiveEntry,
     write_manifest(ctx.archives_dir, manifest)
     ctx.checkpoint({"archive": entry.file, "sha256": entry.sha256, "bytes": entry.bytes,
                     "refs": len(entry.refs), "reused": reused})
+    if not reused:
+        failpoints.hit("export:archive-written")
     return manifest
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from migrate import failpoints
 from migrate.archives import (
     ArchiveEntry,
     ArchiveError,
@@ -153,6 +154,7 @@ class ImportPhase:
             )
         images = [_image_json(image) for image in entry.images]
         ctx.checkpoint({"archive": entry.file, "imported": images})
+        failpoints.hit("import:archive-loaded")
         log.info("archive loaded", phase=self.name, archive=entry.file, refs=len(entry.refs),
                  bytes=entry.bytes, duration=round(time.monotonic() - started, 2))
         return images
