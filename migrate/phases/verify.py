@@ -20,6 +20,7 @@ from migrate.fsutil import atomic_write_bytes
 from migrate.logconfig import get_logger
 from migrate.models import Frozen, ImageRecord, Inventory, Store
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.volume_guard import create_guard, remove_guard
 
 log = get_logger(__name__)
 
@@ -198,6 +199,8 @@ class VerifyPhase:
         engine = ctx.connect()
         try:
             report = verify(engine, inventory, manifest)
+            guarded = (create_guard(engine, inventory, report.container_image)
+                       if report.ok else ())
         finally:
             engine.close()
         paths = write_reports(report, ctx.reports_dir)
@@ -207,13 +210,24 @@ class VerifyPhase:
         return PhaseOutcome(
             undo={"reports_dir": str(ctx.reports_dir)},
             result={"images": len(report.images), "tags": len(inventory.tags),
-                    "id_map": str(paths["id-map.json"]),
+                    "id_map": str(paths["id-map.json"]), "volume_guard": list(guarded),
                     "report": str(paths["verification.txt"])},
         )
 
     def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
         where = record.get("reports_dir") or "the reports dir"
-        return [f"verify: nothing to reverse; the reports stay in {where}"]
+        lines = [f"verify: nothing to reverse; the reports stay in {where}"]
+        try:
+            engine = ctx.connect()
+        except MigrateError as error:
+            return [*lines, f"verify: could not remove the volume guard: {error.message}"]
+        try:
+            # Only in the containerd store: the guard lives there, and it is visible now.
+            if engine.info().store is Store.CONTAINERD and remove_guard(engine):
+                lines.append("verify: removed the volume guard container")
+        finally:
+            engine.close()
+        return lines
 
 
 PHASE = VerifyPhase()
