@@ -44,14 +44,19 @@ def emit(text: str) -> None:
     click.echo(text)
 
 
+def can_confirm(what: str, *, yes: bool, interactive: bool) -> None:
+    """Checked before anything is touched: without a terminal only --yes confirms."""
+    if not yes and not interactive:
+        raise UsageError(
+            f"{what} needs confirmation, and there is no terminal to ask on; nothing was changed",
+            "pass --yes to confirm non-interactively",
+        )
+
+
 def confirm(question: str, *, yes: bool, interactive: bool) -> None:
     """Ask on a terminal; refuse without one unless --yes, so scripts never hang."""
     if yes:
         return
-    if not interactive:
-        raise UsageError(
-            f"{question} needs confirmation, and there is no terminal to ask on",
-            "pass --yes to confirm non-interactively",
-        )
+    can_confirm(question, yes=yes, interactive=interactive)
     if not click.confirm(question, default=False, err=True):
         raise UsageError("not confirmed; nothing was changed", "pass --yes to skip the question")

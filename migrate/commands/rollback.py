@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate import __version__
-from migrate.commands.common import GlobalOptions, confirm, connect, emit, open_state
+from migrate.commands.common import GlobalOptions, can_confirm, confirm, connect, emit, open_state
 from migrate.commands.run import _load_inventory
 from migrate.daemon_control import parse_restart_command
 from migrate.errors import BlockedError, ExitCode, MigrateError
@@ -50,6 +50,7 @@ def rollback_options(opts: GlobalOptions, args: RollbackArgs, state: JournalStat
 
 
 def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
+    can_confirm("the rollback", yes=args.yes, interactive=args.interactive)
     state_dir = open_state(opts)
     if (state_dir.path / PRUNED_MARKER).exists():
         raise BlockedError("the legacy data was pruned by `cleanup --prune-legacy`; there is "

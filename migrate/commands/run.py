@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-from migrate.commands.common import GlobalOptions, confirm, connect, emit, open_state
+from migrate.commands.common import GlobalOptions, can_confirm, confirm, connect, emit, open_state
 from migrate.daemon_control import default_restart_command, parse_restart_command
 from migrate.errors import ExitCode, MigrateError, RestartFailed, RolledBack, VerificationFailed
 from migrate.journal import JournalState
@@ -86,6 +86,7 @@ def _auto_rollback(runner: Runner, failure: MigrateError) -> RolledBack:
 
 
 def run(opts: GlobalOptions, args: RunArgs) -> int:
+    can_confirm("the migration", yes=args.yes, interactive=args.interactive)
     restart = (parse_restart_command(args.restart_command) if args.restart_command
                else default_restart_command())
     state_dir = open_state(opts)

@@ -6,7 +6,7 @@ against, so it is taken from the live legacy daemon and written atomically, 0600
 
 from __future__ import annotations
 
-from migrate.errors import BlockedError
+from migrate.errors import BlockedError, ExitCode
 from migrate.facts import gather_facts
 from migrate.fsutil import atomic_write_bytes
 from migrate.logconfig import get_logger
@@ -21,9 +21,12 @@ def blocker_error(report: PlanReport) -> BlockedError:
     blockers = [c for c in report.checks if c.severity == "blocker"]
     lines = "; ".join(f"{c.id}: {c.message}" for c in blockers)
     hints = " ".join(c.hint for c in blockers if c.hint)
+    # A daemon.json we cannot use gets its own exit code: the fix is in that file.
+    config_only = all(c.id.startswith("daemon-config") for c in blockers)
     return BlockedError(
         f"the host cannot be migrated now: {lines}",
         hints or "run `containerd-migrate plan` for the full report",
+        exit_code=ExitCode.CONFIG_INVALID if config_only else None,
     )
 
 

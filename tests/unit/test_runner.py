@@ -1,0 +1,88 @@
+"""The run plan is a pure function of the journal: assert it as a value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migrate.commands.status import render_status, status_document
+from migrate.errors import StateError
+from migrate.journal import Journal, PhaseName, PhaseStarted, replay
+from migrate.runner import PREPARE_PHASES, steps_to_run
+
+pytestmark = pytest.mark.unit
+
+ALL: tuple[PhaseName, ...] = (
+    "snapshot", "export", "quiesce", "switch", "restart", "import", "verify"
+)
+
+
+def _journal(path: Path, *done: PhaseName, started: PhaseName | None = None) -> Journal:
+    journal = Journal(path).open()
+    journal.start_run("0.1.0", ["run"], {})
+    for name in done:
+        with journal.phase(name, {}) as handle:
+            handle.done(undo={}, result={"images": 3})
+    if started is not None:
+        # As a crash leaves it: intent written, side effect maybe done, no result.
+        journal.append(PhaseStarted(migration_id=journal.require_migration(), phase=started,
+                                    intent={}))
+    return journal
+
+
+def test_fresh_journal_runs_every_phase(tmp_path: Path) -> None:
+    assert steps_to_run(replay(tmp_path / "none.jsonl")) == ALL
+
+
+def test_prepared_export_is_redone_so_new_images_are_picked_up(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export")
+    assert steps_to_run(journal.state()) == ALL
+
+
+def test_export_command_plans_only_the_prepare_phases(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export")
+    assert steps_to_run(journal.state(), PREPARE_PHASES) == ("snapshot", "export")
+
+
+def test_after_quiesce_the_snapshot_is_frozen(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
+    assert steps_to_run(journal.state()) == ("restart", "import", "verify")
+
+
+def test_a_phase_started_but_not_done_is_run_again(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch",
+                       started="restart")
+    assert steps_to_run(journal.state()) == ("restart", "import", "verify")
+    assert steps_to_run(journal.state(), PREPARE_PHASES) == ()
+
+
+def test_half_rolled_back_migration_refuses_to_run_forward(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
+    with journal.undo("switch"):
+        pass
+    with pytest.raises(StateError, match="half rolled back"):
+        steps_to_run(journal.state())
+
+
+def test_status_document_reports_remaining_and_undo_order(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
+    doc = status_document(journal.state())
+    assert doc["active"] is True
+    assert doc["remaining"] == ["restart", "import", "verify"]
+    assert doc["rollback_would_undo"] == ["switch", "quiesce", "export", "snapshot"]
+    text = render_status(doc, journal.state())
+    assert "remaining: restart, import, verify" in text
+    assert "rollback would undo: switch, quiesce, export, snapshot" in text
+
+
+def test_status_of_a_rolled_back_migration_offers_no_undo(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot")
+    with journal.undo("snapshot"):
+        pass
+    journal.finish("rolled_back")
+    doc = status_document(journal.state())
+    assert doc["active"] is False
+    assert doc["outcome"] == "rolled_back"
+    assert doc["rollback_would_undo"] == []
+    assert doc["remaining"] == []
