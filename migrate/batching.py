@@ -13,11 +13,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from migrate.models import Frozen, ImageRecord
+from migrate.models import EMPTY_LAYER_DIFF_ID, Frozen, ImageRecord
 
-# diff_id of an empty tar: every metadata-only build step shares it, and it weighs
-# nothing, so it must not glue unrelated images into one group.
-EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 BATCH_PREFIX = "batch-"
 BATCH_SUFFIX = ".tar"
 

@@ -19,6 +19,7 @@ import requests.exceptions
 from migrate.errors import EngineError, EngineUnreachable
 from migrate.models import (
     CONTAINERD_DRIVER_TYPE,
+    EMPTY_LAYER_DIFF_ID,
     ContainerRecord,
     EngineInfo,
     ImageConfigSummary,
@@ -29,8 +30,6 @@ from migrate.models import (
     VolumeRecord,
 )
 
-# diff_id of an empty tar: metadata-only build steps may produce it and it weighs nothing.
-EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 CHUNK_SIZE = 1024 * 1024
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 

@@ -13,6 +13,8 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 CONTAINERD_DRIVER_TYPE = "io.containerd.snapshotter.v1"
+# diff_id of an empty tar: metadata-only build steps may produce it and it weighs nothing.
+EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
 class Frozen(BaseModel):
