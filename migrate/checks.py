@@ -7,6 +7,7 @@ Check ids are stable kebab-case: scripts and tickets refer to them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # plan.py imports this module at runtime
     from migrate.plan import FilesystemFacts, HostFacts, PlanOptions
 
 MIN_ENGINE = (24, 0)
+DEFAULT_EXEC_ROOT = "/var/run/docker"
 DISK_HEADROOM = 1.2
 GIB = 1024**3
 
@@ -218,9 +220,27 @@ def userns_remap(c: Ctx) -> Check | None:
                   sources)
 
 
+def _managed_containerd_socket(c: Ctx) -> str:
+    exec_root = c.launch.exec_root or DEFAULT_EXEC_ROOT
+    return os.path.join(exec_root, "containerd", "containerd.sock")
+
+
+def _same_path(a: str, b: str) -> bool:
+    # /var/run is a symlink to /run on every systemd distribution.
+    def canonical(p: str) -> str:
+        p = os.path.normpath(p)
+        return "/run/" + p.removeprefix("/var/run/") if p.startswith("/var/run/") else p
+
+    return canonical(a) == canonical(b)
+
+
 def external_containerd(c: Ctx) -> Check | None:
     socket = c.launch.containerd_flag or c.inv.engine.containerd_address
     if not socket:
+        return None
+    # Engine 28 reports Containerd.Address in `docker info` for the containerd it manages
+    # itself (EXEC_ROOT/containerd/containerd.sock) too: that one is not external.
+    if not c.launch.containerd_flag and _same_path(socket, _managed_containerd_socket(c)):
         return None
     namespace = c.launch.containerd_namespace or "moby"
     return _check("external-containerd", INFO,
