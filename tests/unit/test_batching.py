@@ -3,14 +3,13 @@ from __future__ import annotations
 import pytest
 
 from migrate.batching import (
-    EMPTY_LAYER_DIFF_ID,
     Batch,
     BatchKind,
     batch_name,
     group_by_shared_layers,
     plan_batches,
 )
-from migrate.models import ImageRecord
+from migrate.models import EMPTY_LAYER_DIFF_ID, ImageRecord
 
 pytestmark = pytest.mark.unit
 
