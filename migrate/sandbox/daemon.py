@@ -7,13 +7,10 @@ can stop and start the same daemon without any in-memory handle.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -22,55 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from migrate.sandbox.fetch import engine_bin_dirs, ensure_engine, spec
+from migrate.sandbox.system import (
+    POLL,
+    UnixHTTPConnection,
+    is_alive,
+    kill_matching,
+    track,
+    unmount_under,
+    wait_exit,
+)
 
 # Short on purpose: unix socket paths are limited to 108 bytes.
 BASE_DIR = Path("/tmp/cm-sandbox")  # noqa: S108
 # Debian's packaged runc lives here; the engine packages' own runc needs a newer glibc.
 SYSTEM_RUNC_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-POLL = 0.05
 
 
 class SandboxError(RuntimeError):
     """The sandbox daemon could not be started, stopped or reached."""
-
-
-# Daemons this process started: polling their Popen reaps them, so they never linger as
-# zombies that /proc would still report as alive.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def _alive(pid: int) -> bool:
-    # A daemon we started may have been stopped by another process (the restart CLI):
-    # polling every child reaps it, so no zombie piles up in a long pytest session.
-    for child_pid, child in list(_CHILDREN.items()):
-        if child.poll() is not None:
-            del _CHILDREN[child_pid]
-    if pid in _CHILDREN:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _unescape_mount(path: str) -> str:
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        path = path.replace(code, char)
-    return path
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, sock_path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._sock_path = str(sock_path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._sock_path)
-        self.sock = sock
 
 
 @dataclass(frozen=True)
@@ -130,7 +97,7 @@ class Sandbox:
         """Pid of this sandbox's dockerd if it is alive (checked against its cmdline)."""
         try:
             pid = int(self.pidfile.read_text().strip())
-            alive = _alive(pid)
+            alive = is_alive(pid)
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if alive else []
         except (OSError, ValueError):
             return None
@@ -220,7 +187,7 @@ class Sandbox:
                 # Own session: the daemon must outlive the CLI process that started it.
                 start_new_session=True,
             )
-        _CHILDREN[proc.pid] = proc
+        track(proc)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -240,15 +207,19 @@ class Sandbox:
         pid = self.pid()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout):
+            if not wait_exit(pid, timeout):
                 os.kill(pid, signal.SIGKILL)
-                self._wait_exit(pid, 10.0)
+                wait_exit(pid, 10.0)
                 self._kill_leftovers()
         self.unmount()
 
     def restart(self, timeout: float = 60.0) -> None:
         self.stop()
         self.start(timeout)
+
+    def _kill_leftovers(self) -> None:
+        # After a hard kill, containerd and shims of this sandbox would keep mounts busy.
+        kill_matching(str(self.exec_root).encode(), (b"containerd", b"dockerd"))
 
     def destroy(self) -> None:
         self.stop()
@@ -259,42 +230,10 @@ class Sandbox:
             raise SandboxError(f"could not remove {self.dir}")
 
     def unmount(self) -> None:
-        prefix = str(self.dir.resolve()) + "/"
-        mounts = []
-        for line in Path("/proc/mounts").read_text().splitlines():
-            target = _unescape_mount(line.split()[1])
-            if target.startswith(prefix):
-                mounts.append(target)
-        for target in sorted(set(mounts), key=lambda m: m.count("/"), reverse=True):
-            done = subprocess.run(["umount", target], capture_output=True, check=False)
-            if done.returncode != 0:
-                subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-
-    def _wait_exit(self, pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL)
-        return True
-
-    def _kill_leftovers(self) -> None:
-        """SIGKILL containerd/shims still bound to this sandbox after dockerd died hard."""
-        needle = str(self.exec_root).encode()
-        me = os.getpid()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == me:
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if needle in cmdline and (b"containerd" in cmdline or b"dockerd" in cmdline):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(entry.name), signal.SIGKILL)
+        unmount_under(self.dir)
 
     def request(self, method: str, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
-        conn = _UnixConnection(self.socket_path, timeout)
+        conn = UnixHTTPConnection(self.socket_path, timeout)
         try:
             conn.request(method, path)
             response = conn.getresponse()

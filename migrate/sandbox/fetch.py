@@ -34,9 +34,11 @@ class EngineSpec:
     description: str
 
 
+# docker-cli too: a fresh Debian 12 machine has no docker CLI, and these builds run on it.
+PACKAGES = ("docker.io", "containerd", "docker-cli")
 ENGINES: dict[str, EngineSpec] = {
-    "26": EngineSpec("26", "trixie", ("docker.io", "containerd"), "Engine 26.1 + containerd 1.7"),
-    "28": EngineSpec("28", "sid", ("docker.io", "containerd"), "Engine 28.5 + containerd 2.1"),
+    "26": EngineSpec("26", "trixie", PACKAGES, "Engine 26.1 + containerd 1.7"),
+    "28": EngineSpec("28", "sid", PACKAGES, "Engine 28.5 + containerd 2.1"),
 }
 
 
@@ -67,7 +69,8 @@ def engine_bin_dirs(key: str) -> list[Path]:
 
 
 def is_fetched(key: str) -> bool:
-    return (engine_dir(key) / MARKER).is_file()
+    # A cache made before a package was added to the spec counts as incomplete.
+    return set(spec(key).packages) <= set(fetched_versions(key))
 
 
 def fetched_versions(key: str) -> dict[str, str]:
@@ -91,6 +94,18 @@ def ensure_engine(key: str) -> Path:
             return target
         _fetch_into(spec(key), target)
     return target
+
+
+def docker_cli() -> str:
+    """The docker CLI: the machine's own if it has one, else the fetched Debian one."""
+    found = shutil.which("docker")
+    if found:
+        return found
+    cached = [engine_bin_dirs(key)[0] / "docker" for key in sorted(ENGINES) if is_fetched(key)]
+    if cached:
+        return str(cached[0])
+    ensure_engine(min(ENGINES))
+    return str(engine_bin_dirs(min(ENGINES))[0] / "docker")
 
 
 def mirror_uri() -> str:
@@ -142,9 +157,13 @@ def _fetch_into(engine: EngineSpec, target: Path) -> None:
                 raise FetchError(f"apt-get download did not fetch {missing}")
             marker = {"suite": engine.suite, "packages": versions}
             (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+            # Running daemons may still exec shims from the old tree: swap with two renames
+            # (a window of microseconds) and delete the old tree only afterwards.
+            retired = target.with_name(f".{engine.key}-retired-{os.getpid()}")
             if target.exists():
-                shutil.rmtree(target)
+                target.rename(retired)
             staging.rename(target)
+            shutil.rmtree(retired, ignore_errors=True)
         finally:
             if staging.exists():
                 shutil.rmtree(staging)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from migrate.sandbox.fetch import docker_cli
+
 MIB = 1024 * 1024
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "s390x": "s390x"}
 
@@ -128,7 +130,7 @@ def load_images(host: str, images: list[ArchiveImage]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
-            ["docker", "-H", host, "load", "-q"],
+            [docker_cli(), "-H", host, "load", "-q"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env,
         )  # fmt: skip
         if proc.stdin is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.sandbox.daemon import Sandbox
+from migrate.sandbox.fetch import docker_cli
 from migrate.sandbox.layers import ArchiveImage, load_images, random_layer, rootfs_layer
 
 BUSYBOX = Path("/usr/bin/busybox")
@@ -65,7 +66,7 @@ def docker(
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env["DOCKER_BUILDKIT"] = "0"
     result = subprocess.run(
-        ["docker", "-H", host, *args],
+        [docker_cli(), "-H", host, *args],
         input=stdin, capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     if check and result.returncode != 0:

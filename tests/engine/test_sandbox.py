@@ -22,6 +22,7 @@ from migrate.sandbox import (
     docker,
     sandbox_samples,
 )
+from migrate.sandbox.system import mounts_under
 
 pytestmark = pytest.mark.engine
 
@@ -247,19 +248,11 @@ def test_cli_start_stop_outlive_the_cli_and_clean_up(engine: str) -> None:
         populated = sandbox_cli("samples", "--dir", str(sandbox.dir), "--big-mib", "1")
         assert populated.returncode == 0, populated.stderr
         assert sandbox_samples(sandbox).big_layer_bytes == 1024 * 1024
-        assert any(
-            line.split()[1].startswith(str(sandbox.dir))
-            for line in Path("/proc/mounts").read_text().splitlines()
-        )
+        assert mounts_under(sandbox.dir), "the running sample container mounts its rootfs"
         stopped = sandbox_cli("stop", "--dir", str(sandbox.dir))
         assert stopped.returncode == 0, stopped.stderr
         wait_for(lambda: not sandbox.is_running(), what="dockerd to exit")
-        mounts = [
-            line
-            for line in Path("/proc/mounts").read_text().splitlines()
-            if line.split()[1].startswith(str(sandbox.dir) + "/")
-        ]
-        assert mounts == []
+        assert mounts_under(sandbox.dir) == []
         assert sandbox_cli("destroy", "--dir", str(sandbox.dir)).returncode == 0
         assert not sandbox.dir.exists()
     finally:

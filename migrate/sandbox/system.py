@@ -1,0 +1,94 @@
+"""Process, mount and unix-socket helpers under the sandbox daemon (Linux /proc based)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+POLL = 0.05
+
+# Daemons this process started: polling their Popen reaps them, so they never linger as
+# zombies that /proc would still report as alive.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def track(child: subprocess.Popen[bytes]) -> None:
+    _CHILDREN[child.pid] = child
+
+
+def is_alive(pid: int) -> bool:
+    # A daemon we started may have been stopped by another process (the restart CLI):
+    # polling every child reaps it, so no zombie piles up in a long pytest session.
+    for child_pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            del _CHILDREN[child_pid]
+    if pid in _CHILDREN:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+def kill_matching(needle: bytes, programs: tuple[bytes, ...]) -> None:
+    """SIGKILL every process whose cmdline holds `needle` and one of `programs`."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and any(program in cmdline for program in programs):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _unescape_mount(path: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        path = path.replace(code, char)
+    return path
+
+
+def mounts_under(directory: Path) -> list[str]:
+    prefix = str(directory.resolve()) + "/"
+    lines = Path("/proc/mounts").read_text().splitlines()
+    targets = {_unescape_mount(line.split()[1]) for line in lines}
+    return sorted(t for t in targets if t.startswith(prefix))
+
+
+def unmount_under(directory: Path) -> None:
+    """Unmount everything below `directory`, deepest first (lazily if it is busy)."""
+    for target in sorted(mounts_under(directory), key=lambda m: m.count("/"), reverse=True):
+        done = subprocess.run(["umount", target], capture_output=True, check=False)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, sock_path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._sock_path = str(sock_path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._sock_path)
+        self.sock = sock
