@@ -13,7 +13,14 @@ from typing import Any, cast
 from migrate import __version__, failpoints
 from migrate.engine import Engine
 from migrate.errors import MigrateError, StateError
-from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName
+from migrate.journal import (
+    PHASE_ORDER,
+    Journal,
+    JournalState,
+    JsonDict,
+    PhaseName,
+    PhaseState,
+)
 from migrate.logconfig import get_logger
 from migrate.phases import export, import_, quiesce, restart, snapshot, switch, verify
 from migrate.phases.base import Phase, PhaseContext, RunOptions, UndoContext
@@ -122,19 +129,30 @@ class Runner:
                           inventory_path=self.state_dir.inventory_path, force=force,
                           purge_imported=purge_imported)
         lines: list[str] = []
-        for phase_state in state.phases_to_undo():
+        to_undo = state.phases_to_undo()
+        if not force:
+            # Refuse before undoing anything: a refused rollback must leave the host as it was.
+            for phase_state in to_undo:
+                if phase_state.name == "switch":
+                    switch.refuse_if_drifted(_undo_record(phase_state))
+        for phase_state in to_undo:
             name = phase_state.name
-            # A phase that stopped half-way has only its intent, which is written to be
-            # enough for undo (e.g. the original daemon.json bytes).
-            record = dict(phase_state.undo if phase_state.complete and phase_state.undo
-                          is not None else phase_state.intent)
-            if phase_state.progress:
-                record.setdefault("progress", [dict(p) for p in phase_state.progress])
+            record = _undo_record(phase_state)
             log.info("undo started", phase=name, complete=phase_state.complete)
             with self.journal.undo(name):
                 lines.extend(PHASES[name].undo(ctx, record))
         self.journal.finish("rolled_back")
         return lines
+
+
+def _undo_record(phase_state: PhaseState) -> dict[str, Any]:
+    # A phase that stopped half-way has only its intent, which is written to be
+    # enough for undo (e.g. the original daemon.json bytes).
+    record = dict(phase_state.undo if phase_state.complete and phase_state.undo
+                  is not None else phase_state.intent)
+    if phase_state.progress:
+        record.setdefault("progress", [dict(p) for p in phase_state.progress])
+    return record
 
 
 def describe_failure(error: MigrateError) -> str:

@@ -179,17 +179,29 @@ def _drift(path: Path, written: bytes, current: bytes | None) -> BlockedError:
     )
 
 
+def refuse_if_drifted(record: JSONDict) -> None:
+    """The refusal `restore_config(force=False)` would raise, without changing anything.
+
+    Rollback calls it before undoing any phase: a rollback that is going to be refused
+    must not first remove the volume guard or mark later phases undone.
+    """
+    path = Path(record["path"])
+    current = read_current(path)
+    if current == _unb64(record.get("original_b64")):
+        return
+    if current is None or sha256_hex(current) != record["written_sha256"]:
+        raise _drift(path, _unb64(record.get("written_b64")) or b"", current)
+
+
 def restore_config(record: JSONDict, force: bool) -> list[str]:
     """Put the original daemon.json back byte for byte, unless someone edited ours."""
     path = Path(record["path"])
     original = _unb64(record.get("original_b64"))
-    written = _unb64(record.get("written_b64")) or b""
     current = read_current(path)
     if current == original:
         return [f"switch: {path} already has its original content"]
-    drifted = current is None or sha256_hex(current) != record["written_sha256"]
-    if drifted and not force:
-        raise _drift(path, written, current)
+    if not force:
+        refuse_if_drifted(record)
     if original is None:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
