@@ -257,3 +257,17 @@ def test_cli_start_stop_outlive_the_cli_and_clean_up(engine: str) -> None:
         assert not sandbox.dir.exists()
     finally:
         sandbox.destroy()
+
+
+def test_fresh_sandbox_with_samples_is_private(
+    fresh_sandbox: SandboxFactory, engine28: Sandbox
+) -> None:
+    sandbox = fresh_sandbox("28", samples=True)
+    assert sandbox.dir != engine28.dir
+    samples = sandbox_samples(sandbox)
+    assert samples.host == sandbox.host
+    tags = {tag for image in sandbox.api("/images/json") for tag in image["RepoTags"] or []}
+    assert set(samples.tags) <= tags
+    docker(sandbox.host, "rm", "-f", "cm-sample-web")
+    assert "cm-sample-web" in sandbox_samples(engine28).containers
+    assert engine28.api("/containers/cm-sample-web/json")["State"]["Running"]
