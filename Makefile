@@ -31,7 +31,9 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	# compat mode: a plain .pth path entry; the default finder-based editable install lets
+	# `import migrate` resolve to a namespace package when run from another directory.
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 engines: venv
