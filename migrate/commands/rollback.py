@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate import __version__
+from migrate.archives import manifest_path
 from migrate.commands.common import GlobalOptions, can_confirm, confirm, connect, emit, open_state
 from migrate.commands.run import _load_inventory
 from migrate.daemon_control import parse_restart_command
@@ -21,6 +22,7 @@ from migrate.runner import Runner
 from migrate.volume_guard import remove_guard
 
 PRUNED_MARKER = "legacy-pruned"
+MANIFEST_NAME = manifest_path(Path(".")).name
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,14 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
     return int(ExitCode.OK)
 
 
-def _dir_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+def _delete_archives(folder: Path) -> int:
+    """Deletes the archives; keeps their manifest, which `verify` still reads (expected IDs)."""
+    freed = 0
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink() and path.name != MANIFEST_NAME:
+            freed += path.stat().st_size
+            path.unlink()
+    return freed
 
 
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
@@ -111,9 +119,7 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
             removed_guard = remove_guard(engine)
         finally:
             engine.close()
-        freed = _dir_bytes(state_dir.archives_dir)
-        shutil.rmtree(state_dir.archives_dir)
-        state_dir.archives_dir.mkdir(mode=0o700)
+        freed = _delete_archives(state_dir.archives_dir)
     emit(f"cleanup: deleted the archives, {freed} bytes freed"
          + ("; removed the volume guard" if removed_guard else ""))
     return int(ExitCode.OK)

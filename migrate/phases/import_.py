@@ -189,7 +189,12 @@ def _purge(engine: Engine, image: JSONDict) -> list[str]:
             if raw is not None and raw.get("Id") == new_id:
                 engine.remove_image(str(ref))
                 lines.append(f"import: removed {ref} ({new_id[:19]})")
-        if engine.raw_image(new_id) is not None:
+        raw = engine.raw_image(new_id)
+        others = [t for t in (raw or {}).get("RepoTags") or () if t and "<none>" not in t]
+        if raw is not None and others:
+            # Tagged since the import by someone else: removing by ID would take their tags.
+            lines.append(f"import: kept {new_id[:19]}, now also tagged {', '.join(others)}")
+        elif raw is not None:
             engine.remove_image(new_id)
             lines.append(f"import: removed image {new_id[:19]}")
     except MigrateError as error:
