@@ -65,8 +65,8 @@ def _guard_active(state: JournalState) -> bool:
 
 
 def _result_summary(result: dict[str, Any]) -> str:
-    keys = ("images", "tags", "archives_written", "archives_reused", "bytes_written",
-            "archives_loaded", "archives_skipped", "stopped", "restarted")
+    keys = ("images", "tags", "written", "reused", "bytes_written", "loaded", "skipped",
+            "bytes_loaded", "stopped", "restarted", "store", "rewritten")
     return ", ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 
