@@ -208,7 +208,8 @@ def _apply(phase: PhaseState, record: Record) -> PhaseState:
         case UndoStarted():
             changes = {"undo_error": None}
         case UndoDone():
-            changes = {"status": "undone", "finished_at": record.ts}
+            # finished_at keeps the forward timing for `status`.
+            changes = {"status": "undone"}
         case UndoFailed():
             changes = {"undo_error": record.error}
         case _:
