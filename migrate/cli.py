@@ -150,7 +150,10 @@ def run(ctx: click.Context, yes: bool, containers: str, snapshotter: str | None,
 
 
 @main.command()
-@_containers_option
+# Export never touches containers (only `run` stops them), so by default they do not block
+# it: pre-staging is for a host that keeps serving, which has running containers.
+@click.option("--containers", type=click.Choice(["refuse", "leave"]), default="leave",
+              show_default=True, help="refuse: containers block the export too.")
 @click.pass_context
 def export(ctx: click.Context, containers: str) -> None:
     """Snapshot and export only, while the daemon keeps serving (before the window)."""
