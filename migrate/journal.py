@@ -10,26 +10,23 @@ Writers must hold the state dir lock; `replay` is read-only and safe without it.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
-
-from pydantic import ValidationError
 
 from migrate import errors
 from migrate.errors import StateError
 from migrate.fsutil import disk_full_guard, fsync_dir
 
+# Parsing and the read-only replay live in journal_io; replay is re-exported here.
+from migrate.journal_io import _open_nofollow, _parse, _read_all, replay
+
 # The record models and the state fold live in journal_records; they are re-exported
 # here so that callers keep importing everything from migrate.journal.
 from migrate.journal_records import (
-    _RECORD,
     JOURNAL_VERSION,
     PHASE_ORDER,
     JournalState,
@@ -61,97 +58,6 @@ __all__ = [
     "RunStarted", "UndoDone", "UndoFailed", "UndoStarted", "compute_state", "new_migration_id",
     "replay",
 ]
-
-_DAMAGED_HINT = (
-    "the journal is damaged: keep a copy of it, then run `rollback --force`, or move it "
-    "aside to start from scratch"
-)
-
-
-class _Parsed(NamedTuple):
-    records: list[Record]
-    good_length: int  # bytes up to the end of the last intact record
-    torn_tail: bool
-
-
-class _Unparseable(Exception):
-    pass
-
-
-def _decode(line: bytes, path: Path, lineno: int) -> Record:
-    try:
-        raw = json.loads(line)
-    except ValueError as error:  # also covers UnicodeDecodeError
-        raise _Unparseable(str(error)) from error
-    if not isinstance(raw, dict):
-        raise _Unparseable("not a JSON object")
-    version = raw.get("journal_version")
-    if isinstance(version, int) and version > JOURNAL_VERSION:
-        raise StateError(
-            f"journal {path} line {lineno} has journal version {version}; this "
-            f"containerd-migrate reads version {JOURNAL_VERSION} or older",
-            hint="resume or roll back with the newer containerd-migrate that wrote it",
-        )
-    try:
-        return _RECORD.validate_python(raw)
-    except ValidationError as error:
-        raise _Unparseable(f"{error.error_count()} invalid field(s)") from error
-
-
-def _parse(data: bytes, path: Path) -> _Parsed:
-    lines = data.split(b"\n")
-    # Everything after the last newline is a record whose write never completed.
-    fragment = lines.pop()
-    records: list[Record] = []
-    offset = 0
-    for index, line in enumerate(lines):
-        lineno = index + 1
-        try:
-            record = _decode(line, path, lineno)
-        except _Unparseable as error:
-            if index == len(lines) - 1 and not fragment:
-                return _Parsed(records, offset, torn_tail=True)
-            raise StateError(f"journal {path} line {lineno} is unreadable: {error}",
-                             hint=_DAMAGED_HINT) from error
-        if records and record.seq <= records[-1].seq:
-            raise StateError(f"journal {path} line {lineno} goes back in sequence",
-                             hint=_DAMAGED_HINT)
-        records.append(record)
-        offset += len(line) + 1
-    return _Parsed(records, offset, torn_tail=bool(fragment))
-
-
-def _open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise StateError(f"journal {path} is a symlink; refusing to follow it",
-                             hint="replace it with the real file or use --state-dir") from error
-        raise
-
-
-def _read_all(fd: int, path: Path) -> bytes:
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise StateError(f"journal {path} is not a regular file", hint=_DAMAGED_HINT)
-    data = b""
-    while chunk := os.pread(fd, 1 << 20, len(data)):
-        data += chunk
-    return data
-
-
-def replay(path: str | os.PathLike[str]) -> JournalState:
-    """Read-only view of a journal; a missing file is an empty journal."""
-    journal = Path(path)
-    try:
-        fd = _open_nofollow(journal, os.O_RDONLY)
-    except FileNotFoundError:
-        return JournalState()
-    try:
-        parsed = _parse(_read_all(fd, journal), journal)
-    finally:
-        os.close(fd)
-    return compute_state(parsed.records, parsed.torn_tail)
 
 
 def new_migration_id() -> str:

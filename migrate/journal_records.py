@@ -1,8 +1,9 @@
 """Record models of the rollback journal and the pure fold of records into state.
 
 Every line of `<state-dir>/journal.jsonl` is one `Record`; `compute_state` turns the
-records of the most recent migration into a `JournalState`. Parsing, replaying and
-writing the file live in `migrate.journal`, which re-exports everything here.
+records of the most recent migration into a `JournalState`. Parsing and replaying the
+file live in `migrate.journal_io`, writing it in `migrate.journal`, which re-exports
+everything here.
 """
 
 from __future__ import annotations
