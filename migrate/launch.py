@@ -8,238 +8,36 @@ must see them before editing anything (engine-facts.md, "daemon.json traps").
 from __future__ import annotations
 
 import os
-import re
-import shlex
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
+# The model and the pure parsing live in launch_parse; they are re-exported here so that
+# callers keep importing everything from migrate.launch.
+from migrate.launch_parse import (
+    DEFAULT_SOCKET,
+    DaemonLaunch,
+    LaunchSource,
+    _canonical,
+    expand_systemd_vars,
+    listens_on,
+    merge_launches,
+    parse_dockerd_argv,
+    parse_environment,
+    parse_exec_start,
+    parse_systemctl_show,
+    socket_path,
+)
 
-from migrate.models import Frozen
+__all__ = [
+    "DEFAULT_PIDFILE", "DEFAULT_SOCKET", "SYSTEMD_UNIT", "DaemonLaunch", "LaunchSource",
+    "detect_launch", "expand_systemd_vars", "find_dockerd_pid", "from_proc", "from_systemd",
+    "listens_on", "merge_launches", "parse_dockerd_argv", "parse_environment",
+    "parse_exec_start", "parse_systemctl_show", "socket_path", "systemd_booted",
+]
 
-LaunchSource = Literal["systemd", "proc", "unknown"]
-DEFAULT_SOCKET = "/var/run/docker.sock"
 DEFAULT_PIDFILE = "/var/run/docker.pid"
 SYSTEMD_UNIT = "docker.service"
-
-# Long flag -> DaemonLaunch field. Only flags whose value we read; others are skipped.
-_VALUE_FLAGS: Mapping[str, str] = {
-    "--config-file": "config_file", "--data-root": "data_root", "--graph": "data_root",
-    "--exec-root": "exec_root", "--pidfile": "pidfile", "--host": "hosts",
-    "--storage-driver": "storage_driver_flag", "--feature": "feature_flags",
-    "--containerd": "containerd_flag", "--containerd-namespace": "containerd_namespace",
-    "--userns-remap": "userns_remap_flag",
-}
-_BOOL_FLAGS: Mapping[str, str] = {"--live-restore": "live_restore"}
-_REPEATED = frozenset({"hosts", "feature_flags"})
-# dockerd shorthands (pflag): value-taking ones, and the boolean ones that can be clustered.
-_SHORT_VALUE: Mapping[str, str] = {
-    "s": "--storage-driver", "H": "--host", "p": "--pidfile", "g": "--graph",
-    "G": "--group", "l": "--log-level", "b": "--bridge",
-}
-_SHORT_BOOL = frozenset("Dvh")
-_EXEC_ARGV = re.compile(r"argv\[\]=(?P<argv>.*?) ; (?:ignore_errors|start_time)=")
-_VAR = re.compile(r"\$\{(?P<braced>\w+)\}|\$(?P<bare>\w+)")
-
-
-class DaemonLaunch(Frozen):
-    source: LaunchSource = "unknown"
-    pid: int | None = None
-    argv: tuple[str, ...] = ()
-    environment: dict[str, str] = Field(default_factory=dict)
-    config_file: str | None = None
-    data_root: str | None = None
-    exec_root: str | None = None
-    pidfile: str | None = None
-    hosts: tuple[str, ...] = ()
-    storage_driver_flag: str | None = None
-    feature_flags: tuple[str, ...] = ()
-    containerd_flag: str | None = None
-    containerd_namespace: str | None = None
-    docker_driver_env: str | None = None
-    live_restore: bool | None = None
-    userns_remap_flag: str | None = None
-    # Where an operator edits ExecStart/Environment (unit file, then drop-ins).
-    unit_files: tuple[str, ...] = ()
-    # ExecStart variables systemd expands at start that we could not resolve (EnvironmentFile).
-    unresolved_vars: tuple[str, ...] = ()
-
-
-def parse_dockerd_argv(
-    argv: Sequence[str],
-    env: Mapping[str, str] | None = None,
-    *,
-    source: LaunchSource = "unknown",
-    pid: int | None = None,
-) -> DaemonLaunch:
-    """Read the flags that matter out of a dockerd command line (pure)."""
-    fields: dict[str, object] = {}
-    repeated: dict[str, tuple[str, ...]] = {}
-    for flag, value in _iter_flags(list(argv)):
-        name = _BOOL_FLAGS.get(flag) or _VALUE_FLAGS.get(flag)
-        if name is None:
-            continue  # a shorthand we only parse to skip its value (-G, -l, -b)
-        if name in _REPEATED:
-            repeated[name] = (*repeated.get(name, ()), value)
-        else:
-            # pflag: for a single-valued flag the last occurrence wins.
-            fields[name] = _parse_bool(value) if flag in _BOOL_FLAGS else value
-    environment = dict(env or {})
-    return DaemonLaunch.model_validate(
-        {"source": source, "pid": pid, "argv": tuple(argv), "environment": environment,
-         "docker_driver_env": environment.get("DOCKER_DRIVER") or None, **fields, **repeated}
-    )
-
-
-def _iter_flags(args: list[str]) -> Iterator[tuple[str, str]]:
-    """Yield (long flag, value) pairs, following pflag's spellings."""
-    i = 1 if args and not args[0].startswith("-") else 0  # skip the program name
-    while i < len(args):
-        word = args[i]
-        i += 1
-        if word == "--":
-            return
-        if word.startswith("--"):
-            name, eq, inline = word.partition("=")
-            if name in _BOOL_FLAGS:
-                yield name, inline if eq else "true"
-            elif name in _VALUE_FLAGS:
-                if not eq and i < len(args):
-                    inline, i = args[i], i + 1
-                yield name, inline
-        elif word.startswith("-") and len(word) > 1:
-            flag, value, consumed = _short_cluster(word[1:], args[i:])
-            i += consumed
-            if flag is not None:
-                yield flag, value
-
-
-def _short_cluster(cluster: str, rest: list[str]) -> tuple[str | None, str, int]:
-    """`-sX`, `-s X`, `-s=X`, `-Ds X`: returns (long flag, value, extra args consumed)."""
-    for pos, char in enumerate(cluster):
-        if char in _SHORT_VALUE:
-            inline = cluster[pos + 1 :].removeprefix("=")
-            if inline:
-                return _SHORT_VALUE[char], inline, 0
-            return (_SHORT_VALUE[char], rest[0], 1) if rest else (None, "", 0)
-        if char not in _SHORT_BOOL:
-            return None, "", 0  # unknown shorthand: do not guess what follows
-    return None, "", 0
-
-
-def _parse_bool(value: str) -> bool | None:
-    # Go's strconv.ParseBool, which pflag uses for `--live-restore=VALUE`.
-    if value in {"1", "t", "T", "true", "TRUE", "True"}:
-        return True
-    if value in {"0", "f", "F", "false", "FALSE", "False"}:
-        return False
-    return None
-
-
-def parse_exec_start(value: str) -> tuple[str, ...]:
-    """argv of the dockerd entry in systemctl's `ExecStart={ path=... ; argv[]=... ; ... }`."""
-    entries = [_split(m.group("argv")) for m in _EXEC_ARGV.finditer(value)]
-    entries = [entry for entry in entries if entry]
-    for entry in entries:
-        if Path(entry[0]).name == "dockerd":
-            return entry
-    return entries[0] if entries else ()
-
-
-def _split(text: str) -> tuple[str, ...]:
-    try:
-        return tuple(shlex.split(text))
-    except ValueError:
-        return tuple(text.split())
-
-
-def parse_environment(value: str) -> dict[str, str]:
-    """systemd's `Environment=A=1 "B=two words"` property."""
-    pairs = (item.partition("=") for item in _split(value))
-    return {key: val for key, eq, val in pairs if key and eq}
-
-
-def expand_systemd_vars(
-    argv: Sequence[str], env: Mapping[str, str]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """systemd expansion: `$VAR` alone splits on whitespace, `${VAR}` stays one word."""
-    out: list[str] = []
-    missing: list[str] = []
-    for word in argv:
-        bare = re.fullmatch(r"\$(\w+)", word)
-        if bare:
-            name = bare.group(1)
-            out.extend(env.get(name, "").split())
-            missing += [] if name in env else [name]
-            continue
-        missing += [m["braced"] or m["bare"] for m in _VAR.finditer(word)
-                    if (m["braced"] or m["bare"]) not in env]
-        out.append(_VAR.sub(lambda m: env.get(m["braced"] or m["bare"], ""), word))
-    return tuple(out), tuple(dict.fromkeys(missing))
-
-
-def parse_systemctl_show(text: str) -> DaemonLaunch | None:
-    """Parse `systemctl show docker -p ...`; None when the unit is not loaded."""
-    props = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
-    if props.get("LoadState", "loaded") != "loaded":
-        return None
-    raw_argv = parse_exec_start(props.get("ExecStart", ""))
-    if not raw_argv:
-        return None
-    env = parse_environment(props.get("Environment", ""))
-    argv, missing = expand_systemd_vars(raw_argv, env)
-    main_pid = int(props.get("MainPID") or 0)
-    launch = parse_dockerd_argv(argv, env, source="systemd", pid=main_pid or None)
-    units = (props.get("FragmentPath", ""), *_split(props.get("DropInPaths", "")))
-    return launch.model_copy(
-        update={"unit_files": tuple(u for u in units if u), "unresolved_vars": missing}
-    )
-
-
-def merge_launches(primary: DaemonLaunch, secondary: DaemonLaunch) -> DaemonLaunch:
-    """Systemd says what the next start runs; /proc shows what EnvironmentFile expanded to.
-
-    A flag seen in either is kept, so a flag hidden in an EnvironmentFile is not missed.
-    """
-    merged = primary.model_dump()
-    for name, value in secondary.model_dump().items():
-        if name in {"source", "argv", "unit_files", "unresolved_vars"}:
-            continue
-        if name == "environment":
-            merged[name] = {**value, **primary.environment}
-        elif isinstance(value, tuple):
-            merged[name] = tuple(dict.fromkeys((*merged[name], *value)))
-        elif merged[name] is None:
-            merged[name] = value
-    return DaemonLaunch.model_validate(merged)
-
-
-def socket_path(host: str | None) -> str | None:
-    """Unix socket path of a DOCKER_HOST-style address; None for tcp:// and friends."""
-    if host is None or host == "":
-        return DEFAULT_SOCKET
-    if host.startswith("unix://"):
-        return host.removeprefix("unix://")
-    return host if host.startswith("/") else None
-
-
-def listens_on(launch: DaemonLaunch, path: str) -> bool:
-    """Whether a dockerd with these flags serves the unix socket at `path`."""
-    wanted = _canonical(path)
-    hosts = launch.hosts or (f"unix://{DEFAULT_SOCKET}",)
-    for host in hosts:
-        # fd:// is systemd socket activation, i.e. docker.socket on the default path.
-        candidate = DEFAULT_SOCKET if host.startswith("fd://") else socket_path(host)
-        if candidate is not None and _canonical(candidate) == wanted:
-            return True
-    return False
-
-
-def _canonical(path: str) -> str:
-    # /var/run is a symlink to /run on every systemd distribution.
-    return "/run/" + path.removeprefix("/var/run/") if path.startswith("/var/run/") else path
 
 
 # --- impure probes ---------------------------------------------------------------------
