@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # plan.py imports the checks at runtime
 
 DISK_HEADROOM = 1.2
 GIB = 1024**3
+MIB = 1024**2
 
 
 def containers_present(c: Ctx) -> Check | None:
@@ -66,11 +67,17 @@ def dangling_images(c: Ctx) -> Check | None:
                   "they come back as <none>", [img.id for img in dangling])
 
 
+def _size(size: int) -> str:
+    # Not GiB alone: a small host (or a small state-dir filesystem) would read "0.0 GiB free,
+    # needs 0.0 GiB".
+    return f"{size / GIB:.1f} GiB" if size >= GIB else f"{size / MIB:.1f} MiB"
+
+
 def _disk(id_: str, fs: FilesystemFacts, need: int, what: str, hint: str) -> Check | None:
     if fs.free_bytes is None:
         return _check(id_, WARNING, f"cannot measure free space for {fs.path}",
-                      f"make sure {need / GIB:.1f} GiB are free for {what}")
-    text = f"{fs.path}: {fs.free_bytes / GIB:.1f} GiB free, {what} needs {need / GIB:.1f} GiB"
+                      f"make sure {_size(need)} are free for {what}")
+    text = f"{fs.path}: {_size(fs.free_bytes)} free, {what} needs {_size(need)}"
     if fs.free_bytes < need:
         return _check(id_, BLOCKER, text, hint)
     if fs.free_bytes < need * DISK_HEADROOM:
