@@ -7,6 +7,7 @@ them, so they stay usable (and testable) without click.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,12 @@ def main(host: str | None, daemon_config: str, state_dir: str, follow_symlinks: 
     """Move a Docker Engine host from the legacy image store to the containerd image store."""
     configure_logging(log_format, verbose, quiet)
     progress.set_enabled(not quiet)
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    # Like Ctrl-C: the journal records the interruption and `run` resumes later.
+    raise Interrupted("stopped by SIGTERM", "run the same command again to resume")
 
 
 @main.command()
