@@ -33,7 +33,14 @@ from migrate.archives import (
 from migrate.batching import Batch, BatchKind, plan_batches
 from migrate.engine import Engine
 from migrate.errors import DiskFullError
-from migrate.fsutil import HashingWriter, disk_full_guard, free_bytes, fsync_dir, sha256_file
+from migrate.fsutil import (
+    HashingWriter,
+    disk_full_guard,
+    free_bytes,
+    fsync_dir,
+    sha256_file,
+    start_writeback,
+)
 from migrate.logconfig import get_logger
 from migrate.models import Inventory
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
@@ -47,6 +54,8 @@ RESERVE_BYTES = 256 * 1024 * 1024
 # ingesting it; the engine's read timeout (120 s) runs meanwhile. Measured ~330 MB/s
 # staging, so 8 GiB keeps even slow disks inside it and resume granularity useful.
 MAX_BATCH_BYTES = 8 * 1024 * 1024 * 1024
+# Start the writeback of an archive being written every this many bytes.
+WRITEBACK_STEP = 8 * 1024 * 1024
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
@@ -121,9 +130,15 @@ def _stream_to(path: Path, chunks: Iterator[bytes], bar: ByteProgress) -> tuple[
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         writer = HashingWriter(handle)
+        flushed = 0
         for chunk in chunks:
             writer.write(chunk)
             bar.advance(len(chunk))
+            if writer.bytes_written - flushed >= WRITEBACK_STEP:
+                # Disk writes overlap the download, instead of all waiting for the fsync.
+                handle.flush()
+                start_writeback(handle.fileno(), flushed, writer.bytes_written - flushed)
+                flushed = writer.bytes_written
         handle.flush()
         os.fsync(handle.fileno())
     return writer.bytes_written, writer.hexdigest()
