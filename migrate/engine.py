@@ -66,6 +66,31 @@ def _mapped_errors(host: str, action: str) -> Iterator[None]:
         ) from exc
 
 
+class _SizedBody:
+    """Chunks whose total length is known: requests then sends a Content-Length header."""
+
+    def __init__(self, chunks: Iterable[bytes], size: int):
+        self._chunks = chunks
+        self._size = size
+
+    def __iter__(self) -> Iterator[bytes]:
+        # A body shorter than announced would leave the daemon waiting for the rest (and
+        # us for its answer, with no read timeout): abort the upload instead.
+        sent = 0
+        for chunk in self._chunks:
+            sent += len(chunk)
+            if sent > self._size:
+                break
+            yield chunk
+        if sent != self._size:
+            raise EngineError(f"the archive to load changed while it was sent ({sent} bytes "
+                              f"instead of {self._size}); nothing was loaded from it",
+                              "run the same command again")
+
+    def __len__(self) -> int:
+        return self._size
+
+
 class Engine:
     """A connection to one Docker daemon."""
 
@@ -209,13 +234,18 @@ class Engine:
             )
             yield from self._api._stream_raw_result(response, CHUNK_SIZE, False)
 
-    def load(self, chunks: Iterable[bytes]) -> list[str]:
-        """`docker load` from a stream of chunks; returns what the daemon said it loaded."""
+    def load(self, chunks: Iterable[bytes], size: int | None = None) -> list[str]:
+        """`docker load` from a stream of chunks; returns what the daemon said it loaded.
+
+        With the total `size` the chunks go out as they are, under a Content-Length;
+        without it, in chunked encoding, which copies every chunk once more.
+        """
         loaded: list[str] = []
+        body: Iterable[bytes] = chunks if size is None else _SizedBody(chunks, size)
         with _mapped_errors(self.host, "load an image archive"):
             # No read timeout: cd-mode load answers only once the content is ingested.
             response = self._api._post(
-                self._api._url("/images/load"), data=chunks, stream=True, timeout=None
+                self._api._url("/images/load"), data=body, stream=True, timeout=None
             )
             for message in self._api._stream_helper(response, decode=True):
                 if "error" in message or "errorDetail" in message:
