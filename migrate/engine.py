@@ -35,7 +35,9 @@ COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 def _unreachable_hint(host: str) -> str:
     return (
         f"check that dockerd is running and that {host} is the right address "
-        "(--host or DOCKER_HOST), and that you may use its socket (usually: run as root)"
+        "(--host or DOCKER_HOST), and that you may use its socket (usually: run as root); "
+        "a migration that stopped here resumes with `run` once the daemon answers, or is "
+        "undone with `rollback`"
     )
 
 
