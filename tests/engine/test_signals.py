@@ -1,0 +1,63 @@
+"""SIGTERM (systemd stopping the unit, `kill PID`) is an interruption like Ctrl-C: the
+journal records it, the exit code says so, and `run` resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from migrate.errors import ExitCode
+from migrate.failpoints import ENV as FAILPOINTS_ENV
+from migrate.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
+from migrate.journal import replay
+from migrate.sandbox import SandboxFactory
+
+from .cli import cli, run_args
+
+pytestmark = pytest.mark.engine
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], deadline_s: float = 120) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not path.exists():
+        assert process.poll() is None, f"CLI exited early: {process.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigterm_during_export_is_journaled_and_resumable(
+    fresh_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    sandbox = fresh_sandbox("28", samples=True)
+    state = tmp_path / "state"
+    resume = tmp_path / "resume"
+    env = {**os.environ, FAILPOINTS_ENV: "export:archive-written=pause",
+           RESUME_ENV: str(resume), PAUSE_TIMEOUT_ENV: "120"}
+    argv = [sys.executable, "-m", "migrate", "--host", sandbox.host, "--daemon-config",
+            str(sandbox.daemon_json), "--state-dir", str(state), *run_args(sandbox)]
+    process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(reached_path(resume), process)
+    original = sandbox.daemon_json.read_bytes() if sandbox.daemon_json.exists() else None
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert "SIGTERM" in stderr
+    assert "Traceback" not in stderr
+    journal = replay(state / "journal.jsonl")
+    assert journal.phase("export").status == "interrupted"
+    assert journal.phase("switch").status == "pending"
+    assert not list((state / "archives").glob("*.partial"))
+    current = sandbox.daemon_json.read_bytes() if sandbox.daemon_json.exists() else None
+    assert current == original, "an interrupted export must not touch daemon.json"
+
+    resumed = cli(sandbox, state, *run_args(sandbox))
+    assert resumed.returncode == 0, resumed.stderr
+    assert replay(state / "journal.jsonl").outcome == "completed"
