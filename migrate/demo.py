@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from migrate.sandbox.daemon import Sandbox
+from migrate.sandbox.fetch import docker_cli
 from migrate.sandbox.samples import populate_sandbox
 
 
@@ -34,7 +35,8 @@ def _cli(sandbox: Sandbox, state_dir: Path, *args: str, check: bool = True) -> i
 
 def _docker(sandbox: Sandbox, *args: str) -> None:
     print("$ docker " + " ".join(args), flush=True)
-    subprocess.run(["docker", "-H", sandbox.host, *args], check=False)
+    # The machine may have no docker CLI of its own: the fetched Debian one serves then.
+    subprocess.run([docker_cli(), "-H", sandbox.host, *args], check=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import stat
-import subprocess
 import sys
 import tarfile
 from dataclasses import replace
@@ -21,6 +19,7 @@ from migrate.models import Store
 from migrate.phases import quiesce, restart, switch
 from migrate.phases.base import JSONDict, PhaseContext, RunOptions, UndoContext
 from migrate.sandbox import Sandbox, SandboxFactory
+from migrate.sandbox.samples import docker
 
 pytestmark = pytest.mark.engine
 
@@ -32,12 +31,8 @@ LOOP = 'trap "exit 0" TERM; sleep 3600 & wait'
 
 
 def _docker(host: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_BUILDKIT"] = "0"
-    done = subprocess.run(["docker", "-H", host, *args], capture_output=True, text=True,
-                          env=env, check=False)  # fmt: skip
-    assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
+    # The sandbox's CLI: the machine's own docker, else the fetched Debian one.
+    return docker(host, *args).stdout.strip()
 
 
 def _import_busybox(host: str, workdir: Path, ref: str = IMAGE) -> None:
