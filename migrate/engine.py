@@ -119,7 +119,8 @@ class Engine:
         version = self._call("read `docker version`", self._api.version)
         return engine_info(info, version)
 
-    def inspect_image(self, ref: str) -> ImageRecord | None:
+    def inspect_image(self, ref: str, sizes: bool = True) -> ImageRecord | None:
+        """`sizes=False` skips the history call: only the estimates need layer sizes."""
         try:
             inspect = self._api.inspect_image(ref)
         except docker.errors.NotFound:
@@ -128,7 +129,7 @@ class Engine:
             with _mapped_errors(self.host, f"inspect image {ref}"):
                 raise
             raise  # pragma: no cover - _mapped_errors always raises
-        return image_record(inspect, self._history(inspect["Id"]))
+        return image_record(inspect, self._history(inspect["Id"]) if sizes else [])
 
     def _history(self, image_id: str) -> list[JSON]:
         # History only feeds size estimates; with `storage-driver: overlay2` left in a
@@ -150,7 +151,9 @@ class Engine:
         records = [self.inspect_image(s["Id"]) for s in summaries]
         return tuple(sorted((r for r in records if r), key=lambda r: (r.tags, r.id)))
 
-    def list_containers(self) -> tuple[ContainerRecord, ...]:
+    def list_containers(self, details: bool = True) -> tuple[ContainerRecord, ...]:
+        """`details=False` skips the per-container inspect and diff calls (restart policy,
+        changed writable layer): the inventory needs them, state checks do not."""
         summaries = self._call("list containers", self._api.containers, all=True)
         records = []
         for s in summaries:
@@ -172,10 +175,10 @@ class Engine:
                     image=s.get("Image", ""),
                     image_id=s.get("ImageID", ""),
                     state=s.get("State", ""),
-                    restart_policy=self._restart_policy(s["Id"]),
+                    restart_policy=self._restart_policy(s["Id"]) if details else "",
                     compose_project=labels.get(COMPOSE_PROJECT_LABEL),
                     mounts=mounts,
-                    has_changes=self._has_changes(s["Id"]),
+                    has_changes=self._has_changes(s["Id"]) if details else None,
                 )
             )
         return tuple(sorted(records, key=lambda r: r.name))

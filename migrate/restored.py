@@ -19,7 +19,7 @@ def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[st
         return ok, problems
     missing_images = []
     for image in inventory.images:
-        found = engine.inspect_image(image.id)
+        found = engine.inspect_image(image.id, sizes=False)
         if found is None:
             missing_images.append(image.id)
             continue
@@ -31,7 +31,7 @@ def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[st
     else:
         ok.append(f"all {len(inventory.images)} image(s) present by ID, "
                   f"{len(inventory.tags)} tag(s) checked")
-    live = {c.id: c for c in engine.list_containers()}
+    live = {c.id: c for c in engine.list_containers(details=False)}
     missing_containers = [c.name for c in inventory.containers if c.id not in live]
     not_running = [c.name for c in inventory.containers
                    if c.running and c.id in live and not live[c.id].running]

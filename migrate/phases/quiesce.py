@@ -62,7 +62,7 @@ class QuiescePhase:
     def intent(self, ctx: PhaseContext) -> JSONDict:
         engine = ctx.connect()
         try:
-            entries = _entries(ctx, engine.list_containers())
+            entries = _entries(ctx, engine.list_containers(details=False))
         finally:
             engine.close()
         return {"containers": entries, "stop_timeout": ctx.options.stop_timeout}
@@ -71,7 +71,7 @@ class QuiescePhase:
         engine = ctx.connect()
         stopped: list[str] = []
         try:
-            live = engine.list_containers()
+            live = engine.list_containers(details=False)
             entries = _entries(ctx, live)
             states = {c.id: c.state for c in live}
             for entry in entries:

@@ -88,9 +88,9 @@ def compare(old: ImageRecord, new: ImageRecord) -> list[str]:
 
 def _inspect(engine: Engine, ref: str, problems: list[str]) -> ImageRecord | None:
     try:
-        return engine.inspect_image(ref)
+        return engine.inspect_image(ref, sizes=False)
     except MigrateError as error:
-        # A store with a missing snapshotter fails even to read image history.
+        # Reported per image, so one unreadable image does not hide the others' results.
         problems.append(f"cannot inspect {ref}: {error.message}")
         return None
 
