@@ -11,6 +11,7 @@ import click
 
 from migrate.engine import Engine
 from migrate.errors import UsageError
+from migrate.models import Inventory
 from migrate.state import StateDir
 
 
@@ -60,3 +61,11 @@ def confirm(question: str, *, yes: bool, interactive: bool) -> None:
     can_confirm(question, yes=yes, interactive=interactive)
     if not click.confirm(question, default=False, err=True):
         raise UsageError("not confirmed; nothing was changed", "pass --yes to skip the question")
+
+
+def load_inventory(path: Path) -> Inventory | None:
+    """The snapshot a migration compares against; None before the snapshot phase ran."""
+    try:
+        return Inventory.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None

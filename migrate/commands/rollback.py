@@ -10,8 +10,15 @@ from typing import Any
 
 from migrate import __version__
 from migrate.archives import manifest_path
-from migrate.commands.common import GlobalOptions, can_confirm, confirm, connect, emit, open_state
-from migrate.commands.run import _load_inventory
+from migrate.commands.common import (
+    GlobalOptions,
+    can_confirm,
+    confirm,
+    connect,
+    emit,
+    load_inventory,
+    open_state,
+)
 from migrate.daemon_control import parse_restart_command
 from migrate.errors import BlockedError, ExitCode, MigrateError
 from migrate.journal import JournalState
@@ -76,7 +83,7 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
         lines = runner.rollback(force=args.force, purge_imported=args.purge_imported)
         engine = connect(opts)
         try:
-            ok, problems = check_restored(engine, _load_inventory(state_dir.inventory_path))
+            ok, problems = check_restored(engine, load_inventory(state_dir.inventory_path))
         finally:
             engine.close()
     emit("rollback:\n" + "\n".join(f"  did: {line}" for line in lines))
@@ -112,7 +119,7 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
             if info.store is not Store.CONTAINERD:
                 raise BlockedError("the daemon is not on the containerd store now",
                                    "run `containerd-migrate verify` to see why")
-            inventory = _load_inventory(state_dir.inventory_path)
+            inventory = load_inventory(state_dir.inventory_path)
             if prune_legacy:
                 _prune_legacy(state_dir.path, info.data_root, info.driver, inventory, yes,
                               interactive)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, cast
 
-from migrate.commands.common import GlobalOptions, can_confirm, confirm, connect, emit, open_state
+from migrate.commands.common import (
+    GlobalOptions,
+    can_confirm,
+    confirm,
+    connect,
+    emit,
+    load_inventory,
+    open_state,
+)
 from migrate.daemon_control import default_restart_command, parse_restart_command
 from migrate.errors import ExitCode, MigrateError, RestartFailed, RolledBack, VerificationFailed
 from migrate.journal import JournalState
 from migrate.logconfig import get_logger
-from migrate.models import Inventory
 from migrate.phases.base import RunOptions
 from migrate.restored import check_restored
 from migrate.runner import PREPARE_PHASES, Runner, steps_to_run
@@ -53,19 +59,12 @@ def _bind_host(state_dir: StateDir, opts: GlobalOptions, state: JournalState) ->
         engine.close()
 
 
-def _load_inventory(path: Path) -> Inventory | None:
-    try:
-        return Inventory.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
 def _auto_rollback(runner: Runner, failure: MigrateError) -> RolledBack:
     emit(f"{failure.message}\nrolling back automatically ...")
     lines = runner.rollback()
     engine = runner.connect()
     try:
-        ok, problems = check_restored(engine, _load_inventory(runner.state_dir.inventory_path))
+        ok, problems = check_restored(engine, load_inventory(runner.state_dir.inventory_path))
     finally:
         engine.close()
     emit("\n".join(f"  {line}" for line in [*lines, *ok, *problems]))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from migrate.archives import read_manifest
-from migrate.commands.common import GlobalOptions, emit, engine_session
-from migrate.commands.run import _load_inventory
+from migrate.commands.common import GlobalOptions, emit, engine_session, load_inventory
 from migrate.errors import ExitCode, StateError
 from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
 from migrate.state import StateDir
@@ -12,7 +11,7 @@ from migrate.state import StateDir
 
 def verify_command(opts: GlobalOptions) -> int:
     state_dir = StateDir(opts.state_dir).ensure()
-    inventory = _load_inventory(state_dir.inventory_path)
+    inventory = load_inventory(state_dir.inventory_path)
     if inventory is None:
         raise StateError(f"no snapshot in {state_dir.path}: nothing to verify against",
                          "run `containerd-migrate run` (or `export`) first")
