@@ -25,8 +25,8 @@ from pathlib import Path
 
 from migrate.commands import GlobalOptions, PlanArgs
 from migrate.commands.plan import make_report
-from migrate.plan import PlanReport
-from migrate.render import render
+from migrate.preflight.render import render
+from migrate.preflight.report import PlanReport
 from migrate.sandbox import BASE_DIR, Sandbox, build_bulk_images, docker
 
 BUDGET_SECONDS = 10.0

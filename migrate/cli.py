@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 import click
 
-from migrate import __version__, commands, progress
+from migrate import __version__, commands
 from migrate.errors import ExitCode, Interrupted, MigrateError
-from migrate.logconfig import LogFormat, configure_logging
+from migrate.support import progress
+from migrate.support.logconfig import LogFormat, configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 

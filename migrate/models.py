@@ -1,12 +1,13 @@
 """Frozen values that cross module boundaries: what the engine and the host look like.
 
-`engine.py` produces these from the untyped docker SDK; everything else (planning,
+`migrate.engine` produces these from the untyped docker SDK; everything else (planning,
 checks, phases, reports) consumes them. They are also what the snapshot phase
 stores on disk, so they must round-trip through JSON unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 CONTAINERD_DRIVER_TYPE = "io.containerd.snapshotter.v1"
 # diff_id of an empty tar: metadata-only build steps may produce it and it weighs nothing.
 EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+# Container states in which a process runs (or is frozen): stopping the daemon ends them.
+RUNNING_STATES = frozenset({"running", "restarting", "paused"})
 
 
 class Frozen(BaseModel):
@@ -30,7 +33,7 @@ class EngineInfo(Frozen):
     version: str
     api_version: str
     store: Store
-    # `Driver` lies in containerd mode when storage-driver is set (engine-facts.md),
+    # `Driver` lies in containerd mode when storage-driver is set (docs/engine-facts.md),
     # so `store` is derived from DriverStatus and `driver` is informational only.
     driver: str
     driver_status: tuple[tuple[str, str], ...] = ()
@@ -43,6 +46,12 @@ class EngineInfo(Frozen):
     # Set when dockerd runs against an external containerd (`--containerd=SOCK`).
     containerd_address: str | None = None
     pid: int | None = None
+
+    @property
+    def legacy_driver(self) -> str | None:
+        """The graph driver of a legacy-store daemon; None on the containerd store, where
+        `driver` names a snapshotter (or repeats a stale storage-driver setting)."""
+        return (self.driver or None) if self.store is Store.LEGACY else None
 
 
 class ImageConfigSummary(Frozen):
@@ -76,6 +85,28 @@ class ImageRecord(Frozen):
     def dangling(self) -> bool:
         return not self.tags
 
+    def layer_bytes(self) -> dict[str, int]:
+        """diff_id -> uncompressed size.
+
+        When the per-layer sizes are missing or misaligned (history was unreadable), the
+        image size is spread evenly: an estimate is enough to plan batches and disk.
+        """
+        if not self.diff_ids:
+            return {}
+        if len(self.layer_sizes) == len(self.diff_ids):
+            return dict(zip(self.diff_ids, self.layer_sizes, strict=True))
+        share = self.size // len(self.diff_ids)
+        return dict.fromkeys(self.diff_ids, share)
+
+
+def unique_layer_bytes(images: Iterable[ImageRecord]) -> int:
+    """Bytes of distinct layers: shared base layers are counted once."""
+    seen: dict[str, int] = {}
+    for image in images:
+        for diff_id, size in image.layer_bytes().items():
+            seen.setdefault(diff_id, size)
+    return sum(seen.values())
+
 
 class MountRecord(Frozen):
     type: str
@@ -99,7 +130,7 @@ class ContainerRecord(Frozen):
 
     @property
     def running(self) -> bool:
-        return self.state in {"running", "restarting", "paused"}
+        return self.state in RUNNING_STATES
 
 
 class VolumeRecord(Frozen):
@@ -126,9 +157,4 @@ class Inventory(Frozen):
         return tuple(image for image in self.images if image.dangling)
 
     def unique_layer_bytes(self) -> int:
-        """Bytes of distinct layers: shared base layers are counted once."""
-        seen: dict[str, int] = {}
-        for image in self.images:
-            for diff_id, size in zip(image.diff_ids, image.layer_sizes, strict=False):
-                seen.setdefault(diff_id, size)
-        return sum(seen.values())
+        return unique_layer_bytes(self.images)

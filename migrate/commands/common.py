@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from migrate.engine import Engine
+from migrate.engine.client import Engine
 from migrate.errors import UsageError
+from migrate.journal.state_dir import StateDir
 from migrate.models import Inventory
-from migrate.state import StateDir
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import Literal, cast
 
 from migrate.commands.common import GlobalOptions, emit, engine_session
 from migrate.errors import ExitCode, UsageError
-from migrate.facts import gather_facts
-from migrate.plan import PlanOptions, PlanReport, build_plan
-from migrate.render import render
+from migrate.preflight.facts import PlanOptions, gather_facts
+from migrate.preflight.render import render
+from migrate.preflight.report import PlanReport, build_plan
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate import __version__
-from migrate.archives import manifest_path
+from migrate.archives.manifest import manifest_path
 from migrate.commands.common import (
     GlobalOptions,
     can_confirm,
@@ -19,14 +19,14 @@ from migrate.commands.common import (
     load_inventory,
     open_state,
 )
-from migrate.daemon_control import parse_restart_command
+from migrate.engine.restart import parse_restart_command
 from migrate.errors import BlockedError, ExitCode, MigrateError
 from migrate.journal import JournalState
 from migrate.models import Store
 from migrate.phases.base import RunOptions
-from migrate.restored import check_restored
-from migrate.runner import Runner
-from migrate.volume_guard import remove_guard
+from migrate.phases.rollback_check import check_restored
+from migrate.phases.runner import Runner
+from migrate.phases.volume_guard import remove_guard
 
 PRUNED_MARKER = "legacy-pruned"
 MANIFEST_NAME = manifest_path(Path(".")).name

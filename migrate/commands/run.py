@@ -15,14 +15,14 @@ from migrate.commands.common import (
     load_inventory,
     open_state,
 )
-from migrate.daemon_control import default_restart_command, parse_restart_command
+from migrate.engine.restart import default_restart_command, parse_restart_command
 from migrate.errors import ExitCode, MigrateError, RestartFailed, RolledBack, VerificationFailed
 from migrate.journal import JournalState
-from migrate.logconfig import get_logger
+from migrate.journal.state_dir import StateDir
 from migrate.phases.base import RunOptions
-from migrate.restored import check_restored
-from migrate.runner import PREPARE_PHASES, Runner, steps_to_run
-from migrate.state import StateDir
+from migrate.phases.rollback_check import check_restored
+from migrate.phases.runner import PREPARE_PHASES, Runner, steps_to_run
+from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 

@@ -9,9 +9,9 @@ from typing import Any
 from migrate.commands.common import GlobalOptions, emit
 from migrate.errors import ExitCode
 from migrate.journal import JournalState, PhaseState, replay
-from migrate.runner import steps_to_run
-from migrate.state import StateDir
-from migrate.volume_guard import GUARD_NOTE
+from migrate.journal.state_dir import StateDir
+from migrate.phases.runner import steps_to_run
+from migrate.phases.volume_guard import GUARD_NOTE
 
 
 def _duration(phase: PhaseState) -> float | None:

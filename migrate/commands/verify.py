@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from migrate.archives import read_manifest
+from migrate.archives.manifest import read_manifest
 from migrate.commands.common import GlobalOptions, emit, engine_session, load_inventory
 from migrate.errors import ExitCode, StateError
+from migrate.journal.state_dir import StateDir
 from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
-from migrate.state import StateDir
 
 
 def verify_command(opts: GlobalOptions) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from migrate.engine import Engine
+from migrate.engine.client import Engine
 from migrate.models import Inventory
 
 ContainersPolicy = Literal["refuse", "leave"]

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from migrate import failpoints
-from migrate.archives import (
+from migrate.archives.batching import Batch, BatchKind, plan_batches
+from migrate.archives.manifest import (
     PARTIAL_SUFFIX,
     ArchiveEntry,
     ArchiveError,
@@ -30,10 +30,9 @@ from migrate.archives import (
     reusable_archives,
     write_manifest,
 )
-from migrate.batching import Batch, BatchKind, plan_batches
-from migrate.engine import Engine
+from migrate.engine.client import Engine
 from migrate.errors import DiskFullError
-from migrate.fsutil import (
+from migrate.host.fs import (
     HashingWriter,
     disk_full_guard,
     free_bytes,
@@ -41,10 +40,11 @@ from migrate.fsutil import (
     sha256_file,
     start_writeback,
 )
-from migrate.logconfig import get_logger
 from migrate.models import Inventory
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
-from migrate.progress import ByteProgress, byte_bar
+from migrate.support import failpoints
+from migrate.support.logconfig import get_logger
+from migrate.support.progress import ByteProgress, byte_bar
 
 log = get_logger(__name__)
 

@@ -16,21 +16,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from migrate import failpoints
-from migrate.archives import (
+from migrate.archives.manifest import (
     ArchiveEntry,
     ArchiveError,
     ExpectedImage,
     archive_is_intact,
     read_manifest,
 )
-from migrate.engine import Engine
+from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError, StateError
-from migrate.fsutil import CHUNK_SIZE
-from migrate.logconfig import get_logger
+from migrate.host.fs import CHUNK_SIZE
 from migrate.models import Store
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
-from migrate.progress import ByteProgress, byte_bar
+from migrate.support import failpoints
+from migrate.support.logconfig import get_logger
+from migrate.support.progress import ByteProgress, byte_bar
 
 log = get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """Phase "quiesce": stop running containers deliberately before the daemon restarts.
 
 Without live-restore a restart kills them anyway; with live-restore they would survive
-as invisible orphans in containerd mode (engine-facts.md). Stopping them gracefully
+as invisible orphans in containerd mode (docs/engine-facts.md). Stopping them gracefully
 first gives them their stop timeout, and the journal remembers whom to start again.
 """
 
@@ -10,10 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.errors import BlockedError, MigrateError
-from migrate.models import ContainerRecord
+from migrate.models import RUNNING_STATES, ContainerRecord
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
-
-RUNNING_STATES = frozenset({"running", "restarting", "paused"})
 
 
 def _entry(container: ContainerRecord) -> JSONDict:

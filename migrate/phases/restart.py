@@ -1,7 +1,7 @@
 """Phase "restart": restart dockerd so it reads the switched daemon.json, and prove the store.
 
 A daemon that answers is not proof: it must answer with the containerd snapshotter
-driver type, or the flag was ignored (engine-facts.md). Any failure raises
+driver type, or the flag was ignored (docs/engine-facts.md). Any failure raises
 RestartFailed, which the runner turns into an automatic rollback.
 """
 
@@ -11,9 +11,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from migrate import daemon_control
-from migrate.engine import Engine
-from migrate.errors import MigrateError
+from migrate.engine import restart as daemon_control
 from migrate.models import EngineInfo, Store
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
 
@@ -23,21 +21,8 @@ MIN_WAIT = 10.0
 
 def _restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
     switch = ctx.done.get("switch") or {}
-    recorded = tuple(str(a) for a in switch.get("restart_command") or ())
-    return ctx.options.restart_command or recorded or daemon_control.default_restart_command()
-
-
-def _current_info(host: str) -> EngineInfo | None:
-    try:
-        engine = Engine(host, timeout=daemon_control.MAX_PROBE_TIMEOUT)
-    except MigrateError:
-        return None
-    try:
-        return engine.info()
-    except MigrateError:
-        return None
-    finally:
-        engine.close()
+    return daemon_control.resolve_restart_command(ctx.options.restart_command,
+                                                  switch.get("restart_command"))
 
 
 def _config_is_switched(ctx: PhaseContext) -> bool:
@@ -63,7 +48,7 @@ class RestartPhase:
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
         host, timeout = ctx.options.host, ctx.options.restart_timeout
-        before = _current_info(host)
+        before = daemon_control.current_info(host)
         if before is not None and before.store is Store.CONTAINERD and _config_is_switched(ctx):
             # Resumed after the restart had already happened: another one is pure downtime.
             return PhaseOutcome(result=_result(before, restarted=False, seconds=0.0))

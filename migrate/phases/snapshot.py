@@ -7,12 +7,12 @@ against, so it is taken from the live legacy daemon and written atomically, 0600
 from __future__ import annotations
 
 from migrate.errors import BlockedError, ExitCode
-from migrate.facts import gather_facts
-from migrate.fsutil import atomic_write_bytes
-from migrate.logconfig import get_logger
+from migrate.host.fs import atomic_write_bytes
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
-from migrate.plan import PlanOptions, PlanReport, build_plan
-from migrate.render import render
+from migrate.preflight.facts import PlanOptions, gather_facts
+from migrate.preflight.render import render
+from migrate.preflight.report import PlanReport, build_plan
+from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 

@@ -16,16 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from migrate import daemon_control
-from migrate.daemon_config import (
-    load_for_edit,
-    parse_config_bytes,
-    render_config,
-    target_config,
-)
-from migrate.engine import Engine
-from migrate.errors import BlockedError, DaemonConfigError, MigrateError
-from migrate.fsutil import atomic_write_bytes, fsync_dir
+from migrate.engine import restart as daemon_control
+from migrate.errors import BlockedError, DaemonConfigError
+from migrate.host.daemon_json import load_for_edit, parse_config_bytes, render_config, target_config
+from migrate.host.fs import atomic_write_bytes, fsync_dir
 from migrate.models import Store
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
 
@@ -52,20 +46,12 @@ def read_current(path: Path) -> bytes | None:
         return None
 
 
-def restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
-    return ctx.options.restart_command or daemon_control.default_restart_command()
-
-
 def _engine_driver(ctx: PhaseContext) -> str | None:
     """The legacy graph driver: it decides the snapshotter when daemon.json names none."""
     if ctx.inventory_path.exists():
-        return ctx.load_inventory().engine.driver or None
-    engine = ctx.connect()
-    try:
-        info = engine.info()
-    finally:
-        engine.close()
-    return info.driver if info.store is Store.LEGACY else None
+        return ctx.load_inventory().engine.legacy_driver
+    with ctx.connect() as engine:
+        return engine.info().legacy_driver
 
 
 def _saved_original(ctx: PhaseContext) -> JSONDict | None:
@@ -104,7 +90,8 @@ def plan_switch(ctx: PhaseContext) -> JSONDict:
         **original,
         "written_sha256": sha256_hex(target),
         "written_b64": _b64(target),
-        "restart_command": list(restart_argv(ctx)),
+        "restart_command": list(daemon_control.resolve_restart_command(
+            ctx.options.restart_command)),
         "restart_timeout": ctx.options.restart_timeout,
         "host": ctx.options.host,
     }
@@ -222,26 +209,13 @@ def restore_config(record: JSONDict, force: bool) -> list[str]:
             f"mode {int(record['mode']):04o})"]
 
 
-def _legacy_now(host: str) -> bool:
-    try:
-        engine = Engine(host, timeout=daemon_control.MAX_PROBE_TIMEOUT)
-    except MigrateError:
-        return False
-    try:
-        return engine.info().store is Store.LEGACY
-    except MigrateError:
-        return False
-    finally:
-        engine.close()
-
-
 def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
     host = str(record.get("host") or ctx.options.host)
-    if _legacy_now(host):
+    now = daemon_control.current_info(host)
+    if now is not None and now.store is Store.LEGACY:
         return ["switch: the daemon already runs on the legacy store; no restart needed"]
-    argv = tuple(record.get("restart_command") or ()) or ctx.options.restart_command
-    if not argv:
-        argv = daemon_control.default_restart_command()
+    argv = daemon_control.resolve_restart_command(ctx.options.restart_command,
+                                                  record.get("restart_command"))
     timeout = float(record.get("restart_timeout") or ctx.options.restart_timeout)
     daemon_control.run_restart_command(argv, timeout)
     info = daemon_control.wait_for_daemon(host, Store.LEGACY, timeout)

@@ -13,14 +13,14 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from migrate.archives import ArchiveManifest, read_manifest
-from migrate.engine import Engine
+from migrate.archives.manifest import ArchiveManifest, read_manifest
+from migrate.engine.client import Engine
 from migrate.errors import MigrateError, VerificationFailed
-from migrate.fsutil import atomic_write_bytes
-from migrate.logconfig import get_logger
+from migrate.host.fs import atomic_write_bytes
 from migrate.models import Frozen, ImageRecord, Inventory, Store
 from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
-from migrate.volume_guard import create_guard, remove_guard
+from migrate.phases.volume_guard import create_guard, remove_guard
+from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 

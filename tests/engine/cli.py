@@ -8,8 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from migrate.failpoints import ENV as FAILPOINTS_ENV
 from migrate.sandbox.daemon import Sandbox
+from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 
 
 def restart_command(sandbox: Sandbox) -> str:

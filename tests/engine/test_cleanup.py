@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from migrate.errors import ExitCode
+from migrate.phases.volume_guard import GUARD_NAME
 from migrate.sandbox import SandboxFactory
 from migrate.sandbox.daemon import Sandbox
 from migrate.sandbox.samples import build_bulk_images, docker, sandbox_samples
-from migrate.volume_guard import GUARD_NAME
 from tests.engine.cli import cli, run_args
 
 pytestmark = pytest.mark.engine

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from migrate.archives import ArchiveError, read_manifest
-from migrate.batching import BatchKind
-from migrate.engine import Engine
+from migrate.archives.batching import BatchKind
+from migrate.archives.manifest import ArchiveError, read_manifest
+from migrate.engine.client import Engine
 from migrate.errors import VerificationFailed
 from migrate.models import Store
 from migrate.phases import export, import_, verify

@@ -34,11 +34,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from migrate.archives import ArchiveManifest, read_manifest
+from migrate.archives.manifest import ArchiveManifest, read_manifest
 from migrate.cli import main
 from migrate.errors import ExitCode
-from migrate.failpoints import ENV as FAILPOINTS_ENV
-from migrate.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 from migrate.journal import JournalState, JsonDict, PhaseName, replay
 from migrate.models import Inventory
 from migrate.sandbox import (
@@ -49,6 +47,8 @@ from migrate.sandbox import (
     engine_bin_dirs,
     populate_sandbox,
 )
+from migrate.support.failpoints import ENV as FAILPOINTS_ENV
+from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 
 from .cli import cli, run_args
 from .faults_report import FaultReport, Row, registered

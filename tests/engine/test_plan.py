@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from migrate.checks import Check, Severity
 from migrate.models import Store
-from migrate.plan import PlanReport
-from migrate.render import short_id
+from migrate.preflight.checks import Check, Severity
+from migrate.preflight.render import short_id
+from migrate.preflight.report import PlanReport
 from migrate.sandbox import SampleHost, Sandbox, SandboxFactory
 
 from .cli import cli

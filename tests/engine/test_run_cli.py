@@ -23,8 +23,10 @@ from typing import Any
 import docker as docker_sdk
 import pytest
 
-from migrate.archives import read_manifest
+from migrate.archives.manifest import read_manifest
 from migrate.journal import PHASE_ORDER, JournalState, PhaseName, replay
+from migrate.journal.state_dir import StateDir
+from migrate.phases.volume_guard import GUARD_LABEL, GUARD_NAME
 from migrate.sandbox import (
     SampleHost,
     Sandbox,
@@ -33,8 +35,6 @@ from migrate.sandbox import (
     populate_sandbox,
     sandbox_samples,
 )
-from migrate.state import StateDir
-from migrate.volume_guard import GUARD_LABEL, GUARD_NAME
 
 from .cli import cli, restart_command, run_args
 

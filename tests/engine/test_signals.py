@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from migrate.errors import ExitCode
-from migrate.failpoints import ENV as FAILPOINTS_ENV
-from migrate.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 from migrate.journal import replay
 from migrate.sandbox import SandboxFactory
+from migrate.support.failpoints import ENV as FAILPOINTS_ENV
+from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 
 from .cli import cli, run_args
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from migrate.engine import Engine
+from migrate.engine.client import Engine
 from migrate.errors import BlockedError, RestartFailed
 from migrate.models import Store
 from migrate.phases import quiesce, restart, switch

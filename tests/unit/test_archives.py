@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from migrate.archives import (
+from migrate.archives.batching import Batch, BatchKind
+from migrate.archives.manifest import (
     NAME_ANNOTATION,
     OCI_MANIFEST,
     ArchiveEntry,
@@ -30,9 +31,8 @@ from migrate.archives import (
     reusable_archives,
     write_manifest,
 )
-from migrate.batching import Batch, BatchKind
 from migrate.errors import DiskFullError, EngineError
-from migrate.fsutil import sha256_file
+from migrate.host.fs import sha256_file
 from migrate.models import EngineInfo, ImageRecord, Inventory, Store
 from migrate.phases.export import save_batch
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrate.batching import (
+from migrate.archives.batching import (
     Batch,
     BatchKind,
     batch_name,

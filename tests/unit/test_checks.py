@@ -6,10 +6,8 @@ from typing import Any
 
 import pytest
 
-from migrate.checks import CHECKS, Check, Severity, evaluate_checks, parse_version
-from migrate.daemon_config import DaemonConfigState
-from migrate.estimate import MB
-from migrate.launch import DaemonLaunch, parse_dockerd_argv
+from migrate.host.daemon_json import DaemonConfigState
+from migrate.host.launch import DaemonLaunch, parse_dockerd_argv
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
@@ -18,7 +16,9 @@ from migrate.models import (
     Store,
     VolumeRecord,
 )
-from migrate.plan import FilesystemFacts, HostFacts, PlanOptions
+from migrate.preflight.checks import CHECKS, Check, Severity, evaluate_checks, parse_version
+from migrate.preflight.estimate import MB
+from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from migrate.daemon_config import (
+from migrate.errors import DaemonConfigError, ExitCode
+from migrate.host.daemon_json import (
     DaemonConfigState,
     feature_typos,
     load_for_edit,
@@ -16,7 +17,6 @@ from migrate.daemon_config import (
     render_config,
     target_config,
 )
-from migrate.errors import DaemonConfigError, ExitCode
 
 pytestmark = pytest.mark.unit
 

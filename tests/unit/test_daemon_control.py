@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate import daemon_control
-from migrate.daemon_control import (
+from migrate.engine import restart as daemon_control
+from migrate.engine.restart import (
     default_restart_command,
     parse_restart_command,
     run_restart_command,
@@ -174,7 +174,7 @@ def _info(store: Store) -> EngineInfo:
 
 
 def test_wait_for_daemon_reports_the_wrong_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_control, "_probe", lambda host, timeout: _info(Store.LEGACY))
+    monkeypatch.setattr(daemon_control, "probe", lambda host, timeout: _info(Store.LEGACY))
     with pytest.raises(RestartFailed) as caught:
         wait_for_daemon("unix:///x.sock", Store.CONTAINERD, timeout=0.3, poll=0.05)
     assert "legacy image store" in caught.value.message
@@ -191,7 +191,7 @@ def test_wait_for_daemon_returns_once_the_store_matches(monkeypatch: pytest.Monk
             raise EngineUnreachable("down")
         return answer
 
-    monkeypatch.setattr(daemon_control, "_probe", probe)
+    monkeypatch.setattr(daemon_control, "probe", probe)
     info = wait_for_daemon("unix:///x.sock", Store.CONTAINERD, timeout=10, poll=0.01)
     assert info.store is Store.CONTAINERD
 
@@ -199,7 +199,7 @@ def test_wait_for_daemon_returns_once_the_store_matches(monkeypatch: pytest.Monk
 def test_wait_for_daemon_fails_early_when_the_wrong_store_persists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(daemon_control, "_probe", lambda host, timeout: _info(Store.CONTAINERD))
+    monkeypatch.setattr(daemon_control, "probe", lambda host, timeout: _info(Store.CONTAINERD))
     started = time.monotonic()
     with pytest.raises(RestartFailed, match="containerd image store, not the legacy store"):
         wait_for_daemon("unix:///x.sock", Store.LEGACY, timeout=60, poll=0.02,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrate.engine_records import engine_info, image_record
+from migrate.engine.convert import engine_info, image_record
 from migrate.models import EMPTY_LAYER_DIFF_ID, Store
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 import pytest
 
 from migrate.errors import UsageError
-from migrate.estimate import (
+from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
+from migrate.preflight.estimate import (
     CONTAINER_STOP_SECONDS,
     MB,
     PER_BATCH_SECONDS,
@@ -13,7 +14,6 @@ from migrate.estimate import (
     RESTART_SECONDS,
     estimate,
 )
-from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
 
 pytestmark = pytest.mark.unit
 

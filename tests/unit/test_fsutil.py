@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from migrate import fsutil
 from migrate.errors import DiskFullError, ExitCode
-from migrate.fsutil import (
+from migrate.host import fs as fsutil
+from migrate.host.fs import (
     HashingWriter,
     atomic_write_bytes,
     disk_full_guard,

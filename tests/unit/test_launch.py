@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate import launch as launch_mod
-from migrate.launch import (
+from migrate.host import launch as launch_mod
+from migrate.host.launch import (
     DaemonLaunch,
     detect_launch,
     expand_systemd_vars,

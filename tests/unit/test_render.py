@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from migrate.daemon_config import DaemonConfigState
 from migrate.errors import UsageError
-from migrate.launch import parse_dockerd_argv
+from migrate.host.daemon_json import DaemonConfigState
+from migrate.host.launch import parse_dockerd_argv
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
@@ -17,14 +17,9 @@ from migrate.models import (
     Store,
     VolumeRecord,
 )
-from migrate.plan import (
-    FilesystemFacts,
-    HostFacts,
-    PlanOptions,
-    PlanReport,
-    build_plan,
-)
-from migrate.render import human_bytes, human_duration, md_escape, render, short_id
+from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
+from migrate.preflight.render import human_bytes, human_duration, md_escape, render, short_id
+from migrate.preflight.report import PlanReport, build_plan
 
 pytestmark = pytest.mark.unit
 

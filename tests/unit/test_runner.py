@@ -9,7 +9,7 @@ import pytest
 from migrate.commands.status import render_status, status_document
 from migrate.errors import StateError
 from migrate.journal import Journal, PhaseName, PhaseStarted, replay
-from migrate.runner import PREPARE_PHASES, steps_to_run
+from migrate.phases.runner import PREPARE_PHASES, steps_to_run
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from migrate.errors import ExitCode, LockedError, StateError
-from migrate.state import StateDir, current_host_identity
+from migrate.journal.state_dir import StateDir, current_host_identity
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 
 HOLD_LOCK = """
 import sys
-from migrate.state import StateDir
+from migrate.journal.state_dir import StateDir
 with StateDir(sys.argv[1]).lock():
     print("locked", flush=True)
     sys.stdin.read()

@@ -1,8 +1,8 @@
 """Reading the rollback journal: parsing `journal.jsonl` and the read-only `replay`.
 
 A torn last record (a write that never completed) is tolerated and reported; any other
-unreadable or out-of-sequence line is damage. `migrate.journal` re-exports `replay` and
-uses the same parser when it opens the file for writing.
+unreadable or out-of-sequence line is damage. The writer uses the same parser when it
+opens the file for writing.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from migrate.errors import StateError
-from migrate.journal_records import (
-    _RECORD,
+from migrate.journal.records import (
     JOURNAL_VERSION,
+    RECORD_ADAPTER,
     JournalState,
     Record,
     compute_state,
 )
-
-__all__ = ["replay"]
 
 _DAMAGED_HINT = (
     "the journal is damaged: keep a copy of it, then run `rollback --force`, or move it "
@@ -33,7 +31,7 @@ _DAMAGED_HINT = (
 )
 
 
-class _Parsed(NamedTuple):
+class ParsedJournal(NamedTuple):
     records: list[Record]
     good_length: int  # bytes up to the end of the last intact record
     torn_tail: bool
@@ -58,12 +56,12 @@ def _decode(line: bytes, path: Path, lineno: int) -> Record:
             hint="resume or roll back with the newer containerd-migrate that wrote it",
         )
     try:
-        return _RECORD.validate_python(raw)
+        return RECORD_ADAPTER.validate_python(raw)
     except ValidationError as error:
         raise _Unparseable(f"{error.error_count()} invalid field(s)") from error
 
 
-def _parse(data: bytes, path: Path) -> _Parsed:
+def parse_journal(data: bytes, path: Path) -> ParsedJournal:
     lines = data.split(b"\n")
     # Everything after the last newline is a record whose write never completed.
     fragment = lines.pop()
@@ -75,7 +73,7 @@ def _parse(data: bytes, path: Path) -> _Parsed:
             record = _decode(line, path, lineno)
         except _Unparseable as error:
             if index == len(lines) - 1 and not fragment:
-                return _Parsed(records, offset, torn_tail=True)
+                return ParsedJournal(records, offset, torn_tail=True)
             raise StateError(f"journal {path} line {lineno} is unreadable: {error}",
                              hint=_DAMAGED_HINT) from error
         if records and record.seq <= records[-1].seq:
@@ -83,10 +81,10 @@ def _parse(data: bytes, path: Path) -> _Parsed:
                              hint=_DAMAGED_HINT)
         records.append(record)
         offset += len(line) + 1
-    return _Parsed(records, offset, torn_tail=bool(fragment))
+    return ParsedJournal(records, offset, torn_tail=bool(fragment))
 
 
-def _open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as error:
@@ -96,7 +94,7 @@ def _open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
         raise
 
 
-def _read_all(fd: int, path: Path) -> bytes:
+def read_all(fd: int, path: Path) -> bytes:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         raise StateError(f"journal {path} is not a regular file", hint=_DAMAGED_HINT)
     data = b""
@@ -109,11 +107,11 @@ def replay(path: str | os.PathLike[str]) -> JournalState:
     """Read-only view of a journal; a missing file is an empty journal."""
     journal = Path(path)
     try:
-        fd = _open_nofollow(journal, os.O_RDONLY)
+        fd = open_nofollow(journal, os.O_RDONLY)
     except FileNotFoundError:
         return JournalState()
     try:
-        parsed = _parse(_read_all(fd, journal), journal)
+        parsed = parse_journal(read_all(fd, journal), journal)
     finally:
         os.close(fd)
     return compute_state(parsed.records, parsed.torn_tail)

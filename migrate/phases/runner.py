@@ -10,21 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from migrate import __version__, failpoints
-from migrate.engine import Engine
+from migrate import __version__
+from migrate.engine.client import Engine
 from migrate.errors import MigrateError, StateError
-from migrate.journal import (
-    PHASE_ORDER,
-    Journal,
-    JournalState,
-    JsonDict,
-    PhaseName,
-    PhaseState,
-)
-from migrate.logconfig import get_logger
+from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName, PhaseState
+from migrate.journal.state_dir import StateDir
 from migrate.phases import export, import_, quiesce, restart, snapshot, switch, verify
 from migrate.phases.base import Phase, PhaseContext, RunOptions, UndoContext
-from migrate.state import StateDir
+from migrate.support import failpoints
+from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 

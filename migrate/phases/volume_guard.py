@@ -7,7 +7,7 @@ container in the new store that mounts them keeps them "in use" until cleanup/ro
 
 from __future__ import annotations
 
-from migrate.engine import Engine
+from migrate.engine.client import Engine
 from migrate.errors import EngineError
 from migrate.models import Inventory
 

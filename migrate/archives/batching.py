@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from migrate.models import EMPTY_LAYER_DIFF_ID, Frozen, ImageRecord
+from migrate.models import EMPTY_LAYER_DIFF_ID, Frozen, ImageRecord, unique_layer_bytes
 
 BATCH_PREFIX = "batch-"
 BATCH_SUFFIX = ".tar"
@@ -34,28 +34,6 @@ class Batch(Frozen):
     estimated_bytes: int
     # The single image in this batch alone is larger than the staging cap.
     oversize: bool = False
-
-
-def layer_bytes(image: ImageRecord) -> dict[str, int]:
-    """diff_id -> uncompressed size for one image.
-
-    When the per-layer sizes are missing or misaligned (history was unreadable), the image
-    size is spread evenly: an estimate is enough to plan batches.
-    """
-    if not image.diff_ids:
-        return {}
-    if len(image.layer_sizes) == len(image.diff_ids):
-        return dict(zip(image.diff_ids, image.layer_sizes, strict=True))
-    share = image.size // len(image.diff_ids)
-    return dict.fromkeys(image.diff_ids, share)
-
-
-def unique_bytes(images: Iterable[ImageRecord]) -> int:
-    seen: dict[str, int] = {}
-    for image in images:
-        for diff_id, size in layer_bytes(image).items():
-            seen.setdefault(diff_id, size)
-    return sum(seen.values())
 
 
 def batch_name(ref_to_id: Mapping[str, str]) -> str:
@@ -103,13 +81,13 @@ def split_group(
     sharing layers still tend to stay together), or opens a new bin. An image larger
     than the cap alone gets a bin of its own, flagged oversize.
     """
-    members = sorted(group, key=lambda i: (-unique_bytes([i]), i.id))
-    if cap is None or unique_bytes(members) <= cap:
+    members = sorted(group, key=lambda i: (-unique_layer_bytes([i]), i.id))
+    if cap is None or unique_layer_bytes(members) <= cap:
         return ((tuple(members), False),)
     bins: list[tuple[list[ImageRecord], dict[str, int]]] = []
     oversize: list[ImageRecord] = []
     for image in members:
-        layers = layer_bytes(image)
+        layers = image.layer_bytes()
         if sum(layers.values()) > cap:
             oversize.append(image)
             continue
@@ -136,13 +114,13 @@ def _tagged_batch(images: tuple[ImageRecord, ...], oversize: bool) -> Batch:
         kind=BatchKind.TAGGED,
         refs=tuple(sorted(ref_to_id)),
         image_ids=tuple(sorted(image.id for image in images)),
-        estimated_bytes=unique_bytes(images),
+        estimated_bytes=unique_layer_bytes(images),
         oversize=oversize,
     )
 
 
 def _dangling_batch(image: ImageRecord, cap: int | None) -> Batch:
-    size = unique_bytes([image])
+    size = unique_layer_bytes([image])
     return Batch(
         name=batch_name({image.id: image.id}),
         kind=BatchKind.DANGLING,

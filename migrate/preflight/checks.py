@@ -1,7 +1,8 @@
 """Pre-flight checks: one small pure function per check, registered in CHECKS.
 
-Every trap in engine-facts.md that the tool cannot fix by itself becomes a check here,
-so `plan` refuses before anything is touched instead of failing mid-window.
+Every engine trap the tool cannot fix by itself (docs/engine-facts.md) becomes a check
+here, so `plan` refuses before anything is touched instead of failing mid-window. Checks
+read a `Ctx` (the host facts, the options and the estimate) and return a `Check` or None.
 Check ids are stable kebab-case: scripts and tickets refer to them.
 """
 
@@ -9,45 +10,66 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
 
-# The shared types live in checks_base and the disk/container/volume/image checks in
-# checks_host; they are re-exported here so that callers keep importing from migrate.checks.
-from migrate.checks_base import BLOCKER, INFO, WARNING, Check, Ctx, Severity, _check
-from migrate.checks_host import (
-    DISK_HEADROOM,
-    GIB,
-    containers_present,
-    dangling_images,
-    disk_data_root,
-    disk_state_dir,
-    no_images,
-    registry_digests,
-    volumes_only_used_by_containers,
-)
-from migrate.daemon_config import (
+from migrate.errors import DaemonConfigError
+from migrate.host.daemon_json import (
     LEGACY_STORAGE_DRIVER_MAPPING,
     SNAPSHOTTER_FEATURE,
+    DaemonConfigState,
     choose_snapshotter,
 )
-from migrate.errors import DaemonConfigError
-from migrate.estimate import Estimate, estimate
-from migrate.models import Store
+from migrate.host.launch import DaemonLaunch, canonical_path
+from migrate.models import Frozen, Inventory, Store
+from migrate.preflight.estimate import Estimate, estimate
+from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
-if TYPE_CHECKING:  # plan.py imports this module at runtime
-    from migrate.plan import HostFacts, PlanOptions
 
-__all__ = [
-    "BLOCKER", "CHECKS", "DEFAULT_EXEC_ROOT", "DISK_HEADROOM", "GIB", "INFO", "MIN_ENGINE",
-    "WARNING", "Check", "Ctx", "Severity", "already_containerd", "config_already_switched",
-    "containers_present", "daemon_config_invalid", "daemon_config_not_writable",
-    "daemon_config_symlink", "dangling_images", "disk_data_root", "disk_state_dir",
-    "engine_too_old", "evaluate_checks", "external_containerd", "feature_flag_conflict",
-    "feature_typo", "live_restore", "no_images", "not_root", "parse_version",
-    "registry_digests", "storage_driver_flag", "storage_driver_rewrite",
-    "storage_driver_unmappable", "userns_remap", "volumes_only_used_by_containers",
-]
+class Severity(StrEnum):
+    BLOCKER = "blocker"
+    WARNING = "warning"
+    INFO = "info"
+
+
+BLOCKER, WARNING, INFO = Severity.BLOCKER, Severity.WARNING, Severity.INFO
+
+
+class Check(Frozen):
+    id: str
+    severity: Severity
+    message: str
+    hint: str = ""
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ctx:
+    facts: HostFacts
+    options: PlanOptions
+    estimate: Estimate
+
+    @property
+    def inv(self) -> Inventory:
+        return self.facts.inventory
+
+    @property
+    def config(self) -> DaemonConfigState:
+        return self.facts.daemon_config
+
+    @property
+    def launch(self) -> DaemonLaunch:
+        return self.facts.launch
+
+
+def _check(
+    id_: str, severity: Severity, message: str, hint: str = "", details: Iterable[str] = ()
+) -> Check:
+    return Check(id=id_, severity=severity, message=message, hint=hint, details=tuple(details))
+
+
+
 
 MIN_ENGINE = (24, 0)
 DEFAULT_EXEC_ROOT = "/var/run/docker"
@@ -110,12 +132,9 @@ def daemon_config_symlink(c: Ctx) -> Check | None:
                   "pass --follow-symlinks to edit the target, or replace the link by a file")
 
 
-def _engine_driver(c: Ctx) -> str | None:
-    return c.inv.engine.driver if c.inv.engine.store is Store.LEGACY else None
-
-
 def _new_snapshotter(c: Ctx) -> str | None:
-    return choose_snapshotter(c.config.storage_driver, c.options.snapshotter, _engine_driver(c))
+    return choose_snapshotter(c.config.storage_driver, c.options.snapshotter,
+                              c.inv.engine.legacy_driver)
 
 
 def storage_driver_rewrite(c: Ctx) -> Check | None:
@@ -123,7 +142,7 @@ def storage_driver_rewrite(c: Ctx) -> Check | None:
         new = _new_snapshotter(c)
     except DaemonConfigError:
         return None
-    old = c.config.storage_driver or _engine_driver(c)
+    old = c.config.storage_driver or c.inv.engine.legacy_driver
     if new is None or new == c.config.storage_driver:
         return None
     message = f"storage-driver {old} will be written as {new} in daemon.json"
@@ -202,22 +221,14 @@ def _managed_containerd_socket(c: Ctx) -> str:
     return os.path.join(exec_root, "containerd", "containerd.sock")
 
 
-def _same_path(a: str, b: str) -> bool:
-    # /var/run is a symlink to /run on every systemd distribution.
-    def canonical(p: str) -> str:
-        p = os.path.normpath(p)
-        return "/run/" + p.removeprefix("/var/run/") if p.startswith("/var/run/") else p
-
-    return canonical(a) == canonical(b)
-
-
 def external_containerd(c: Ctx) -> Check | None:
     socket = c.launch.containerd_flag or c.inv.engine.containerd_address
     if not socket:
         return None
     # Engine 28 reports Containerd.Address in `docker info` for the containerd it manages
     # itself (EXEC_ROOT/containerd/containerd.sock) too: that one is not external.
-    if not c.launch.containerd_flag and _same_path(socket, _managed_containerd_socket(c)):
+    managed = canonical_path(_managed_containerd_socket(c))
+    if not c.launch.containerd_flag and canonical_path(socket) == managed:
         return None
     namespace = c.launch.containerd_namespace or "moby"
     return _check("external-containerd", INFO,
@@ -251,6 +262,99 @@ def daemon_config_not_writable(c: Ctx) -> Check | None:
     return _check("daemon-config-not-writable", BLOCKER,
                   f"{c.config.path} (or its directory) is not writable", "run as root")
 
+
+
+DISK_HEADROOM = 1.2
+GIB = 1024**3
+MIB = 1024**2
+
+
+def containers_present(c: Ctx) -> Check | None:
+    containers = c.inv.containers
+    if not containers:
+        return None
+    running = sum(ct.running for ct in containers)
+    details = [f"{ct.name} ({ct.state}, image {ct.image})" for ct in containers]
+    message = f"{len(containers)} container(s), {running} running"
+    if c.options.containers == "leave":
+        return _check("containers-present", WARNING,
+                      f"{message}: they will be hidden after the switch, running ones stopped",
+                      "they come back, writable layers intact, after a rollback", details)
+    return _check("containers-present", BLOCKER, f"{message} would be hidden by the switch",
+                  "remove them, or pass --containers leave to stop and keep them in the "
+                  "legacy store", details)
+
+
+def volumes_only_used_by_containers(c: Ctx) -> Check | None:
+    used = [v for v in c.inv.volumes if v.used_by]
+    if not used:
+        return None
+    return _check("volumes-only-used-by-containers", WARNING,
+                  f"{len(used)} volume(s) will look unused once their containers are hidden",
+                  "do not run docker volume rm/prune after the switch: it would delete them and "
+                  "break the rollback",
+                  [f"{v.name} (used by {', '.join(v.used_by)})" for v in used])
+
+
+def registry_digests(c: Ctx) -> Check | None:
+    pulled = [img for img in c.inv.images if img.repo_digests]
+    if not pulled:
+        return None
+    return _check("registry-digests", WARNING,
+                  f"{len(pulled)} image(s) lose their registry digests (RepoDigests)",
+                  "image@sha256:<digest> references stop resolving until re-pulled; each tag "
+                  "gets a synthetic repo@<new id>",
+                  [f"{', '.join(img.tags) or img.id}: {', '.join(img.repo_digests)}"
+                   for img in pulled])
+
+
+def dangling_images(c: Ctx) -> Check | None:
+    dangling = c.inv.dangling_images
+    if not dangling:
+        return None
+    return _check("dangling-images", INFO,
+                  f"{len(dangling)} untagged image(s) are exported separately by ID",
+                  "they come back as <none>", [img.id for img in dangling])
+
+
+def _size(size: int) -> str:
+    # Not GiB alone: a small host (or a small state-dir filesystem) would read "0.0 GiB free,
+    # needs 0.0 GiB".
+    return f"{size / GIB:.1f} GiB" if size >= GIB else f"{size / MIB:.1f} MiB"
+
+
+def _disk(id_: str, fs: FilesystemFacts, need: int, what: str, hint: str) -> Check | None:
+    if fs.free_bytes is None:
+        return _check(id_, WARNING, f"cannot measure free space for {fs.path}",
+                      f"make sure {_size(need)} are free for {what}")
+    text = f"{fs.path}: {_size(fs.free_bytes)} free, {what} needs {_size(need)}"
+    if fs.free_bytes < need:
+        return _check(id_, BLOCKER, text, hint)
+    if fs.free_bytes < need * DISK_HEADROOM:
+        return _check(id_, WARNING, f"{text} (less than 20% headroom)")
+    return None
+
+
+def disk_state_dir(c: Ctx) -> Check | None:
+    if c.facts.shared_filesystem:
+        return None  # disk-data-root reports the combined need of the shared filesystem
+    return _disk("disk-state-dir", c.facts.state_dir, c.estimate.state_dir_need_bytes,
+                 "the export archives", "free space there or pick another --state-dir")
+
+
+def disk_data_root(c: Ctx) -> Check | None:
+    what = "save staging + the new store"
+    if c.facts.shared_filesystem:
+        what = "archives + save staging + the new store (state dir on the same filesystem)"
+    return _disk("disk-data-root", c.facts.data_root, c.estimate.data_root_need_bytes, what,
+                 "free space on the data-root filesystem; the legacy data stays until cleanup")
+
+
+
+def no_images(c: Ctx) -> Check | None:
+    if c.inv.images:
+        return None
+    return _check("no-images", INFO, "no images: only the daemon switch is needed")
 
 
 CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (

@@ -1,8 +1,15 @@
-"""The typed boundary to the Docker Engine API: the only module that imports `docker`.
+"""The typed boundary to the Docker Engine API: with `convert`, the only code that touches `docker`.
 
-The SDK returns untyped dicts; every function here turns them into the frozen models of
-`migrate.models` at once, so nothing else in the product depends on the raw API shapes.
-Errors from the SDK are mapped to `EngineUnreachable` / `EngineError` with hints.
+The SDK returns untyped dicts; every method here turns them into the frozen models of
+`migrate.models` at once (through `convert`), so nothing else in the product depends on
+the raw API shapes. Errors from the SDK are mapped to `EngineUnreachable` / `EngineError`
+with hints.
+
+`save` and `load` use the SDK's private request helpers (`_get`, `_post`, `_url`,
+`_stream_raw_result`, `_stream_helper`): the public `get_image`/`load_image` cannot stream
+a request body with a known Content-Length, nor turn off the read timeout for one call,
+and both matter for multi-gigabyte archives. pyproject.toml pins the SDK to the tested
+range for that reason.
 """
 
 from __future__ import annotations
@@ -10,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from types import TracebackType
+from typing import Any, Self, cast
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from migrate.engine_records import JSON, engine_info, image_record
+from migrate.engine.convert import JSON, engine_info, image_record
 from migrate.errors import EngineError, EngineUnreachable
 from migrate.models import (
     ContainerRecord,
@@ -29,7 +37,8 @@ from migrate.models import (
 
 CHUNK_SIZE = 1024 * 1024
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-
+# One short API answer: a daemon that hangs half-started must not eat a whole deadline.
+PROBE_TIMEOUT = 5.0
 
 
 def _unreachable_hint(host: str) -> str:
@@ -104,15 +113,16 @@ class Engine:
     def close(self) -> None:
         self._api.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
     def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with _mapped_errors(self.host, action):
             return fn(*args, **kwargs)
-
-    def ping(self) -> bool:
-        try:
-            return bool(self._api.ping())
-        except Exception:
-            return False
 
     def info(self) -> EngineInfo:
         info = self._call("read `docker info`", self._api.info)
@@ -121,14 +131,9 @@ class Engine:
 
     def inspect_image(self, ref: str, sizes: bool = True) -> ImageRecord | None:
         """`sizes=False` skips the history call: only the estimates need layer sizes."""
-        try:
-            inspect = self._api.inspect_image(ref)
-        except docker.errors.NotFound:
+        inspect = self.raw_image(ref)
+        if inspect is None:
             return None
-        except Exception:
-            with _mapped_errors(self.host, f"inspect image {ref}"):
-                raise
-            raise  # pragma: no cover - _mapped_errors always raises
         return image_record(inspect, self._history(inspect["Id"]) if sizes else [])
 
     def _history(self, image_id: str) -> list[JSON]:
@@ -140,10 +145,12 @@ class Engine:
             return []
 
     def raw_image(self, ref: str) -> JSON | None:
-        try:
-            return cast(JSON, self._api.inspect_image(ref))
-        except docker.errors.NotFound:
-            return None
+        """The image's inspect answer as the daemon sent it; None when there is no such image."""
+        with _mapped_errors(self.host, f"inspect image {ref}"):
+            try:
+                return cast(JSON, self._api.inspect_image(ref))
+            except docker.errors.NotFound:
+                return None
 
     def list_images(self) -> tuple[ImageRecord, ...]:
         # `all=False` hides intermediate build parents, which are not separate images to move.
@@ -301,3 +308,12 @@ class Engine:
         found = self._call("list containers", self._api.containers, all=True,
                            filters={"label": label})
         return [str(c["Id"]) for c in found]
+
+
+def probe(host: str, timeout: float = PROBE_TIMEOUT) -> EngineInfo:
+    """`docker info` of the daemon at `host` with a short timeout, on a fresh connection.
+
+    Raises EngineUnreachable while the daemon does not answer (e.g. during a restart).
+    """
+    with Engine(host, timeout=timeout) as engine:
+        return engine.info()

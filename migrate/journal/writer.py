@@ -5,7 +5,7 @@ a side effect (the intent) and *after* it (what undo needs), so after a crash we
 tell which phases may have touched the host and how to put them back. Every record is
 fsynced before the caller acts on it. Only the journal assigns `seq` and `ts`.
 
-Writers must hold the state dir lock; `replay` is read-only and safe without it.
+Writers must hold the state dir lock; `reader.replay` is read-only and safe without it.
 """
 
 from __future__ import annotations
@@ -19,18 +19,11 @@ from pathlib import Path
 
 from migrate import errors
 from migrate.errors import StateError
-from migrate.fsutil import disk_full_guard, fsync_dir
-
-# Parsing and the read-only replay live in journal_io; replay is re-exported here.
-from migrate.journal_io import _open_nofollow, _parse, _read_all, replay
-
-# The record models and the state fold live in journal_records; they are re-exported
-# here so that callers keep importing everything from migrate.journal.
-from migrate.journal_records import (
+from migrate.host.fs import disk_full_guard, fsync_dir
+from migrate.journal.reader import open_nofollow, parse_journal, read_all
+from migrate.journal.records import (
     JOURNAL_VERSION,
-    PHASE_ORDER,
     JournalState,
-    JsonDict,
     JsonMap,
     MigrationFinished,
     Outcome,
@@ -38,8 +31,6 @@ from migrate.journal_records import (
     PhaseFailed,
     PhaseName,
     PhaseStarted,
-    PhaseState,
-    PhaseStatus,
     Progress,
     Record,
     RunInterrupted,
@@ -47,21 +38,13 @@ from migrate.journal_records import (
     UndoDone,
     UndoFailed,
     UndoStarted,
-    _now,
     compute_state,
+    utc_now,
 )
-
-__all__ = [
-    "JOURNAL_VERSION", "PHASE_ORDER", "Journal", "JournalState", "JsonDict", "JsonMap",
-    "MigrationFinished", "Outcome", "PhaseDone", "PhaseFailed", "PhaseHandle", "PhaseName",
-    "PhaseStarted", "PhaseState", "PhaseStatus", "Progress", "Record", "RunInterrupted",
-    "RunStarted", "UndoDone", "UndoFailed", "UndoStarted", "compute_state", "new_migration_id",
-    "replay",
-]
 
 
 def new_migration_id() -> str:
-    return f"{_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    return f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 class PhaseHandle:
@@ -110,15 +93,15 @@ class Journal:
             return self
         flags = os.O_RDWR | os.O_APPEND
         try:
-            fd, created = _open_nofollow(self.path, flags | os.O_CREAT | os.O_EXCL), True
+            fd, created = open_nofollow(self.path, flags | os.O_CREAT | os.O_EXCL), True
         except FileExistsError:
-            fd, created = _open_nofollow(self.path, flags), False
+            fd, created = open_nofollow(self.path, flags), False
         try:
             if created:
                 os.fchmod(fd, 0o600)  # umask may only remove bits; be explicit anyway
                 fsync_dir(self.path.parent)
-            data = _read_all(fd, self.path)
-            parsed = _parse(data, self.path)
+            data = read_all(fd, self.path)
+            parsed = parse_journal(data, self.path)
             if parsed.good_length < len(data):
                 with disk_full_guard(self.path, "repairing the journal"):
                     os.ftruncate(fd, parsed.good_length)
@@ -191,7 +174,7 @@ class Journal:
         self._check(record)
         last_seq = self._records[-1].seq if self._records else 0
         record = record.model_copy(
-            update={"seq": last_seq + 1, "ts": _now(), "journal_version": JOURNAL_VERSION}
+            update={"seq": last_seq + 1, "ts": utc_now(), "journal_version": JOURNAL_VERSION}
         )
         data = record.model_dump(mode="json")
         line = json.dumps({"event": data.pop("event"), **data}, separators=(",", ":")) + "\n"

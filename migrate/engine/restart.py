@@ -3,7 +3,7 @@
 The tool never restarts the daemon itself: it runs the host's own service manager (or
 the operator's --restart-command) as an argv list, then polls the API. A daemon that
 answers is not enough: a typo in the feature name, or a `--feature` flag on the dockerd
-command line, makes it start happily in the wrong store (engine-facts.md).
+command line, makes it start happily in the wrong store (docs/engine-facts.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from migrate.engine import Engine
+from migrate.engine.client import PROBE_TIMEOUT, probe
 from migrate.errors import MigrateError, RestartFailed, UsageError
 from migrate.models import EngineInfo, Store
 
@@ -35,8 +35,6 @@ SYSTEMD_UNIT_DIRS: tuple[Path, ...] = (
 SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
 SYSV_INIT_SCRIPT = Path("/etc/init.d/docker")
 STDERR_TAIL_LINES = 15
-# One API answer must not eat the whole deadline when the daemon hangs half-started.
-MAX_PROBE_TIMEOUT = 5.0
 WRONG_STORE_GRACE = 10.0
 
 
@@ -55,6 +53,21 @@ def default_restart_command() -> tuple[str, ...]:
         "docker.service and there is no /etc/init.d/docker",
         RESTART_COMMAND_HINT,
     )
+
+
+def resolve_restart_command(
+    explicit: Sequence[str] | None = None, recorded: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The restart command to run: the operator's, else the journaled one, else the host's.
+
+    An explicit command always wins: it is how an operator fixes a journaled one that
+    leaves the daemon down.
+    """
+    if explicit:
+        return tuple(explicit)
+    if recorded:
+        return tuple(str(word) for word in recorded)
+    return default_restart_command()
 
 
 def parse_restart_command(text: str) -> tuple[str, ...]:
@@ -106,12 +119,12 @@ def run_restart_command(argv: Sequence[str], timeout: float) -> None:
         )
 
 
-def _probe(host: str, timeout: float) -> EngineInfo:
-    engine = Engine(host, timeout=timeout)
+def current_info(host: str) -> EngineInfo | None:
+    """What the daemon at `host` answers right now; None when it does not answer."""
     try:
-        return engine.info()
-    finally:
-        engine.close()
+        return probe(host)
+    except MigrateError:
+        return None
 
 
 def wait_for_daemon(
@@ -131,7 +144,7 @@ def wait_for_daemon(
     while True:
         remaining = deadline - time.monotonic()
         try:
-            info = _probe(host, max(0.2, min(MAX_PROBE_TIMEOUT, remaining)))
+            info = probe(host, max(0.2, min(PROBE_TIMEOUT, remaining)))
         except MigrateError as error:
             last_info, last_error, wrong_since = None, error.message, None
         else:

@@ -2,8 +2,7 @@
 
 Every line of `<state-dir>/journal.jsonl` is one `Record`; `compute_state` turns the
 records of the most recent migration into a `JournalState`. Parsing and replaying the
-file live in `migrate.journal_io`, writing it in `migrate.journal`, which re-exports
-everything here.
+file live in `reader`, writing it in `writer`.
 """
 
 from __future__ import annotations
@@ -15,13 +14,6 @@ from typing import Annotated, Final, Literal, TypeAlias, get_args
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 from migrate import errors
-
-__all__ = [
-    "JOURNAL_VERSION", "PHASE_ORDER", "JournalState", "JsonDict", "JsonMap",
-    "MigrationFinished", "Outcome", "PhaseDone", "PhaseFailed", "PhaseName", "PhaseStarted",
-    "PhaseState", "PhaseStatus", "Progress", "Record", "RunInterrupted", "RunStarted",
-    "UndoDone", "UndoFailed", "UndoStarted", "compute_state",
-]
 
 JOURNAL_VERSION: Final = 1
 # quiesce (stop running containers) comes before switch so that undo, which runs in
@@ -37,7 +29,7 @@ JsonDict: TypeAlias = dict[str, JsonValue]
 JsonMap: TypeAlias = Mapping[str, JsonValue]
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -48,7 +40,7 @@ class _Frozen(BaseModel):
 class _Record(_Frozen):
     journal_version: int = Field(default=JOURNAL_VERSION, ge=1)
     seq: int = Field(default=0, ge=0)
-    ts: AwareDatetime = Field(default_factory=_now)
+    ts: AwareDatetime = Field(default_factory=utc_now)
     migration_id: str = Field(min_length=1)
 
 
@@ -129,7 +121,7 @@ Record: TypeAlias = Annotated[
     | Progress,
     Field(discriminator="event"),
 ]
-_RECORD: TypeAdapter[Record] = TypeAdapter(Record)
+RECORD_ADAPTER: TypeAdapter[Record] = TypeAdapter(Record)
 
 
 class PhaseState(_Frozen):

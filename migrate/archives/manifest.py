@@ -15,9 +15,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from migrate.archives.batching import BATCH_PREFIX, BATCH_SUFFIX, BatchKind
+
 # Reading a saved tar and checking its chain live in archive_index; they are re-exported
 # here so that callers keep importing everything from migrate.archives.
-from migrate.archive_index import (
+from migrate.archives.saved_tar import (
     DOCKER_MANIFEST,
     MAX_METADATA_BYTES,
     NAME_ANNOTATION,
@@ -30,8 +32,7 @@ from migrate.archive_index import (
     qualified_name,
     read_archive_index,
 )
-from migrate.batching import BATCH_PREFIX, BATCH_SUFFIX, BatchKind
-from migrate.fsutil import atomic_write_bytes, fsync_dir, sha256_file
+from migrate.host.fs import atomic_write_bytes, fsync_dir, sha256_file
 from migrate.models import Frozen, Inventory
 
 __all__ = [

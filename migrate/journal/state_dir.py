@@ -21,8 +21,8 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from migrate.errors import LockedError, StateError
-from migrate.fsutil import atomic_write_bytes, fsync_dir
-from migrate.journal import Journal
+from migrate.host.fs import atomic_write_bytes, fsync_dir
+from migrate.journal.writer import Journal
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/containerd-migrate")
 MACHINE_ID_FILE: Final = Path("/etc/machine-id")

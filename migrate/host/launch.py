@@ -1,12 +1,18 @@
-"""Pure parsing of how dockerd is started: its command line, systemd's view of the unit,
-and which unix socket it serves. No I/O here; the probes that feed these functions from
-/proc and systemctl live in `migrate.launch`, which re-exports everything public here.
+"""How dockerd is started: flags and environment that daemon.json cannot override.
+
+A `--storage-driver`/`-s` flag, DOCKER_DRIVER or any `--feature` flag makes the daemon
+refuse to start (or start broken) once daemon.json enables the snapshotter, so the plan
+must see them before editing anything (docs/engine-facts.md, "daemon.json traps").
+The parsing of command lines and of systemd's view of the unit is pure; the probes that
+feed it read /proc and run `systemctl show`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -14,12 +20,6 @@ from typing import Literal
 from pydantic import Field
 
 from migrate.models import Frozen
-
-__all__ = [
-    "DEFAULT_SOCKET", "DaemonLaunch", "LaunchSource", "expand_systemd_vars", "listens_on",
-    "merge_launches", "parse_dockerd_argv", "parse_environment", "parse_exec_start",
-    "parse_systemctl_show", "socket_path",
-]
 
 LaunchSource = Literal["systemd", "proc", "unknown"]
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -227,17 +227,112 @@ def socket_path(host: str | None) -> str | None:
 
 def listens_on(launch: DaemonLaunch, path: str) -> bool:
     """Whether a dockerd with these flags serves the unix socket at `path`."""
-    wanted = _canonical(path)
+    wanted = canonical_path(path)
     hosts = launch.hosts or (f"unix://{DEFAULT_SOCKET}",)
     for host in hosts:
         # fd:// is systemd socket activation, i.e. docker.socket on the default path.
         candidate = DEFAULT_SOCKET if host.startswith("fd://") else socket_path(host)
-        if candidate is not None and _canonical(candidate) == wanted:
+        if candidate is not None and canonical_path(candidate) == wanted:
             return True
     return False
 
 
-def _canonical(path: str) -> str:
-    # /var/run is a symlink to /run on every systemd distribution.
+def canonical_path(path: str) -> str:
+    """`path` normalised, with /var/run spelt /run: a symlink on every systemd distribution."""
+    path = os.path.normpath(path)
     return "/run/" + path.removeprefix("/var/run/") if path.startswith("/var/run/") else path
 
+
+DEFAULT_PIDFILE = "/var/run/docker.pid"
+SYSTEMD_UNIT = "docker.service"
+
+
+# --- impure probes ---------------------------------------------------------------------
+
+
+def from_proc(pid: int, proc_root: str = "/proc") -> DaemonLaunch | None:
+    """The running process' argv and environment; None when the process is gone."""
+    base = Path(proc_root) / str(pid)
+    try:
+        argv = _nul_split((base / "cmdline").read_bytes())
+    except OSError:
+        return None
+    try:
+        env_items = _nul_split((base / "environ").read_bytes())
+    except OSError:
+        env_items = ()  # environ is root-only for other users' processes
+    env = {k: v for k, eq, v in (item.partition("=") for item in env_items) if eq}
+    return parse_dockerd_argv(argv, env, source="proc", pid=pid)
+
+
+def _nul_split(raw: bytes) -> tuple[str, ...]:
+    return tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+
+
+def systemd_booted() -> bool:
+    # sd_booted(3): the canonical "systemd is PID 1" test.
+    return Path("/run/systemd/system").is_dir()
+
+
+def from_systemd(unit: str = SYSTEMD_UNIT) -> DaemonLaunch | None:
+    props = ("LoadState", "ExecStart", "Environment", "MainPID", "FragmentPath", "DropInPaths")
+    command = ["systemctl", "show", unit, "--no-pager"]
+    for prop in props:
+        command += ["-p", prop]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_systemctl_show(done.stdout) if done.returncode == 0 else None
+
+
+def find_dockerd_pid(
+    host: str | None = None, *, proc_root: str = "/proc", pidfile: str = DEFAULT_PIDFILE
+) -> int | None:
+    """The dockerd serving `host`: by its -H flags, else the default pidfile."""
+    path = socket_path(host)
+    if path is None:
+        return None
+    matches = [launch.pid for launch in _dockerd_processes(proc_root) if listens_on(launch, path)]
+    if len(matches) == 1:
+        return matches[0]
+    if canonical_path(path) != canonical_path(DEFAULT_SOCKET):
+        return None
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _comm(Path(proc_root) / str(pid)) == "dockerd" else None
+
+
+def _dockerd_processes(proc_root: str) -> Iterator[DaemonLaunch]:
+    try:
+        entries = [e for e in os.listdir(proc_root) if e.isdigit()]
+    except OSError:
+        return
+    for entry in entries:
+        if _comm(Path(proc_root) / entry) == "dockerd":
+            launch = from_proc(int(entry), proc_root)
+            if launch is not None:
+                yield launch
+
+
+def _comm(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def detect_launch(pid: int | None, host: str | None = None) -> DaemonLaunch:
+    """Systemd when docker.service runs this daemon, else /proc, else unknown."""
+    if pid is None:
+        pid = find_dockerd_pid(host)
+    proc = from_proc(pid) if pid is not None else None
+    unit = from_systemd() if systemd_booted() else None
+    # A throwaway engine on another socket is not docker.service, even if that unit exists.
+    if unit is not None and (pid is None or unit.pid == pid):
+        return merge_launches(unit, proc) if proc is not None else unit
+    if proc is not None:
+        return proc
+    return DaemonLaunch(source="unknown", pid=pid)

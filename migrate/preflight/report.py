@@ -1,71 +1,34 @@
 """The dry-run plan: facts about the host in, a versioned report out (pure).
 
-`HostFacts` is everything gathered from the engine and the filesystem; `build_plan` turns
-it into a `PlanReport` without touching the host, so tests assert plans as values and
-`migrate plan --format json` is a stable, schema-checked document.
+`HostFacts` (see `facts`) is everything gathered from the engine and the filesystem;
+`build_plan` turns it into a `PlanReport` without touching the host, so tests assert plans
+as values and
+`containerd-migrate plan --format json` is a stable, schema-checked document.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from migrate.checks import Check, Severity, evaluate_checks
-from migrate.daemon_config import DaemonConfigState, redact, target_config
 from migrate.errors import DaemonConfigError
-from migrate.estimate import Estimate, estimate
-from migrate.fsutil import free_bytes
-from migrate.launch import DaemonLaunch
+from migrate.host.daemon_json import DaemonConfigState, redact, target_config
+from migrate.host.launch import DaemonLaunch
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
     Frozen,
     ImageRecord,
-    Inventory,
-    Store,
     VolumeRecord,
 )
+from migrate.preflight.checks import Check, Severity, evaluate_checks
+from migrate.preflight.estimate import Estimate, estimate
+from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
 PLAN_SCHEMA_VERSION = 1
 # Environment variables that change how dockerd stores images; the rest may hold secrets
 # and has no place in a report pasted into a ticket.
 _REPORTED_ENV_PREFIXES = ("DOCKER_", "CONTAINERD_")
-
-ContainersPolicy = Literal["refuse", "leave"]
-
-
-class PlanOptions(Frozen):
-    containers: ContainersPolicy = "refuse"
-    snapshotter: str | None = None
-    throughput_mbps: float | None = Field(default=None, gt=0)
-    follow_symlinks: bool = False
-
-
-class FilesystemFacts(Frozen):
-    path: str
-    free_bytes: int | None = None
-    # st_dev: two paths with the same device compete for the same free space.
-    device: int | None = None
-    mount_point: str | None = None
-
-
-class HostFacts(Frozen):
-    inventory: Inventory
-    daemon_config: DaemonConfigState
-    launch: DaemonLaunch
-    state_dir: FilesystemFacts
-    data_root: FilesystemFacts
-    is_root: bool
-
-    @property
-    def shared_filesystem(self) -> bool:
-        device = self.state_dir.device
-        return device is not None and device == self.data_root.device
-
 
 class PlanReport(Frozen):
     schema_version: int = PLAN_SCHEMA_VERSION
@@ -102,8 +65,7 @@ def planned_config(facts: HostFacts, options: PlanOptions) -> dict[str, Any] | N
     config = facts.daemon_config
     if config.parse_error is not None:
         return None
-    engine = facts.inventory.engine
-    driver = engine.driver if engine.store is Store.LEGACY else None
+    driver = facts.inventory.engine.legacy_driver
     try:
         result = target_config(config.data, options.snapshotter, engine_driver=driver)
     except DaemonConfigError:
@@ -149,19 +111,3 @@ def build_plan(
         ready=not any(check.severity is Severity.BLOCKER for check in checks),
         verdict=verdict(checks, len(inventory.images)),
     )
-
-
-def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
-    """Free space, device and mount point of the filesystem that will hold `path` (impure)."""
-    probe = Path(os.path.abspath(path))
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        device = probe.stat().st_dev
-        free = free_bytes(probe)
-    except OSError:
-        return FilesystemFacts(path=str(path))
-    mount = probe
-    while mount != mount.parent and mount.parent.stat().st_dev == device:
-        mount = mount.parent
-    return FilesystemFacts(path=str(path), free_bytes=free, device=device, mount_point=str(mount))

@@ -1,4 +1,4 @@
-"""`python -m migrate.demo` (`make demo`): the whole product on a throwaway sandbox engine.
+"""`python -m migrate.sandbox.demo` (`make demo`): the whole product on a throwaway sandbox engine.
 
 Builds a sample legacy host in a private dockerd (never the machine's own Docker), shows
 `plan`, migrates with progress bars, prints the verification report and `status`, then
@@ -40,7 +40,7 @@ def _docker(sandbox: Sandbox, *args: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m migrate.demo")
+    parser = argparse.ArgumentParser(prog="python -m migrate.sandbox.demo")
     parser.add_argument("--engine", default=os.environ.get("DEMO_ENGINE", "28"),
                         choices=["26", "28"])
     parser.add_argument("--keep", action="store_true", help="leave the sandbox running")

@@ -6,7 +6,7 @@ Numbers come from engine-facts.md: 1302 MB of unique layers saved in 7-11 s and 
 
 from __future__ import annotations
 
-from migrate.batching import plan_batches, unique_bytes
+from migrate.archives.batching import plan_batches
 from migrate.errors import UsageError
 from migrate.models import Frozen, Inventory
 
@@ -83,7 +83,7 @@ def estimate(
     batches = batch_bytes(inventory)
     archive = sum(batches)
     staging = max(batches, default=0)
-    unique = unique_bytes(inventory.images)
+    unique = inventory.unique_layer_bytes()
     new_store = NEW_STORE_FACTOR * unique
     state_need, data_need = archive, staging + new_store
     if shared_filesystem:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migrate.engine import Engine
+from migrate.engine.client import Engine
 from migrate.models import Inventory, Store
 
 

@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from migrate.checks import Check, Severity
 from migrate.errors import UsageError
-from migrate.plan import FilesystemFacts, PlanReport
+from migrate.preflight.checks import Check, Severity
+from migrate.preflight.facts import FilesystemFacts
+from migrate.preflight.report import PlanReport
 
 Format = Literal["text", "json", "markdown"]
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")

@@ -1,0 +1,85 @@
+"""What a plan is computed from: the host facts and the operator's options.
+
+The types are frozen values; `gather_facts` and `probe_filesystem` read them from the
+live engine and filesystems (impure). Everything downstream (checks, estimate, report)
+is pure over these values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from migrate.engine.client import Engine
+from migrate.host.daemon_json import DaemonConfigState, read_daemon_config
+from migrate.host.fs import free_bytes
+from migrate.host.launch import DaemonLaunch, detect_launch
+from migrate.models import Frozen, Inventory
+
+ContainersPolicy = Literal["refuse", "leave"]
+
+
+class PlanOptions(Frozen):
+    containers: ContainersPolicy = "refuse"
+    snapshotter: str | None = None
+    throughput_mbps: float | None = Field(default=None, gt=0)
+    follow_symlinks: bool = False
+
+
+class FilesystemFacts(Frozen):
+    path: str
+    free_bytes: int | None = None
+    # st_dev: two paths with the same device compete for the same free space.
+    device: int | None = None
+    mount_point: str | None = None
+
+
+class HostFacts(Frozen):
+    inventory: Inventory
+    daemon_config: DaemonConfigState
+    launch: DaemonLaunch
+    state_dir: FilesystemFacts
+    data_root: FilesystemFacts
+    is_root: bool
+
+    @property
+    def shared_filesystem(self) -> bool:
+        device = self.state_dir.device
+        return device is not None and device == self.data_root.device
+
+
+def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
+    """Free space, device and mount point of the filesystem that will hold `path`."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        device = probe.stat().st_dev
+        free = free_bytes(probe)
+    except OSError:
+        return FilesystemFacts(path=str(path))
+    mount = probe
+    while mount != mount.parent and mount.parent.stat().st_dev == device:
+        mount = mount.parent
+    return FilesystemFacts(path=str(path), free_bytes=free, device=device, mount_point=str(mount))
+
+
+def gather_facts(
+    engine: Engine,
+    daemon_config: Path,
+    state_dir: Path,
+    inventory: Inventory | None = None,
+) -> HostFacts:
+    inventory = inventory or engine.inventory()
+    data_root = inventory.engine.data_root
+    return HostFacts(
+        inventory=inventory,
+        daemon_config=read_daemon_config(daemon_config),
+        launch=detect_launch(inventory.engine.pid, engine.host),
+        state_dir=probe_filesystem(state_dir),
+        data_root=probe_filesystem(data_root) if data_root else probe_filesystem("/"),
+        is_root=os.geteuid() == 0,
+    )

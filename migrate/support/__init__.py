@@ -1,0 +1,2 @@
+"""Cross-cutting helpers: logging (`logconfig`), progress bars (`progress`) and the
+failpoints the fault-injection tests use (`failpoints`)."""
