@@ -47,6 +47,16 @@ def _run(ctx: click.Context, fn: Callable[[], int]) -> None:
     ctx.exit(code)
 
 
+class ClickConsole:
+    """The commands' console on a terminal: reports on stdout, questions on stderr."""
+
+    def emit(self, text: str) -> None:
+        click.echo(text)
+
+    def ask(self, question: str) -> bool:
+        return click.confirm(question, default=False, err=True)
+
+
 def _globals(ctx: click.Context) -> commands.GlobalOptions:
     params = ctx.find_root().params
     return commands.GlobalOptions(
@@ -54,6 +64,7 @@ def _globals(ctx: click.Context) -> commands.GlobalOptions:
         daemon_config=Path(params["daemon_config"]),
         state_dir=Path(params["state_dir"]),
         follow_symlinks=params["follow_symlinks"],
+        console=ClickConsole(),
     )
 
 

@@ -166,3 +166,18 @@ def prune_unlisted(archives_dir: Path, manifest: ArchiveManifest) -> list[str]:
     listed = {entry.file for entry in manifest.archives}
     stray = archives_dir.glob(f"{BATCH_PREFIX}*{BATCH_SUFFIX}")
     return _remove_all(archives_dir, (p for p in stray if p.name not in listed))
+
+
+def delete_archives(archives_dir: Path) -> int:
+    """Delete the archives, keeping their manifest, which `verify` still reads (expected IDs).
+
+    Returns the bytes freed.
+    """
+    freed = 0
+    if not archives_dir.is_dir():
+        return freed
+    for path in archives_dir.iterdir():
+        if path.is_file() and not path.is_symlink() and path.name != MANIFEST_NAME:
+            freed += path.stat().st_size
+            path.unlink()
+    return freed

@@ -1,13 +1,15 @@
-"""Commands as plain functions: usable from click, tests, or another program."""
+"""Commands as plain functions, one module each: usable from click, tests, or another program."""
 
-from migrate.commands.common import GlobalOptions
+from migrate.commands.cleanup import cleanup
+from migrate.commands.context import Console, GlobalOptions, PlainConsole
+from migrate.commands.export import export
 from migrate.commands.plan import PlanArgs, plan
-from migrate.commands.rollback import RollbackArgs, cleanup, rollback
-from migrate.commands.run import RunArgs, export, run
+from migrate.commands.rollback import RollbackArgs, rollback
+from migrate.commands.run import RunArgs, run
 from migrate.commands.status import status
 from migrate.commands.verify import verify_command as verify
 
 __all__ = [
-    "GlobalOptions", "PlanArgs", "RollbackArgs", "RunArgs",
+    "Console", "GlobalOptions", "PlainConsole", "PlanArgs", "RollbackArgs", "RunArgs",
     "cleanup", "export", "plan", "rollback", "run", "status", "verify",
 ]

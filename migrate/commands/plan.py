@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-from migrate.commands.common import GlobalOptions, emit, engine_session
+from migrate.commands.context import GlobalOptions, connect
 from migrate.errors import ExitCode, UsageError
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
@@ -32,7 +32,7 @@ def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
 
 
 def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
-    with engine_session(opts) as engine:
+    with connect(opts) as engine:
         facts = gather_facts(engine, opts.daemon_config, opts.state_dir)
     return build_plan(facts, plan_options(opts, args))
 
@@ -41,12 +41,12 @@ def plan(opts: GlobalOptions, args: PlanArgs) -> int:
     report = make_report(opts, args)
     text = render(report, cast(Literal["text", "json", "markdown"], args.fmt))
     if args.output is None:
-        emit(text)
+        opts.console.emit(text)
     else:
         try:
             args.output.write_text(text + ("" if text.endswith("\n") else "\n"))
         except OSError as exc:
             raise UsageError(f"cannot write the report to {args.output}: {exc.strerror}",
                              "choose a writable --output path") from exc
-        emit(report.verdict)
+        opts.console.emit(report.verdict)
     return int(ExitCode.OK if report.ready else ExitCode.BLOCKED)

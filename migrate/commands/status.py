@@ -6,8 +6,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from migrate.commands.common import GlobalOptions, emit
-from migrate.errors import ExitCode
+from migrate.commands.context import GlobalOptions
+from migrate.errors import ExitCode, StateError
 from migrate.journal import JournalState, PhaseState, replay
 from migrate.journal.state_dir import StateDir
 from migrate.phases.runner import steps_to_run
@@ -30,7 +30,7 @@ def status_document(state: JournalState) -> dict[str, Any]:
     if state.migration_id is not None:
         try:
             remaining = list(steps_to_run(state))
-        except Exception:  # half rolled back: nothing runs forward until rollback ends
+        except StateError:  # half rolled back: nothing runs forward until rollback ends
             remaining = []
     return {
         "migration_id": state.last_migration_id,
@@ -100,5 +100,5 @@ def status(opts: GlobalOptions, fmt: str = "text") -> int:
     state_dir = StateDir(opts.state_dir)
     state = replay(state_dir.journal_path)
     doc = status_document(state)
-    emit(json.dumps(doc, indent=2) if fmt == "json" else render_status(doc, state))
+    opts.console.emit(json.dumps(doc, indent=2) if fmt == "json" else render_status(doc, state))
     return int(ExitCode.OK)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from migrate.archives.manifest import read_manifest
-from migrate.commands.common import GlobalOptions, emit, engine_session, load_inventory
+from migrate.commands.context import GlobalOptions, connect
 from migrate.errors import ExitCode, StateError
 from migrate.journal.state_dir import StateDir
 from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
@@ -11,13 +11,13 @@ from migrate.phases.verify import raise_if_failed, render_text, verify, write_re
 
 def verify_command(opts: GlobalOptions) -> int:
     state_dir = StateDir(opts.state_dir).ensure()
-    inventory = load_inventory(state_dir.inventory_path)
+    inventory = state_dir.load_inventory()
     if inventory is None:
         raise StateError(f"no snapshot in {state_dir.path}: nothing to verify against",
                          "run `containerd-migrate run` (or `export`) first")
-    with engine_session(opts) as engine:
+    with connect(opts) as engine:
         report = verify(engine, inventory, read_manifest(state_dir.archives_dir))
     paths = write_reports(report, state_dir.reports_dir)
-    emit(render_text(report))
+    opts.console.emit(render_text(report))
     raise_if_failed(report, paths["verification.txt"])
     return int(ExitCode.OK)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from migrate.errors import LockedError, StateError
 from migrate.host.fs import atomic_write_bytes, fsync_dir
 from migrate.journal.writer import Journal
+from migrate.models import Inventory
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/containerd-migrate")
 MACHINE_ID_FILE: Final = Path("/etc/machine-id")
@@ -54,6 +55,14 @@ def current_host_identity(data_root: str, machine_id_file: Path = MACHINE_ID_FIL
     if machine_id:
         return HostIdentity(machine_id=machine_id, source="machine-id", data_root=data_root)
     return HostIdentity(machine_id=socket.gethostname(), source="hostname", data_root=data_root)
+
+
+def read_inventory(path: Path) -> Inventory | None:
+    """The snapshot a migration compares against; None before the snapshot phase ran."""
+    try:
+        return Inventory.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def _refuse_symlink(path: Path, error: OSError) -> None:
@@ -95,6 +104,11 @@ class StateDir:
     def lock_path(self) -> Path:
         return self.path / "lock"
 
+    @property
+    def legacy_pruned_path(self) -> Path:
+        """Written by `cleanup --prune-legacy` before it deletes anything: no rollback after."""
+        return self.path / "legacy-pruned"
+
     def ensure(self) -> StateDir:
         """Create the dir and its subdirs (0700) or check an existing one; idempotent."""
         for folder in (self.path, self.archives_dir, self.reports_dir):
@@ -133,6 +147,9 @@ class StateDir:
             raise StateError(f"state dir {folder} is world-writable", hint=_OTHER_DIR_HINT)
         if stat.S_IMODE(info.st_mode) != DIR_MODE:
             os.chmod(folder, DIR_MODE)
+
+    def load_inventory(self) -> Inventory | None:
+        return read_inventory(self.inventory_path)
 
     def journal(self) -> Journal:
         """A writer for this dir's journal; append to it only while holding `lock()`."""

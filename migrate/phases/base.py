@@ -1,6 +1,7 @@
 """What every phase gets and gives.
 
-A phase is a module under `migrate/phases/` with a `PHASE: Phase` object. The runner
+A phase is a module under `migrate/phases/` with a `PHASE: Phase` object, registered in
+`runner.PHASES`. The runner
 writes the phase's intent to the journal BEFORE calling `run()` and the returned
 `PhaseOutcome.undo` AFTER it, so `undo()` can always work from the journal record alone.
 Phases must be idempotent: a phase that was started but not finished is simply run again.
@@ -11,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from migrate.engine.client import Engine
+from migrate.engine import Engine
+from migrate.errors import StateError
+from migrate.journal.state_dir import read_inventory
 from migrate.models import Inventory
+from migrate.preflight.facts import ContainersPolicy
 
-ContainersPolicy = Literal["refuse", "leave"]
 JSONDict = dict[str, Any]
 
 
@@ -32,9 +35,6 @@ class RunOptions:
     follow_symlinks: bool = False
     snapshotter: str | None = None
     throughput_mbps: float | None = None
-    auto_rollback: bool = True
-    force: bool = False
-    purge_imported: bool = False
 
     def to_record(self) -> JSONDict:
         return {
@@ -71,7 +71,12 @@ class PhaseContext:
     results: Mapping[str, JSONDict] = field(default_factory=dict)
 
     def load_inventory(self) -> Inventory:
-        return Inventory.model_validate_json(self.inventory_path.read_bytes())
+        inventory = read_inventory(self.inventory_path)
+        if inventory is None:
+            raise StateError(f"the snapshot {self.inventory_path} is missing or unreadable",
+                             "roll back with `containerd-migrate rollback`, or start again "
+                             "with a fresh --state-dir")
+        return inventory
 
 
 @dataclass(frozen=True)
@@ -101,3 +106,11 @@ class Phase(Protocol):
     def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
         """Reverse the phase from its journal record; returns lines saying what it did."""
         ...
+
+    def refuse_undo(self, ctx: UndoContext, record: JSONDict) -> None:
+        """Raise if this phase's undo is going to be refused; changes nothing.
+
+        The runner asks every phase to undo before it undoes any, so a refused rollback
+        leaves the host as it was. Phases subclass `Phase` to inherit this default.
+        """
+        return None

@@ -41,7 +41,7 @@ from migrate.host.fs import (
     start_writeback,
 )
 from migrate.models import Inventory
-from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
@@ -186,7 +186,7 @@ def _record(ctx: PhaseContext, manifest: ArchiveManifest, entry: ArchiveEntry,
     return manifest
 
 
-class ExportPhase:
+class ExportPhase(Phase):
     name = "export"
 
     def intent(self, ctx: PhaseContext) -> JSONDict:
@@ -209,37 +209,33 @@ class ExportPhase:
         total = sum(b.estimated_bytes for b in batches)
         log.info("export planned", phase=self.name, batches=len(batches), reused=len(reused),
                  estimated_bytes=total, staging_cap=cap)
-        engine = ctx.connect()
-        try:
-            with byte_bar("export", total) as bar:
-                for batch in batches:
-                    final = archives_dir / batch.name
-                    adopted = _adopt(final, batch, inventory)
-                    if adopted is not None:
-                        manifest = _record(ctx, manifest, adopted, reused=True)
-                        reused.append(adopted.file)
-                        bar.advance(batch.estimated_bytes)
-                        continue
-                    if batch.oversize:
-                        log.warning("image larger than the batch cap, saved alone", phase=self.name,
-                                    archive=batch.name, bytes=batch.estimated_bytes, cap=cap)
-                    _ensure_room(batch, archives_dir, data_root)
-                    bar.describe(f"export {batch.name} ({len(batch.refs)} refs)")
-                    started = time.monotonic()
-                    path, size, digest = save_batch(engine, batch, archives_dir, bar)
-                    try:
-                        entry = _entry(path, batch, inventory, size, digest)
-                    except ArchiveError:
-                        path.unlink(missing_ok=True)  # never leave an unproven archive
-                        raise
-                    manifest = _record(ctx, manifest, entry, reused=False)
-                    written.append(entry.file)
-                    bytes_written += size
-                    log.info("archive written", phase=self.name, archive=entry.file,
-                             refs=len(entry.refs), bytes=size,
-                             duration=round(time.monotonic() - started, 2))
-        finally:
-            engine.close()
+        with ctx.connect() as engine, byte_bar("export", total) as bar:
+            for batch in batches:
+                final = archives_dir / batch.name
+                adopted = _adopt(final, batch, inventory)
+                if adopted is not None:
+                    manifest = _record(ctx, manifest, adopted, reused=True)
+                    reused.append(adopted.file)
+                    bar.advance(batch.estimated_bytes)
+                    continue
+                if batch.oversize:
+                    log.warning("image larger than the batch cap, saved alone", phase=self.name,
+                                archive=batch.name, bytes=batch.estimated_bytes, cap=cap)
+                _ensure_room(batch, archives_dir, data_root)
+                bar.describe(f"export {batch.name} ({len(batch.refs)} refs)")
+                started = time.monotonic()
+                path, size, digest = save_batch(engine, batch, archives_dir, bar)
+                try:
+                    entry = _entry(path, batch, inventory, size, digest)
+                except ArchiveError:
+                    path.unlink(missing_ok=True)  # never leave an unproven archive
+                    raise
+                manifest = _record(ctx, manifest, entry, reused=False)
+                written.append(entry.file)
+                bytes_written += size
+                log.info("archive written", phase=self.name, archive=entry.file,
+                         refs=len(entry.refs), bytes=size,
+                         duration=round(time.monotonic() - started, 2))
         prune_unlisted(archives_dir, manifest)
         return PhaseOutcome(
             undo={"archives_dir": str(archives_dir)},

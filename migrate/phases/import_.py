@@ -27,7 +27,7 @@ from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
 from migrate.models import Store
-from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
@@ -156,24 +156,20 @@ def _require_containerd(engine: Engine) -> None:
                          "run `containerd-migrate migrate` so the switch and restart happen")
 
 
-class ImportPhase:
+class ImportPhase(Phase):
     name = "import"
 
     def intent(self, ctx: PhaseContext) -> JSONDict:
         # What this attempt may bring in: if it dies half-way, undo gets only this record.
-        engine = ctx.connect()
-        try:
+        with ctx.connect() as engine:
             todo = [image for entry in active_archives(ctx) for image in entry.images
                     if not image_present(engine, image)]
-        finally:
-            engine.close()
         return {"imported": _merge(_previously_imported(ctx), [_image_json(i) for i in todo])}
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
         entries = active_archives(ctx)
-        engine = ctx.connect()
         imported: list[JSONDict] = []
-        try:
+        with ctx.connect() as engine:
             _require_containerd(engine)
             todo = [e for e in entries if not archive_present(engine, e)]
             skipped = [e.file for e in entries if e not in todo]
@@ -184,8 +180,6 @@ class ImportPhase:
             with byte_bar("import", sum(e.bytes for e in todo)) as bar:
                 for entry in order:
                     imported += self._load(ctx, engine, entry, bar, verify=entry is streamed)
-        finally:
-            engine.close()
         everything = _merge(_previously_imported(ctx), imported)
         return PhaseOutcome(
             undo={"imported": everything},
@@ -235,17 +229,15 @@ class ImportPhase:
         if not images:
             return ["import: no imported images to remove"]
         try:
-            engine = ctx.connect()
+            with ctx.connect() as engine:
+                if engine.info().store is not Store.CONTAINERD:
+                    # By name, a legacy-mode removal would delete the ORIGINAL images.
+                    return ["import: the daemon is not on the containerd store; imported "
+                            "images were NOT removed (they stay in its containerd content "
+                            "store)"]
+                return [line for image in images for line in _purge(engine, image)]
         except MigrateError as error:
             return [f"import: FAILED to remove imported images: {error.message}"]
-        try:
-            if engine.info().store is not Store.CONTAINERD:
-                # By name, a legacy-mode removal would delete the ORIGINAL images.
-                return ["import: the daemon is not on the containerd store; imported images "
-                        "were NOT removed (they stay in its containerd content store)"]
-            return [line for image in images for line in _purge(engine, image)]
-        finally:
-            engine.close()
 
 
 def _purge(engine: Engine, image: JSONDict) -> list[str]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrate.errors import BlockedError, MigrateError
+from migrate.engine import Engine
+from migrate.errors import BlockedError, EngineError, MigrateError
 from migrate.models import RUNNING_STATES, ContainerRecord
-from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 
 
 def _entry(container: ContainerRecord) -> JSONDict:
@@ -54,21 +55,29 @@ def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
     return _to_stop(ctx, live)
 
 
-class QuiescePhase:
+def _start_again(engine: Engine, entry: JSONDict) -> str:
+    label = f"{entry.get('name')} ({str(entry.get('id'))[:12]})"
+    try:
+        engine.start_container(str(entry["id"]))
+    except EngineError as error:
+        # One container that no longer starts must not stop the rollback.
+        return f"quiesce: FAILED to start container {label}: {error.message}"
+    paused = entry.get("state") == "paused"
+    note = " (it was paused before; it now runs unpaused)" if paused else ""
+    return f"quiesce: started container {label}{note}"
+
+
+class QuiescePhase(Phase):
     name = "quiesce"
 
     def intent(self, ctx: PhaseContext) -> JSONDict:
-        engine = ctx.connect()
-        try:
+        with ctx.connect() as engine:
             entries = _entries(ctx, engine.list_containers(details=False))
-        finally:
-            engine.close()
         return {"containers": entries, "stop_timeout": ctx.options.stop_timeout}
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
-        engine = ctx.connect()
         stopped: list[str] = []
-        try:
+        with ctx.connect() as engine:
             live = engine.list_containers(details=False)
             entries = _entries(ctx, live)
             states = {c.id: c.state for c in live}
@@ -79,8 +88,6 @@ class QuiescePhase:
                 engine.stop_container(container_id, timeout=ctx.options.stop_timeout)
                 ctx.checkpoint({"stopped": entry})
                 stopped.append(str(entry["name"]))
-        finally:
-            engine.close()
         return PhaseOutcome(
             undo={"containers": entries},
             result={"stopped": stopped, "containers": len(entries)},
@@ -90,25 +97,13 @@ class QuiescePhase:
         entries: list[dict[str, Any]] = list(record.get("containers") or [])
         if not entries:
             return ["quiesce: no containers were stopped, nothing to start"]
-        try:
-            engine = ctx.connect()
-        except MigrateError as error:
-            return [f"quiesce: FAILED to start {_names(entries)}: {error.message}"]
         lines: list[str] = []
         try:
-            for entry in entries:
-                label = f"{entry.get('name')} ({str(entry.get('id'))[:12]})"
-                try:
-                    engine.start_container(str(entry["id"]))
-                except MigrateError as error:
-                    # One container that no longer starts must not stop the rollback.
-                    lines.append(f"quiesce: FAILED to start container {label}: {error.message}")
-                    continue
-                paused = entry.get("state") == "paused"
-                note = " (it was paused before; it now runs unpaused)" if paused else ""
-                lines.append(f"quiesce: started container {label}{note}")
-        finally:
-            engine.close()
+            with ctx.connect() as engine:
+                for entry in entries:
+                    lines.append(_start_again(engine, entry))
+        except MigrateError as error:
+            return [*lines, f"quiesce: FAILED to start {_names(entries)}: {error.message}"]
         return lines
 
 

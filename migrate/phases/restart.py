@@ -13,7 +13,7 @@ from pathlib import Path
 
 from migrate.engine import restart as daemon_control
 from migrate.models import EngineInfo, Store
-from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 
 # Time left for the daemon to answer even when the restart command used up the budget.
 MIN_WAIT = 10.0
@@ -36,7 +36,7 @@ def _config_is_switched(ctx: PhaseContext) -> bool:
         return False
 
 
-class RestartPhase:
+class RestartPhase(Phase):
     name = "restart"
 
     def intent(self, ctx: PhaseContext) -> JSONDict:

@@ -1,22 +1,36 @@
-"""Runs phases forward and backward, journaling every step.
+"""The lifecycle of a migration: runs phases forward and backward, journaling every step.
 
 Which phases to run is a pure function of the journal state (`steps_to_run`), like an
-alembic revision plan; executing a step is: intent to the journal, side effect, undo
+alembic revision plan. Executing a step is: intent to the journal, side effect, undo
 record to the journal. Rollback walks the journal's phases in reverse.
+
+The runner owns everything around that, so a command only says what it wants: the state
+dir lock, binding the state dir to this host, starting and finishing the journal run, the
+automatic rollback when the daemon does not come back right, and the check that a
+rollback really restored the host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from migrate import __version__
-from migrate.engine.client import Engine
-from migrate.errors import MigrateError, StateError
+from migrate.engine import Engine
+from migrate.errors import (
+    ExitCode,
+    MigrateError,
+    RestartFailed,
+    RolledBack,
+    StateError,
+    VerificationFailed,
+)
 from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName, PhaseState
 from migrate.journal.state_dir import StateDir
 from migrate.phases import export, import_, quiesce, restart, snapshot, switch, verify
 from migrate.phases.base import Phase, PhaseContext, RunOptions, UndoContext
+from migrate.phases.rollback_check import check_restored
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
@@ -35,6 +49,9 @@ PREPARE_PHASES: tuple[PhaseName, ...] = ("snapshot", "export")
 # Until containers are stopped nothing on the host has changed, so a later run takes a
 # fresh inventory and exports only what is new; after that the snapshot is the truth.
 _FROZEN_FROM: PhaseName = "quiesce"
+# The phase before which the state dir is bound to the host: once the switch has started
+# the daemon may be down or on the new store, and the identity was checked before.
+_BIND_BEFORE: PhaseName = "switch"
 
 
 def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = PHASE_ORDER,
@@ -66,26 +83,100 @@ def _json(value: Mapping[str, Any]) -> JsonDict:
     return cast(JsonDict, dict(value))
 
 
+def _undo_record(phase_state: PhaseState) -> dict[str, Any]:
+    # A phase that stopped half-way has only its intent, which is written to be
+    # enough for undo (e.g. the original daemon.json bytes).
+    record = dict(phase_state.undo if phase_state.complete and phase_state.undo
+                  is not None else phase_state.intent)
+    if phase_state.progress:
+        record.setdefault("progress", [dict(p) for p in phase_state.progress])
+    return record
+
+
+@dataclass(frozen=True)
+class ForwardOutcome:
+    """What a forward run did. `migration_id` is None when nothing was started."""
+
+    migration_id: str | None
+    steps: tuple[PhaseName, ...]
+    already_completed: bool = False
+    state: JournalState | None = None
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    migration_id: str | None
+    # Why nothing was done, when nothing was ("no migration to roll back", ...).
+    nothing_to_do: str = ""
+    lines: tuple[str, ...] = ()
+    ok: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+# Called inside the lock, after the plan is known and before anything is journaled: the
+# command's chance to ask the operator, or to refuse.
+ConfirmForward = Callable[[tuple[PhaseName, ...], JournalState], None]
+ConfirmRollback = Callable[[JournalState], None]
+
+
 class Runner:
-    def __init__(self, state_dir: StateDir, journal: Journal, options: RunOptions,
-                 connect: Callable[[], Engine]):
+    """Runs the migration of one host, recorded in one state dir."""
+
+    def __init__(self, state_dir: StateDir, options: RunOptions,
+                 connect: Callable[[], Engine], say: Callable[[str], None] = print):
         self.state_dir = state_dir
-        self.journal = journal
         self.options = options
         self.connect = connect
+        self.say = say
 
-    def start(self, argv: tuple[str, ...]) -> str:
-        record = self.journal.start_run(__version__, argv, _json(self.options.to_record()))
-        return record.migration_id
+    # --- forward ----------------------------------------------------------------------
 
-    def context(self, name: PhaseName) -> PhaseContext:
-        state = self.journal.state()
+    def forward(self, wanted: tuple[PhaseName, ...], confirm: ConfirmForward,
+                argv: tuple[str, ...], *, auto_rollback: bool = True) -> ForwardOutcome:
+        """Run (or resume) the `wanted` phases that are not done yet.
+
+        A run that reaches the end of PHASE_ORDER finishes the migration as completed. When
+        the daemon does not come back on the containerd store, or verification fails, the
+        host is rolled back at once (unless `auto_rollback` is off) and RolledBack raised.
+        """
+        completes = wanted[-1:] == PHASE_ORDER[-1:]
+        with self.state_dir.lock():
+            journal = self.state_dir.journal()
+            state = journal.state()
+            if completes and state.finished and state.outcome == "completed":
+                return ForwardOutcome(state.last_migration_id, (), already_completed=True,
+                                      state=state)
+            steps = steps_to_run(state, wanted)
+            self._bind_host(state)
+            confirm(steps, state)
+            record = journal.start_run(__version__, argv, _json(self.options.to_record()))
+            log.info("run started", migration=record.migration_id, steps=list(steps))
+            try:
+                for name in steps:
+                    self._run_phase(journal, name)
+            except (RestartFailed, VerificationFailed) as failure:
+                if not auto_rollback:
+                    raise
+                raise self._auto_rollback(journal, failure) from failure
+            if completes:
+                journal.finish("completed")
+            return ForwardOutcome(record.migration_id, steps, state=journal.state())
+
+    def _bind_host(self, state: JournalState) -> None:
+        """Refuse a state dir that belongs to another host before anything changes."""
+        if state.phase(_BIND_BEFORE).status != "pending":
+            return
+        with self.connect() as engine:
+            self.state_dir.check_host(engine.info().data_root)
+
+    def _context(self, journal: Journal, name: PhaseName) -> PhaseContext:
+        state = journal.state()
         finished = [p for p in state.phases if p.status == "done"]
         done: dict[str, dict[str, Any]] = {p.name: dict(p.undo or {}) for p in finished}
         results: dict[str, dict[str, Any]] = {p.name: dict(p.result or {}) for p in finished}
 
         def checkpoint(data: Mapping[str, Any]) -> None:
-            self.journal.progress(name, _json(data))
+            journal.progress(name, _json(data))
 
         return PhaseContext(
             options=self.options,
@@ -99,12 +190,12 @@ class Runner:
             results=results,
         )
 
-    def run_phase(self, name: PhaseName) -> None:
+    def _run_phase(self, journal: Journal, name: PhaseName) -> None:
         phase = PHASES[name]
-        ctx = self.context(name)
+        ctx = self._context(journal, name)
         log.info("phase started", phase=name)
         failpoints.hit(f"before:{name}")
-        with self.journal.phase(name, _json(phase.intent(ctx))) as handle:
+        with journal.phase(name, _json(phase.intent(ctx))) as handle:
             outcome = phase.run(ctx)
             failpoints.hit(f"done-unrecorded:{name}")
             handle.done(undo=_json(outcome.undo), result=_json(outcome.result))
@@ -112,42 +203,67 @@ class Runner:
         log.info("phase done", phase=name, **{k: v for k, v in outcome.result.items()
                                               if isinstance(v, int | float | str)})
 
-    def run(self, steps: tuple[PhaseName, ...]) -> None:
-        for name in steps:
-            self.run_phase(name)
+    def _auto_rollback(self, journal: Journal, failure: MigrateError) -> RolledBack:
+        self.say(f"{failure.message}\nrolling back automatically ...")
+        lines = self._undo_all(journal, force=False, purge_imported=False)
+        ok, problems = self._check_restored()
+        self.say("\n".join(f"  {line}" for line in [*lines, *ok, *problems]))
+        state_dir = self.state_dir
+        if problems:
+            return RolledBack(
+                f"{failure.message}; the automatic rollback finished but found problems: "
+                f"{'; '.join(problems)}",
+                f"inspect the host; the journal is {state_dir.journal_path}",
+                exit_code=ExitCode.ERROR,
+            )
+        return RolledBack(
+            f"{failure.message}. The migration was rolled back automatically: the host is "
+            "back on the legacy image store with every image and container",
+            f"logs: the daemon log (journalctl -u docker); journal: {state_dir.journal_path}; "
+            f"reports: {state_dir.reports_dir}. Fix the cause, then run again.",
+        )
 
-    def rollback(self, force: bool = False, purge_imported: bool = False) -> list[str]:
+    # --- backward ---------------------------------------------------------------------
+
+    def rollback(self, confirm: ConfirmRollback, argv: tuple[str, ...], *, force: bool = False,
+                 purge_imported: bool = False) -> RollbackOutcome:
+        """Undo the current (or last completed) migration, then check the host is restored."""
+        with self.state_dir.lock():
+            journal = self.state_dir.journal()
+            state = journal.state()
+            migration = state.last_migration_id
+            if migration is None:
+                return RollbackOutcome(None, nothing_to_do="no migration to roll back")
+            if state.outcome == "rolled_back":
+                return RollbackOutcome(migration, nothing_to_do=f"migration {migration} is "
+                                       "already rolled back")
+            confirm(state)
+            journal.start_run(__version__, argv, _json(self.options.to_record()),
+                              migration_id=migration)
+            lines = self._undo_all(journal, force=force, purge_imported=purge_imported)
+            ok, problems = self._check_restored()
+        return RollbackOutcome(migration, lines=tuple(lines), ok=tuple(ok),
+                               problems=tuple(problems))
+
+    def _undo_all(self, journal: Journal, *, force: bool, purge_imported: bool) -> list[str]:
         """Undo every phase that may have touched the host, most recent first."""
-        state = self.journal.state()
+        state = journal.state()
         ctx = UndoContext(options=self.options, connect=self.connect,
                           inventory_path=self.state_dir.inventory_path, force=force,
                           purge_imported=purge_imported)
-        lines: list[str] = []
         to_undo = state.phases_to_undo()
-        if not force:
-            # Refuse before undoing anything: a refused rollback must leave the host as it was.
-            for phase_state in to_undo:
-                if phase_state.name == "switch":
-                    switch.refuse_if_drifted(_undo_record(phase_state))
+        # Every refusal before any undo: a refused rollback must leave the host as it was.
+        for phase_state in to_undo:
+            PHASES[phase_state.name].refuse_undo(ctx, _undo_record(phase_state))
+        lines: list[str] = []
         for phase_state in to_undo:
             name = phase_state.name
-            record = _undo_record(phase_state)
             log.info("undo started", phase=name, complete=phase_state.complete)
-            with self.journal.undo(name):
-                lines.extend(PHASES[name].undo(ctx, record))
-        self.journal.finish("rolled_back")
+            with journal.undo(name):
+                lines.extend(PHASES[name].undo(ctx, _undo_record(phase_state)))
+        journal.finish("rolled_back")
         return lines
 
-
-def _undo_record(phase_state: PhaseState) -> dict[str, Any]:
-    # A phase that stopped half-way has only its intent, which is written to be
-    # enough for undo (e.g. the original daemon.json bytes).
-    record = dict(phase_state.undo if phase_state.complete and phase_state.undo
-                  is not None else phase_state.intent)
-    if phase_state.progress:
-        record.setdefault("progress", [dict(p) for p in phase_state.progress])
-    return record
-
-
-def describe_failure(error: MigrateError) -> str:
-    return error.message
+    def _check_restored(self) -> tuple[list[str], list[str]]:
+        with self.connect() as engine:
+            return check_restored(engine, self.state_dir.load_inventory())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from migrate.errors import BlockedError, ExitCode
 from migrate.host.fs import atomic_write_bytes
-from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport, build_plan
@@ -30,7 +30,7 @@ def blocker_error(report: PlanReport) -> BlockedError:
     )
 
 
-class SnapshotPhase:
+class SnapshotPhase(Phase):
     name = "snapshot"
 
     def intent(self, ctx: PhaseContext) -> JSONDict:
@@ -38,11 +38,8 @@ class SnapshotPhase:
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
         options = ctx.options
-        engine = ctx.connect()
-        try:
+        with ctx.connect() as engine:
             facts = gather_facts(engine, options.daemon_config, options.state_dir)
-        finally:
-            engine.close()
         report = build_plan(facts, PlanOptions(
             containers=options.containers, snapshotter=options.snapshotter,
             throughput_mbps=options.throughput_mbps, follow_symlinks=options.follow_symlinks,

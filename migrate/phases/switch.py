@@ -21,7 +21,7 @@ from migrate.errors import BlockedError, DaemonConfigError
 from migrate.host.daemon_json import load_for_edit, parse_config_bytes, render_config, target_config
 from migrate.host.fs import atomic_write_bytes, fsync_dir
 from migrate.models import Store
-from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 
 NEW_DIR_MODE = 0o755
 DIFF_CONTEXT = 3
@@ -104,7 +104,7 @@ def _write(path: Path, data: bytes, record: JSONDict) -> None:
     atomic_write_bytes(path, data, int(record["mode"]), int(record["uid"]), int(record["gid"]))
 
 
-class SwitchPhase:
+class SwitchPhase(Phase):
     name = "switch"
 
     def intent(self, ctx: PhaseContext) -> JSONDict:
@@ -146,6 +146,10 @@ class SwitchPhase:
         lines = restore_config(record, force=ctx.force)
         lines.extend(_back_to_legacy(record, ctx))
         return lines
+
+    def refuse_undo(self, ctx: UndoContext, record: JSONDict) -> None:
+        if not ctx.force:
+            refuse_if_drifted(record)
 
 
 def _drift(path: Path, written: bytes, current: bytes | None) -> BlockedError:

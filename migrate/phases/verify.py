@@ -18,7 +18,7 @@ from migrate.engine.client import Engine
 from migrate.errors import MigrateError, VerificationFailed
 from migrate.host.fs import atomic_write_bytes
 from migrate.models import Frozen, ImageRecord, Inventory, Store
-from migrate.phases.base import JSONDict, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 from migrate.phases.volume_guard import create_guard, remove_guard
 from migrate.support.logconfig import get_logger
 
@@ -187,7 +187,7 @@ def raise_if_failed(report: VerificationReport, text_path: Path) -> None:
                              "returns the host to the legacy store")
 
 
-class VerifyPhase:
+class VerifyPhase(Phase):
     name = "verify"
 
     def intent(self, ctx: PhaseContext) -> JSONDict:
@@ -196,13 +196,10 @@ class VerifyPhase:
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
         inventory = ctx.load_inventory()
         manifest = read_manifest(ctx.archives_dir)
-        engine = ctx.connect()
-        try:
+        with ctx.connect() as engine:
             report = verify(engine, inventory, manifest)
             guarded = (create_guard(engine, inventory, report.container_image)
                        if report.ok else ())
-        finally:
-            engine.close()
         paths = write_reports(report, ctx.reports_dir)
         log.info("verification done", phase=self.name, ok=report.ok, images=len(report.images),
                  problems=len(report.all_problems()), report=str(paths["verification.txt"]))
@@ -218,15 +215,12 @@ class VerifyPhase:
         where = record.get("reports_dir") or "the reports dir"
         lines = [f"verify: nothing to reverse; the reports stay in {where}"]
         try:
-            engine = ctx.connect()
+            with ctx.connect() as engine:
+                # Only in the containerd store: the guard lives there, and it is visible now.
+                if engine.info().store is Store.CONTAINERD and remove_guard(engine):
+                    lines.append("verify: removed the volume guard container")
         except MigrateError as error:
             return [*lines, f"verify: could not remove the volume guard: {error.message}"]
-        try:
-            # Only in the containerd store: the guard lives there, and it is visible now.
-            if engine.info().store is Store.CONTAINERD and remove_guard(engine):
-                lines.append("verify: removed the volume guard container")
-        finally:
-            engine.close()
         return lines
 
 
