@@ -42,6 +42,7 @@ engines: venv
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy --strict $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 # pytest exits 5 when nothing is selected; that is not a failure of the suite.
 test: setup lint

@@ -1,10 +1,11 @@
 """Plan which images go into which `docker save` archive. Pure: no I/O, plans are values.
 
-Saving images that share layers in one archive writes the shared layers once (engine-facts:
-1301 MiB vs 2509 MiB), so tagged images are grouped by shared diff_ids. But legacy `docker
-save` first stages the whole batch under DATA_ROOT/tmp, so a batch must also fit in the
-free space there. Dangling images must be saved alone, by ID: inside a multi-image archive
-they are missing from index.json and cd-mode `docker load` silently skips them.
+Saving images that share layers in one archive writes the shared layers once
+(docs/engine-facts.md: 1301 MiB vs 2509 MiB), so tagged images are grouped by shared
+diff_ids. But legacy `docker save` first stages the whole batch under DATA_ROOT/tmp, so a
+batch must also fit in the free space there. Dangling images must be saved alone, by ID:
+inside a multi-image archive they are missing from index.json and cd-mode `docker load`
+silently skips them.
 """
 
 from __future__ import annotations

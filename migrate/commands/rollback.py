@@ -43,8 +43,9 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
     require_confirmation("the rollback", yes=args.yes, interactive=args.interactive)
     state_dir = open_state(opts)
     if state_dir.legacy_pruned_path.exists():
-        raise BlockedError("the legacy data was pruned by `cleanup --prune-legacy`; there is "
-                           "nothing to roll back to", "re-pull or rebuild images if needed")
+        raise BlockedError("the legacy data was pruned by `containerd-migrate cleanup "
+                           "--prune-legacy`; there is nothing to roll back to",
+                           "re-pull or rebuild images if needed")
 
     def ask(state: JournalState) -> None:
         confirm(opts.console, f"roll back migration {state.last_migration_id} "

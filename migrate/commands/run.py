@@ -57,7 +57,7 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
                              auto_rollback=args.auto_rollback)
     if outcome.already_completed:
         opts.console.emit(f"migration {outcome.migration_id} already completed; "
-                          "see `containerd-migrate status` and `verify`")
+                          "see `containerd-migrate status` and `containerd-migrate verify`")
         return int(ExitCode.OK)
     opts.console.emit(
         f"migration {outcome.migration_id} completed: every image verified on the containerd "

@@ -14,7 +14,7 @@ def verify_command(opts: GlobalOptions) -> int:
     inventory = state_dir.load_inventory()
     if inventory is None:
         raise StateError(f"no snapshot in {state_dir.path}: nothing to verify against",
-                         "run `containerd-migrate run` (or `export`) first")
+                         "run `containerd-migrate run` (or `containerd-migrate export`) first")
     with connect(opts) as engine:
         report = verify(engine, inventory, read_manifest(state_dir.archives_dir))
     paths = write_reports(report, state_dir.reports_dir)

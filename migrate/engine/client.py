@@ -45,8 +45,8 @@ def _unreachable_hint(host: str) -> str:
     return (
         f"check that dockerd is running and that {host} is the right address "
         "(--host or DOCKER_HOST), and that you may use its socket (usually: run as root); "
-        "a migration that stopped here resumes with `run` once the daemon answers, or is "
-        "undone with `rollback`"
+        "a migration that stopped here resumes with `containerd-migrate run` once the "
+        "daemon answers, or is undone with `containerd-migrate rollback`"
     )
 
 

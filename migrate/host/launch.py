@@ -2,7 +2,7 @@
 
 A `--storage-driver`/`-s` flag, DOCKER_DRIVER or any `--feature` flag makes the daemon
 refuse to start (or start broken) once daemon.json enables the snapshotter, so the plan
-must see them before editing anything (docs/engine-facts.md, "daemon.json traps").
+must see them before editing anything (docs/engine-facts.md, "dockerd launch flags").
 The parsing of command lines and of systemd's view of the unit is pure; the probes that
 feed it read /proc and run `systemctl show`.
 """

@@ -26,8 +26,8 @@ from migrate.journal.records import (
 )
 
 _DAMAGED_HINT = (
-    "the journal is damaged: keep a copy of it, then run `rollback --force`, or move it "
-    "aside to start from scratch"
+    "the journal is damaged: keep a copy of it, then run `containerd-migrate rollback "
+    "--force`, or move it aside to start from scratch"
 )
 
 

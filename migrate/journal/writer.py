@@ -147,7 +147,7 @@ class Journal:
         self.open()
         if self._last_id is None:
             raise StateError("no migration has been started in this state dir",
-                             hint="run `containerd-migrate migrate` first")
+                             hint="run `containerd-migrate run` first")
         return self._last_id
 
     def state(self) -> JournalState:
@@ -162,7 +162,8 @@ class Journal:
         elif self.migration_id is not None and mid != self.migration_id:
             raise StateError(
                 f"migration {self.migration_id} is unfinished; cannot start {mid}",
-                hint="resume it with `migrate`, or undo it with `rollback`",
+                hint="resume it with `containerd-migrate run`, or undo it with "
+                "`containerd-migrate rollback`",
             )
         elif mid != self._last_id and mid in self._seen_ids:
             raise StateError(f"migration {mid} is not the most recent one in this journal")

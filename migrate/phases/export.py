@@ -256,7 +256,7 @@ class ExportPhase(Phase):
             removed = remove_partials(Path(str(folder)))
             lines += [f"export: removed the unfinished archive {name}" for name in removed]
         lines.append("export: nothing to reverse on the host; the archives are kept for the "
-                     "next run (`cleanup` deletes them)")
+                     "next run (`containerd-migrate cleanup` deletes them)")
         return lines
 
 

@@ -50,7 +50,7 @@ def active_archives(ctx: PhaseContext) -> list[ArchiveEntry]:
     names = (ctx.results.get("export") or {}).get("archives")
     if names is None:
         raise StateError("the export phase has no result in the journal: nothing to import",
-                         "run `containerd-migrate migrate` so the export phase runs first")
+                         "run `containerd-migrate run` so the export phase runs first")
     manifest = read_manifest(ctx.archives_dir)
     entries = [manifest.entry(str(name)) for name in names]
     missing = [str(n) for n, e in zip(names, entries, strict=True) if e is None]
@@ -153,7 +153,7 @@ def _require_containerd(engine: Engine) -> None:
     if store is not Store.CONTAINERD:
         raise StateError(f"the daemon runs on the {store} image store; loading now would put "
                          "the images in the wrong store",
-                         "run `containerd-migrate migrate` so the switch and restart happen")
+                         "run `containerd-migrate run` so the switch and restart happen")
 
 
 class ImportPhase(Phase):

@@ -15,8 +15,8 @@ GUARD_LABEL = "io.containerd-migrate.volume-guard"
 GUARD_NAME = "containerd-migrate-volume-guard"
 GUARD_NOTE = (
     f"volume guard: container {GUARD_NAME} (stopped) keeps the volumes of hidden legacy "
-    "containers in use so `docker volume prune` cannot delete them; `cleanup` or `rollback` "
-    "removes it"
+    "containers in use so `docker volume prune` cannot delete them; `containerd-migrate "
+    "cleanup` or `containerd-migrate rollback` removes it"
 )
 
 

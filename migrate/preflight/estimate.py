@@ -1,6 +1,6 @@
 """Disk and time estimates for a migration, from the inventory alone (pure).
 
-Numbers come from engine-facts.md: 1302 MB of unique layers saved in 7-11 s and loaded in
+Numbers come from docs/engine-facts.md: 1302 MB of unique layers saved in 7-11 s and loaded in
 9-15 s, rounded towards the slow end so a plan under-promises.
 """
 

@@ -261,7 +261,7 @@ class Sandbox:
         return info
 
     def containerd_snapshotter(self) -> bool:
-        """True when the daemon uses the containerd image store (see engine-facts.md)."""
+        """True when the daemon uses the containerd image store (see docs/engine-facts.md)."""
         status = self.info().get("DriverStatus") or []
         return ["driver-type", "io.containerd.snapshotter.v1"] in status
 

@@ -175,7 +175,7 @@ def _reset(host: Host) -> None:
 
 def _ctr(host: Host, *args: str) -> str:
     """ctr on the daemon's own containerd, namespace moby: the containerd image store,
-    readable while the daemon runs on the legacy store (engine-facts.md, pre-staging)."""
+    readable while the daemon runs on the legacy store (docs/engine-facts.md, pre-staging)."""
     sandbox = host.sandbox
     argv = [str(engine_bin_dirs(sandbox.engine)[0] / "ctr"), "--address",
             str(sandbox.containerd_socket), "-n", "moby", *args]

@@ -86,7 +86,7 @@ def test_throughput_override_drives_durations() -> None:
 
 
 def test_defaults_are_at_the_slow_end_of_measurements() -> None:
-    # engine-facts.md: 1302 MB saved in 7-11 s, loaded in 9-15 s.
+    # docs/engine-facts.md: 1302 MB saved in 7-11 s, loaded in 9-15 s.
     est = estimate(inventory(image("big", {"sha256:l": 1302 * MB}, ("big:1",))))
     assert 11 <= est.export_seconds <= 16
     assert 14 <= est.import_seconds <= 20

@@ -1,0 +1,50 @@
+"""Rules of the layout that import-linter's contracts do not state (those run in `make lint`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grimp
+import pytest
+
+pytestmark = pytest.mark.unit
+
+PACKAGE = Path(__file__).resolve().parents[2] / "migrate"
+# The top level holds only the entry points and the values every layer shares.
+TOP_LEVEL = {"__init__.py", "__main__.py", "cli.py", "errors.py", "models.py"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    graph = grimp.build_graph("migrate")
+    cycles = []
+    for importer in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(importer)):
+            back = graph.find_shortest_chain(importer=imported, imported=importer)
+            if back is not None:
+                cycles.append(" -> ".join((importer, *back)))
+    assert not cycles, "\n".join(cycles)
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("migrate"):
+                private = [a.name for a in node.names if a.name.startswith("_")
+                           and not a.name.startswith("__")]
+                if private:
+                    offenders.append(f"{_module_name(path)} imports {private} from "
+                                     f"{node.module}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_top_level_holds_only_entry_points_and_shared_values() -> None:
+    loose = {p.name for p in PACKAGE.glob("*.py")} - TOP_LEVEL
+    assert not loose, f"put these in a subpackage named for their concept: {sorted(loose)}"
