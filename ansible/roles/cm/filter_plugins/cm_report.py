@@ -1,0 +1,519 @@
+"""Filters that turn containerd-migrate's JSON output into fleet records and reports.
+
+Everything here reads only what the CLI prints (`plan --format json`, `status --format json`,
+the `error:`/`hint:` lines on stderr, the `did:`/`checked:` lines of `rollback`) and the exit
+codes it documents; nothing imports the tool itself, so the control node does not need it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+EXIT_CODES: dict[int, tuple[str, str]] = {
+    0: ("ok", "done / ready"),
+    1: ("error", "error"),
+    2: ("usage", "usage (bad option, no confirmation)"),
+    3: ("blocked", "blocked by checks, or daemon.json drifted (rollback without --force)"),
+    4: ("verify_failed", "verification failed"),
+    5: ("unreachable", "Docker daemon unreachable"),
+    6: ("config_invalid", "daemon.json invalid or unusable"),
+    7: ("state_invalid", "state dir or journal unusable"),
+    8: ("locked", "another run holds the lock"),
+    9: ("disk_full", "disk full"),
+    10: ("rolled_back", "the run failed and was rolled back automatically"),
+    130: ("interrupted", "interrupted; run again to resume"),
+}
+LOCKED = 8
+# Phases during which the daemon or its containers are not serving (quiesce ... verify).
+WINDOW_PHASES = ("quiesce", "switch", "restart", "import", "verify")
+# Outcomes of migrate.yml that fail the host, so that `max_fail_percentage` stops the rollout.
+FAILED_OUTCOMES = ("rolled_back", "failed")
+
+
+def exit_name(rc: Any) -> str:
+    """Short name of a containerd-migrate exit code (`rolled_back` for 10)."""
+    code = _int(rc)
+    if code is None:
+        return "no_exit_code"
+    return EXIT_CODES.get(code, ("exit_" + str(code), ""))[0]
+
+
+def exit_meaning(rc: Any) -> str:
+    """`exit 10: the run failed and was rolled back automatically`."""
+    code = _int(rc)
+    if code is None:
+        return "did not run"
+    return f"exit {code}: " + EXIT_CODES.get(code, ("", "unknown exit code"))[1]
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json(text: Any) -> dict[str, Any] | None:
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cli_error(result: Mapping[str, Any] | None) -> dict[str, str]:
+    """The `error:` and `hint:` lines the CLI prints on stderr (or Ansible's own message)."""
+    result = result or {}
+    error, hint = [], []
+    for line in str(result.get("stderr") or "").splitlines():
+        if line.startswith("error: "):
+            error.append(line.removeprefix("error: "))
+        elif line.startswith("hint: "):
+            hint.append(line.removeprefix("hint: "))
+        elif line.startswith("{"):
+            event = _json(line)
+            if event and event.get("level") in ("error", "critical"):
+                error.append(str(event.get("event", "")))
+    if not error and result.get("unreachable"):
+        error.append("host unreachable: " + str(result.get("msg", "")))
+    failed = _int(result.get("rc")) not in (0, None) or result.get("failed")
+    if not error and failed and str(result.get("stderr") or "").strip():
+        error.append(str(result["stderr"]).strip().splitlines()[-1])
+    if not error and failed and result.get("msg"):
+        error.append(str(result["msg"]))
+    return {"error": " ".join(error), "hint": " ".join(hint)}
+
+
+def duration_seconds(delta: Any) -> float | None:
+    """Seconds of an Ansible `delta` ("0:00:02.552013")."""
+    if not isinstance(delta, str) or not delta:
+        return None
+    match = re.fullmatch(r"(?:(\d+) days?, )?(\d+):(\d+):(\d+(?:\.\d+)?)", delta.strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return round(total, 1)
+
+
+def human_bytes(value: Any) -> str:
+    number = _int(value)
+    if number is None:
+        return "-"
+    size = float(number)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover
+
+
+def human_seconds(value: Any) -> str:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def md_cell(value: Any) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- plan --------------------------------------------------------------------------------
+
+
+def _checks(plan: Mapping[str, Any], severity: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": str(check.get("id", "")),
+            "message": str(check.get("message", "")),
+            "hint": str(check.get("hint", "")),
+            "details": [str(d) for d in check.get("details") or []],
+        }
+        for check in plan.get("checks") or []
+        if check.get("severity") == severity
+    ]
+
+
+def _disk(plan: Mapping[str, Any], key: str, need_key: str) -> dict[str, Any]:
+    place = plan.get(key) or {}
+    estimate = plan.get("estimate") or {}
+    free, need = place.get("free_bytes"), estimate.get(need_key)
+    return {
+        "path": place.get("path"),
+        "mount_point": place.get("mount_point"),
+        "free_bytes": free,
+        "need_bytes": need,
+        "enough": None if free is None or need is None else free >= need,
+    }
+
+
+def plan_record(result: Mapping[str, Any] | None, host: str) -> dict[str, Any]:
+    """One host's line of the fleet report, from the registered `plan --format json` task."""
+    result = result or {}
+    rc = _int(result.get("rc"))
+    plan = _json(result.get("stdout"))
+    record: dict[str, Any] = {
+        "host": host,
+        "exit_code": rc,
+        "exit": exit_meaning(rc),
+        **cli_error(result),
+    }
+    if result.get("unreachable"):
+        record["state"] = "unreachable"
+    elif plan is None:
+        record["state"] = "error"
+    elif plan.get("ready") and rc == 0:
+        record["state"] = "ready"
+    else:
+        record["state"] = "blocked"
+    if plan is None:
+        record.update(blockers=[], warnings=[], infos=[], verdict=record["error"] or record["exit"])
+        return record
+    engine = plan.get("engine") or {}
+    images = plan.get("images") or []
+    containers = plan.get("containers") or []
+    estimate = plan.get("estimate") or {}
+    record.update(
+        verdict=plan.get("verdict", ""),
+        blockers=_checks(plan, "blocker"),
+        warnings=_checks(plan, "warning"),
+        infos=_checks(plan, "info"),
+        engine={
+            "version": engine.get("version"),
+            "store": engine.get("store"),
+            "driver": engine.get("driver"),
+        },
+        containers_option=(plan.get("options") or {}).get("containers"),
+        images=len(images),
+        tags=sum(len(image.get("tags") or []) for image in images),
+        dangling=sum(1 for image in images if not image.get("tags")),
+        containers=len(containers),
+        running=sum(1 for c in containers if c.get("state") == "running"),
+        volumes=len(plan.get("volumes") or []),
+        estimate={
+            key: estimate.get(key)
+            for key in (
+                "unique_layer_bytes", "archive_bytes", "new_store_bytes", "export_seconds",
+                "restart_seconds", "import_seconds", "verify_seconds", "total_seconds",
+                "downtime_seconds",
+            )
+        },  # fmt: skip
+        disk={
+            "shared_filesystem": estimate.get("shared_filesystem"),
+            "state_dir": _disk(plan, "state_dir", "state_dir_need_bytes"),
+            "data_root": _disk(plan, "data_root", "data_root_need_bytes"),
+        },
+        generated_at=plan.get("generated_at"),
+    )
+    return record
+
+
+def _sum(records: Iterable[Mapping[str, Any]], *path: str) -> float:
+    total = 0.0
+    for record in records:
+        value: Any = record
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, int | float):
+            total += value
+    return total
+
+
+def _missing(host: str, what: str) -> dict[str, Any]:
+    return {"host": host, "state": "error", "exit_code": None, "exit": "did not run",
+            "error": f"no {what} recorded: the host failed before it", "hint": "",
+            "blockers": [], "warnings": [], "infos": [], "verdict": ""}  # fmt: skip
+
+
+def plan_fleet(
+    records: Iterable[Mapping[str, Any] | None], names: Iterable[str] | None = None, **meta: Any
+) -> dict[str, Any]:
+    """The fleet report: every host, totals, hosts grouped by state and by blocker.
+
+    `records` are plan_record() results in the order of `names` (None: the host has none).
+    """
+    given = list(records)
+    order = list(names) if names is not None else [r["host"] for r in given if r]
+    hosts = [dict(r) if r else _missing(h, "plan") for h, r in zip(order, given, strict=False)]
+    by_state: dict[str, list[str]] = {"ready": [], "blocked": [], "error": [], "unreachable": []}
+    by_blocker: dict[str, dict[str, Any]] = {}
+    by_warning: dict[str, dict[str, Any]] = {}
+    for record in hosts:
+        by_state.setdefault(record["state"], []).append(record["host"])
+        for key, group in (("blockers", by_blocker), ("warnings", by_warning)):
+            for check in record.get(key) or []:
+                entry = group.setdefault(
+                    check["id"], {"id": check["id"], "hint": check["hint"], "hosts": []}
+                )
+                entry["hosts"].append({"host": record["host"], "message": check["message"]})
+    if by_state["error"] or by_state["unreachable"]:
+        by_blocker_errors = by_state["error"] + by_state["unreachable"]
+        by_blocker["plan-failed"] = {
+            "id": "plan-failed",
+            "hint": "the plan did not run to the end: see the host's error",
+            "hosts": [
+                {"host": r["host"], "message": r.get("error") or r.get("exit")}
+                for r in hosts
+                if r["host"] in by_blocker_errors
+            ],
+        }
+    planned = [r for r in hosts if "estimate" in r]
+    totals = {
+        "hosts": len(hosts),
+        **{state: len(names) for state, names in by_state.items()},
+        "images": int(_sum(planned, "images")),
+        "tags": int(_sum(planned, "tags")),
+        "containers": int(_sum(planned, "containers")),
+        "running": int(_sum(planned, "running")),
+        "volumes": int(_sum(planned, "volumes")),
+        "archive_bytes": int(_sum(planned, "estimate", "archive_bytes")),
+        "state_dir_need_bytes": int(_sum(planned, "disk", "state_dir", "need_bytes")),
+        "downtime_seconds": round(_sum(planned, "estimate", "downtime_seconds"), 1),
+        "total_seconds": round(_sum(planned, "estimate", "total_seconds"), 1),
+        "longest_downtime_seconds": round(
+            max((r["estimate"].get("downtime_seconds") or 0 for r in planned), default=0), 1
+        ),
+    }
+    return {
+        "kind": "containerd-migrate fleet plan",
+        "generated_at": now_utc(),
+        **meta,
+        "totals": totals,
+        "by_state": by_state,
+        "by_blocker": sorted(by_blocker.values(), key=lambda g: (-len(g["hosts"]), g["id"])),
+        "by_warning": sorted(by_warning.values(), key=lambda g: (-len(g["hosts"]), g["id"])),
+        "hosts": hosts,
+    }
+
+
+# --- migrate -----------------------------------------------------------------------------
+
+
+def _ran(result: Mapping[str, Any] | None) -> bool:
+    return bool(result) and not result.get("skipped") and "rc" in result  # type: ignore[union-attr]
+
+
+def window_seconds(status: Mapping[str, Any] | None) -> float | None:
+    """Seconds the host spent in quiesce..verify (its maintenance window) per `status`."""
+    phases = (status or {}).get("phases") or []
+    seconds = [p.get("seconds") for p in phases if p.get("name") in WINDOW_PHASES]
+    known = [s for s in seconds if isinstance(s, int | float)]
+    return round(sum(known), 1) if known else None
+
+
+def migrate_record(
+    host: str,
+    plan: Mapping[str, Any] | None,
+    prepare: Mapping[str, Any] | None,
+    run: Mapping[str, Any] | None,
+    verify: Mapping[str, Any] | None,
+    rollback: Mapping[str, Any] | None,
+    status: Mapping[str, Any] | None,
+    batch: Any = None,
+) -> dict[str, Any]:
+    """What happened to one host in migrate.yml, with its outcome.
+
+    outcome: migrated | rolled_back (a failure: the tool restored the host) | failed (the host
+    may be half way: see `status`) | skipped (plan not ready, blocked at run time, or locked).
+    """
+    plan_info = plan_record(plan, host)
+    state = _json((status or {}).get("stdout"))
+    record: dict[str, Any] = {
+        "host": host,
+        "batch": batch,
+        "plan": plan_info["state"],
+        "blockers": [b["id"] for b in plan_info.get("blockers") or []],
+        "steps": {},
+        "migration_id": (state or {}).get("migration_id"),
+        "journal_outcome": (state or {}).get("outcome"),
+        "window_seconds": window_seconds(state),
+        "run_seconds": None,
+    }
+    for name, result in (("prepare", prepare), ("run", run), ("verify", verify),
+                         ("rollback", rollback)):  # fmt: skip
+        if _ran(result):
+            record["steps"][name] = {
+                "exit_code": _int(result["rc"]),  # type: ignore[index]
+                "exit": exit_meaning(result["rc"]),  # type: ignore[index]
+                "seconds": duration_seconds(result.get("delta")),  # type: ignore[union-attr]
+                "attempts": result.get("attempts", 1),  # type: ignore[union-attr]
+                **cli_error(result),
+            }
+    if _ran(run):
+        record["run_seconds"] = record["steps"]["run"]["seconds"]
+    outcome, reason = _migrate_outcome(plan_info, record["steps"])
+    record.update(outcome=outcome, reason=reason, failed=outcome in FAILED_OUTCOMES)
+    return record
+
+
+def _migrate_outcome(
+    plan: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, str]:
+    if plan["state"] != "ready":
+        blockers = ", ".join(b["id"] for b in plan.get("blockers") or [])
+        why = f"blocked: {blockers}" if blockers else (plan.get("error") or plan["exit"])
+        return "skipped", f"plan not ready ({why})"
+    for name in ("prepare", "run"):
+        step = steps.get(name)
+        if step is None:
+            continue
+        code = step["exit_code"]
+        detail = step["error"] or step["exit"]
+        if code == LOCKED:
+            return "skipped", f"{name}: locked by another run after {step['attempts']} attempt(s)"
+        if code == 3:
+            return "skipped", f"{name} blocked: {detail}"
+        if code == 10:
+            return "rolled_back", f"{name}: {detail}"
+        if code != 0:
+            return "failed", f"{name}: {detail}"
+    if "run" not in steps:
+        return "failed", "run did not start"
+    verify = steps.get("verify")
+    if verify is not None and verify["exit_code"] != 0:
+        rollback = steps.get("rollback")
+        detail = verify["error"] or verify["exit"]
+        if rollback is not None and rollback["exit_code"] == 0:
+            return "rolled_back", f"verify: {detail}; rolled back by the play"
+        return "failed", f"verify: {detail}"
+    return "migrated", "verified on the containerd store"
+
+
+def migrate_summary(
+    records: Iterable[Mapping[str, Any] | None], hosts: Iterable[str], **meta: Any
+) -> dict[str, Any]:
+    """The rollout summary: every host of the play, attempted or not, with totals."""
+    by_host = {r["host"]: dict(r) for r in records if r}
+    rows = []
+    for host in hosts:
+        rows.append(by_host.get(host) or {"host": host, "outcome": "not_started",
+                                          "reason": "not reached: the rollout stopped or "
+                                                    "has not got to this batch yet"})  # fmt: skip
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    groups = {
+        outcome: [r["host"] for r in rows if r["outcome"] == outcome]
+        for outcome in ("migrated", "rolled_back", "failed", "skipped", "not_started")
+    }
+    failed = groups["rolled_back"] + groups["failed"]
+    return {
+        "kind": "containerd-migrate rollout",
+        "generated_at": now_utc(),
+        **meta,
+        "stopped": bool(failed),
+        "counts": {outcome: len(names) for outcome, names in groups.items()},
+        "outcomes": groups,
+        "hosts": rows,
+    }
+
+
+# --- rollback ----------------------------------------------------------------------------
+
+
+def rollback_record(
+    host: str,
+    before: Mapping[str, Any] | None,
+    rollback: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What `rollback --yes` restored on one host, from its stdout and `status` around it."""
+    status_before = _json((before or {}).get("stdout")) or {}
+    status_after = _json((after or {}).get("stdout")) or {}
+    rollback = rollback or {}
+    rc = _int(rollback.get("rc"))
+    did, checked, other = [], [], []
+    section = ""
+    for raw in str(rollback.get("stdout") or "").splitlines():
+        line = raw.strip()
+        if line in ("rollback:", "checked:"):
+            section = line
+            continue
+        if line.startswith("did: "):
+            did.append(line.removeprefix("did: "))
+        elif line.startswith(("ok: ", "FAIL", "fail: ")) or section == "checked:":
+            checked.append(line)
+        elif line:
+            other.append(line)
+    if rc == 0 and not did:
+        outcome = "nothing_to_do"
+    elif rc == 0:
+        outcome = "restored"
+    elif rc == 3:
+        outcome = "drifted"
+    elif rc == LOCKED:
+        outcome = "locked"
+    else:
+        outcome = "failed"
+    return {
+        "host": host,
+        "outcome": outcome,
+        "failed": outcome in ("failed", "drifted", "locked"),
+        "exit_code": rc,
+        "exit": exit_meaning(rc),
+        **cli_error(rollback),
+        "migration_id": status_after.get("migration_id") or status_before.get("migration_id"),
+        "outcome_before": status_before.get("outcome"),
+        "outcome_after": status_after.get("outcome"),
+        "would_undo": status_before.get("rollback_would_undo") or [],
+        "restored": did,
+        "checked": checked,
+        "messages": other,
+        "seconds": duration_seconds(rollback.get("delta")),
+        "attempts": rollback.get("attempts", 1),
+    }
+
+
+def rollback_summary(records: Iterable[Mapping[str, Any] | None], **meta: Any) -> dict[str, Any]:
+    rows = [dict(r) for r in records if r]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    return {
+        "kind": "containerd-migrate fleet rollback",
+        "generated_at": now_utc(),
+        **meta,
+        "counts": counts,
+        "hosts": rows,
+    }
+
+
+class FilterModule:
+    """containerd-migrate report filters (`cm_*`)."""
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "cm_exit_name": exit_name,
+            "cm_exit_meaning": exit_meaning,
+            "cm_cli_error": cli_error,
+            "cm_duration_seconds": duration_seconds,
+            "cm_human_bytes": human_bytes,
+            "cm_human_seconds": human_seconds,
+            "cm_md": md_cell,
+            "cm_plan_record": plan_record,
+            "cm_plan_fleet": plan_fleet,
+            "cm_window_seconds": window_seconds,
+            "cm_migrate_record": migrate_record,
+            "cm_migrate_summary": migrate_summary,
+            "cm_rollback_record": rollback_record,
+            "cm_rollback_summary": rollback_summary,
+        }
