@@ -137,6 +137,18 @@ def now_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def host_facts(hostvars: Mapping[str, Any], names: Iterable[str], key: str) -> list[Any]:
+    """hostvars[name][key] for each name, None where the host has no such variable."""
+    found = []
+    for name in names:
+        try:
+            value = hostvars[name][key]
+        except (KeyError, TypeError):
+            value = None
+        found.append(value)
+    return found
+
+
 # --- plan --------------------------------------------------------------------------------
 
 
@@ -308,16 +320,18 @@ def plan_fleet(
 # --- migrate -----------------------------------------------------------------------------
 
 
-def _ran(result: Mapping[str, Any] | None) -> bool:
-    return bool(result) and not result.get("skipped") and "rc" in result  # type: ignore[union-attr]
-
-
 def window_seconds(status: Mapping[str, Any] | None) -> float | None:
     """Seconds the host spent in quiesce..verify (its maintenance window) per `status`."""
     phases = (status or {}).get("phases") or []
     seconds = [p.get("seconds") for p in phases if p.get("name") in WINDOW_PHASES]
     known = [s for s in seconds if isinstance(s, int | float)]
     return round(sum(known), 1) if known else None
+
+
+def _output(result: Mapping[str, Any], limit: int = 60) -> list[str]:
+    lines = [line.rstrip() for line in str(result.get("stdout") or "").splitlines()]
+    lines = [line for line in lines if line.strip()]
+    return lines if len(lines) <= limit else [*lines[: limit - 1], f"... {len(lines) - limit + 1} more"]
 
 
 def migrate_record(
@@ -328,18 +342,21 @@ def migrate_record(
     verify: Mapping[str, Any] | None,
     rollback: Mapping[str, Any] | None,
     status: Mapping[str, Any] | None,
-    batch: Any = None,
+    wave: str = "rollout",
+    canary_required: bool = True,
 ) -> dict[str, Any]:
     """What happened to one host in migrate.yml, with its outcome.
 
     outcome: migrated | rolled_back (a failure: the tool restored the host) | failed (the host
     may be half way: see `status`) | skipped (plan not ready, blocked at run time, or locked).
+    `failed` is what fails the host in the play: rolled_back and failed always, and a canary
+    that did not migrate when `canary_required` (the batches must not go first).
     """
     plan_info = plan_record(plan, host)
     state = _json((status or {}).get("stdout"))
     record: dict[str, Any] = {
         "host": host,
-        "batch": batch,
+        "wave": wave,
         "plan": plan_info["state"],
         "blockers": [b["id"] for b in plan_info.get("blockers") or []],
         "steps": {},
@@ -350,19 +367,28 @@ def migrate_record(
     }
     for name, result in (("prepare", prepare), ("run", run), ("verify", verify),
                          ("rollback", rollback)):  # fmt: skip
-        if _ran(result):
+        if result and _ran(result):
             record["steps"][name] = {
-                "exit_code": _int(result["rc"]),  # type: ignore[index]
-                "exit": exit_meaning(result["rc"]),  # type: ignore[index]
-                "seconds": duration_seconds(result.get("delta")),  # type: ignore[union-attr]
-                "attempts": result.get("attempts", 1),  # type: ignore[union-attr]
+                "exit_code": _int(result["rc"]),
+                "exit": exit_meaning(result["rc"]),
+                "seconds": duration_seconds(result.get("delta")),
+                "attempts": result.get("attempts", 1),
                 **cli_error(result),
+                "output": _output(result),
             }
-    if _ran(run):
+    if "run" in record["steps"]:
         record["run_seconds"] = record["steps"]["run"]["seconds"]
     outcome, reason = _migrate_outcome(plan_info, record["steps"])
-    record.update(outcome=outcome, reason=reason, failed=outcome in FAILED_OUTCOMES)
+    failed = outcome in FAILED_OUTCOMES
+    if wave == "canary" and outcome != "migrated" and canary_required:
+        failed = True
+        reason += "; the canary did not migrate, so the batches do not start"
+    record.update(outcome=outcome, reason=reason, failed=failed)
     return record
+
+
+def _ran(result: Mapping[str, Any]) -> bool:
+    return not result.get("skipped") and "rc" in result
 
 
 def _migrate_outcome(
@@ -370,7 +396,7 @@ def _migrate_outcome(
 ) -> tuple[str, str]:
     if plan["state"] != "ready":
         blockers = ", ".join(b["id"] for b in plan.get("blockers") or [])
-        why = f"blocked: {blockers}" if blockers else (plan.get("error") or plan["exit"])
+        why = f"blocked: {blockers}" if blockers else f"{plan['exit']}: {plan.get('error')}"
         return "skipped", f"plan not ready ({why})"
     for name in ("prepare", "run"):
         step = steps.get(name)
@@ -385,7 +411,7 @@ def _migrate_outcome(
         if code == 10:
             return "rolled_back", f"{name}: {detail}"
         if code != 0:
-            return "failed", f"{name}: {detail}"
+            return "failed", f"{name}: {step['exit']}: {detail}"
     if "run" not in steps:
         return "failed", "run did not start"
     verify = steps.get("verify")
@@ -394,34 +420,78 @@ def _migrate_outcome(
         detail = verify["error"] or verify["exit"]
         if rollback is not None and rollback["exit_code"] == 0:
             return "rolled_back", f"verify: {detail}; rolled back by the play"
-        return "failed", f"verify: {detail}"
+        return "failed", f"verify: {verify['exit']}: {detail}"
     return "migrated", "verified on the containerd store"
 
 
+def _wave_name(wave: str) -> str:
+    return "the canary" if wave == "canary" else wave
+
+
+def _percent(value: Any) -> float:
+    text = str(value if value is not None else 0).strip().rstrip("%")
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
 def migrate_summary(
-    records: Iterable[Mapping[str, Any] | None], hosts: Iterable[str], **meta: Any
+    records: Iterable[Mapping[str, Any] | None],
+    names: Iterable[str],
+    *,
+    canary: Iterable[str] = (),
+    batch: Iterable[str] = (),
+    wave: str = "rollout",
+    max_fail_percentage: Any = 0,
+    **meta: Any,
 ) -> dict[str, Any]:
-    """The rollout summary: every host of the play, attempted or not, with totals."""
+    """The rollout summary after the current wave: every host, attempted or not.
+
+    `stopped` says whether the rollout stops after this wave, as Ansible decides it: more than
+    max_fail_percentage of the wave's hosts failed (the canary: any), or all of them did.
+    """
+    order = list(names)
     by_host = {r["host"]: dict(r) for r in records if r}
+    wave_hosts = list(batch)
+    failed_now = [h for h in wave_hosts if by_host.get(h, {}).get("failed")]
+    limit = 0.0 if wave == "canary" else _percent(max_fail_percentage)
+    stopped = bool(wave_hosts) and bool(failed_now) and (
+        len(failed_now) * 100.0 / len(wave_hosts) > limit or len(failed_now) == len(wave_hosts)
+    )
     rows = []
-    for host in hosts:
-        rows.append(by_host.get(host) or {"host": host, "outcome": "not_started",
-                                          "reason": "not reached: the rollout stopped or "
-                                                    "has not got to this batch yet"})  # fmt: skip
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    for host in order:
+        row = by_host.get(host)
+        if row is None:
+            why = (f"the rollout stopped after {_wave_name(wave)}" if stopped
+                   else "pending: a later batch")  # fmt: skip
+            row = {"host": host, "wave": None, "outcome": "not_started", "reason": why,
+                   "failed": False, "steps": {}, "migration_id": None, "journal_outcome": None,
+                   "window_seconds": None, "run_seconds": None}  # fmt: skip
+        rows.append(row)
     groups = {
         outcome: [r["host"] for r in rows if r["outcome"] == outcome]
         for outcome in ("migrated", "rolled_back", "failed", "skipped", "not_started")
     }
-    failed = groups["rolled_back"] + groups["failed"]
+    if stopped:
+        state = f"stopped after {_wave_name(wave)}: " + ", ".join(
+            f"{h} {by_host[h]['outcome'].replace('_', ' ')}" for h in failed_now
+        )
+    elif groups["not_started"]:
+        state = f"in progress: {_wave_name(wave)} done"
+    else:
+        state = "complete"
     return {
         "kind": "containerd-migrate rollout",
         "generated_at": now_utc(),
         **meta,
-        "stopped": bool(failed),
-        "counts": {outcome: len(names) for outcome, names in groups.items()},
+        "canary": list(canary),
+        "last_wave": wave,
+        "last_wave_hosts": wave_hosts,
+        "max_fail_percentage": limit,
+        "stopped": stopped,
+        "state": state,
+        "counts": {outcome: len(hosts) for outcome, hosts in groups.items()},
         "outcomes": groups,
         "hosts": rows,
     }
@@ -502,6 +572,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
+            "cm_host_facts": host_facts,
             "cm_exit_name": exit_name,
             "cm_exit_meaning": exit_meaning,
             "cm_cli_error": cli_error,
