@@ -25,7 +25,7 @@ import docker.errors
 import requests.exceptions
 
 from migrate.engine.convert import JSON, engine_info, image_record
-from migrate.errors import EngineError, EngineUnreachable
+from migrate.errors import EngineError, EngineUnreachable, UsageError
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
@@ -42,12 +42,46 @@ PROBE_TIMEOUT = 5.0
 
 
 def _unreachable_hint(host: str) -> str:
+    # Generic on purpose: a command that has a migration to resume adds how (the runner).
     return (
-        f"check that dockerd is running and that {host} is the right address "
-        "(--host or DOCKER_HOST), and that you may use its socket (usually: run as root); "
-        "a migration that stopped here resumes with `containerd-migrate run` once the "
-        "daemon answers, or is undone with `containerd-migrate rollback`"
+        f"check that dockerd is running, that {host} is its address (--host or DOCKER_HOST, "
+        "e.g. unix:///var/run/docker.sock), and that you may use its socket (usually: run "
+        "as root)"
     )
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause in a few words, not urllib3's nested repr."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError):
+            return "no such socket"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, PermissionError):
+            return "permission denied on the socket"
+        inner = getattr(seen, "reason", None)  # urllib3's MaxRetryError wraps the cause
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__ or seen.__context__
+    text = str(exc)
+    for needle, reason in (("No such file", "no such socket"),
+                           ("Connection refused", "connection refused"),
+                           ("Permission denied", "permission denied on the socket"),
+                           ("Name or service not known", "unknown host name")):
+        if needle in text:
+            return reason
+    return "no answer"
+
+
+def base_url(host: str) -> str:
+    """The SDK's address for `host`; a bare socket path is taken as unix://PATH."""
+    if host.startswith("/"):
+        return f"unix://{host}"
+    if "://" not in host:
+        raise UsageError(
+            f"--host {host!r} is neither a URL nor an absolute socket path",
+            "use unix:///path/to/docker.sock (or the path itself), or tcp://HOST:2375",
+        )
+    return host
 
 
 @contextmanager
@@ -56,8 +90,8 @@ def _mapped_errors(host: str, action: str) -> Iterator[None]:
         yield
     except (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionError) as exc:
         raise EngineUnreachable(
-            f"cannot reach the Docker daemon at {host} while trying to {action}: {exc}",
-            _unreachable_hint(host),
+            f"cannot reach the Docker daemon at {host} ({_reason(exc)}) while trying to "
+            f"{action}", _unreachable_hint(host),
         ) from exc
     except requests.exceptions.Timeout as exc:
         raise EngineUnreachable(
@@ -68,7 +102,7 @@ def _mapped_errors(host: str, action: str) -> Iterator[None]:
         explanation = getattr(exc, "explanation", None) or str(exc)
         if "Connection" in str(exc) or "No such file" in str(exc):
             raise EngineUnreachable(
-                f"cannot reach the Docker daemon at {host}: {explanation}",
+                f"cannot reach the Docker daemon at {host} ({_reason(exc)})",
                 _unreachable_hint(host),
             ) from exc
         raise EngineError(
@@ -108,7 +142,8 @@ class Engine:
     def __init__(self, host: str, timeout: float = 120.0):
         self.host = host
         with _mapped_errors(host, "connect"):
-            self._api = docker.APIClient(base_url=host, version="auto", timeout=timeout)
+            self._api = docker.APIClient(base_url=base_url(host), version="auto",
+                                         timeout=timeout)
 
     def close(self) -> None:
         self._api.close()

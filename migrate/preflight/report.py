@@ -41,6 +41,8 @@ class PlanReport(Frozen):
     launch: DaemonLaunch
     state_dir: FilesystemFacts
     data_root: FilesystemFacts
+    # The command `run` will restart dockerd with (empty: unknown, see the checks).
+    restart_command: tuple[str, ...] = ()
     images: tuple[ImageRecord, ...] = ()
     containers: tuple[ContainerRecord, ...] = ()
     volumes: tuple[VolumeRecord, ...] = ()
@@ -103,6 +105,7 @@ def build_plan(
         launch=public_launch(facts.launch),
         state_dir=facts.state_dir,
         data_root=facts.data_root,
+        restart_command=tuple(redact(word) for word in facts.restart_command),
         images=inventory.images,
         containers=inventory.containers,
         volumes=inventory.volumes,
