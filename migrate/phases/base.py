@@ -104,6 +104,8 @@ class UndoContext:
     inventory_path: Path
     force: bool = False
     purge_imported: bool = False
+    # Imports of earlier rolled-back migrations of this state dir, purged with this one's.
+    earlier_imports: tuple[JSONDict, ...] = ()
 
 
 class Phase(Protocol):

@@ -259,7 +259,8 @@ class Runner:
         state = journal.state()
         ctx = UndoContext(options=self.options, connect=self.connect,
                           inventory_path=self.state_dir.inventory_path, force=force,
-                          purge_imported=purge_imported)
+                          purge_imported=purge_imported,
+                          earlier_imports=tuple(dict(i) for i in state.earlier_imports))
         to_undo = state.phases_to_undo()
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
