@@ -8,6 +8,7 @@ is pure over these values.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -54,6 +55,9 @@ class HostFacts(Frozen):
     # in `restart_problem` when it cannot be.
     restart_command: tuple[str, ...] = ()
     restart_problem: str | None = None
+    # Which machine and which daemon: a change ticket names both.
+    hostname: str = ""
+    daemon_host: str = ""
 
     @property
     def shared_filesystem(self) -> bool:
@@ -99,4 +103,6 @@ def gather_facts(
         is_root=os.geteuid() == 0,
         restart_command=restart,
         restart_problem=problem,
+        hostname=socket.gethostname(),
+        daemon_host=engine.host,
     )

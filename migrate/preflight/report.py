@@ -33,6 +33,8 @@ _REPORTED_ENV_PREFIXES = ("DOCKER_", "CONTAINERD_")
 class PlanReport(Frozen):
     schema_version: int = PLAN_SCHEMA_VERSION
     generated_at: datetime
+    hostname: str = ""
+    daemon_host: str = ""
     options: PlanOptions
     engine: EngineInfo
     daemon_config: DaemonConfigState
@@ -97,7 +99,9 @@ def build_plan(
     est = estimate(inventory, options.throughput_mbps, shared_filesystem=facts.shared_filesystem)
     checks = evaluate_checks(facts, options, est)
     return PlanReport(
-        generated_at=generated_at or inventory.taken_at,
+        generated_at=(generated_at or inventory.taken_at).replace(microsecond=0),
+        hostname=facts.hostname,
+        daemon_host=facts.daemon_host,
         options=options,
         engine=inventory.engine,
         daemon_config=public_config(facts.daemon_config),
