@@ -62,7 +62,8 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 def plan_in_process(sandbox: Sandbox, state_dir: Path) -> PlanReport:
     opts = GlobalOptions(host=sandbox.host, daemon_config=sandbox.daemon_json,
                          state_dir=state_dir)
-    report = make_report(opts, PlanArgs(fmt="json", containers="leave"))
+    report = make_report(opts, PlanArgs(fmt="json", containers="leave",
+                                        restart_command=sandbox.restart_command))
     render(report, "json")
     return report
 
@@ -71,7 +72,8 @@ def plan_cli(sandbox: Sandbox, state_dir: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "migrate", "--host", sandbox.host,
          "--daemon-config", str(sandbox.daemon_json), "--state-dir", str(state_dir),
-         "plan", "--format", "json", "--containers", "leave"],
+         "plan", "--format", "json", "--containers", "leave",
+         "--restart-command", sandbox.restart_command],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:

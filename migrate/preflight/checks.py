@@ -138,6 +138,13 @@ def daemon_config_not_read(c: Ctx) -> Check | None:
                       "/etc/docker/daemon.json")
     if _same_file(c.config, read):
         return None
+    if read == os.devnull and not c.config.exists:
+        # A launcher that passes /dev/null while there is no daemon.json and the file once
+        # it exists (as the test sandboxes do) reads the switched file; a plain dockerd not.
+        return _check("daemon-config-not-read", WARNING,
+                      f"dockerd is started with --config-file {read}: it reads no daemon.json "
+                      f"now; the switch creates {c.config.path}",
+                      f"make sure the restart passes --config-file {c.config.path}")
     # Switching a file dockerd never reads brings the daemon back on the legacy store.
     return _check("daemon-config-not-read", BLOCKER,
                   f"dockerd reads {read}, not {c.config.path}",

@@ -259,3 +259,10 @@ def test_daemon_config_mismatch_names_the_file_dockerd_reads() -> None:
     check = run(facts(launch=parse_dockerd_argv(["dockerd", "--config-file", "/srv/d.json"],
                                                 source="proc")))["daemon-config-not-read"]
     assert "/srv/d.json" in check.message and "--daemon-config /srv/d.json" in check.hint
+
+
+def test_dev_null_config_with_no_daemon_json_is_a_warning() -> None:
+    host = facts(config={"exists": False, "data": None},
+                 launch=parse_dockerd_argv(["dockerd", "--config-file", "/dev/null"],
+                                           source="proc"))
+    assert severity(host, "daemon-config-not-read") is Severity.WARNING
