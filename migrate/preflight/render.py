@@ -16,9 +16,9 @@ from migrate.errors import UsageError
 from migrate.preflight.checks import Check, Severity
 from migrate.preflight.facts import FilesystemFacts
 from migrate.preflight.report import PlanReport
+from migrate.support.sizes import human_binary_bytes
 
 Format = Literal["text", "json", "markdown"]
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 _SEVERITY_TITLES = ((Severity.BLOCKER, "Blockers"), (Severity.WARNING, "Warnings"),
                     (Severity.INFO, "Info"))
 
@@ -33,14 +33,7 @@ class Table:
 
 
 def human_bytes(size: int | None) -> str:
-    if size is None:
-        return "unknown"
-    value = float(size)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "unknown" if size is None else human_binary_bytes(size)
 
 
 def human_duration(seconds: float) -> str:
