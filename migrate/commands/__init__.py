@@ -8,8 +8,10 @@ from migrate.commands.rollback import RollbackArgs, rollback
 from migrate.commands.run import RunArgs, run
 from migrate.commands.status import status
 from migrate.commands.verify import verify_command as verify
+from migrate.preflight.facts import CONTAINERS_POLICIES
 
 __all__ = [
-    "Console", "GlobalOptions", "PlainConsole", "PlanArgs", "RollbackArgs", "RunArgs",
+    "CONTAINERS_POLICIES", "Console", "GlobalOptions", "PlainConsole", "PlanArgs",
+    "RollbackArgs", "RunArgs",
     "cleanup", "export", "plan", "rollback", "run", "status", "verify",
 ]

@@ -11,6 +11,7 @@ from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
 from migrate.journal.state_dir import StateDir
 from migrate.models import Inventory, Store
 from migrate.phases.volume_guard import remove_guard
+from migrate.support.sizes import human_bytes
 
 
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
@@ -18,6 +19,8 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
     state_dir = open_state(opts)
     with state_dir.lock():
         state = state_dir.journal().state()
+        if state.outcome == "rolled_back":
+            return _after_rollback(opts, state_dir, prune_legacy)
         if not (state.outcome == "completed" and state.phase("verify").status == "done"):
             raise BlockedError("cleanup needs a completed, verified migration",
                                "see `containerd-migrate status`; finish it with "
@@ -31,8 +34,24 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                 _prune_legacy(opts, state_dir, info.data_root, yes, interactive)
             removed_guard = remove_guard(engine)
         freed = delete_archives(state_dir.archives_dir)
-    opts.console.emit(f"cleanup: deleted the archives, {freed} bytes freed"
+    opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
                       + ("; removed the volume guard" if removed_guard else ""))
+    return int(ExitCode.OK)
+
+
+def _after_rollback(opts: GlobalOptions, state_dir: StateDir, prune_legacy: bool) -> int:
+    """The host is on the legacy store again: what the migration left in the state dir is
+    only disk use, and the legacy data is the live data, never pruned."""
+    if prune_legacy:
+        raise BlockedError("the migration was rolled back: the legacy data is the data the "
+                           "daemon uses now; nothing was deleted",
+                           "run `containerd-migrate cleanup` without --prune-legacy to "
+                           "delete the archives")
+    freed = delete_archives(state_dir.archives_dir)
+    opts.console.emit(f"cleanup: the migration was rolled back; deleted the archives, "
+                      f"{human_bytes(freed)} freed; images imported into the containerd "
+                      "store stay until `containerd-migrate rollback --purge-imported` (or a "
+                      "new migration reuses them)")
     return int(ExitCode.OK)
 
 

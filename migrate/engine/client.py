@@ -14,18 +14,20 @@ range for that reason.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 import docker
 import docker.errors
 import requests.exceptions
 
 from migrate.engine.convert import JSON, engine_info, image_record
-from migrate.errors import EngineError, EngineUnreachable
+from migrate.errors import EngineError, EngineUnreachable, UsageError
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
@@ -35,6 +37,8 @@ from migrate.models import (
     VolumeRecord,
 )
 
+T = TypeVar("T")
+R = TypeVar("R")
 CHUNK_SIZE = 1024 * 1024
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 # One short API answer: a daemon that hangs half-started must not eat a whole deadline.
@@ -42,12 +46,46 @@ PROBE_TIMEOUT = 5.0
 
 
 def _unreachable_hint(host: str) -> str:
+    # Generic on purpose: a command that has a migration to resume adds how (the runner).
     return (
-        f"check that dockerd is running and that {host} is the right address "
-        "(--host or DOCKER_HOST), and that you may use its socket (usually: run as root); "
-        "a migration that stopped here resumes with `containerd-migrate run` once the "
-        "daemon answers, or is undone with `containerd-migrate rollback`"
+        f"check that dockerd is running, that {host} is its address (--host or DOCKER_HOST, "
+        "e.g. unix:///var/run/docker.sock), and that you may use its socket (usually: run "
+        "as root)"
     )
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause in a few words, not urllib3's nested repr."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError):
+            return "no such socket"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, PermissionError):
+            return "permission denied on the socket"
+        inner = getattr(seen, "reason", None)  # urllib3's MaxRetryError wraps the cause
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__ or seen.__context__
+    text = str(exc)
+    for needle, reason in (("No such file", "no such socket"),
+                           ("Connection refused", "connection refused"),
+                           ("Permission denied", "permission denied on the socket"),
+                           ("Name or service not known", "unknown host name")):
+        if needle in text:
+            return reason
+    return "no answer"
+
+
+def base_url(host: str) -> str:
+    """The SDK's address for `host`; a bare socket path is taken as unix://PATH."""
+    if host.startswith("/"):
+        return f"unix://{host}"
+    if "://" not in host:
+        raise UsageError(
+            f"--host {host!r} is neither a URL nor an absolute socket path",
+            "use unix:///path/to/docker.sock (or the path itself), or tcp://HOST:2375",
+        )
+    return host
 
 
 @contextmanager
@@ -56,8 +94,8 @@ def _mapped_errors(host: str, action: str) -> Iterator[None]:
         yield
     except (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionError) as exc:
         raise EngineUnreachable(
-            f"cannot reach the Docker daemon at {host} while trying to {action}: {exc}",
-            _unreachable_hint(host),
+            f"cannot reach the Docker daemon at {host} ({_reason(exc)}) while trying to "
+            f"{action}", _unreachable_hint(host),
         ) from exc
     except requests.exceptions.Timeout as exc:
         raise EngineUnreachable(
@@ -68,7 +106,7 @@ def _mapped_errors(host: str, action: str) -> Iterator[None]:
         explanation = getattr(exc, "explanation", None) or str(exc)
         if "Connection" in str(exc) or "No such file" in str(exc):
             raise EngineUnreachable(
-                f"cannot reach the Docker daemon at {host}: {explanation}",
+                f"cannot reach the Docker daemon at {host} ({_reason(exc)})",
                 _unreachable_hint(host),
             ) from exc
         raise EngineError(
@@ -102,16 +140,49 @@ class _SizedBody:
         return self._size
 
 
+# Inventory calls (one inspect per image and container, one diff per container) run on
+# this many connections at once: serial, they made `plan` 5x slower than the docker CLI on
+# 1,000 images. Each worker thread has its own APIClient: a requests Session is not
+# documented as thread-safe.
+PARALLEL_CALLS = 8
+
+
 class Engine:
     """A connection to one Docker daemon."""
 
     def __init__(self, host: str, timeout: float = 120.0):
         self.host = host
+        self._timeout = timeout
+        self._local = threading.local()
+        self._workers: list[docker.APIClient] = []
+        self._workers_lock = threading.Lock()
         with _mapped_errors(host, "connect"):
-            self._api = docker.APIClient(base_url=host, version="auto", timeout=timeout)
+            self._main = docker.APIClient(base_url=base_url(host), version="auto",
+                                          timeout=timeout)
+
+    @property
+    def _api(self) -> docker.APIClient:
+        """This thread's client: the main one, or a worker's own (see PARALLEL_CALLS)."""
+        if threading.current_thread() is threading.main_thread():
+            return self._main
+        api: docker.APIClient | None = getattr(self._local, "api", None)
+        if api is None:
+            # The negotiated version is reused: no /version round trip per worker.
+            api = docker.APIClient(base_url=base_url(self.host), version=self._main.api_version,
+                                   timeout=self._timeout)
+            self._local.api = api
+            with self._workers_lock:
+                self._workers.append(api)
+        return api
+
+    def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        with ThreadPoolExecutor(max_workers=PARALLEL_CALLS) as pool:
+            return list(pool.map(fn, items))
 
     def close(self) -> None:
-        self._api.close()
+        for api in self._workers:
+            api.close()
+        self._main.close()
 
     def __enter__(self) -> Self:
         return self
@@ -155,15 +226,18 @@ class Engine:
     def list_images(self) -> tuple[ImageRecord, ...]:
         # `all=False` hides intermediate build parents, which are not separate images to move.
         summaries = self._call("list images", self._api.images)
-        records = [self.inspect_image(s["Id"]) for s in summaries]
+        records = self._map(self.inspect_image, [s["Id"] for s in summaries])
         return tuple(sorted((r for r in records if r), key=lambda r: (r.tags, r.id)))
 
     def list_containers(self, details: bool = True) -> tuple[ContainerRecord, ...]:
         """`details=False` skips the per-container inspect and diff calls (restart policy,
         changed writable layer): the inventory needs them, state checks do not."""
         summaries = self._call("list containers", self._api.containers, all=True)
+        ids = [s["Id"] for s in summaries]
+        policies = self._map(self._restart_policy, ids) if details else [""] * len(ids)
+        changes = self._map(self._has_changes, ids) if details else [None] * len(ids)
         records = []
-        for s in summaries:
+        for s, policy, changed in zip(summaries, policies, changes, strict=True):
             labels = s.get("Labels") or {}
             mounts = tuple(
                 MountRecord(
@@ -182,10 +256,10 @@ class Engine:
                     image=s.get("Image", ""),
                     image_id=s.get("ImageID", ""),
                     state=s.get("State", ""),
-                    restart_policy=self._restart_policy(s["Id"]) if details else "",
+                    restart_policy=policy,
                     compose_project=labels.get(COMPOSE_PROJECT_LABEL),
                     mounts=mounts,
-                    has_changes=self._has_changes(s["Id"]) if details else None,
+                    has_changes=changed,
                 )
             )
         return tuple(sorted(records, key=lambda r: r.name))

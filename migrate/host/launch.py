@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from migrate.host.daemon_json import DEFAULT_PATH
 from migrate.models import Frozen
 
 LaunchSource = Literal["systemd", "proc", "unknown"]
@@ -244,6 +245,13 @@ def canonical_path(path: str) -> str:
 
 
 DEFAULT_PIDFILE = "/var/run/docker.pid"
+
+
+def config_file_read(launch: DaemonLaunch) -> str | None:
+    """The daemon.json this dockerd reads; None when its command line is unknown (pure)."""
+    if launch.source == "unknown" or not launch.argv:
+        return None
+    return canonical_path(launch.config_file or DEFAULT_PATH)
 SYSTEMD_UNIT = "docker.service"
 
 

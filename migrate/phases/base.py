@@ -18,7 +18,8 @@ from migrate.engine import Engine
 from migrate.errors import StateError
 from migrate.journal.state_dir import read_inventory
 from migrate.models import Inventory
-from migrate.preflight.facts import ContainersPolicy
+from migrate.preflight.facts import ContainersPolicy, HostFacts
+from migrate.preflight.report import PlanReport
 
 JSONDict = dict[str, Any]
 
@@ -50,6 +51,16 @@ class RunOptions:
         }
 
 
+@dataclass(frozen=True)
+class PreparedPlan:
+    """The plan a command took before asking the operator; the snapshot phase reuses it
+    while it is fresh, so one run reads the host once (see snapshot.PLAN_REUSE_SECONDS)."""
+
+    facts: HostFacts
+    report: PlanReport
+    taken_monotonic: float
+
+
 class Checkpoint(Protocol):
     """Writes a `progress` record to the journal (e.g. one archive done, with checksum)."""
 
@@ -69,6 +80,7 @@ class PhaseContext:
     # Undo/result records of phases already done in this migration, by phase name.
     done: Mapping[str, JSONDict] = field(default_factory=dict)
     results: Mapping[str, JSONDict] = field(default_factory=dict)
+    prepared: PreparedPlan | None = None
 
     def load_inventory(self) -> Inventory:
         inventory = read_inventory(self.inventory_path)
@@ -92,6 +104,8 @@ class UndoContext:
     inventory_path: Path
     force: bool = False
     purge_imported: bool = False
+    # Imports of earlier rolled-back migrations of this state dir, purged with this one's.
+    earlier_imports: tuple[JSONDict, ...] = ()
 
 
 class Phase(Protocol):

@@ -226,6 +226,7 @@ class ImportPhase(Phase):
         if not ctx.purge_imported:
             return [f"import: kept {len(images)} imported image(s) in the containerd store; "
                     "the next forward run reuses them (--purge-imported removes them)"]
+        images = _merge(images, [dict(i) for i in ctx.earlier_imports])
         if not images:
             return ["import: no imported images to remove"]
         try:

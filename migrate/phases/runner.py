@@ -19,6 +19,7 @@ from typing import Any, cast
 from migrate import __version__
 from migrate.engine import Engine
 from migrate.errors import (
+    EngineUnreachable,
     ExitCode,
     MigrateError,
     RestartFailed,
@@ -29,7 +30,7 @@ from migrate.errors import (
 from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName, PhaseState
 from migrate.journal.state_dir import StateDir
 from migrate.phases import export, import_, quiesce, restart, snapshot, switch, verify
-from migrate.phases.base import Phase, PhaseContext, RunOptions, UndoContext
+from migrate.phases.base import Phase, PhaseContext, PreparedPlan, RunOptions, UndoContext
 from migrate.phases.rollback_check import check_restored
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -52,6 +53,8 @@ _FROZEN_FROM: PhaseName = "quiesce"
 # The phase before which the state dir is bound to the host: once the switch has started
 # the daemon may be down or on the new store, and the identity was checked before.
 _BIND_BEFORE: PhaseName = "switch"
+RESUME_HINT = ("once the daemon answers, `containerd-migrate run` resumes the migration; "
+               "`containerd-migrate rollback` undoes it")
 
 
 def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = PHASE_ORDER,
@@ -113,9 +116,10 @@ class RollbackOutcome:
     problems: tuple[str, ...] = ()
 
 
-# Called inside the lock, after the plan is known and before anything is journaled: the
-# command's chance to ask the operator, or to refuse.
-ConfirmForward = Callable[[tuple[PhaseName, ...], JournalState], None]
+# Called inside the lock, after the steps are known and before anything is journaled: the
+# command's chance to plan, to ask the operator, or to refuse. A plan it returns is handed
+# to the snapshot phase, so the host is not read twice.
+ConfirmForward = Callable[[tuple[PhaseName, ...], JournalState], PreparedPlan | None]
 ConfirmRollback = Callable[[JournalState], None]
 
 
@@ -148,16 +152,18 @@ class Runner:
                                       state=state)
             steps = steps_to_run(state, wanted)
             self._bind_host(state)
-            confirm(steps, state)
+            prepared = confirm(steps, state)
             record = journal.start_run(__version__, argv, _json(self.options.to_record()))
             log.info("run started", migration=record.migration_id, steps=list(steps))
             try:
                 for name in steps:
-                    self._run_phase(journal, name)
+                    self._run_phase(journal, name, prepared)
             except (RestartFailed, VerificationFailed) as failure:
                 if not auto_rollback:
                     raise
                 raise self._auto_rollback(journal, failure) from failure
+            except EngineUnreachable as lost:
+                raise EngineUnreachable(lost.message, f"{lost.hint}; {RESUME_HINT}") from lost
             if completes:
                 journal.finish("completed")
             return ForwardOutcome(record.migration_id, steps, state=journal.state())
@@ -169,7 +175,8 @@ class Runner:
         with self.connect() as engine:
             self.state_dir.check_host(engine.info().data_root)
 
-    def _context(self, journal: Journal, name: PhaseName) -> PhaseContext:
+    def _context(self, journal: Journal, name: PhaseName,
+                 prepared: PreparedPlan | None = None) -> PhaseContext:
         state = journal.state()
         finished = [p for p in state.phases if p.status == "done"]
         done: dict[str, dict[str, Any]] = {p.name: dict(p.undo or {}) for p in finished}
@@ -188,11 +195,13 @@ class Runner:
             previous_progress=tuple(dict(p) for p in state.phase(name).progress),
             done=done,
             results=results,
+            prepared=prepared,
         )
 
-    def _run_phase(self, journal: Journal, name: PhaseName) -> None:
+    def _run_phase(self, journal: Journal, name: PhaseName,
+                   prepared: PreparedPlan | None = None) -> None:
         phase = PHASES[name]
-        ctx = self._context(journal, name)
+        ctx = self._context(journal, name, prepared)
         log.info("phase started", phase=name)
         failpoints.hit(f"before:{name}")
         with journal.phase(name, _json(phase.intent(ctx))) as handle:
@@ -250,7 +259,8 @@ class Runner:
         state = journal.state()
         ctx = UndoContext(options=self.options, connect=self.connect,
                           inventory_path=self.state_dir.inventory_path, force=force,
-                          purge_imported=purge_imported)
+                          purge_imported=purge_imported,
+                          earlier_imports=tuple(dict(i) for i in state.earlier_imports))
         to_undo = state.phases_to_undo()
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:

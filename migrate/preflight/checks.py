@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from migrate.engine.restart import RESTART_COMMAND_HINT
 from migrate.errors import DaemonConfigError
 from migrate.host.daemon_json import (
     LEGACY_STORAGE_DRIVER_MAPPING,
@@ -21,7 +22,7 @@ from migrate.host.daemon_json import (
     DaemonConfigState,
     choose_snapshotter,
 )
-from migrate.host.launch import DaemonLaunch, canonical_path
+from migrate.host.launch import DaemonLaunch, canonical_path, config_file_read
 from migrate.models import Frozen, Inventory, Store
 from migrate.preflight.estimate import Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
@@ -117,6 +118,40 @@ def daemon_config_invalid(c: Ctx) -> Check | None:
                   f"{config.path} is unusable: {config.parse_error or 'invalid values'}",
                   "fix daemon.json by hand (dockerd exits at start with it), then re-run plan",
                   config.problems)
+
+
+def _same_file(edited: DaemonConfigState, read: str) -> bool:
+    path = os.path.abspath(edited.path)
+    candidates = [path]
+    if edited.symlink_target:
+        candidates.append(os.path.join(os.path.dirname(path), edited.symlink_target))
+    return any(canonical_path(candidate) == read for candidate in candidates)
+
+
+def daemon_config_not_read(c: Ctx) -> Check | None:
+    read = config_file_read(c.launch)
+    if read is None:
+        return _check("daemon-config-not-read", WARNING,
+                      "cannot tell which daemon.json dockerd reads (its command line is "
+                      "unknown)",
+                      f"make sure dockerd reads {c.config.path}: its --config-file, else "
+                      "/etc/docker/daemon.json")
+    if _same_file(c.config, read):
+        return None
+    if read == os.devnull and not c.config.exists:
+        # A launcher that passes /dev/null while there is no daemon.json and the file once
+        # it exists (as the test sandboxes do) reads the switched file; a plain dockerd not.
+        return _check("daemon-config-not-read", WARNING,
+                      f"dockerd is started with --config-file {read}: it reads no daemon.json "
+                      f"now; the switch creates {c.config.path}",
+                      f"make sure the restart passes --config-file {c.config.path}")
+    # Switching a file dockerd never reads brings the daemon back on the legacy store.
+    return _check("daemon-config-not-read", BLOCKER,
+                  f"dockerd reads {read}, not {c.config.path}",
+                  f"pass --daemon-config {read} (the --config-file on dockerd's command line, "
+                  "else /etc/docker/daemon.json)",
+                  [f"dockerd command line: {' '.join(c.launch.argv)}"]
+                  + [f"unit file: {u}" for u in c.launch.unit_files])
 
 
 def daemon_config_symlink(c: Ctx) -> Check | None:
@@ -256,6 +291,13 @@ def not_root(c: Ctx) -> Check | None:
                   "run as root: the switch edits daemon.json and restarts dockerd")
 
 
+def restart_command_unknown(c: Ctx) -> Check | None:
+    if c.facts.restart_problem is None:
+        return None
+    return _check("restart-command", BLOCKER, c.facts.restart_problem, RESTART_COMMAND_HINT
+                  + " (or set CONTAINERD_MIGRATE_RESTART_COMMAND)")
+
+
 def daemon_config_not_writable(c: Ctx) -> Check | None:
     if c.config.writable:
         return None
@@ -359,11 +401,12 @@ def no_images(c: Ctx) -> Check | None:
 
 CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     engine_too_old, already_containerd, config_already_switched, daemon_config_invalid,
-    daemon_config_symlink, storage_driver_rewrite, storage_driver_unmappable,
+    daemon_config_not_read, daemon_config_symlink, storage_driver_rewrite,
+    storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
     external_containerd, live_restore, containers_present, volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
-    daemon_config_not_writable, no_images,
+    daemon_config_not_writable, restart_command_unknown, no_images,
 )
 
 

@@ -8,18 +8,25 @@ is pure over these values.
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from migrate.engine.client import Engine
+from migrate.engine.restart import resolve_restart_command
+from migrate.errors import UsageError
 from migrate.host.daemon_json import DaemonConfigState, read_daemon_config
 from migrate.host.fs import free_bytes
 from migrate.host.launch import DaemonLaunch, detect_launch
 from migrate.models import Frozen, Inventory
 
+# The one list of containers policies: the CLI's choices are read from it.
 ContainersPolicy = Literal["refuse", "leave"]
+CONTAINERS_POLICIES: tuple[str, ...] = get_args(ContainersPolicy)
+DEFAULT_CONTAINERS_POLICY: ContainersPolicy = "refuse"
 
 
 class PlanOptions(Frozen):
@@ -44,6 +51,13 @@ class HostFacts(Frozen):
     state_dir: FilesystemFacts
     data_root: FilesystemFacts
     is_root: bool
+    # How `run` will restart dockerd, resolved as `run` resolves it; empty with the reason
+    # in `restart_problem` when it cannot be.
+    restart_command: tuple[str, ...] = ()
+    restart_problem: str | None = None
+    # Which machine and which daemon: a change ticket names both.
+    hostname: str = ""
+    daemon_host: str = ""
 
     @property
     def shared_filesystem(self) -> bool:
@@ -72,8 +86,13 @@ def gather_facts(
     daemon_config: Path,
     state_dir: Path,
     inventory: Inventory | None = None,
+    restart_command: Sequence[str] | None = None,
 ) -> HostFacts:
     inventory = inventory or engine.inventory()
+    try:
+        restart, problem = resolve_restart_command(restart_command), None
+    except UsageError as error:
+        restart, problem = (), error.message
     data_root = inventory.engine.data_root
     return HostFacts(
         inventory=inventory,
@@ -82,4 +101,8 @@ def gather_facts(
         state_dir=probe_filesystem(state_dir),
         data_root=probe_filesystem(data_root) if data_root else probe_filesystem("/"),
         is_root=os.geteuid() == 0,
+        restart_command=restart,
+        restart_problem=problem,
+        hostname=socket.gethostname(),
+        daemon_host=engine.host,
     )

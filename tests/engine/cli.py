@@ -11,9 +11,11 @@ from pathlib import Path
 from migrate.sandbox.daemon import Sandbox
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 
+RESTART_ENV = "CONTAINERD_MIGRATE_RESTART_COMMAND"
+
 
 def restart_command(sandbox: Sandbox) -> str:
-    return f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
+    return sandbox.restart_command
 
 
 def cli(
@@ -24,8 +26,11 @@ def cli(
     env: Mapping[str, str] | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """`containerd-migrate --host ... --daemon-config ... --state-dir ... ARGS`."""
+    """`containerd-migrate --host ... --daemon-config ... --state-dir ... ARGS`, with the
+    sandbox's restart command in CONTAINERD_MIGRATE_RESTART_COMMAND, as
+    `python -m migrate.sandbox env` sets it for an operator (`env` may override it)."""
     full_env = {k: v for k, v in os.environ.items() if k != FAILPOINTS_ENV}
+    full_env[RESTART_ENV] = sandbox.restart_command
     full_env.update(env or {})
     if failpoints:
         full_env[FAILPOINTS_ENV] = failpoints

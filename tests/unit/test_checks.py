@@ -39,6 +39,7 @@ def facts(
     data_free: int | None = 100 * GIB,
     same_fs: bool = False,
     is_root: bool = True,
+    restart_problem: str | None = None,
 ) -> HostFacts:
     """A host that is ready to migrate, with the given parts changed."""
     eng = EngineInfo.model_validate({
@@ -59,6 +60,8 @@ def facts(
         data_root=FilesystemFacts(path="/var/lib/docker", free_bytes=data_free,
                                   device=1 if same_fs else 2),
         is_root=is_root,
+        restart_command=() if restart_problem else ("systemctl", "restart", "docker"),
+        restart_problem=restart_problem,
     )
 
 
@@ -97,6 +100,13 @@ CASES: list[Case] = [
      lambda: facts(config={"problems": ('features.x is the string "true"',)}), {}, B),
     ("daemon-config-symlink",
      lambda: facts(config={"is_symlink": True, "symlink_target": "/srv/d.json"}), {}, B),
+    ("daemon-config-not-read",
+     lambda: facts(launch=parse_dockerd_argv(["dockerd", "--config-file", "/srv/d.json"],
+                                             source="proc")), {}, B),
+    ("daemon-config-not-read", lambda: facts(config={"path": "/etc/docker/other.json"}), {}, B),
+    ("daemon-config-not-read", lambda: facts(launch=DaemonLaunch()), {}, W),
+    ("restart-command", lambda: facts(restart_problem="cannot tell how dockerd is restarted"),
+     {}, B),
     ("daemon-config-symlink",
      lambda: facts(config={"is_symlink": True, "symlink_target": "/srv/d.json"}),
      {"follow_symlinks": True}, INFO),
@@ -225,3 +235,34 @@ def test_blockers_accumulate() -> None:
                                                 ("28.5.2+dfsg1", (28, 5)), ("dev", None)])
 def test_parse_version(text: str, expected: tuple[int, int] | None) -> None:
     assert parse_version(text) == expected
+
+
+@pytest.mark.parametrize("launch", [
+    ["dockerd", "--config-file", "/etc/docker/daemon.json"],
+    ["dockerd", "--config-file=/etc/docker/./daemon.json"],
+    ["dockerd", "-H", "fd://"],  # no --config-file: dockerd reads its default
+])
+def test_daemon_config_read_by_dockerd_is_not_a_finding(launch: list[str]) -> None:
+    assert "daemon-config-not-read" not in run(facts(launch=parse_dockerd_argv(launch,
+                                                                              source="proc")))
+
+
+def test_daemon_config_symlink_to_the_file_dockerd_reads_matches() -> None:
+    host = facts(config={"path": "/etc/docker/daemon.json", "is_symlink": True,
+                         "symlink_target": "/srv/d.json"},
+                 launch=parse_dockerd_argv(["dockerd", "--config-file", "/srv/d.json"],
+                                           source="proc"))
+    assert "daemon-config-not-read" not in run(host, follow_symlinks=True)
+
+
+def test_daemon_config_mismatch_names_the_file_dockerd_reads() -> None:
+    check = run(facts(launch=parse_dockerd_argv(["dockerd", "--config-file", "/srv/d.json"],
+                                                source="proc")))["daemon-config-not-read"]
+    assert "/srv/d.json" in check.message and "--daemon-config /srv/d.json" in check.hint
+
+
+def test_dev_null_config_with_no_daemon_json_is_a_warning() -> None:
+    host = facts(config={"exists": False, "data": None},
+                 launch=parse_dockerd_argv(["dockerd", "--config-file", "/dev/null"],
+                                           source="proc"))
+    assert severity(host, "daemon-config-not-read") is Severity.WARNING

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.commands.status import render_status, status_document
+from migrate.commands.status import HostNow, render_status, result_summary, status_document
 from migrate.errors import StateError
 from migrate.journal import Journal, PhaseName, PhaseStarted, replay
 from migrate.phases.runner import PREPARE_PHASES, steps_to_run
@@ -86,3 +86,40 @@ def test_status_of_a_rolled_back_migration_offers_no_undo(tmp_path: Path) -> Non
     assert doc["outcome"] == "rolled_back"
     assert doc["rollback_would_undo"] == []
     assert doc["remaining"] == []
+
+
+def test_status_after_export_lists_no_phase_as_both_done_and_remaining(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export")
+    doc = status_document(journal.state())
+    done = {p["name"] for p in doc["phases"] if p["status"] == "done"}
+    assert done == {"snapshot", "export"} and not done & set(doc["remaining"])
+    assert doc["next"].startswith("next, in the maintenance window: `containerd-migrate run`")
+
+
+def test_status_believes_the_host_over_the_journal_after_cleanup(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", *ALL)
+    journal.finish("completed")
+    state = journal.state()
+    cleaned = status_document(state, HostNow(store="containerd", volume_guard=False))
+    assert cleaned["volume_guard"] is False
+    assert "cleanup --prune-legacy --yes" in cleaned["next"]
+    pending = status_document(state, HostNow(store="containerd", volume_guard=True,
+                                             archive_bytes=12_500_000))
+    assert "`containerd-migrate cleanup`" in pending["next"]
+    assert "12.5 MB" in render_status(pending, state)
+    pruned = status_document(state, HostNow(store="containerd", legacy_pruned=True))
+    assert pruned["rollback_would_undo"] == [] and "no rollback" in pruned["next"]
+
+
+def test_status_next_step_after_a_rollback_with_archives_left(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export")
+    journal.finish("rolled_back")
+    doc = status_document(journal.state(), HostNow(store="legacy", archive_bytes=2_000_000))
+    assert doc["next"].startswith("next: `containerd-migrate cleanup` deletes the archives")
+
+
+def test_status_result_column_has_counts_and_sizes_not_reprs() -> None:
+    summary = result_summary({"archives": ["a.tar", "b.tar"], "written": ["a.tar"],
+                               "reused": [], "bytes_written": 12_491_776, "oversize": []})
+    assert summary == "2 archives, 1 archives written, 0 archives reused, 12.5 MB written"
+    assert "[" not in summary and "=" not in summary
