@@ -71,11 +71,12 @@ def _globals(ctx: click.Context) -> commands.GlobalOptions:
 def _containers_option(f: F) -> F:
     return click.option(
         "--containers",
-        type=click.Choice(["refuse", "leave"]),
+        type=click.Choice(["refuse", "leave", "recreate"]),
         default="refuse",
         show_default=True,
         help="refuse: containers block the migration; leave: stop them and keep them hidden "
-        "in the legacy store (they come back on rollback).",
+        "in the legacy store (they come back on rollback); recreate: stop them and create "
+        "them again in the containerd store (same name, config, volumes, networks).",
     )(f)
 
 
@@ -171,7 +172,7 @@ def run(ctx: click.Context, yes: bool, containers: str, snapshotter: str | None,
 @main.command()
 # Export never touches containers (only `run` stops them), so by default they do not block
 # it: pre-staging is for a host that keeps serving, which has running containers.
-@click.option("--containers", type=click.Choice(["refuse", "leave"]), default="leave",
+@click.option("--containers", type=click.Choice(["refuse", "leave", "recreate"]), default="leave",
               show_default=True, help="refuse: containers block the export too.")
 @click.pass_context
 def export(ctx: click.Context, containers: str) -> None:

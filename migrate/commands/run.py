@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 
 from migrate.commands.context import (
     GlobalOptions,
@@ -18,6 +18,7 @@ from migrate.errors import ExitCode
 from migrate.journal import PHASE_ORDER, JournalState, PhaseName
 from migrate.phases.base import RunOptions
 from migrate.phases.runner import Runner
+from migrate.preflight.facts import ContainersPolicy
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def run_options(opts: GlobalOptions, args: RunArgs, restart: tuple[str, ...]) ->
     return RunOptions(
         host=opts.host, daemon_config=opts.daemon_config, state_dir=opts.state_dir,
         restart_command=restart, restart_timeout=args.restart_timeout,
-        containers=cast(Literal["refuse", "leave"], args.containers),
+        containers=cast(ContainersPolicy, args.containers),
         follow_symlinks=opts.follow_symlinks, snapshotter=args.snapshotter,
     )
 

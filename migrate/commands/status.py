@@ -60,13 +60,17 @@ def status_document(state: JournalState) -> dict[str, Any]:
 
 def _guard_active(state: JournalState) -> bool:
     verify = state.phase("verify")
+    recreate = state.phase("recreate")
+    if recreate.status == "done" and not (recreate.result or {}).get("volume_guard", True):
+        return False  # the recreated containers use their volumes again: guard removed
     return state.outcome != "rolled_back" and verify.status == "done" and bool(
         (verify.result or {}).get("volume_guard"))
 
 
 def _result_summary(result: dict[str, Any]) -> str:
     keys = ("images", "tags", "written", "reused", "bytes_written", "loaded", "skipped",
-            "bytes_loaded", "stopped", "restarted", "store", "rewritten")
+            "bytes_loaded", "stopped", "restarted", "store", "rewritten", "committed",
+            "recreated")
     return ", ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 

@@ -24,19 +24,24 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from migrate.engine.convert import JSON, engine_info, image_record
+from migrate.engine.convert import (
+    JSON,
+    container_record,
+    engine_info,
+    image_record,
+    writable_layer,
+)
 from migrate.errors import EngineError, EngineUnreachable
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
     ImageRecord,
     Inventory,
-    MountRecord,
     VolumeRecord,
+    WritableLayer,
 )
 
 CHUNK_SIZE = 1024 * 1024
-COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 # One short API answer: a daemon that hangs half-started must not eat a whole deadline.
 PROBE_TIMEOUT = 5.0
 
@@ -159,49 +164,60 @@ class Engine:
         return tuple(sorted((r for r in records if r), key=lambda r: (r.tags, r.id)))
 
     def list_containers(self, details: bool = True) -> tuple[ContainerRecord, ...]:
-        """`details=False` skips the per-container inspect and diff calls (restart policy,
+        """`details=False` skips the per-container inspect and diff calls (the full spec,
         changed writable layer): the inventory needs them, state checks do not."""
         summaries = self._call("list containers", self._api.containers, all=True)
-        records = []
-        for s in summaries:
-            labels = s.get("Labels") or {}
-            mounts = tuple(
-                MountRecord(
-                    type=m.get("Type", ""),
-                    name=m.get("Name", "") or "",
-                    source=m.get("Source", "") or "",
-                    destination=m.get("Destination", ""),
-                    rw=bool(m.get("RW", True)),
-                )
-                for m in s.get("Mounts") or ()
-            )
-            records.append(
-                ContainerRecord(
-                    id=s["Id"],
-                    name=(s.get("Names") or ["/" + s["Id"][:12]])[0].lstrip("/"),
-                    image=s.get("Image", ""),
-                    image_id=s.get("ImageID", ""),
-                    state=s.get("State", ""),
-                    restart_policy=self._restart_policy(s["Id"]) if details else "",
-                    compose_project=labels.get(COMPOSE_PROJECT_LABEL),
-                    mounts=mounts,
-                    has_changes=self._has_changes(s["Id"]) if details else None,
-                )
-            )
+        records = [container_record(s, *self._details(s["Id"])) if details
+                   else container_record(s) for s in summaries]
         return tuple(sorted(records, key=lambda r: r.name))
 
-    def _restart_policy(self, container_id: str) -> str:
+    def _details(self, container_id: str) -> tuple[JSON | None, WritableLayer | None]:
+        # A container removed between the list and these calls is kept with what the list
+        # said: the snapshot must not fail on a host that is in use.
         try:
-            inspect = self._api.inspect_container(container_id)
+            inspect = cast(JSON, self._api.inspect_container(container_id))
         except docker.errors.APIError:
-            return ""
-        return str(((inspect.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name", ""))
+            return None, None
+        try:
+            diff = cast(list[JSON] | None, self._api.diff(container_id)) or []
+        except docker.errors.APIError:
+            return inspect, None
+        size_rw = None
+        if diff:
+            # Sizing walks the layer: only for the containers that have one.
+            try:
+                sized = self._api.inspect_container(container_id, size=True)
+                size_rw = int(sized.get("SizeRw") or 0)
+            except (docker.errors.APIError, TypeError):
+                size_rw = None
+        return inspect, writable_layer(diff, size_rw)
 
-    def _has_changes(self, container_id: str) -> bool | None:
-        try:
-            return bool(self._api.diff(container_id))
-        except docker.errors.APIError:
-            return None
+    def inspect_container(self, ref: str) -> ContainerRecord | None:
+        """One container with its full spec; None when there is no such container."""
+        with _mapped_errors(self.host, f"inspect container {ref}"):
+            try:
+                inspect = cast(JSON, self._api.inspect_container(ref))
+            except docker.errors.NotFound:
+                return None
+        summary = {"Id": inspect["Id"], "Names": [inspect.get("Name", "")],
+                   "Labels": (inspect.get("Config") or {}).get("Labels") or {},
+                   "State": (inspect.get("State") or {}).get("Status", "")}
+        return container_record(summary, inspect)
+
+    def create_container_from_spec(self, name: str, body: JSON) -> str:
+        """`POST /containers/create` with a whole Config + HostConfig + NetworkingConfig."""
+        created = self._call(f"create container {name}", self._api.create_container_from_config,
+                             body, name=name)
+        return str(created["Id"])
+
+    def pause_container(self, container: str) -> None:
+        self._call(f"pause container {container}", self._api.pause, container)
+
+    def commit_container(self, container: str, repository: str, tag: str) -> str:
+        """`docker commit` without pausing (the tool commits stopped containers only)."""
+        answer = self._call(f"commit container {container}", self._api.commit, container,
+                            repository=repository, tag=tag, pause=False)
+        return str(answer["Id"])
 
     def list_volumes(self, containers: Iterable[ContainerRecord] = ()) -> tuple[VolumeRecord, ...]:
         answer = self._call("list volumes", self._api.volumes) or {}

@@ -28,7 +28,17 @@ from migrate.errors import (
 )
 from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName, PhaseState
 from migrate.journal.state_dir import StateDir
-from migrate.phases import export, import_, quiesce, restart, snapshot, switch, verify
+from migrate.phases import (
+    commit,
+    export,
+    import_,
+    quiesce,
+    recreate,
+    restart,
+    snapshot,
+    switch,
+    verify,
+)
 from migrate.phases.base import Phase, PhaseContext, RunOptions, UndoContext
 from migrate.phases.rollback_check import check_restored
 from migrate.support import failpoints
@@ -40,10 +50,12 @@ PHASES: Mapping[PhaseName, Phase] = {
     "snapshot": snapshot.PHASE,
     "export": export.PHASE,
     "quiesce": quiesce.PHASE,
+    "commit": commit.PHASE,
     "switch": switch.PHASE,
     "restart": restart.PHASE,
     "import": import_.PHASE,
     "verify": verify.PHASE,
+    "recreate": recreate.PHASE,
 }
 PREPARE_PHASES: tuple[PhaseName, ...] = ("snapshot", "export")
 # Until containers are stopped nothing on the host has changed, so a later run takes a

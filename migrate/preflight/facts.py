@@ -19,7 +19,7 @@ from migrate.host.fs import free_bytes
 from migrate.host.launch import DaemonLaunch, detect_launch
 from migrate.models import Frozen, Inventory
 
-ContainersPolicy = Literal["refuse", "leave"]
+ContainersPolicy = Literal["refuse", "leave", "recreate"]
 
 
 class PlanOptions(Frozen):

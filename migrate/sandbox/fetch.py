@@ -35,7 +35,7 @@ class EngineSpec:
 
 
 # docker-cli too: a fresh Debian 12 machine has no docker CLI, and these builds run on it.
-PACKAGES = ("docker.io", "containerd", "docker-cli")
+PACKAGES = ("docker.io", "containerd", "docker-cli", "docker-compose")
 ENGINES: dict[str, EngineSpec] = {
     "26": EngineSpec("26", "trixie", PACKAGES, "Engine 26.1 + containerd 1.7"),
     "28": EngineSpec("28", "sid", PACKAGES, "Engine 28.5 + containerd 2.1"),
