@@ -213,9 +213,14 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
 @main.command()
 @click.option("--prune-legacy", is_flag=True,
               help="Also delete the legacy graph-driver data (no rollback after this).")
+@click.option("--remove-legacy-containers", is_flag=True,
+              help="With --prune-legacy: also delete hidden legacy containers that were not "
+              "recreated (asks for confirmation).")
 @click.option("--yes", "-y", is_flag=True, help="Confirm without asking.")
 @click.pass_context
-def cleanup(ctx: click.Context, prune_legacy: bool, yes: bool) -> None:
+def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bool,
+            yes: bool) -> None:
     """After a verified migration: delete the archives (and optionally legacy data)."""
     _run(ctx, lambda: commands.cleanup(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
-                                        interactive=sys.stdin.isatty()))
+                                        interactive=sys.stdin.isatty(),
+                                        remove_legacy_containers=remove_legacy_containers))

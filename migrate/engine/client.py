@@ -182,15 +182,21 @@ class Engine:
             diff = cast(list[JSON] | None, self._api.diff(container_id)) or []
         except docker.errors.APIError:
             return inspect, None
-        size_rw = None
-        if diff:
+        points = [str(m.get("Destination", "")) for m in inspect.get("Mounts") or ()]
+        layer = writable_layer(diff, None, points)
+        if layer is not None and layer.paths:
             # Sizing walks the layer: only for the containers that have one.
-            try:
-                sized = self._api.inspect_container(container_id, size=True)
-                size_rw = int(sized.get("SizeRw") or 0)
-            except (docker.errors.APIError, TypeError):
-                size_rw = None
-        return inspect, writable_layer(diff, size_rw)
+            layer = writable_layer(diff, self._size_rw(container_id), points)
+        return inspect, layer
+
+    def _size_rw(self, container_id: str) -> int | None:
+        # The SDK's inspect_container cannot ask for sizes.
+        try:
+            answer = self._api._result(self._api._get(
+                self._api._url("/containers/{0}/json", container_id), params={"size": 1}), True)
+            return int(answer.get("SizeRw") or 0)
+        except docker.errors.APIError:
+            return None
 
     def inspect_container(self, ref: str) -> ContainerRecord | None:
         """One container with its full spec; None when there is no such container."""

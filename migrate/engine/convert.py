@@ -136,12 +136,28 @@ def _attachment(name: str, endpoint: JSON) -> NetworkAttachment:
     )
 
 
-def writable_layer(diff: list[JSON] | None, size_rw: int | None) -> WritableLayer | None:
-    """`docker diff` (None: the call failed) -> counts per kind, with the layer's size."""
+def _mount_point_dirs(mount_points: Iterable[str]) -> set[str]:
+    dirs: set[str] = set()
+    for point in mount_points:
+        parts = point.strip("/").split("/")
+        dirs |= {"/" + "/".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    return dirs
+
+
+def writable_layer(diff: list[JSON] | None, size_rw: int | None,
+                   mount_points: Iterable[str] = ()) -> WritableLayer | None:
+    """`docker diff` (None: the call failed) -> counts per kind, with the layer's size.
+
+    The directories the engine creates to mount volumes and binds on (and their parents)
+    show up as added or changed; they are not the container's own changes.
+    """
     if diff is None:
         return None
+    engine_made = _mount_point_dirs(mount_points)
     counts = dict.fromkeys(_DIFF_KINDS.values(), 0)
     for change in diff:
+        if change.get("Path") in engine_made and int(change.get("Kind", 0)) != 2:
+            continue
         kind = _DIFF_KINDS.get(int(change.get("Kind", 0)), "changed")
         counts[kind] += 1
     return WritableLayer(**counts, size_bytes=int(size_rw or 0))

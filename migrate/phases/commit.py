@@ -19,6 +19,7 @@ from migrate.errors import MigrateError, StateError
 from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 from migrate.phases.export import batch_cap, write_batches
+from migrate.preflight.containers import commits_layer
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import byte_bar
 
@@ -32,7 +33,7 @@ def commit_ref(container_id: str) -> str:
 
 
 def to_commit(inventory: Inventory) -> list[ContainerRecord]:
-    return [c for c in inventory.containers if c.has_changes]
+    return [c for c in inventory.containers if commits_layer(c)]
 
 
 def _entry(container: ContainerRecord) -> JSONDict:

@@ -28,6 +28,7 @@ from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
 from migrate.models import Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.commit import COMMIT_REPOSITORY
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
@@ -225,9 +226,17 @@ class ImportPhase(Phase):
 
     def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
         images: list[JSONDict] = list(record.get("imported") or ())
+        # Commit images (`--containers recreate`) serve only this migration: always removed.
+        commits = [i for i in images if any(str(r).startswith(COMMIT_REPOSITORY + ":")
+                                            for r in i.get("refs") or ())]
         if not ctx.purge_imported:
-            return [f"import: kept {len(images)} imported image(s) in the containerd store; "
+            kept = [i for i in images if i not in commits]
+            return [*(self._purge_all(ctx, commits) if commits else []),
+                    f"import: kept {len(kept)} imported image(s) in the containerd store; "
                     "the next forward run reuses them (--purge-imported removes them)"]
+        return self._purge_all(ctx, images)
+
+    def _purge_all(self, ctx: UndoContext, images: list[JSONDict]) -> list[str]:
         if not images:
             return ["import: no imported images to remove"]
         try:

@@ -20,7 +20,7 @@ those containers and nothing a user created.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,15 +33,13 @@ from migrate.models import RUNNING_STATES, ContainerRecord, Inventory, Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 from migrate.phases.commit import commit_ref
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
+from migrate.preflight.containers import creation_order
 from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 
 RECREATED_LABEL = "io.containerd-migrate.recreated-from"
 COMPOSE_IMAGE_LABEL = "com.docker.compose.image"
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
-COMPOSE_DEPENDS_LABEL = "com.docker.compose.depends_on"
-COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 CONTAINER_MAP = "container-map.json"
 # Config keys the engine refuses next to `network_mode: container:` (it fills them from the
 # other container); inspect nevertheless reports them.
@@ -52,52 +50,7 @@ class RecreateFailed(MigrateError):
     pass
 
 
-# --- pure: order and request bodies --------------------------------------------------------
-
-def _target(ref: str) -> str:
-    """`name`, `/name`, `name:ro`, `/name:/me/alias` -> the container it names."""
-    return ref.split(":", 1)[0].lstrip("/")
-
-
-def dependencies(container: ContainerRecord, containers: Iterable[ContainerRecord],
-                 ) -> set[str]:
-    """IDs of the containers this one needs created (and started) before it."""
-    by_ref: dict[str, str] = {}
-    for other in containers:
-        by_ref[other.name] = other.id
-        by_ref[other.id] = other.id
-        by_ref.setdefault(other.id[:12], other.id)
-    refs = [_target(link) for link in container.links]
-    refs += [_target(source) for source in container.volumes_from]
-    if container.network_mode.startswith("container:"):
-        refs.append(container.network_mode.removeprefix("container:"))
-    needs = {by_ref[ref] for ref in refs if ref in by_ref}
-    project = container.labels.get(COMPOSE_PROJECT_LABEL)
-    wanted = {item.split(":", 1)[0] for item in
-              container.labels.get(COMPOSE_DEPENDS_LABEL, "").split(",") if item}
-    if project and wanted:
-        needs |= {other.id for other in containers
-                  if other.labels.get(COMPOSE_PROJECT_LABEL) == project
-                  and other.labels.get(COMPOSE_SERVICE_LABEL) in wanted}
-    needs.discard(container.id)
-    return needs
-
-
-def creation_order(containers: Iterable[ContainerRecord]) -> list[ContainerRecord]:
-    """Dependencies first, otherwise by name; a cycle (the engine would not have allowed
-    it) keeps the rest in name order rather than failing."""
-    pending = sorted(containers, key=lambda c: c.name)
-    needs = {c.id: dependencies(c, pending) for c in pending}
-    done: set[str] = set()
-    order: list[ContainerRecord] = []
-    while pending:
-        ready = [c for c in pending if needs[c.id] <= done] or pending[:1]
-        for container in ready:
-            order.append(container)
-            done.add(container.id)
-        pending = [c for c in pending if c.id not in done]
-    return order
-
+# --- pure: the request bodies ----------------------------------------------------------------
 
 def _rewrite_ref(ref: str, new_ids: Mapping[str, str]) -> str:
     """A reference to another container by old ID -> the same by new ID (names stay)."""
