@@ -20,6 +20,7 @@ from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
 from migrate.phases.export import batch_cap, write_batches
 from migrate.preflight.containers import commits_layer
+from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import byte_bar
 
@@ -57,6 +58,7 @@ def _commit(engine: Engine, ctx: PhaseContext, container: ContainerRecord) -> Im
             raise StateError(f"committing {container.name} reported success but {ref} is "
                              "missing", "run `containerd-migrate run` again")
         ctx.checkpoint({"committed": {**_entry(container), "image_id": image.id}})
+        failpoints.hit("commit:container-committed")
         log.info("writable layer committed", phase="commit", container=container.name,
                  image=image.id)
     return image

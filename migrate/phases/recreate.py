@@ -34,6 +34,7 @@ from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, Und
 from migrate.phases.commit import commit_ref
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
 from migrate.preflight.containers import creation_order
+from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
@@ -196,6 +197,7 @@ class _Recreation:
             ) from error
         self.ctx.checkpoint({"created": {"id": container.id, "name": container.name,
                                          "new_id": new_id}})
+        failpoints.hit("recreate:container-created")
         return new_id
 
     def start(self, container: ContainerRecord, new_id: str) -> str:
@@ -220,6 +222,7 @@ class _Recreation:
         at = datetime.now(UTC).isoformat()
         self.ctx.checkpoint({"started": {"id": container.id, "name": container.name,
                                          "at": at}})
+        failpoints.hit("recreate:container-started")
         return at
 
 
