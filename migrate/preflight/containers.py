@@ -128,7 +128,7 @@ def _actions(container: ContainerRecord, inventory: Inventory) -> list[str]:
     if layer is not None and layer.paths:
         actions.append(f"commit its writable layer first ({layer.added} added, {layer.changed} "
                        f"changed, {layer.deleted} deleted, {_size(layer.size_bytes)})")
-    elif layer is None:
+    elif layer is None and commits_layer(container):
         actions.append("commit its writable layer first (docker diff was unreadable)")
     volumes = [m.name for m in container.mounts if m.type == "volume" and m.name]
     binds = [m.source for m in container.mounts if m.type == "bind"]
