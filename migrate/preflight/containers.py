@@ -22,6 +22,16 @@ def _target(ref: str) -> str:
     return ref.split(":", 1)[0].lstrip("/")
 
 
+def peer_refs(container: ContainerRecord) -> list[str]:
+    """The other containers this one names (by name or ID): links, volumes_from,
+    `network_mode: container:`."""
+    refs = [_target(link) for link in container.links]
+    refs += [_target(source) for source in container.volumes_from]
+    if container.network_mode.startswith("container:"):
+        refs.append(container.network_mode.removeprefix("container:"))
+    return refs
+
+
 def dependencies(container: ContainerRecord, containers: Iterable[ContainerRecord],
                  ) -> set[str]:
     """IDs of the containers this one needs created (and started) before it."""
@@ -30,11 +40,7 @@ def dependencies(container: ContainerRecord, containers: Iterable[ContainerRecor
         by_ref[other.name] = other.id
         by_ref[other.id] = other.id
         by_ref.setdefault(other.id[:12], other.id)
-    refs = [_target(link) for link in container.links]
-    refs += [_target(source) for source in container.volumes_from]
-    if container.network_mode.startswith("container:"):
-        refs.append(container.network_mode.removeprefix("container:"))
-    needs = {by_ref[ref] for ref in refs if ref in by_ref}
+    needs = {by_ref[ref] for ref in peer_refs(container) if ref in by_ref}
     project = container.labels.get(COMPOSE_PROJECT_LABEL)
     wanted = {item.split(":", 1)[0] for item in
               container.labels.get(COMPOSE_DEPENDS_LABEL, "").split(",") if item}
@@ -97,11 +103,7 @@ def _missing_peers(container: ContainerRecord, containers: tuple[ContainerRecord
                    ) -> list[str]:
     known = {c.name for c in containers} | {c.id for c in containers}
     known |= {c.id[:12] for c in containers}
-    refs = [_target(link) for link in container.links]
-    refs += [_target(source) for source in container.volumes_from]
-    if container.network_mode.startswith("container:"):
-        refs.append(container.network_mode.removeprefix("container:"))
-    return [ref for ref in refs if ref not in known]
+    return [ref for ref in peer_refs(container) if ref not in known]
 
 
 def _blockers(container: ContainerRecord, inventory: Inventory) -> list[str]:
