@@ -74,8 +74,10 @@ def _containers_option(f: F) -> F:
         type=click.Choice(list(commands.CONTAINERS_POLICIES)),
         default=None,
         help="refuse (default): containers block the migration; leave: stop them and keep "
-        "them hidden in the legacy store (they come back on rollback). Chosen once per "
-        "migration: `export` journals it and `run` uses it unless given another.",
+        "them hidden in the legacy store (they come back on rollback); recreate: stop them "
+        "and create them again in the containerd store (same name, config, volumes, "
+        "networks). Chosen once per migration: `export` journals it and `run` uses it unless "
+        "given another.",
     )(f)
 
 
@@ -278,9 +280,14 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
 @main.command()
 @click.option("--prune-legacy", is_flag=True,
               help="Also delete the legacy graph-driver data (no rollback after this).")
+@click.option("--remove-legacy-containers", is_flag=True,
+              help="With --prune-legacy: also delete hidden legacy containers that were not "
+              "recreated (asks for confirmation).")
 @click.option("--yes", "-y", is_flag=True, help="Confirm without asking.")
 @click.pass_context
-def cleanup(ctx: click.Context, prune_legacy: bool, yes: bool) -> None:
+def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bool,
+            yes: bool) -> None:
     """After a verified migration: delete the archives (and optionally legacy data)."""
     _run(ctx, lambda: commands.cleanup(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
-                                        interactive=sys.stdin.isatty()))
+                                        interactive=sys.stdin.isatty(),
+                                        remove_legacy_containers=remove_legacy_containers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from migrate.support.sizes import human_bytes
 
 
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
-            interactive: bool = False) -> int:
+            interactive: bool = False, remove_legacy_containers: bool = False) -> int:
     state_dir = open_state(opts)
     with state_dir.lock():
         state = state_dir.journal().state()
@@ -31,7 +32,8 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                 raise BlockedError("the daemon is not on the containerd store now",
                                    "run `containerd-migrate verify` to see why")
             if prune_legacy:
-                _prune_legacy(opts, state_dir, info.data_root, yes, interactive)
+                _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
+                              remove_legacy_containers)
             removed_guard = remove_guard(engine)
         freed = delete_archives(state_dir.archives_dir)
     opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
@@ -69,19 +71,54 @@ def _snapshot(state_dir: StateDir) -> Inventory:
     return inventory
 
 
+def legacy_containers(data_root: str, driver: str) -> dict[str, tuple[str, Path]]:
+    """Containers on disk that live in the legacy store (ID -> name, directory).
+
+    Read from the data root, not the snapshot: containers may have been created or
+    removed since, and the daemon on the containerd store does not list them.
+    """
+    found: dict[str, tuple[str, Path]] = {}
+    for config in sorted(Path(data_root, "containers").glob("*/config.v2.json")):
+        try:
+            data = json.loads(config.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("Driver") == driver:
+            found[str(data.get("ID") or config.parent.name)] = (
+                str(data.get("Name") or "").lstrip("/"), config.parent)
+    return found
+
+
+def _carried_over(state_dir: StateDir) -> set[str]:
+    """Legacy containers that `--containers recreate` made again in the containerd store."""
+    entries = (state_dir.journal().state().phase("recreate").undo or {}).get("containers")
+    return {str(e["id"]) for e in entries if isinstance(e, dict)} if isinstance(
+        entries, list) else set()
+
+
 def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes: bool,
-                  interactive: bool) -> None:
+                  interactive: bool, remove_containers: bool) -> None:
     inventory = _snapshot(state_dir)
     legacy_driver = inventory.engine.legacy_driver
     if not legacy_driver:
         raise StateError("the snapshot names no legacy graph driver; refusing to prune",
                          "nothing was deleted; delete the legacy data by hand if needed")
-    if inventory.containers:
+    legacy = legacy_containers(data_root, legacy_driver)
+    carried = _carried_over(state_dir) & set(legacy)
+    blocking = {cid: entry for cid, entry in legacy.items() if cid not in carried}
+    names = ", ".join(sorted(name or cid[:12] for cid, (name, _) in blocking.items()))
+    if blocking and not remove_containers:
         raise BlockedError(
-            f"{len(inventory.containers)} legacy container(s) still live in the legacy store; "
-            "pruning it would destroy their data",
-            "recreate or remove them first, then run cleanup --prune-legacy again",
+            f"{len(blocking)} legacy container(s) still live in the legacy store, hidden and "
+            f"not recreated: {names}; pruning it would destroy their data",
+            "bring them back with `containerd-migrate rollback`, or delete them together "
+            "with the legacy data: `containerd-migrate cleanup --prune-legacy "
+            "--remove-legacy-containers` (asks for confirmation)",
         )
+    if blocking:
+        confirm(opts.console, f"delete the {len(blocking)} hidden legacy container(s) "
+                f"{names} for good (their writable layers and logs)?", yes=yes,
+                interactive=interactive)
     targets = [Path(data_root) / "image" / legacy_driver, Path(data_root) / legacy_driver]
     confirm(opts.console, f"delete the legacy {legacy_driver} data "
             f"({', '.join(map(str, targets))})? After this, rollback is no longer possible",
@@ -89,7 +126,8 @@ def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes:
     # Written first: once the deletion has begun, a rollback could only restore a half.
     state_dir.write_file(state_dir.legacy_pruned_path, b"legacy data pruned\n")
     failed: list[str] = []
-    for target in targets:
+    # The legacy containers' own directories go too: without their layers they are dead.
+    for target in [*targets, *(folder for _, folder in legacy.values())]:
         shutil.rmtree(target, onerror=lambda _fn, path, exc: failed.append(f"{path}: {exc[1]}"))
     if failed:
         raise MigrateError(

@@ -7,6 +7,7 @@ function usable from tests or another program.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,13 @@ class GlobalOptions:
     state_dir: Path
     follow_symlinks: bool = False
     console: Console = field(default_factory=PlainConsole, compare=False)
+
+
+def command(opts: GlobalOptions, *args: str) -> str:
+    """A `containerd-migrate` command line aimed at this host and state dir, quoted so it
+    works when pasted into a shell."""
+    return shlex.join(("containerd-migrate", "--host", opts.host, "--daemon-config",
+                       str(opts.daemon_config), "--state-dir", str(opts.state_dir), *args))
 
 
 def connect(opts: GlobalOptions) -> Engine:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from migrate.commands.context import (
     GlobalOptions,
     chosen_restart_command,
+    command,
     confirm,
     connect,
     containers_policy,
@@ -60,7 +62,9 @@ def confirmation_question(options: RunOptions, steps: tuple[PhaseName, ...],
                     f"{report.engine.version}, data root {report.engine.data_root}, "
                     f"{report.daemon_config.path}) to the containerd image store")
         running = [c.name for c in report.containers if c.running]
-        lines.append(f"  stops: {', '.join(running)} (kept hidden in the legacy store)"
+        fate = ("created again in the containerd store after verification"
+                if options.containers == "recreate" else "kept hidden in the legacy store")
+        lines.append(f"  stops: {', '.join(running)} ({fate})"
                      if running else "  stops: no running container")
         est = report.estimate
         lines.append(f"  window: about {_minutes(est.downtime_seconds)} (restart "
@@ -100,4 +104,42 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
         f"migration {outcome.migration_id} completed: every image verified on the containerd "
         f"store.\nreports: {state_dir.reports_dir / 'verification.txt'}, "
         f"{state_dir.reports_dir / 'id-map.json'}")
+    if outcome.state is not None:
+        opts.console.emit("\n".join(containers_summary(opts, outcome.state, restart)))
     return int(ExitCode.OK)
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.1f} s" if isinstance(value, int | float) else "unknown"
+
+
+def containers_summary(opts: GlobalOptions, state: JournalState,
+                       restart: tuple[str, ...]) -> list[str]:
+    """What happened to the containers, and the next step when some are down."""
+    recreate: dict[str, Any] = dict(state.phase("recreate").result or {})
+    stopped = [str(n) for n in _list((state.phase("quiesce").result or {}).get("stopped"))]
+    if recreate.get("recreated"):
+        running = _list(recreate.get("running"))
+        downtime = dict(recreate.get("downtime_seconds") or {})
+        lines = [f"containers: {len(recreate['recreated'])} recreated in the containerd store "
+                 f"(map: {recreate.get('container_map')})"]
+        if running:
+            lines.append("  running again: " + ", ".join(
+                f"{name} (down {_seconds(downtime.get(str(name)))})" for name in running))
+        if recreate.get("left_created"):
+            lines.append("  created, not started (they were not running before): "
+                         + ", ".join(map(str, _list(recreate["left_created"]))))
+        return lines
+    if not stopped:
+        return ["containers: none was running; legacy containers (if any) stay hidden in the "
+                "legacy store"]
+    rerun = command(opts, "run", "--yes", "--containers", "recreate",
+                    *(("--restart-command", shlex.join(restart)) if restart else ()))
+    return [f"containers: {len(stopped)} stopped and left hidden in the legacy store, so they "
+            f"are DOWN now: {', '.join(stopped)}",
+            f"  next step: bring them back with `{command(opts, 'rollback', '--yes')}`, then "
+            f"migrate again with them recreated: `{rerun}`"]

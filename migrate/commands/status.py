@@ -117,6 +117,9 @@ def _guard_active(state: JournalState, host: HostNow) -> bool:
     if host.volume_guard is not None:
         return host.volume_guard
     verify = state.phase("verify")
+    recreate = state.phase("recreate")
+    if recreate.status == "done" and not (recreate.result or {}).get("volume_guard", True):
+        return False  # the recreated containers use their volumes again: guard removed
     return state.outcome != "rolled_back" and verify.status == "done" and bool(
         (verify.result or {}).get("volume_guard"))
 
@@ -158,7 +161,8 @@ def status_document(state: JournalState, host: HostNow | None = None) -> dict[st
 _COUNTS = {"images": "images", "tags": "tags", "dangling": "dangling", "containers":
            "containers", "volumes": "volumes", "archives": "archives", "written":
            "archives written", "reused": "archives reused", "loaded": "archives loaded",
-           "skipped": "archives skipped", "stopped": "stopped", "imported": "images imported"}
+           "skipped": "archives skipped", "stopped": "stopped", "imported": "images imported",
+           "committed": "committed", "recreated": "recreated"}
 _SIZES = {"unique_layer_bytes": "of layers", "bytes_written": "written",
           "bytes_loaded": "loaded"}
 

@@ -26,21 +26,26 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from migrate.engine.convert import JSON, engine_info, image_record
+from migrate.engine.convert import (
+    JSON,
+    container_record,
+    engine_info,
+    image_record,
+    writable_layer,
+)
 from migrate.errors import EngineError, EngineUnreachable, UsageError
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
     ImageRecord,
     Inventory,
-    MountRecord,
     VolumeRecord,
+    WritableLayer,
 )
 
 T = TypeVar("T")
 R = TypeVar("R")
 CHUNK_SIZE = 1024 * 1024
-COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 # One short API answer: a daemon that hangs half-started must not eat a whole deadline.
 PROBE_TIMEOUT = 5.0
 
@@ -230,52 +235,69 @@ class Engine:
         return tuple(sorted((r for r in records if r), key=lambda r: (r.tags, r.id)))
 
     def list_containers(self, details: bool = True) -> tuple[ContainerRecord, ...]:
-        """`details=False` skips the per-container inspect and diff calls (restart policy,
+        """`details=False` skips the per-container inspect and diff calls (the full spec,
         changed writable layer): the inventory needs them, state checks do not."""
         summaries = self._call("list containers", self._api.containers, all=True)
-        ids = [s["Id"] for s in summaries]
-        policies = self._map(self._restart_policy, ids) if details else [""] * len(ids)
-        changes = self._map(self._has_changes, ids) if details else [None] * len(ids)
-        records = []
-        for s, policy, changed in zip(summaries, policies, changes, strict=True):
-            labels = s.get("Labels") or {}
-            mounts = tuple(
-                MountRecord(
-                    type=m.get("Type", ""),
-                    name=m.get("Name", "") or "",
-                    source=m.get("Source", "") or "",
-                    destination=m.get("Destination", ""),
-                    rw=bool(m.get("RW", True)),
-                )
-                for m in s.get("Mounts") or ()
-            )
-            records.append(
-                ContainerRecord(
-                    id=s["Id"],
-                    name=(s.get("Names") or ["/" + s["Id"][:12]])[0].lstrip("/"),
-                    image=s.get("Image", ""),
-                    image_id=s.get("ImageID", ""),
-                    state=s.get("State", ""),
-                    restart_policy=policy,
-                    compose_project=labels.get(COMPOSE_PROJECT_LABEL),
-                    mounts=mounts,
-                    has_changes=changed,
-                )
-            )
+        if not details:
+            return tuple(sorted((container_record(s) for s in summaries), key=lambda r: r.name))
+        found = self._map(self._details, [s["Id"] for s in summaries])
+        records = [container_record(s, inspect, layer)
+                   for s, (inspect, layer) in zip(summaries, found, strict=True)]
         return tuple(sorted(records, key=lambda r: r.name))
 
-    def _restart_policy(self, container_id: str) -> str:
+    def _details(self, container_id: str) -> tuple[JSON | None, WritableLayer | None]:
+        # A container removed between the list and these calls is kept with what the list
+        # said: the snapshot must not fail on a host that is in use.
         try:
-            inspect = self._api.inspect_container(container_id)
+            inspect = cast(JSON, self._api.inspect_container(container_id))
         except docker.errors.APIError:
-            return ""
-        return str(((inspect.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name", ""))
-
-    def _has_changes(self, container_id: str) -> bool | None:
+            return None, None
         try:
-            return bool(self._api.diff(container_id))
+            diff = cast(list[JSON] | None, self._api.diff(container_id)) or []
+        except docker.errors.APIError:
+            return inspect, None
+        points = [str(m.get("Destination", "")) for m in inspect.get("Mounts") or ()]
+        layer = writable_layer(diff, None, points)
+        if layer is not None and layer.paths:
+            # Sizing walks the layer: only for the containers that have one.
+            layer = writable_layer(diff, self._size_rw(container_id), points)
+        return inspect, layer
+
+    def _size_rw(self, container_id: str) -> int | None:
+        # The SDK's inspect_container cannot ask for sizes.
+        try:
+            answer = self._api._result(self._api._get(
+                self._api._url("/containers/{0}/json", container_id), params={"size": 1}), True)
+            return int(answer.get("SizeRw") or 0)
         except docker.errors.APIError:
             return None
+
+    def inspect_container(self, ref: str) -> ContainerRecord | None:
+        """One container with its full spec; None when there is no such container."""
+        with _mapped_errors(self.host, f"inspect container {ref}"):
+            try:
+                inspect = cast(JSON, self._api.inspect_container(ref))
+            except docker.errors.NotFound:
+                return None
+        summary = {"Id": inspect["Id"], "Names": [inspect.get("Name", "")],
+                   "Labels": (inspect.get("Config") or {}).get("Labels") or {},
+                   "State": (inspect.get("State") or {}).get("Status", "")}
+        return container_record(summary, inspect)
+
+    def create_container_from_spec(self, name: str, body: JSON) -> str:
+        """`POST /containers/create` with a whole Config + HostConfig + NetworkingConfig."""
+        created = self._call(f"create container {name}", self._api.create_container_from_config,
+                             body, name=name)
+        return str(created["Id"])
+
+    def pause_container(self, container: str) -> None:
+        self._call(f"pause container {container}", self._api.pause, container)
+
+    def commit_container(self, container: str, repository: str, tag: str) -> str:
+        """`docker commit` without pausing (the tool commits stopped containers only)."""
+        answer = self._call(f"commit container {container}", self._api.commit, container,
+                            repository=repository, tag=tag, pause=False)
+        return str(answer["Id"])
 
     def list_volumes(self, containers: Iterable[ContainerRecord] = ()) -> tuple[VolumeRecord, ...]:
         answer = self._call("list volumes", self._api.volumes) or {}

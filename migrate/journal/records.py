@@ -18,8 +18,11 @@ from migrate import errors
 JOURNAL_VERSION: Final = 1
 # quiesce (stop running containers) comes before switch so that undo, which runs in
 # reverse, restarts the containers only after the switch undo has brought legacy back.
+# commit (writable layers of stopped containers -> images) needs the legacy store, recreate
+# the verified containerd store; their undos run in the same store for the same reason.
 PhaseName: TypeAlias = Literal[
-    "snapshot", "export", "quiesce", "switch", "restart", "import", "verify"
+    "snapshot", "export", "quiesce", "commit", "switch", "restart", "import", "verify",
+    "recreate",
 ]
 PHASE_ORDER: Final[tuple[PhaseName, ...]] = get_args(PhaseName)
 PhaseStatus: TypeAlias = Literal["pending", "started", "done", "failed", "interrupted", "undone"]

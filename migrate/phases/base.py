@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, get_args
 
 from migrate.engine import Engine
 from migrate.errors import StateError
@@ -81,6 +81,15 @@ class PhaseContext:
     done: Mapping[str, JSONDict] = field(default_factory=dict)
     results: Mapping[str, JSONDict] = field(default_factory=dict)
     prepared: PreparedPlan | None = None
+
+    @property
+    def containers_policy(self) -> ContainersPolicy:
+        """The policy the containers were stopped under. Once quiesce is done it decides, so
+        a resumed run (or one without --containers) carries on as the migration started."""
+        journaled = (self.done.get("quiesce") or {}).get("policy")
+        if journaled in get_args(ContainersPolicy):
+            return cast(ContainersPolicy, journaled)
+        return self.options.containers
 
     def load_inventory(self) -> Inventory:
         inventory = read_inventory(self.inventory_path)

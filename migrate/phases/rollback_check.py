@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from migrate.engine.client import Engine
 from migrate.models import Inventory, Store
 
@@ -42,3 +44,13 @@ def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[st
     if not_running:
         problems.append(f"container(s) running before but not now: {', '.join(not_running)}")
     return ok, problems
+
+
+def created_since_switch(engine: Engine, ours: Iterable[str]) -> list[str]:
+    """Containers in the containerd store that no phase of the migration made (a label in
+    `ours` marks those that one did): someone created them after the switch."""
+    labels = tuple(ours)
+    if engine.info().store is not Store.CONTAINERD:
+        return []
+    return [f"{c.name} ({c.id[:12]}, {c.state})" for c in engine.list_containers(details=False)
+            if not any(label in c.labels for label in labels)]

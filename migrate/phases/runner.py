@@ -29,9 +29,22 @@ from migrate.errors import (
 )
 from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName, PhaseState
 from migrate.journal.state_dir import StateDir
-from migrate.phases import export, import_, quiesce, restart, snapshot, switch, verify
+from migrate.phases import (
+    commit,
+    export,
+    import_,
+    quiesce,
+    recreate,
+    restart,
+    snapshot,
+    switch,
+    verify,
+)
 from migrate.phases.base import Phase, PhaseContext, PreparedPlan, RunOptions, UndoContext
-from migrate.phases.rollback_check import check_restored
+from migrate.phases.recreate import RECREATED_LABEL
+from migrate.phases.rollback_check import check_restored, created_since_switch
+from migrate.phases.verify import VERIFY_LABEL
+from migrate.phases.volume_guard import GUARD_LABEL
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
@@ -41,10 +54,12 @@ PHASES: Mapping[PhaseName, Phase] = {
     "snapshot": snapshot.PHASE,
     "export": export.PHASE,
     "quiesce": quiesce.PHASE,
+    "commit": commit.PHASE,
     "switch": switch.PHASE,
     "restart": restart.PHASE,
     "import": import_.PHASE,
     "verify": verify.PHASE,
+    "recreate": recreate.PHASE,
 }
 PREPARE_PHASES: tuple[PhaseName, ...] = ("snapshot", "export")
 # Until containers are stopped nothing on the host has changed, so a later run takes a
@@ -265,7 +280,7 @@ class Runner:
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
             PHASES[phase_state.name].refuse_undo(ctx, _undo_record(phase_state))
-        lines: list[str] = []
+        lines = self._created_since_switch(to_undo)
         for phase_state in to_undo:
             name = phase_state.name
             log.info("undo started", phase=name, complete=phase_state.complete)
@@ -273,6 +288,22 @@ class Runner:
                 lines.extend(PHASES[name].undo(ctx, _undo_record(phase_state)))
         journal.finish("rolled_back")
         return lines
+
+    def _created_since_switch(self, to_undo: tuple[PhaseState, ...]) -> list[str]:
+        """Containers someone made in the containerd store stay there (the switch back hides
+        them, never deletes them); say which, before they disappear from view."""
+        if not any(p.name == "restart" for p in to_undo):
+            return []
+        try:
+            with self.connect() as engine:
+                found = created_since_switch(engine, (RECREATED_LABEL, GUARD_LABEL,
+                                                      VERIFY_LABEL))
+        except MigrateError as error:
+            return [f"could not list the containers of the containerd store: {error.message}"]
+        if not found:
+            return []
+        return [f"kept in the containerd store (created there after the switch; hidden on the "
+                f"legacy store, back at the next switch): {', '.join(found)}"]
 
     def _check_restored(self) -> tuple[list[str], list[str]]:
         with self.connect() as engine:

@@ -13,6 +13,7 @@ import base64
 import difflib
 import hashlib
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,10 +194,11 @@ def restore_config(record: JSONDict, force: bool) -> list[str]:
         return [f"switch: {path} already has its original content"]
     if not force:
         refuse_if_drifted(record)
+    lines = _keep_drifted(path, record, current)
     if original is None:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
-        lines = [f"switch: removed {path} (it did not exist before the migration)"]
+        lines.append(f"switch: removed {path} (it did not exist before the migration)")
         if not record.get("dir_existed", True):
             try:
                 path.parent.rmdir()
@@ -209,8 +211,19 @@ def restore_config(record: JSONDict, force: bool) -> list[str]:
         path.parent.mkdir(mode=NEW_DIR_MODE, parents=True, exist_ok=True)
     atomic_write_bytes(path, original, int(record["mode"]), int(record["uid"]),
                        int(record["gid"]))
-    return [f"switch: restored the original {path} ({len(original)} bytes, "
+    return [*lines, f"switch: restored the original {path} ({len(original)} bytes, "
             f"mode {int(record['mode']):04o})"]
+
+
+def _keep_drifted(path: Path, record: JSONDict, current: bytes | None) -> list[str]:
+    """A daemon.json edited since the switch (restored anyway with --force) is copied next
+    to it first: the edits are not lost, and the operator is told where they are."""
+    if current is None or sha256_hex(current) == record.get("written_sha256"):
+        return []
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    copy = path.with_name(f"{path.name}.drifted-{stamp}")
+    atomic_write_bytes(copy, current, 0o600)
+    return [f"switch: kept the edited {path} as {copy} before restoring the original"]
 
 
 def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:

@@ -138,7 +138,7 @@ def try_container(engine: Engine, image: str) -> list[str]:
 
 
 def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest) -> VerificationReport:
-    expected = {i.legacy_id: i.new_id for a in manifest.archives for i in a.images}
+    expected = manifest.new_ids()
     info = engine.info()
     problems = []
     if info.store is not Store.CONTAINERD:

@@ -20,9 +20,12 @@ GUARD_NOTE = (
 )
 
 
-def guarded_volumes(inventory: Inventory) -> tuple[str, ...]:
-    """Named local volumes that some snapshotted container mounts."""
-    used = {m.name for c in inventory.containers for m in c.mounts if m.type == "volume"}
+def guarded_volumes(inventory: Inventory, exclude: frozenset[str] = frozenset(),
+                    ) -> tuple[str, ...]:
+    """Named local volumes that some snapshotted container mounts, leaving out the
+    containers in `exclude` (IDs): recreated ones keep their volumes in use themselves."""
+    used = {m.name for c in inventory.containers if c.id not in exclude for m in c.mounts
+            if m.type == "volume"}
     return tuple(sorted(v.name for v in inventory.volumes if v.name in used))
 
 

@@ -24,6 +24,7 @@ from migrate.host.daemon_json import (
 )
 from migrate.host.launch import DaemonLaunch, canonical_path, config_file_read
 from migrate.models import Frozen, Inventory, Store
+from migrate.preflight.containers import recreate_plan
 from migrate.preflight.estimate import Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
@@ -318,6 +319,13 @@ def containers_present(c: Ctx) -> Check | None:
     running = sum(ct.running for ct in containers)
     details = [f"{ct.name} ({ct.state}, image {ct.image})" for ct in containers]
     message = f"{len(containers)} container(s), {running} running"
+    if c.options.containers == "recreate":
+        plans = recreate_plan(c.inv)
+        return _check("containers-present", INFO,
+                      f"{message}: each is recreated in the containerd store, running ones "
+                      "stopped for the window and started again",
+                      "same names, config, volumes and networks; see the container-map.json "
+                      "report after the run", [plan.describe() for plan in plans])
     if c.options.containers == "leave":
         return _check("containers-present", WARNING,
                       f"{message}: they will be hidden after the switch, running ones stopped",
@@ -327,10 +335,23 @@ def containers_present(c: Ctx) -> Check | None:
                   "legacy store", details)
 
 
+def containers_not_recreatable(c: Ctx) -> Check | None:
+    if c.options.containers != "recreate":
+        return None
+    blocked = [plan for plan in recreate_plan(c.inv) if plan.blockers]
+    if not blocked:
+        return None
+    return _check("containers-not-recreatable", BLOCKER,
+                  f"{len(blocked)} container(s) cannot be recreated faithfully",
+                  "change or remove them (or migrate with --containers leave, which keeps "
+                  "them hidden in the legacy store), then plan again",
+                  [plan.describe() for plan in blocked])
+
+
 def volumes_only_used_by_containers(c: Ctx) -> Check | None:
     used = [v for v in c.inv.volumes if v.used_by]
-    if not used:
-        return None
+    if not used or c.options.containers == "recreate":
+        return None  # recreated containers keep using their volumes
     return _check("volumes-only-used-by-containers", WARNING,
                   f"{len(used)} volume(s) will look unused once their containers are hidden",
                   "do not run docker volume rm/prune after the switch: it would delete them and "
@@ -404,7 +425,8 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     daemon_config_not_read, daemon_config_symlink, storage_driver_rewrite,
     storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
-    external_containerd, live_restore, containers_present, volumes_only_used_by_containers,
+    external_containerd, live_restore, containers_present, containers_not_recreatable,
+    volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
     daemon_config_not_writable, restart_command_unknown, no_images,
 )

@@ -24,7 +24,7 @@ from migrate.host.launch import DaemonLaunch, detect_launch
 from migrate.models import Frozen, Inventory
 
 # The one list of containers policies: the CLI's choices are read from it.
-ContainersPolicy = Literal["refuse", "leave"]
+ContainersPolicy = Literal["refuse", "leave", "recreate"]
 CONTAINERS_POLICIES: tuple[str, ...] = get_args(ContainersPolicy)
 DEFAULT_CONTAINERS_POLICY: ContainersPolicy = "refuse"
 

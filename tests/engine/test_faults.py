@@ -745,7 +745,7 @@ def test_daemon_dies_during_import(host: Host, rec: Recorder, tmp_path: Path) ->
     replayed, doc = assert_status_truthful(sandbox, state)
     assert replayed.phase("import").status == "failed"
     assert replayed.phase("import").exit_code == ExitCode.ENGINE_UNREACHABLE
-    assert doc["remaining"] == ["import", "verify"]
+    assert doc["remaining"] == ["import", "verify", "recreate"]
     sandbox.start()  # the switched daemon.json: back on the containerd store
     expect(cli(sandbox, state, *run_args(sandbox)), 0)
     assert journal(state).phase("import").attempts == 2

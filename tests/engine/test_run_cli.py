@@ -316,7 +316,7 @@ def test_kills_after_switch_restart_and_import_then_resume(
     killed = _run(sandbox, state, "after:switch=kill")
 
     assert [_statuses(killed)[name] for name in PHASE_ORDER] == [
-        "done", "done", "done", "done", "pending", "pending", "pending"]
+        "done", "done", "done", "done", "done", "pending", "pending", "pending", "pending"]
     assert _daemon_json(sandbox) == VFS.expected
     assert not sandbox.containerd_snapshotter()  # switched on disk, not restarted yet
     assert sandbox.pid() == legacy_dockerd
@@ -327,7 +327,7 @@ def test_kills_after_switch_restart_and_import_then_resume(
 
     assert len(killed.runs) == 2
     assert all(killed.phase(name).attempts == 1
-               for name in ("snapshot", "export", "quiesce", "switch"))
+               for name in ("snapshot", "export", "quiesce", "commit", "switch"))
     assert _statuses(killed)["restart"] == "started"
     assert sandbox.containerd_snapshotter()
     assert _daemon_json(sandbox) == VFS.expected
@@ -386,7 +386,8 @@ def test_prestaged_export_then_run(fresh_sandbox: SandboxFactory, engine: str,
     assert exported.returncode == 0, _out(exported)
     journal = _journal(state)
     assert [journal.phase(name).status for name in PHASE_ORDER] == [
-        "done", "done", "pending", "pending", "pending", "pending", "pending"]
+        "done", "done", "pending", "pending", "pending", "pending", "pending", "pending",
+        "pending"]
     first = _result(journal, "export")
     assert first["archives"] and first["written"] == first["archives"]
     staged = _archives(state)

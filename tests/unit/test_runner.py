@@ -14,7 +14,8 @@ from migrate.phases.runner import PREPARE_PHASES, steps_to_run
 pytestmark = pytest.mark.unit
 
 ALL: tuple[PhaseName, ...] = (
-    "snapshot", "export", "quiesce", "switch", "restart", "import", "verify"
+    "snapshot", "export", "quiesce", "commit", "switch", "restart", "import", "verify",
+    "recreate",
 )
 
 
@@ -46,19 +47,19 @@ def test_export_command_plans_only_the_prepare_phases(tmp_path: Path) -> None:
 
 
 def test_after_quiesce_the_snapshot_is_frozen(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
-    assert steps_to_run(journal.state()) == ("restart", "import", "verify")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit", "switch")
+    assert steps_to_run(journal.state()) == ("restart", "import", "verify", "recreate")
 
 
 def test_a_phase_started_but_not_done_is_run_again(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch",
-                       started="restart")
-    assert steps_to_run(journal.state()) == ("restart", "import", "verify")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit",
+                       "switch", started="restart")
+    assert steps_to_run(journal.state()) == ("restart", "import", "verify", "recreate")
     assert steps_to_run(journal.state(), PREPARE_PHASES) == ()
 
 
 def test_half_rolled_back_migration_refuses_to_run_forward(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit", "switch")
     with journal.undo("switch"):
         pass
     with pytest.raises(StateError, match="half rolled back"):
@@ -66,14 +67,14 @@ def test_half_rolled_back_migration_refuses_to_run_forward(tmp_path: Path) -> No
 
 
 def test_status_document_reports_remaining_and_undo_order(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit", "switch")
     doc = status_document(journal.state())
     assert doc["active"] is True
-    assert doc["remaining"] == ["restart", "import", "verify"]
-    assert doc["rollback_would_undo"] == ["switch", "quiesce", "export", "snapshot"]
+    assert doc["remaining"] == ["restart", "import", "verify", "recreate"]
+    assert doc["rollback_would_undo"] == ["switch", "commit", "quiesce", "export", "snapshot"]
     text = render_status(doc, journal.state())
-    assert "remaining: restart, import, verify" in text
-    assert "rollback would undo: switch, quiesce, export, snapshot" in text
+    assert "remaining: restart, import, verify, recreate" in text
+    assert "rollback would undo: switch, commit, quiesce, export, snapshot" in text
 
 
 def test_status_of_a_rolled_back_migration_offers_no_undo(tmp_path: Path) -> None:
