@@ -99,8 +99,11 @@ def _restart_options(f: F) -> F:
     f = click.option("--restart-command", default=None,
                      help='Command that restarts dockerd, e.g. "systemctl restart docker" '
                      "(split like a shell would, but never run through a shell).")(f)
-    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=120.0,
-                     show_default=True, help="Seconds to wait for the daemon to come back.")(f)
+    # default None: an explicit value must be told from the default, since on rollback it
+    # beats the journaled one (engine.restart.resolve_restart_timeout).
+    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=None,
+                     help="Seconds to wait for the daemon to come back [default: the "
+                     "journaled value, else 120].")(f)
     return f
 
 
@@ -160,7 +163,7 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
               help="Leave the host as it is when the restart or verification fails.")
 @click.pass_context
 def run(ctx: click.Context, yes: bool, containers: str, snapshotter: str | None,
-        restart_command: str | None, restart_timeout: float, no_auto_rollback: bool) -> None:
+        restart_command: str | None, restart_timeout: float | None, no_auto_rollback: bool) -> None:
     """Run (or resume) the whole migration."""
     _run(ctx, lambda: commands.run(_globals(ctx), commands.RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
@@ -201,7 +204,7 @@ def verify(ctx: click.Context) -> None:
               help="Also remove the images this migration imported into the containerd store.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float,
+def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float | None,
              force: bool, purge_imported: bool, yes: bool) -> None:
     """Undo the current migration and bring the host back to the legacy store."""
     _run(ctx, lambda: commands.rollback(_globals(ctx), commands.RollbackArgs(

@@ -36,6 +36,7 @@ SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
 SYSV_INIT_SCRIPT = Path("/etc/init.d/docker")
 STDERR_TAIL_LINES = 15
 WRONG_STORE_GRACE = 10.0
+DEFAULT_RESTART_TIMEOUT = 120.0
 
 
 def _systemd_knows_docker() -> bool:
@@ -68,6 +69,19 @@ def resolve_restart_command(
     if recorded:
         return tuple(str(word) for word in recorded)
     return default_restart_command()
+
+
+def resolve_restart_timeout(explicit: float | None = None, recorded: object = None) -> float:
+    """Seconds to wait for the daemon: the operator's, else the journaled one, else 120.
+
+    Like the command, an explicit value wins: a journaled timeout too short for this host
+    must not make every rollback fail the same way.
+    """
+    if explicit is not None:
+        return float(explicit)
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and recorded > 0:
+        return float(recorded)
+    return DEFAULT_RESTART_TIMEOUT
 
 
 def parse_restart_command(text: str) -> tuple[str, ...]:

@@ -25,6 +25,12 @@ def _restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
                                                   switch.get("restart_command"))
 
 
+def _timeout(ctx: PhaseContext) -> float:
+    switch = ctx.done.get("switch") or {}
+    return daemon_control.resolve_restart_timeout(ctx.options.restart_timeout,
+                                                  switch.get("restart_timeout"))
+
+
 def _config_is_switched(ctx: PhaseContext) -> bool:
     switch = ctx.done.get("switch") or {}
     path, written = switch.get("path"), switch.get("written_sha256")
@@ -42,12 +48,12 @@ class RestartPhase(Phase):
     def intent(self, ctx: PhaseContext) -> JSONDict:
         return {
             "restart_command": list(_restart_argv(ctx)),
-            "restart_timeout": ctx.options.restart_timeout,
+            "restart_timeout": _timeout(ctx),
             "host": ctx.options.host,
         }
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
-        host, timeout = ctx.options.host, ctx.options.restart_timeout
+        host, timeout = ctx.options.host, _timeout(ctx)
         before = daemon_control.current_info(host)
         if before is not None and before.store is Store.CONTAINERD and _config_is_switched(ctx):
             # Resumed after the restart had already happened: another one is pure downtime.

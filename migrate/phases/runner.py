@@ -250,7 +250,7 @@ class Runner:
         state = journal.state()
         ctx = UndoContext(options=self.options, connect=self.connect,
                           inventory_path=self.state_dir.inventory_path, force=force,
-                          purge_imported=purge_imported)
+                          purge_imported=purge_imported, say=self.say)
         to_undo = state.phases_to_undo()
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
