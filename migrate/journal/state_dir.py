@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import socket
 import stat
@@ -26,6 +27,9 @@ from migrate.journal.writer import Journal
 from migrate.models import Inventory
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/containerd-migrate")
+# One lock per daemon for the whole host, whatever state dir a run uses: two migrations
+# of one daemon from two state dirs would each journal half of the truth.
+HOST_LOCK_DIR: Final = Path("/run/containerd-migrate")
 MACHINE_ID_FILE: Final = Path("/etc/machine-id")
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
@@ -298,6 +302,24 @@ class StateDir:
         self.ensure()
         with hold_lock(self.lock_path, f"state dir {self.path}"):
             yield
+
+
+@contextmanager
+def host_lock(data_root: str, lock_dir: Path = HOST_LOCK_DIR) -> Iterator[None]:
+    """Exclusive lock on the daemon with this data-root, for every state dir on the host."""
+    key = hashlib.sha256(os.path.normpath(data_root).encode()).hexdigest()[:16]
+    try:
+        lock_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        info = os.lstat(lock_dir)
+    except OSError as error:
+        raise StateError(f"cannot create the host lock dir {lock_dir}: {error.strerror}",
+                         "run as root") from error
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateError(f"host lock dir {lock_dir} is not a directory (or is a symlink)",
+                         f"remove {lock_dir}; containerd-migrate creates it")
+    check_trusted(lock_dir, info, "host lock dir", hint=f"remove {lock_dir} and run again")
+    with hold_lock(lock_dir / f"{key}.lock", f"the daemon with data-root {data_root}"):
+        yield
 
 
 @contextmanager

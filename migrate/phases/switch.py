@@ -23,6 +23,7 @@ from migrate.host.daemon_json import (
     SNAPSHOTTER_FEATURE,
     load_for_edit,
     parse_config_bytes,
+    read_regular,
     render_config,
     target_config,
 )
@@ -57,7 +58,7 @@ def _unb64(text: Any) -> bytes | None:
 
 def read_current(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read_regular(path)[0]
     except FileNotFoundError:
         return None
 

@@ -81,7 +81,7 @@ def test_group_writable_file_in_state_dir_is_refused(state: StateDir, name: str)
     planted = state.path / name
     planted.write_text("{}\n")
     planted.chmod(0o660)
-    with pytest.raises(StateError, match="state file .* group-writable"):
+    with pytest.raises(StateError, match=r"state file .* group-writable"):
         state.ensure()
     assert _mode(planted) == 0o660
     with pytest.raises(StateError, match="group-writable"):
