@@ -28,7 +28,6 @@ from migrate.journal.records import (
 )
 
 
-
 def damaged_hint(path: Path, intact_lines: int) -> str:
     """A recovery that works: roll back from the intact records before the damage."""
     if intact_lines == 0:

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from migrate import __version__
 from migrate.engine import Engine
+from migrate.engine.restart import resolve_restart_timeout
 from migrate.errors import (
     EngineUnreachable,
     ExitCode,
@@ -268,6 +269,10 @@ class Runner:
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
             PHASES[phase_state.name].refuse_undo(ctx, _undo_record(phase_state))
+        # A restart command a killed run left behind must end before the undo restarts.
+        restart.wait_for_journaled_restarts(
+            state.phase("restart").progress,
+            resolve_restart_timeout(self.options.restart_timeout))
         lines: list[str] = []
         for phase_state in to_undo:
             name = phase_state.name

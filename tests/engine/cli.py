@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -10,6 +11,13 @@ from pathlib import Path
 
 from migrate.sandbox.daemon import Sandbox
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
+
+
+def child_signals() -> None:
+    """preexec_fn for every CLI child: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt even when pytest runs from a background job (which starts with
+    SIGINT ignored, inherited by every child)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def restart_command(sandbox: Sandbox) -> str:
@@ -37,7 +45,7 @@ def cli(
         *args,
     ]
     return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False)
+                          stdin=subprocess.DEVNULL, check=False, preexec_fn=child_signals)
 
 
 def run_args(sandbox: Sandbox, *extra: str) -> tuple[str, ...]:

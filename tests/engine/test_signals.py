@@ -18,7 +18,7 @@ from migrate.sandbox import SandboxFactory
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 
-from .cli import cli, run_args
+from .cli import child_signals, cli, run_args
 
 pytestmark = pytest.mark.engine
 
@@ -42,7 +42,8 @@ def test_sigterm_during_export_is_journaled_and_resumable(
     argv = [sys.executable, "-m", "migrate", "--host", sandbox.host, "--daemon-config",
             str(sandbox.daemon_json), "--state-dir", str(state), *run_args(sandbox)]
     process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=child_signals)
     _wait_for(reached_path(resume), process)
     original = sandbox.daemon_json.read_bytes() if sandbox.daemon_json.exists() else None
     process.send_signal(signal.SIGTERM)
