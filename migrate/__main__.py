@@ -32,7 +32,7 @@ def entry() -> None:
     if previous is not signal.SIG_IGN:  # started ignoring SIGINT (nohup, &): keep that
         signal.signal(signal.SIGINT, _interrupted_at_start)
     failpoints.hit("start-up")
-    from migrate.cli import main
+    from migrate.cli import main  # noqa: PLC0415  (after the handler, on purpose)
 
     if previous is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, previous)

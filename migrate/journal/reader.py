@@ -31,13 +31,13 @@ from migrate.journal.records import (
 def damaged_hint(path: Path, intact_lines: int) -> str:
     """A recovery that works: roll back from the intact records before the damage."""
     if intact_lines == 0:
-        return (f"the journal is damaged and nothing before the damage is readable; keep {path} for inspection, restore "
-                "daemon.json from a backup if the migration had switched it, and move the "
-                "journal aside to start from scratch")
-    return (f"the journal is damaged; the {intact_lines} line(s) before it are intact and hold the undo records "
-            f"written until then; keep a copy and roll back from them: `cp {path} "
-            f"{path}.damaged && head -n {intact_lines} {path}.damaged > {path}`, then "
-            "`containerd-migrate rollback --yes`")
+        return ("the journal is damaged and nothing before the damage is readable; keep "
+                f"{path} for inspection, restore daemon.json from a backup if the migration "
+                "had switched it, and move the journal aside to start from scratch")
+    return (f"the journal is damaged; the {intact_lines} line(s) before it are intact and "
+            "hold the undo records written until then; keep a copy and roll back from "
+            f"them: `cp {path} {path}.damaged && head -n {intact_lines} {path}.damaged > "
+            f"{path}`, then `containerd-migrate rollback --yes`")
 
 
 class ParsedJournal(NamedTuple):

@@ -70,11 +70,11 @@ class RestartPhase(Phase):
             return PhaseOutcome(result=_result(before, restarted=False, seconds=0.0))
         argv = _restart_argv(ctx)
         started = time.monotonic()
-        def started(pid: int, start_time: int) -> None:
+        def journal_pid(pid: int, start_time: int) -> None:
             ctx.checkpoint({"restart_pid": pid, "restart_started": start_time})
             failpoints.hit("restart:command-started")
 
-        daemon_control.run_restart_command(argv, timeout, started=started)
+        daemon_control.run_restart_command(argv, timeout, started=journal_pid)
         remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
         info = daemon_control.wait_for_daemon(host, Store.CONTAINERD, remaining)
         return PhaseOutcome(

@@ -274,7 +274,7 @@ def spawn(sandbox: Sandbox, state: Path, *args: str, failpoints: str | None = No
     """The CLI started in the background (for pauses); `finish()` collects it."""
     return subprocess.Popen(_argv(sandbox, state, args, code), env=_env(failpoints, env),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=child_signals)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=child_signals)  # noqa: PLW1509  (no threads here)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:

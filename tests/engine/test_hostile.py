@@ -5,6 +5,7 @@ its killed run, and the odd inputs that used to crash or hang."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -50,7 +51,7 @@ def _spawn(sandbox: Sandbox, state: Path, *args: str, env: dict[str, str],
             str(sandbox.daemon_json), "--state-dir", str(state), *args]
     return subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=child_signals)
+                            preexec_fn=child_signals)  # noqa: PLW1509  (no threads here)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 180) -> None:
@@ -249,9 +250,9 @@ def test_daemon_json_dockerd_rejects_and_odd_inputs(
         set_config(raw)
         out = expect(cli(sandbox, state, "plan"), ExitCode.BLOCKED)
         assert check in out, out
-        out = cli(sandbox, state, *run_args(sandbox))
-        assert out.returncode in (ExitCode.BLOCKED, ExitCode.CONFIG_INVALID), _show(out)
-        assert "Traceback" not in out.stderr
+        result = cli(sandbox, state, *run_args(sandbox))
+        assert result.returncode in (ExitCode.BLOCKED, ExitCode.CONFIG_INVALID), _show(result)
+        assert "Traceback" not in result.stderr
         assert config.read_bytes() == raw
         assert sandbox.ping() and not sandbox.containerd_snapshotter()
     set_config(original)
@@ -261,8 +262,8 @@ def test_daemon_json_dockerd_rejects_and_odd_inputs(
     try:
         out = expect(cli(sandbox, state, "plan", timeout=60), ExitCode.BLOCKED)
         assert "not a regular file" in out
-        out = cli(sandbox, state, *run_args(sandbox), timeout=60)
-        assert out.returncode in (ExitCode.BLOCKED, ExitCode.CONFIG_INVALID), _show(out)
+        result = cli(sandbox, state, *run_args(sandbox), timeout=60)
+        assert result.returncode in (ExitCode.BLOCKED, ExitCode.CONFIG_INVALID), _show(result)
     finally:
         config.unlink()
         config.write_bytes(original)
@@ -278,21 +279,18 @@ def test_daemon_json_dockerd_rejects_and_odd_inputs(
                    check=True)
     try:
         filler = full / "filler"
-        with filler.open("wb") as handle:
-            try:
-                handle.write(b"x" * 200_000)
-            except OSError:
-                pass
+        with filler.open("wb") as handle, contextlib.suppress(OSError):
+            handle.write(b"x" * 200_000)
         for args in (run_args(sandbox), ("rollback", "--yes")):
-            out = cli(sandbox, full / "state", *args)
-            assert out.returncode == ExitCode.DISK_FULL, _show(out)
-            assert "Traceback" not in out.stderr and "no space left" in out.stderr
+            result = cli(sandbox, full / "state", *args)
+            assert result.returncode == ExitCode.DISK_FULL, _show(result)
+            assert "Traceback" not in result.stderr and "no space left" in result.stderr
     finally:
         subprocess.run(["umount", "-l", str(full)], check=False)
 
-    out = cli(sandbox, state, "plan", failpoints="start-up=sigint")
-    assert out.returncode == ExitCode.INTERRUPTED, _show(out)
-    assert "Traceback" not in out.stderr and "interrupted" in out.stderr
+    result = cli(sandbox, state, "plan", failpoints="start-up=sigint")
+    assert result.returncode == ExitCode.INTERRUPTED, _show(result)
+    assert "Traceback" not in result.stderr and "interrupted" in result.stderr
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -304,12 +302,14 @@ def test_resume_waits_for_a_restart_that_outlived_its_killed_run(
     again (one dockerd), then completes."""
     sandbox = fresh_sandbox(engine, samples=True)
     state = tmp_path / "state"
-    slow = f"sh -c 'sleep 4; exec {restart_command(sandbox)}'"
+    # Its output goes nowhere: the killed CLI's pipes would end it early.
+    slow = f"sh -c 'exec >/dev/null 2>&1; sleep 4; exec {restart_command(sandbox)}'"
     killed = cli(sandbox, state, "run", "--yes", "--containers", "leave", "--restart-command",
                  slow, failpoints="restart:command-started=kill")
     assert killed.returncode == -9, _show(killed)
     progress = replay(state / "journal.jsonl").phase("restart").progress
-    pid = int(progress[-1]["restart_pid"])  # type: ignore[call-overload]
+    pid = progress[-1]["restart_pid"]
+    assert isinstance(pid, int)
     assert Path(f"/proc/{pid}").exists(), "the restart command should still run"
     resumed = cli(sandbox, state, *run_args(sandbox))
     expect(resumed, 0)

@@ -43,7 +43,7 @@ def test_sigterm_during_export_is_journaled_and_resumable(
             str(sandbox.daemon_json), "--state-dir", str(state), *run_args(sandbox)]
     process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=child_signals)
+                               preexec_fn=child_signals)  # noqa: PLW1509  (no threads here)
     _wait_for(reached_path(resume), process)
     original = sandbox.daemon_json.read_bytes() if sandbox.daemon_json.exists() else None
     process.send_signal(signal.SIGTERM)
