@@ -103,7 +103,7 @@ def test_untrusted_state_other_host_and_second_state_dir_are_refused(
 
     # Host-wide lock: a second state dir against the same daemon waits for nobody.
     resume = tmp_path / "resume"
-    env = {FAILPOINTS_ENV: "before:export=pause,after:switch=kill", RESUME_ENV: str(resume),
+    env = {FAILPOINTS_ENV: "before:export=pause,after:restart=kill", RESUME_ENV: str(resume),
            PAUSE_TIMEOUT_ENV: "120"}
     first = _spawn(sandbox, state, *run_args(sandbox), env=env)
     try:
@@ -113,8 +113,9 @@ def test_untrusted_state_other_host_and_second_state_dir_are_refused(
     finally:
         resume.touch()
         first.communicate(timeout=300)
-    assert first.returncode == -9, "the run should die at after:switch"
-    assert replay(state / "journal.jsonl").phase("switch").status == "done"
+    assert first.returncode == -9, "the run should die at after:restart"
+    assert replay(state / "journal.jsonl").phase("restart").status == "done"
+    assert sandbox.containerd_snapshotter()
 
     # Resumed against ANOTHER engine: its data-root and ID differ.
     other_run = subprocess.run(
