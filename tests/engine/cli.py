@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,3 +53,12 @@ def run_args(sandbox: Sandbox, *extra: str) -> tuple[str, ...]:
     """`run --yes --containers leave --restart-command <sandbox restart>` plus extras."""
     return ("run", "--yes", "--containers", "leave",
             "--restart-command", restart_command(sandbox), *extra)
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[str], timeout: float = 180) -> None:
+    """Poll until `path` exists (a failpoint's `.reached` file); fail if the CLI ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"CLI exited early: {process.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)

@@ -99,7 +99,7 @@ def assert_migrated(host: Host, state: Path) -> None:
 def _moment_reached(state: Path, kind: str, phase: str) -> bool:
     try:
         replayed = replay(state / "journal.jsonl")
-    except Exception:  # noqa: BLE001  (read while being written)
+    except Exception:
         return False
     if kind == "run":
         return replayed.phase(phase).status != "pending"  # type: ignore[arg-type]
@@ -135,7 +135,7 @@ def _interrupt(host: Host, state: Path, args: tuple[str, ...], kind: str,
                 proc.send_signal(sig)
         except ProcessLookupError:
             pass
-    out, err = proc.communicate(timeout=WAIT)
+    _out, err = proc.communicate(timeout=WAIT)
     log.append(f"  exit {proc.returncode}")
     assert "Traceback" not in err, err
     return proc.returncode

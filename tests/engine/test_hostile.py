@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from migrate.sandbox import Sandbox, SandboxFactory, docker, sandbox_samples
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 
-from .cli import child_signals, cli, restart_command, run_args
+from .cli import child_signals, cli, restart_command, run_args, wait_for_file
 
 pytestmark = pytest.mark.engine
 
@@ -52,14 +51,6 @@ def _spawn(sandbox: Sandbox, state: Path, *args: str, env: dict[str, str],
     return subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=child_signals)  # noqa: PLW1509  (no threads here)
-
-
-def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"CLI ended early: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def _dockerds(sandbox: Sandbox) -> list[int]:
@@ -107,7 +98,7 @@ def test_untrusted_state_other_host_and_second_state_dir_are_refused(
            PAUSE_TIMEOUT_ENV: "120"}
     first = _spawn(sandbox, state, *run_args(sandbox), env=env)
     try:
-        _wait_for(reached_path(resume), first)
+        wait_for_file(reached_path(resume), first)
         out = expect(cli(sandbox, second, *run_args(sandbox)), ExitCode.LOCKED)
         assert f"pid {first.pid}" in out and "data-root" in out
     finally:
