@@ -107,9 +107,12 @@ def _format_option(*choices: str) -> Callable[[F], F]:
 
 def _restart_options(f: F) -> F:
     f = _restart_command_option(f)
-    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=120.0,
-                     show_default=True, envvar="CONTAINERD_MIGRATE_RESTART_TIMEOUT",
-                     help="Seconds to wait for the daemon to come back.")(f)
+    # default None: an explicit value must be told from the default, since on rollback it
+    # beats the journaled one (engine.restart.resolve_restart_timeout).
+    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=None,
+                     envvar="CONTAINERD_MIGRATE_RESTART_TIMEOUT",
+                     help="Seconds to wait for the daemon to come back [default: the "
+                     "journaled value, else 120].")(f)
     return f
 
 
@@ -228,7 +231,8 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
               help="Leave the host as it is when the restart or verification fails.")
 @click.pass_context
 def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str | None,
-        restart_command: str | None, restart_timeout: float, no_auto_rollback: bool) -> None:
+        restart_command: str | None, restart_timeout: float | None,
+        no_auto_rollback: bool) -> None:
     """Run (or resume) the whole migration."""
     _run(ctx, lambda: commands.run(_globals(ctx), commands.RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
@@ -269,7 +273,7 @@ def verify(ctx: click.Context) -> None:
               help="Also remove the images this migration imported into the containerd store.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float,
+def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float | None,
              force: bool, purge_imported: bool, yes: bool) -> None:
     """Undo the current migration and bring the host back to the legacy store."""
     _run(ctx, lambda: commands.rollback(_globals(ctx), commands.RollbackArgs(

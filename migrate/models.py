@@ -46,6 +46,9 @@ class EngineInfo(Frozen):
     # Set when dockerd runs against an external containerd (`--containerd=SOCK`).
     containerd_address: str | None = None
     pid: int | None = None
+    # `docker info` ID, persisted in the data-root: the same daemon keeps it across restarts
+    # and the store switch (docs/engine-facts.md).
+    daemon_id: str = ""
 
     @property
     def legacy_driver(self) -> str | None:

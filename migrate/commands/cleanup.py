@@ -9,7 +9,7 @@ from pathlib import Path
 from migrate.archives.manifest import delete_archives
 from migrate.commands.context import GlobalOptions, confirm, connect, open_state
 from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
-from migrate.journal.state_dir import StateDir
+from migrate.journal.state_dir import StateDir, host_lock
 from migrate.models import Inventory, Store
 from migrate.phases.volume_guard import remove_guard
 from migrate.support.sizes import human_bytes
@@ -28,14 +28,16 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                                "`containerd-migrate run` first")
         with connect(opts) as engine:
             info = engine.info()
+            state_dir.check_host(info.data_root, info.daemon_id)
             if info.store is not Store.CONTAINERD:
                 raise BlockedError("the daemon is not on the containerd store now",
                                    "run `containerd-migrate verify` to see why")
-            if prune_legacy:
-                _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
-                              remove_legacy_containers)
-            removed_guard = remove_guard(engine)
-        freed = delete_archives(state_dir.archives_dir)
+            with host_lock(info.data_root):
+                if prune_legacy:
+                    _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
+                                  remove_legacy_containers)
+                removed_guard = remove_guard(engine)
+                freed = delete_archives(state_dir.archives_dir)
     opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
                       + ("; removed the volume guard" if removed_guard else ""))
     return int(ExitCode.OK)

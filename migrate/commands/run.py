@@ -32,7 +32,7 @@ class RunArgs:
     containers: str | None = None
     snapshotter: str | None = None
     restart_command: str | None = None
-    restart_timeout: float = 120.0
+    restart_timeout: float | None = None
     auto_rollback: bool = True
     interactive: bool = False
 

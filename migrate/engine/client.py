@@ -370,19 +370,36 @@ class Engine:
         return loaded
 
     def create_container(self, image: str, name: str | None = None, labels: dict[str, str]
-                         | None = None, volumes: Iterable[str] = ()) -> str:
+                         | None = None, volumes: Iterable[str] = (),
+                         command: tuple[str, ...] = ("true",), restart_always: bool = False,
+                         ) -> str:
         binds = {v: {"bind": f"/guard/{v}", "mode": "ro"} for v in volumes}
-        host_config = self._api.create_host_config(binds=binds) if binds else None
+        config: dict[str, Any] = {}
+        if binds:
+            config["binds"] = binds
+        if restart_always:
+            config["restart_policy"] = {"Name": "always"}
+        host_config = self._api.create_host_config(**config) if config else None
         created = self._call(
             f"create a container from {image}",
             self._api.create_container,
             image,
-            command=["true"],
+            command=list(command),
             name=name,
             labels=labels or {},
             host_config=host_config,
         )
         return str(created["Id"])
+
+    def import_image(self, tarball: bytes, repository: str, tag: str) -> None:
+        """`docker import`: an image whose single layer is `tarball`."""
+        self._call(f"import {repository}:{tag}", self._api.import_image_from_data, tarball,
+                   repository=repository, tag=tag)
+
+    def running(self, container: str) -> bool:
+        found = self._call(f"inspect container {container}", self._api.inspect_container,
+                           container)
+        return bool((found.get("State") or {}).get("Running"))
 
     def remove_container(self, container: str, force: bool = False) -> None:
         self._call(f"remove container {container}", self._api.remove_container, container,

@@ -110,6 +110,7 @@ def engine_info(info: JSON, version: JSON) -> EngineInfo:
         live_restore=bool(info.get("LiveRestoreEnabled", False)),
         security_options=_tuple(info.get("SecurityOptions")),
         containerd_address=containerd.get("Address") if isinstance(containerd, dict) else None,
+        daemon_id=str(info.get("ID", "")),
     )
 
 

@@ -30,7 +30,8 @@ class RunOptions:
     daemon_config: Path
     state_dir: Path
     restart_command: tuple[str, ...] = ()
-    restart_timeout: float = 120.0
+    # None: not given; `engine.restart.resolve_restart_timeout` decides.
+    restart_timeout: float | None = None
     stop_timeout: int = 10
     containers: ContainersPolicy = "refuse"
     follow_symlinks: bool = False
@@ -115,6 +116,8 @@ class UndoContext:
     purge_imported: bool = False
     # Imports of earlier rolled-back migrations of this state dir, purged with this one's.
     earlier_imports: tuple[JSONDict, ...] = ()
+    # Tells the operator what is about to happen (e.g. which restart command runs).
+    say: Callable[[str], None] = print
 
 
 class Phase(Protocol):

@@ -42,14 +42,13 @@ from migrate.host.fs import (
 )
 from migrate.models import Inventory
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.preflight.estimate import RESERVE_BYTES, room_needed
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
 
 log = get_logger(__name__)
 
-# Head-room left on a filesystem for the journal, reports and the daemon's own writes.
-RESERVE_BYTES = 256 * 1024 * 1024
 # Legacy save answers only after staging the whole batch, and cd-mode load only after
 # ingesting it; the engine's read timeout (120 s) runs meanwhile. Measured ~330 MB/s
 # staging, so 8 GiB keeps even slow disks inside it and resume granularity useful.
@@ -85,7 +84,7 @@ def batch_cap(data_root: str, archives_dir: Path) -> int:
 
 def _ensure_room(batch: Batch, archives_dir: Path, data_root: str) -> None:
     twice = bool(data_root) and _same_filesystem(Path(data_root), archives_dir)
-    need = batch.estimated_bytes * (2 if twice else 1) + RESERVE_BYTES
+    need = room_needed(batch.estimated_bytes * (2 if twice else 1))
     free = free_bytes(archives_dir)
     if free < need:
         where = " (it also holds the engine's staging copy)" if twice else ""

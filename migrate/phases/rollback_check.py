@@ -43,6 +43,12 @@ def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[st
         ok.append(f"all {len(inventory.containers)} container(s) present")
     if not_running:
         problems.append(f"container(s) running before but not now: {', '.join(not_running)}")
+    live_volumes = {v.name for v in engine.list_volumes()}
+    missing_volumes = [v.name for v in inventory.volumes if v.name not in live_volumes]
+    if missing_volumes:
+        problems.append(f"volume(s) missing: {', '.join(missing_volumes)}")
+    elif inventory.volumes:
+        ok.append(f"all {len(inventory.volumes)} volume(s) present")
     return ok, problems
 
 

@@ -12,12 +12,14 @@ rollback really restored the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from migrate import __version__
 from migrate.engine import Engine
+from migrate.engine.restart import resolve_restart_timeout
 from migrate.errors import (
     EngineUnreachable,
     ExitCode,
@@ -28,7 +30,8 @@ from migrate.errors import (
     VerificationFailed,
 )
 from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName, PhaseState
-from migrate.journal.state_dir import StateDir
+from migrate.journal.state_dir import StateDir, host_lock
+from migrate.models import EngineInfo
 from migrate.phases import (
     commit,
     export,
@@ -65,8 +68,8 @@ PREPARE_PHASES: tuple[PhaseName, ...] = ("snapshot", "export")
 # Until containers are stopped nothing on the host has changed, so a later run takes a
 # fresh inventory and exports only what is new; after that the snapshot is the truth.
 _FROZEN_FROM: PhaseName = "quiesce"
-# The phase before which the state dir is bound to the host: once the switch has started
-# the daemon may be down or on the new store, and the identity was checked before.
+# Before this phase the daemon must answer (the state dir is bound to it); once the switch
+# has started it may be down, and only the machine can be checked until it answers again.
 _BIND_BEFORE: PhaseName = "switch"
 RESUME_HINT = ("once the daemon answers, `containerd-migrate run` resumes the migration; "
                "`containerd-migrate rollback` undoes it")
@@ -166,29 +169,39 @@ class Runner:
                 return ForwardOutcome(state.last_migration_id, (), already_completed=True,
                                       state=state)
             steps = steps_to_run(state, wanted)
-            self._bind_host(state)
-            prepared = confirm(steps, state)
-            record = journal.start_run(__version__, argv, _json(self.options.to_record()))
-            log.info("run started", migration=record.migration_id, steps=list(steps))
-            try:
-                for name in steps:
-                    self._run_phase(journal, name, prepared)
-            except (RestartFailed, VerificationFailed) as failure:
-                if not auto_rollback:
-                    raise
-                raise self._auto_rollback(journal, failure) from failure
-            except EngineUnreachable as lost:
-                raise EngineUnreachable(lost.message, f"{lost.hint}; {RESUME_HINT}") from lost
-            if completes:
-                journal.finish("completed")
-            return ForwardOutcome(record.migration_id, steps, state=journal.state())
+            with self._this_host(state):
+                prepared = confirm(steps, state)
+                record = journal.start_run(__version__, argv, _json(self.options.to_record()))
+                log.info("run started", migration=record.migration_id, steps=list(steps))
+                try:
+                    for name in steps:
+                        self._run_phase(journal, name, prepared)
+                except (RestartFailed, VerificationFailed) as failure:
+                    if not auto_rollback:
+                        raise
+                    raise self._auto_rollback(journal, failure) from failure
+                except EngineUnreachable as lost:
+                    raise EngineUnreachable(lost.message,
+                                            f"{lost.hint}; {RESUME_HINT}") from lost
+                if completes:
+                    journal.finish("completed")
+                return ForwardOutcome(record.migration_id, steps, state=journal.state())
 
-    def _bind_host(self, state: JournalState) -> None:
-        """Refuse a state dir that belongs to another host before anything changes."""
-        if state.phase(_BIND_BEFORE).status != "pending":
-            return
-        with self.connect() as engine:
-            self.state_dir.check_host(engine.info().data_root)
+    @contextmanager
+    def _this_host(self, state: JournalState) -> Iterator[None]:
+        """Refuse a state dir that belongs to another machine, data-root or daemon before
+        anything changes, then hold the host-wide lock on that daemon."""
+        try:
+            with self.connect() as engine:
+                info: EngineInfo | None = engine.info()
+        except EngineUnreachable:
+            if state.phase(_BIND_BEFORE).status == "pending":
+                raise  # nothing changed yet: a run needs the daemon from the start
+            info = None  # down after the switch: resume or rollback restarts it
+        identity = self.state_dir.check_host(info.data_root if info else "",
+                                             info.daemon_id if info else "")
+        with host_lock(identity.data_root or "unknown"):
+            yield
 
     def _context(self, journal: Journal, name: PhaseName,
                  prepared: PreparedPlan | None = None) -> PhaseContext:
@@ -261,11 +274,12 @@ class Runner:
             if state.outcome == "rolled_back":
                 return RollbackOutcome(migration, nothing_to_do=f"migration {migration} is "
                                        "already rolled back")
-            confirm(state)
-            journal.start_run(__version__, argv, _json(self.options.to_record()),
-                              migration_id=migration)
-            lines = self._undo_all(journal, force=force, purge_imported=purge_imported)
-            ok, problems = self._check_restored()
+            with self._this_host(state):
+                confirm(state)
+                journal.start_run(__version__, argv, _json(self.options.to_record()),
+                                  migration_id=migration)
+                lines = self._undo_all(journal, force=force, purge_imported=purge_imported)
+                ok, problems = self._check_restored()
         return RollbackOutcome(migration, lines=tuple(lines), ok=tuple(ok),
                                problems=tuple(problems))
 
@@ -274,12 +288,16 @@ class Runner:
         state = journal.state()
         ctx = UndoContext(options=self.options, connect=self.connect,
                           inventory_path=self.state_dir.inventory_path, force=force,
-                          purge_imported=purge_imported,
+                          purge_imported=purge_imported, say=self.say,
                           earlier_imports=tuple(dict(i) for i in state.earlier_imports))
         to_undo = state.phases_to_undo()
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
             PHASES[phase_state.name].refuse_undo(ctx, _undo_record(phase_state))
+        # A restart command a killed run left behind must end before the undo restarts.
+        restart.wait_for_journaled_restarts(
+            state.phase("restart").progress,
+            resolve_restart_timeout(self.options.restart_timeout))
         lines = self._created_since_switch(to_undo)
         for phase_state in to_undo:
             name = phase_state.name

@@ -36,7 +36,8 @@ def prepare_plan(options: RunOptions, connect: Callable[[], Engine]) -> Prepared
     """The plan for these run options, read from the host now (the snapshot's first step)."""
     with connect() as engine:
         facts = gather_facts(engine, options.daemon_config, options.state_dir,
-                             restart_command=options.restart_command or None)
+                             restart_command=options.restart_command or None,
+                             snapshotter=options.snapshotter)
     report = build_plan(facts, PlanOptions(
         containers=options.containers, snapshotter=options.snapshotter,
         throughput_mbps=options.throughput_mbps, follow_symlinks=options.follow_symlinks,

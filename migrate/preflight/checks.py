@@ -104,11 +104,47 @@ def already_containerd(c: Ctx) -> Check | None:
 def config_already_switched(c: Ctx) -> Check | None:
     if c.inv.engine.store is not Store.LEGACY or c.config.containerd_snapshotter is not True:
         return None
-    return _check("config-already-switched", WARNING,
+    # The switch journals these bytes as the original: a rollback restoring them would
+    # bring the daemon back on the containerd store, with no way back to legacy.
+    return _check("config-already-switched", BLOCKER,
                   f"{c.config.path} already enables {SNAPSHOTTER_FEATURE} but the daemon "
-                  "runs the legacy store",
-                  "an unplanned restart would switch without exporting the images; let the "
-                  "migration do the restart")
+                  "runs the legacy store: a rollback could not bring it back to legacy",
+                  f"remove {SNAPSHOTTER_FEATURE} from {c.config.path} (the daemon has not "
+                  "read it yet; an unplanned restart would switch without the images), then "
+                  "re-run plan")
+
+
+def dockerd_rejects_config(c: Ctx) -> Check | None:
+    verdict = c.facts.dockerd_verdict
+    if verdict is None:
+        return None
+    if verdict.dockerd is None:
+        return _check("dockerd-validate-unavailable", WARNING,
+                      "no dockerd binary found to validate daemon.json with",
+                      "check it by hand: dockerd --validate --config-file FILE")
+    if verdict.current is not None and c.config.valid:
+        # The daemon runs on an older config: its next start, and so the rollback's,
+        # would fail. Stopping before the switch is the only safe answer.
+        return _check("daemon-config-rejected", BLOCKER,
+                      f"dockerd rejects {c.config.path} as it is now: {verdict.current}",
+                      "the running daemon was started before this content; fix the file "
+                      f"(`{verdict.dockerd} --validate --config-file {c.config.path}`), "
+                      "then re-run plan")
+    if verdict.target is not None and verdict.current is None:
+        return _check("target-config-rejected", BLOCKER,
+                      f"dockerd would reject daemon.json as the switch writes it: "
+                      f"{verdict.target}",
+                      "see the planned daemon.json in this report; fix the original or pick "
+                      "--snapshotter, then re-run plan")
+    return None
+
+
+def state_dir_unusable(c: Ctx) -> Check | None:
+    problem = c.facts.state_dir_problem
+    if problem is None:
+        return None
+    return _check("state-dir-unusable", BLOCKER, problem,
+                  "pick a private directory of root's with --state-dir (see README, Security)")
 
 
 def daemon_config_invalid(c: Ctx) -> Check | None:
@@ -428,7 +464,8 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     external_containerd, live_restore, containers_present, containers_not_recreatable,
     volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
-    daemon_config_not_writable, restart_command_unknown, no_images,
+    daemon_config_not_writable, restart_command_unknown, dockerd_rejects_config,
+    state_dir_unusable, no_images,
 )
 
 

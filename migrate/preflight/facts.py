@@ -17,10 +17,18 @@ from pydantic import Field
 
 from migrate.engine.client import Engine
 from migrate.engine.restart import resolve_restart_command
-from migrate.errors import UsageError
-from migrate.host.daemon_json import DaemonConfigState, read_daemon_config
+from migrate.errors import DaemonConfigError, UsageError
+from migrate.host.daemon_json import (
+    DaemonConfigState,
+    read_daemon_config,
+    read_regular,
+    render_config,
+    target_config,
+    validate_with_dockerd,
+)
 from migrate.host.fs import free_bytes
-from migrate.host.launch import DaemonLaunch, detect_launch
+from migrate.host.launch import DaemonLaunch, detect_launch, dockerd_binary
+from migrate.journal.state_dir import StateDir
 from migrate.models import Frozen, Inventory
 
 # The one list of containers policies: the CLI's choices are read from it.
@@ -44,6 +52,14 @@ class FilesystemFacts(Frozen):
     mount_point: str | None = None
 
 
+class DockerdVerdict(Frozen):
+    """What the host's own dockerd says of daemon.json now and as the switch would write it."""
+
+    dockerd: str | None = None  # None: no dockerd binary found, nothing was validated
+    current: str | None = None  # dockerd's refusal of the current file; None = accepted
+    target: str | None = None   # ... of the switched file
+
+
 class HostFacts(Frozen):
     inventory: Inventory
     daemon_config: DaemonConfigState
@@ -58,6 +74,9 @@ class HostFacts(Frozen):
     # Which machine and which daemon: a change ticket names both.
     hostname: str = ""
     daemon_host: str = ""
+    # Why the state dir cannot be used (StateDir.problem); None: usable.
+    state_dir_problem: str | None = None
+    dockerd_verdict: DockerdVerdict | None = None
 
     @property
     def shared_filesystem(self) -> bool:
@@ -81,12 +100,39 @@ def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
     return FilesystemFacts(path=str(path), free_bytes=free, device=device, mount_point=str(mount))
 
 
+def judge_with_dockerd(launch: DaemonLaunch, config: DaemonConfigState,
+                       target: bytes | None) -> DockerdVerdict:
+    """Ask the host's dockerd (Engine >= 23 has --validate) about both files."""
+    dockerd = dockerd_binary(launch.pid)
+    if dockerd is None:
+        return DockerdVerdict()
+    current = None
+    if config.exists:
+        try:
+            current = validate_with_dockerd(dockerd, read_regular(config.path)[0])
+        except (OSError, DaemonConfigError):
+            current = None  # unreadable: daemon-config-invalid already says so
+    rejected = validate_with_dockerd(dockerd, target) if target is not None else None
+    return DockerdVerdict(dockerd=dockerd, current=current, target=rejected)
+
+
+def _target_bytes(config: DaemonConfigState, snapshotter: str | None,
+                  driver: str | None) -> bytes | None:
+    if config.parse_error is not None:
+        return None
+    try:
+        return render_config(target_config(config.data, snapshotter, engine_driver=driver))
+    except DaemonConfigError:
+        return None  # unmappable driver and friends: their own checks say so
+
+
 def gather_facts(
     engine: Engine,
     daemon_config: Path,
     state_dir: Path,
     inventory: Inventory | None = None,
     restart_command: Sequence[str] | None = None,
+    snapshotter: str | None = None,
 ) -> HostFacts:
     inventory = inventory or engine.inventory()
     try:
@@ -94,10 +140,13 @@ def gather_facts(
     except UsageError as error:
         restart, problem = (), error.message
     data_root = inventory.engine.data_root
+    config = read_daemon_config(daemon_config)
+    launch = detect_launch(inventory.engine.pid, engine.host)
+    target = _target_bytes(config, snapshotter, inventory.engine.legacy_driver)
     return HostFacts(
         inventory=inventory,
-        daemon_config=read_daemon_config(daemon_config),
-        launch=detect_launch(inventory.engine.pid, engine.host),
+        daemon_config=config,
+        launch=launch,
         state_dir=probe_filesystem(state_dir),
         data_root=probe_filesystem(data_root) if data_root else probe_filesystem("/"),
         is_root=os.geteuid() == 0,
@@ -105,4 +154,6 @@ def gather_facts(
         restart_problem=problem,
         hostname=socket.gethostname(),
         daemon_host=engine.host,
+        state_dir_problem=StateDir(state_dir).problem(),
+        dockerd_verdict=judge_with_dockerd(launch, config, target),
     )

@@ -188,10 +188,10 @@ def _assert_migrated(sandbox: Sandbox, state: Path, samples: SampleHost, config:
         # Nothing loaded twice, nothing left over: exactly the migrated images.
         assert {image.id for image in client.images.list(all=True)} == set(new_ids.values())
         # The legacy containers are hidden, not deleted; the only visible container is the
-        # (stopped) volume guard that keeps their volumes from looking unused.
+        # (running) volume guard that keeps their volumes from looking unused.
         visible = client.containers.list(all=True)
         assert [(c.name, c.labels.get(GUARD_LABEL), c.status) for c in visible] == [
-            (GUARD_NAME, "1", "created")]
+            (GUARD_NAME, "1", "running")]
         assert len(list((sandbox.data_root / "containers").iterdir())) == (
             len(samples.containers) + 1)
         for volume in samples.volumes:

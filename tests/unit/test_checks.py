@@ -18,7 +18,7 @@ from migrate.models import (
 )
 from migrate.preflight.checks import CHECKS, Check, Severity, evaluate_checks, parse_version
 from migrate.preflight.estimate import MB
-from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
+from migrate.preflight.facts import DockerdVerdict, FilesystemFacts, HostFacts, PlanOptions
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +40,8 @@ def facts(
     same_fs: bool = False,
     is_root: bool = True,
     restart_problem: str | None = None,
+    verdict: DockerdVerdict | None = None,
+    state_dir_problem: str | None = None,
 ) -> HostFacts:
     """A host that is ready to migrate, with the given parts changed."""
     eng = EngineInfo.model_validate({
@@ -62,6 +64,8 @@ def facts(
         is_root=is_root,
         restart_command=() if restart_problem else ("systemctl", "restart", "docker"),
         restart_problem=restart_problem,
+        dockerd_verdict=verdict,
+        state_dir_problem=state_dir_problem,
     )
 
 
@@ -93,7 +97,14 @@ CASES: list[Case] = [
     ("engine-too-old", lambda: facts(engine={"version": "dev"}), {}, W),
     ("already-containerd", lambda: facts(engine={"store": Store.CONTAINERD}), {}, B),
     ("config-already-switched",
-     lambda: facts(config={"containerd_snapshotter": True}), {}, W),
+     lambda: facts(config={"containerd_snapshotter": True}), {}, B),
+    ("daemon-config-rejected", lambda: facts(verdict=DockerdVerdict(
+        dockerd="/usr/bin/dockerd", current="bad attribute format: foo")), {}, B),
+    ("target-config-rejected", lambda: facts(verdict=DockerdVerdict(
+        dockerd="/usr/bin/dockerd", target="invalid userland-proxy-path")), {}, B),
+    ("dockerd-validate-unavailable", lambda: facts(verdict=DockerdVerdict()), {}, W),
+    ("state-dir-unusable",
+     lambda: facts(state_dir_problem="state dir /x is group-writable (mode 2770)"), {}, B),
     ("daemon-config-invalid",
      lambda: facts(config={"parse_error": "not valid JSON", "data": None}), {}, B),
     ("daemon-config-invalid",
@@ -148,11 +159,12 @@ CASES: list[Case] = [
     ("dangling-images",
      lambda: facts(inventory={"images": (APP, APP.model_copy(update={"id": "sha256:d",
                                                                       "tags": ()}))}), {}, INFO),
-    ("disk-state-dir", lambda: facts(state_free=50 * MB), {}, B),
-    ("disk-state-dir", lambda: facts(state_free=110 * MB), {}, W),
+    # Needs include the 256 MiB reserve the export's pre-check keeps (estimate.room_needed).
+    ("disk-state-dir", lambda: facts(state_free=300 * MB), {}, B),
+    ("disk-state-dir", lambda: facts(state_free=400 * MB), {}, W),
     ("disk-state-dir", lambda: facts(state_free=None), {}, W),
-    ("disk-data-root", lambda: facts(data_free=250 * MB), {}, B),
-    ("disk-data-root", lambda: facts(data_free=330 * MB), {}, W),
+    ("disk-data-root", lambda: facts(data_free=500 * MB), {}, B),
+    ("disk-data-root", lambda: facts(data_free=600 * MB), {}, W),
     ("not-root", lambda: facts(is_root=False), {}, B),
     ("daemon-config-not-writable", lambda: facts(config={"writable": False}), {}, B),
     ("no-images", lambda: facts(inventory={"images": ()}), {}, INFO),
@@ -216,9 +228,10 @@ def test_volumes_unused_are_not_listed() -> None:
 
 
 def test_shared_filesystem_adds_needs() -> None:
-    # Apart: archive ~100 MB on the state dir, staging + 2x store ~300 MB on the data root.
-    assert "disk-data-root" not in run(facts(data_free=400 * MB))
-    shared = run(facts(data_free=400 * MB, same_fs=True))
+    # Apart: archive ~100 MB on the state dir, staging + 2x store ~300 MB on the data root,
+    # each plus the 268 MB reserve.
+    assert severity(facts(data_free=650 * MB), "disk-data-root") is Severity.WARNING
+    shared = run(facts(data_free=650 * MB, same_fs=True))
     assert shared["disk-data-root"].severity is Severity.BLOCKER
     assert "same filesystem" in shared["disk-data-root"].message
     assert "disk-state-dir" not in shared
