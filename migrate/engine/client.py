@@ -5,6 +5,11 @@ The SDK returns untyped dicts; every method here turns them into the frozen mode
 the raw API shapes. Errors from the SDK are mapped to `EngineUnreachable` / `EngineError`
 with hints.
 
+Read-only inventory calls on a unix socket (`_UnixReads`) bypass the SDK's requests stack:
+measured on 1,000 images, an image inspect costs 0.85 ms over a plain keep-alive
+`http.client` connection and 4.3 ms through the SDK, and `plan` makes two or three such
+calls per image and container. Everything that changes the host still goes through the SDK.
+
 `save` and `load` use the SDK's private request helpers (`_get`, `_post`, `_url`,
 `_stream_raw_result`, `_stream_helper`): the public `get_image`/`load_image` cannot stream
 a request body with a known Content-Length, nor turn off the read timeout for one call,
@@ -14,8 +19,13 @@ range for that reason.
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -102,7 +112,7 @@ def _mapped_errors(host: str, action: str) -> Iterator[None]:
             f"cannot reach the Docker daemon at {host} ({_reason(exc)}) while trying to "
             f"{action}", _unreachable_hint(host),
         ) from exc
-    except requests.exceptions.Timeout as exc:
+    except (requests.exceptions.Timeout, TimeoutError) as exc:
         raise EngineUnreachable(
             f"the Docker daemon at {host} did not answer in time while trying to {action}",
             "the daemon may be overloaded or hung; check `journalctl -u docker` and retry",
@@ -145,6 +155,93 @@ class _SizedBody:
         return self._size
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class _UnixReads:
+    """`GET` + JSON decode over the daemon's unix socket, one keep-alive connection per
+    thread. Answers as the SDK would: NotFound for 404, APIError for other failures."""
+
+    def __init__(self, path: str, version: str, timeout: float):
+        self._path = path
+        self._prefix = f"/v{version}"
+        self._timeout = timeout
+        self._local = threading.local()
+        self._opened: list[_UnixConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> _UnixConnection:
+        conn: _UnixConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _UnixConnection(self._path, self._timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        url = self._prefix + urllib.parse.quote(path, safe="/:")
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        conn = self._connection()
+        for attempt in (1, 2):
+            try:
+                conn.request("GET", url)
+                response = conn.getresponse()
+                body = response.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # The daemon closed an idle keep-alive connection: one fresh try.
+                conn.close()
+                if attempt == 2:
+                    raise
+        if response.status == 404:
+            raise docker.errors.NotFound(_message(body))
+        if response.status >= 400:
+            raise docker.errors.APIError(_message(body))
+        return json.loads(body)
+
+    def close(self) -> None:
+        for conn in self._opened:
+            conn.close()
+
+
+def _upper_dir_empty(inspect: JSON) -> bool:
+    """True when an overlay2 container's upper dir is empty: nothing added, changed or
+    deleted (overlayfs records every change there, deletions as whiteouts).
+
+    `docker diff` costs the daemon ~12 ms per container even then (measured on 300 never
+    started containers: 3.7 s of a 4.5 s inventory), so an empty upper dir is read here;
+    any other case (another driver, a remote daemon, an unreadable or non-empty dir) asks
+    the daemon.
+    """
+    driver = inspect.get("GraphDriver") or {}
+    upper = (driver.get("Data") or {}).get("UpperDir")
+    if driver.get("Name") != "overlay2" or not isinstance(upper, str) or not upper:
+        return False
+    try:
+        with os.scandir(upper) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        return body.decode(errors="replace").strip()
+
+
 # Inventory calls (one inspect per image and container, one diff per container) run on
 # this many connections at once: serial, they made `plan` 5x slower than the docker CLI on
 # 1,000 images. Each worker thread has its own APIClient: a requests Session is not
@@ -162,8 +259,10 @@ class Engine:
         self._workers: list[docker.APIClient] = []
         self._workers_lock = threading.Lock()
         with _mapped_errors(host, "connect"):
-            self._main = docker.APIClient(base_url=base_url(host), version="auto",
-                                          timeout=timeout)
+            url = base_url(host)
+            self._main = docker.APIClient(base_url=url, version="auto", timeout=timeout)
+        self._reads = (_UnixReads(url.removeprefix("unix://"), self._main.api_version, timeout)
+                       if url.startswith("unix://") else None)
 
     @property
     def _api(self) -> docker.APIClient:
@@ -185,9 +284,18 @@ class Engine:
             return list(pool.map(fn, items))
 
     def close(self) -> None:
+        if self._reads is not None:
+            self._reads.close()
         for api in self._workers:
             api.close()
         self._main.close()
+
+    def _get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """A read-only API call, e.g. `/images/{id}/json`; raises the SDK's errors."""
+        if self._reads is not None:
+            return self._reads.get(path, params)
+        api = self._api
+        return api._result(api._get(api._url("{0}", path), params=params), True)
 
     def __enter__(self) -> Self:
         return self
@@ -216,7 +324,7 @@ class Engine:
         # History only feeds size estimates; with `storage-driver: overlay2` left in a
         # containerd-mode config it fails (`snapshotter not loaded`) while inspect works.
         try:
-            return cast(list[JSON], self._api.history(image_id))
+            return cast(list[JSON], self._get_json(f"/images/{image_id}/history"))
         except docker.errors.APIError:
             return []
 
@@ -224,7 +332,7 @@ class Engine:
         """The image's inspect answer as the daemon sent it; None when there is no such image."""
         with _mapped_errors(self.host, f"inspect image {ref}"):
             try:
-                return cast(JSON, self._api.inspect_image(ref))
+                return cast(JSON, self._get_json(f"/images/{ref}/json"))
             except docker.errors.NotFound:
                 return None
 
@@ -249,11 +357,14 @@ class Engine:
         # A container removed between the list and these calls is kept with what the list
         # said: the snapshot must not fail on a host that is in use.
         try:
-            inspect = cast(JSON, self._api.inspect_container(container_id))
+            inspect = cast(JSON, self._get_json(f"/containers/{container_id}/json"))
         except docker.errors.APIError:
             return None, None
+        if _upper_dir_empty(inspect):
+            return inspect, writable_layer([], 0, [])
         try:
-            diff = cast(list[JSON] | None, self._api.diff(container_id)) or []
+            diff = cast(list[JSON] | None,
+                        self._get_json(f"/containers/{container_id}/changes")) or []
         except docker.errors.APIError:
             return inspect, None
         points = [str(m.get("Destination", "")) for m in inspect.get("Mounts") or ()]
@@ -266,8 +377,7 @@ class Engine:
     def _size_rw(self, container_id: str) -> int | None:
         # The SDK's inspect_container cannot ask for sizes.
         try:
-            answer = self._api._result(self._api._get(
-                self._api._url("/containers/{0}/json", container_id), params={"size": 1}), True)
+            answer = self._get_json(f"/containers/{container_id}/json", {"size": "1"})
             return int(answer.get("SizeRw") or 0)
         except docker.errors.APIError:
             return None
