@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -337,3 +338,47 @@ def test_a_failed_canary_group_leaves_every_other_host_untouched(fleet: Fleet) -
     assert not broken.sandbox.containerd_snapshotter()
     assert broken.sandbox.daemon_json.read_bytes() == originals["host4"]
     assert "PLAY [Migrate the other hosts in batches]" not in done.stdout
+
+
+def test_a_locked_host_is_retried_then_skipped_and_reported(fleet: Fleet) -> None:
+    """Another containerd-migrate holds host1's lock (a real run, paused by a failpoint right
+    after its snapshot): migrate.yml retries host1's run, then skips and reports it."""
+    _fresh(fleet, "locked")
+    locked = fleet["host1"]
+    locked.vars.update(cm_lock_retries=2, cm_lock_delay=1)
+    resume = fleet.workdir / "locked-resume"
+    reached = resume.with_name(resume.name + ".reached")
+    tool = locked.install_dir / "venv" / "bin" / "containerd-migrate"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "CONTAINERD_"))}
+    env.update(CONTAINERD_MIGRATE_FAILPOINTS="after:snapshot=pause",
+               CONTAINERD_MIGRATE_FAILPOINT_RESUME=str(resume))  # fmt: skip
+    holder = subprocess.Popen(
+        [str(tool), "--host", locked.sandbox.host, "--daemon-config",
+         str(locked.sandbox.daemon_json), "--state-dir", str(locked.state_dir), "run", "--yes",
+         "--containers", "leave", "--restart-command", locked.sandbox.restart_command],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)  # fmt: skip
+    reports = fleet.workdir / "locked-reports"
+    try:
+        deadline = time.monotonic() + 120
+        while not reached.exists():
+            assert holder.poll() is None, holder.communicate()
+            assert time.monotonic() < deadline, "the holding run never paused"
+            time.sleep(0.05)
+        done = fleet.playbook("migrate.yml", fleet.write_inventory(fleet.workdir / "locked.json"),
+                              extra={"cm_report_dir": str(reports), "cm_targets": "host1:host2",
+                                     "cm_canary": "host2"})  # fmt: skip
+    finally:
+        resume.touch()
+        held, _ = holder.communicate(timeout=300)
+    assert holder.returncode == 0, held  # the holder goes on and completes
+    assert done.returncode == 0, output(done)  # a locked host is skipped, not failed
+    summary = read_json(reports / "migrate.json")
+    rows = _rows(summary)
+    assert summary["state"] == "complete", summary
+    assert rows["host2"]["outcome"] == "migrated"
+    assert rows["host1"]["outcome"] == "skipped", rows["host1"]
+    assert re.search(r"run: locked by another run after \d+ attempt", rows["host1"]["reason"])
+    assert rows["host1"]["steps"]["run"]["exit_code"] == 8
+    assert "is locked by pid" in rows["host1"]["steps"]["run"]["error"]
+    assert [r["host"] for r in summary["hosts"]] == ["host2", "host1"]
