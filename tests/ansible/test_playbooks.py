@@ -230,8 +230,8 @@ def test_migrate_a_healthy_fleet_then_roll_it_back(fleet: Fleet) -> None:
     assert done.returncode == 0, output(done)
     summary = read_json(reports / "migrate.json")
     assert summary["state"] == "complete" and not summary["stopped"], summary
-    assert summary["counts"] == {"migrated": 4, "rolled_back": 0, "failed": 0, "skipped": 0,
-                                 "not_started": 0}  # fmt: skip
+    assert summary["counts"] == {"migrated": 4, "already_migrated": 0, "rolled_back": 0,
+                                 "failed": 0, "skipped": 0, "not_started": 0}  # fmt: skip
     rows = _rows(summary)
     assert {n: r["wave"] for n, r in rows.items()} == {
         "host1": "canary", "host2": "batch 1", "host3": "batch 1", "host4": "batch 2"}
