@@ -713,7 +713,7 @@ def test_corrupted_archive(host: Host, rec: Recorder, tmp_path: Path) -> None:
     truncated after the export phase of a run is caught by the import's checksum."""
     sandbox = host.sandbox
     state = tmp_path / "state"
-    expect(cli(sandbox, state, "export"), 0)
+    expect(cli(sandbox, state, "export", "--containers", "leave"), 0)
     damaged = _biggest(read_manifest(state / "archives"))
     _flip_byte(state / "archives" / damaged, 4096)
     # The run's export phase re-exports the damaged archive and reuses the others.

@@ -239,7 +239,7 @@ def test_engine28_config_rewrite_feature_flag_disk_and_invalid_config(
     assert _blockers(report) == {"feature-flag-conflict", "disk-state-dir"}
 
     # The same host with enough room for the archives: no disk check at all.
-    roomy = tmpfs("256m")
+    roomy = tmpfs("512m")  # the need includes the 256 MiB reserve (preflight.estimate)
     code, report = _json_plan(sandbox, roomy / "state", "--containers", "leave")
     assert code == 3
     assert report.state_dir.mount_point == str(roomy)

@@ -26,7 +26,7 @@ import pytest
 from migrate.archives.manifest import read_manifest
 from migrate.journal import PHASE_ORDER, JournalState, PhaseName, replay
 from migrate.journal.state_dir import StateDir
-from migrate.phases.volume_guard import GUARD_LABEL, GUARD_NAME
+from migrate.phases.volume_guard import GUARD_IMAGE, GUARD_LABEL, GUARD_NAME
 from migrate.sandbox import (
     SampleHost,
     Sandbox,
@@ -185,8 +185,11 @@ def _assert_migrated(sandbox: Sandbox, state: Path, samples: SampleHost, config:
             assert tag in image.tags
         for legacy in samples.dangling_ids:
             assert client.images.get(new_ids[legacy]).id == new_ids[legacy]
-        # Nothing loaded twice, nothing left over: exactly the migrated images.
-        assert {image.id for image in client.images.list(all=True)} == set(new_ids.values())
+        # Nothing loaded twice, nothing left over: exactly the migrated images, and the
+        # one-file image of the running volume guard.
+        guard_image = client.images.get(GUARD_IMAGE).id
+        assert {image.id for image in client.images.list(all=True)} == (
+            set(new_ids.values()) | {guard_image})
         # The legacy containers are hidden, not deleted; the only visible container is the
         # (running) volume guard that keeps their volumes from looking unused.
         visible = client.containers.list(all=True)

@@ -82,9 +82,10 @@ def test_daemon_reads_only_the_sandbox_config(engine_sandbox: Sandbox) -> None:
 
 def test_state_is_reconstructible_from_the_dir(engine_sandbox: Sandbox) -> None:
     assert Sandbox.open(engine_sandbox.dir) == engine_sandbox
-    assert sandbox_cli("env", "--dir", str(engine_sandbox.dir)).stdout.strip() == (
-        f"export DOCKER_HOST={engine_sandbox.host}"
-    )
+    lines = sandbox_cli("env", "--dir", str(engine_sandbox.dir)).stdout.splitlines()
+    assert f"export DOCKER_HOST={engine_sandbox.host}" in lines
+    assert f"export CONTAINERD_MIGRATE_HOST={engine_sandbox.host}" in lines
+    assert f"export CONTAINERD_MIGRATE_STATE_DIR={engine_sandbox.dir / 'state'}" in lines
 
 
 def test_sample_host_has_every_promised_tag(
