@@ -180,6 +180,17 @@ def export(ctx: click.Context, containers: str) -> None:
 
 
 @main.command()
+@click.option("--containers", type=click.Choice(["refuse", "leave"]), default="leave",
+              show_default=True, help="refuse: containers block the staging too.")
+@_snapshotter_option
+@click.pass_context
+def stage(ctx: click.Context, containers: str, snapshotter: str | None) -> None:
+    """Put every image into the containerd store dockerd will use, while it keeps serving
+    on the legacy store (before the window): `run` then costs one restart plus verify."""
+    _run(ctx, lambda: commands.stage(_globals(ctx), containers, snapshotter))
+
+
+@main.command()
 @_format_option("text", "json")
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:

@@ -6,10 +6,11 @@ from migrate.commands.export import export
 from migrate.commands.plan import PlanArgs, plan
 from migrate.commands.rollback import RollbackArgs, rollback
 from migrate.commands.run import RunArgs, run
+from migrate.commands.stage import stage
 from migrate.commands.status import status
 from migrate.commands.verify import verify_command as verify
 
 __all__ = [
     "Console", "GlobalOptions", "PlainConsole", "PlanArgs", "RollbackArgs", "RunArgs",
-    "cleanup", "export", "plan", "rollback", "run", "status", "verify",
+    "cleanup", "export", "plan", "rollback", "run", "stage", "status", "verify",
 ]

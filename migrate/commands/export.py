@@ -11,10 +11,10 @@ from migrate.journal import JournalState, PhaseName
 from migrate.phases.runner import PREPARE_PHASES, Runner
 
 
-def _refuse_if_past_export(steps: tuple[PhaseName, ...], state: JournalState) -> None:
+def refuse_if_past_export(steps: tuple[PhaseName, ...], state: JournalState) -> None:
     if not steps:
         raise MigrateError(
-            "the current migration is past the export: the host is being switched",
+            "the current migration is past the preparation: the host is being switched",
             "use `containerd-migrate run` to continue or `containerd-migrate rollback` to "
             "undo it",
         )
@@ -26,7 +26,7 @@ def export(opts: GlobalOptions, containers: str = "leave") -> int:
     # Containers do not matter for an export: they are only touched by `run`.
     options = run_options(opts, RunArgs(containers=containers), ())
     runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
-    outcome = runner.forward(PREPARE_PHASES, _refuse_if_past_export, tuple(sys.argv[1:]))
+    outcome = runner.forward(PREPARE_PHASES, refuse_if_past_export, tuple(sys.argv[1:]))
     result = (outcome.state.phase("export").result if outcome.state else None) or {}
     opts.console.emit(
         f"export done: archives in {state_dir.archives_dir} ({result}); the daemon was not "

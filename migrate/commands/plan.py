@@ -33,7 +33,8 @@ def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
 
 def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
     with connect(opts) as engine:
-        facts = gather_facts(engine, opts.daemon_config, opts.state_dir)
+        facts = gather_facts(engine, opts.daemon_config, opts.state_dir,
+                             snapshotter=args.snapshotter)
     return build_plan(facts, plan_options(opts, args))
 
 

@@ -66,7 +66,8 @@ def _guard_active(state: JournalState) -> bool:
 
 def _result_summary(result: dict[str, Any]) -> str:
     keys = ("images", "tags", "written", "reused", "bytes_written", "loaded", "skipped",
-            "bytes_loaded", "stopped", "restarted", "store", "rewritten")
+            "bytes_loaded", "stopped", "restarted", "store", "rewritten", "staged", "staged_now",
+            "bytes_streamed", "disk_bytes")
     return ", ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 

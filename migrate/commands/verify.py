@@ -5,7 +5,9 @@ from __future__ import annotations
 from migrate.archives.manifest import read_manifest
 from migrate.commands.context import GlobalOptions, connect
 from migrate.errors import ExitCode, StateError
+from migrate.journal import replay
 from migrate.journal.state_dir import StateDir
+from migrate.phases.base import staged_images
 from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
 
 
@@ -16,7 +18,8 @@ def verify_command(opts: GlobalOptions) -> int:
         raise StateError(f"no snapshot in {state_dir.path}: nothing to verify against",
                          "run `containerd-migrate run` (or `containerd-migrate export`) first")
     with connect(opts) as engine:
-        report = verify(engine, inventory, read_manifest(state_dir.archives_dir))
+        staged = staged_images(replay(state_dir.journal_path).phase("stage").result)
+        report = verify(engine, inventory, read_manifest(state_dir.archives_dir), staged)
     paths = write_reports(report, state_dir.reports_dir)
     opts.console.emit(render_text(report))
     raise_if_failed(report, paths["verification.txt"])

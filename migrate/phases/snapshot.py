@@ -39,7 +39,8 @@ class SnapshotPhase(Phase):
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
         options = ctx.options
         with ctx.connect() as engine:
-            facts = gather_facts(engine, options.daemon_config, options.state_dir)
+            facts = gather_facts(engine, options.daemon_config, options.state_dir,
+                                 staging=False)
         report = build_plan(facts, PlanOptions(
             containers=options.containers, snapshotter=options.snapshotter,
             throughput_mbps=options.throughput_mbps, follow_symlinks=options.follow_symlinks,

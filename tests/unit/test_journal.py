@@ -44,7 +44,7 @@ def _events(path: Path) -> list[str]:
 
 def test_phase_order() -> None:
     assert PHASE_ORDER == (
-        "snapshot", "export", "quiesce", "switch", "restart", "import", "verify"
+        "snapshot", "stage", "export", "quiesce", "switch", "restart", "import", "verify"
     )
 
 

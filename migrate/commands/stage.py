@@ -1,0 +1,31 @@
+"""`containerd-migrate stage`: fill the containerd store ahead of the window, while serving."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from migrate.commands.context import GlobalOptions, connect, open_state
+from migrate.commands.export import refuse_if_past_export
+from migrate.commands.run import RunArgs, run_options
+from migrate.errors import ExitCode
+from migrate.phases.runner import STAGE_PHASES, Runner
+from migrate.preflight.render import human_bytes
+
+
+def stage(opts: GlobalOptions, containers: str = "leave", snapshotter: str | None = None) -> int:
+    """Snapshot + stage while the daemon keeps serving; a later `run` continues."""
+    state_dir = open_state(opts)
+    options = run_options(opts, RunArgs(containers=containers, snapshotter=snapshotter), ())
+    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
+    outcome = runner.forward(STAGE_PHASES, refuse_if_past_export, tuple(sys.argv[1:]))
+    result: dict[str, Any] = dict((outcome.state.phase("stage").result if outcome.state
+                                   else None) or {})
+    opts.console.emit(
+        f"stage done: {result.get('staged', 0)} image(s) in the containerd store at "
+        f"{result.get('address')} ({result.get('staged_now', 0)} staged now, "
+        f"{human_bytes(int(result.get('bytes_streamed_now', 0)))} streamed; the store grew by "
+        f"about {human_bytes(int(result.get('disk_bytes', 0)))}); the daemon kept serving "
+        "on the legacy store. Run `containerd-migrate run` in the maintenance window: it "
+        "stages what changed since, then switches.")
+    return int(ExitCode.OK)
