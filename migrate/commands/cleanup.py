@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from migrate.archives.manifest import delete_archives
 from migrate.commands.context import GlobalOptions, confirm, connect, open_state
 from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
+from migrate.journal import JournalState
 from migrate.journal.state_dir import StateDir
 from migrate.models import Inventory, Store
+from migrate.phases.stage import purge_staged
 from migrate.phases.volume_guard import remove_guard
 
 
@@ -18,6 +21,8 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
     state_dir = open_state(opts)
     with state_dir.lock():
         state = state_dir.journal().state()
+        if state.outcome == "rolled_back" and _staged_record(state):
+            return _cleanup_rolled_back(opts, state_dir, _staged_record(state))
         if not (state.outcome == "completed" and state.phase("verify").status == "done"):
             raise BlockedError("cleanup needs a completed, verified migration",
                                "see `containerd-migrate status`; finish it with "
@@ -33,6 +38,26 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
         freed = delete_archives(state_dir.archives_dir)
     opts.console.emit(f"cleanup: deleted the archives, {freed} bytes freed"
                       + ("; removed the volume guard" if removed_guard else ""))
+    return int(ExitCode.OK)
+
+
+def _staged_record(state: JournalState) -> dict[str, Any]:
+    stage = state.phase("stage")
+    return dict(stage.undo or {}) if stage.status in ("done", "undone") else {}
+
+
+def _cleanup_rolled_back(opts: GlobalOptions, state_dir: StateDir,
+                         staged: dict[str, Any]) -> int:
+    """After a rollback: the staged images and the archives serve nothing any more."""
+    with connect(opts) as engine:
+        if engine.info().store is not Store.LEGACY:
+            # Switched again by hand: the staged images may be the ones it serves now.
+            raise BlockedError("the daemon runs on the containerd store again; the staged "
+                               "images may be in use", "nothing was deleted")
+    lines = purge_staged(staged)
+    freed = delete_archives(state_dir.archives_dir)
+    opts.console.emit("\n".join(["cleanup after the rollback:", *(f"  {line}" for line in lines),
+                                  f"  deleted the archives, {freed} bytes freed"]))
     return int(ExitCode.OK)
 
 
