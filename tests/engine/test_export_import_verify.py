@@ -33,12 +33,9 @@ def _context(sandbox: Sandbox, state: Path, progress: list[JSONDict]) -> PhaseCo
 
 
 def _snapshot(sandbox: Sandbox, ctx: PhaseContext) -> None:
-    engine = Engine(sandbox.host)
-    try:
+    with Engine(sandbox.host) as engine:
         ctx.inventory_path.parent.mkdir(parents=True, exist_ok=True)
         ctx.inventory_path.write_text(engine.inventory().model_dump_json())
-    finally:
-        engine.close()
 
 
 def _flip_byte(path: Path, offset: int) -> None:
@@ -97,11 +94,8 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
     _flip_byte(victim, victim.stat().st_size // 2)
     with pytest.raises(ArchiveError, match=victim.name):
         import_.PHASE.run(ctx)
-    engine = Engine(sandbox.host)
-    try:
+    with Engine(sandbox.host) as engine:
         assert engine.list_images() == ()
-    finally:
-        engine.close()
     _flip_byte(victim, victim.stat().st_size // 2)
 
     imported = import_.PHASE.run(ctx)
@@ -137,8 +131,5 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
                        inventory_path=ctx.inventory_path, purge_imported=True)
     lines = import_.PHASE.undo(undo, imported.undo)
     assert not [line for line in lines if "FAILED" in line], lines
-    engine = Engine(sandbox.host)
-    try:
+    with Engine(sandbox.host) as engine:
         assert engine.list_images() == ()
-    finally:
-        engine.close()

@@ -49,11 +49,8 @@ def _import_busybox(host: str, workdir: Path, ref: str = IMAGE) -> None:
 
 
 def _store(host: str) -> Store:
-    engine = Engine(host)
-    try:
+    with Engine(host) as engine:
         return engine.info().store
-    finally:
-        engine.close()
 
 
 def _restart_argv(sandbox: Sandbox) -> tuple[str, ...]:
@@ -75,11 +72,8 @@ class Harness:
         self.done: dict[str, JSONDict] = {}
 
     def snapshot(self) -> None:
-        engine = Engine(self.sandbox.host)
-        try:
+        with Engine(self.sandbox.host) as engine:
             self.inventory_path.write_text(engine.inventory().model_dump_json())
-        finally:
-            engine.close()
 
     def context(self, phase: str) -> PhaseContext:
         progress = self.progress.setdefault(phase, [])

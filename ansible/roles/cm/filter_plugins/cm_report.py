@@ -553,8 +553,17 @@ def rollback_record(
     }
 
 
-def rollback_summary(records: Iterable[Mapping[str, Any] | None], **meta: Any) -> dict[str, Any]:
-    rows = [dict(r) for r in records if r]
+def rollback_summary(
+    records: Iterable[Mapping[str, Any] | None], names: Iterable[str] | None = None, **meta: Any
+) -> dict[str, Any]:
+    given = list(records)
+    order = list(names) if names is not None else [r["host"] for r in given if r]
+    rows = [
+        dict(r) if r else {**_missing(h, "rollback"), "outcome": "failed", "failed": True,
+                           "restored": [], "checked": [], "messages": [], "migration_id": None,
+                           "outcome_before": None, "outcome_after": None, "seconds": None}
+        for h, r in zip(order, given, strict=False)
+    ]  # fmt: skip
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1

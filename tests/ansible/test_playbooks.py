@@ -1,0 +1,315 @@
+"""Issue 10: the Ansible fleet layer, run with the real ansible-playbook against 4 sandbox
+engines (Engine 28.5) on this machine, one inventory host each (connection local).
+
+The module installs the tool once with install.yml (a wheel built from the repository's HEAD
+on the control node, or the wheel named by $CM_ANSIBLE_WHEEL), into one virtualenv per host,
+then runs plan.yml, migrate.yml and rollback.yml. Each test gets fresh state dirs and leaves
+every host on the legacy store, as it found it. A host is "broken on purpose" with a restart
+command that makes dockerd read a config file in which the feature name is misspelt, so the
+daemon really comes back on the legacy store and the tool rolls back by itself (exit 10).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from migrate.sandbox import BASE_DIR, Sandbox, SandboxError, populate_sandbox, sandbox_samples
+
+from .fleet import WHEEL_ENV, Fleet, FleetHost, ansible_playbook, output, read_json
+
+PLAYBOOK = ansible_playbook()
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(PLAYBOOK is None, reason="ansible-playbook not found: "
+                       "pip install ansible-core (the dev extra has it)"),
+]  # fmt: skip
+
+MIB = 1024 * 1024
+HOSTS = ("host1", "host2", "host3", "host4")
+LEGACY_RESTART = """#!/bin/sh
+# Restart dockerd so that it reads a config file with the feature name misspelt: it comes
+# back on the legacy store whatever daemon.json says.
+set -e
+dir="$1"
+printf '{"features": {"containerd-snapshoter": true}}\\n' > "$dir/typo.json"
+printf '["--config-file", "%s/typo.json"]\\n' "$dir" > "$dir/extra-args.json"
+exec {python} -m migrate.sandbox restart --dir "$dir"
+"""
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    assert PLAYBOOK is not None
+    workdir = tmp_path_factory.mktemp("ansible-fleet")
+    sandboxes: list[Sandbox] = []
+    try:
+        hosts = []
+        for name in HOSTS:
+            # pt-<pid>-: the prefix conftest reaps when a crashed session left it behind.
+            sandbox = Sandbox(BASE_DIR / f"pt-{os.getpid()}-ans-{name}", "28")
+            sandboxes.append(sandbox)
+            sandbox.start()
+            populate_sandbox(sandbox, big_layer_bytes=MIB)
+            hosts.append(FleetHost(name, sandbox, workdir / name / "tool",
+                                   {"cm_state_dir": str(workdir / name / "install-state")}))
+        fleet = Fleet(hosts, workdir, PLAYBOOK)
+        wheel = os.environ.get(WHEEL_ENV)
+        extra = {"cm_wheel": wheel} if wheel else {"cm_wheel_dir": str(workdir / "dist")}
+        done = fleet.playbook("install.yml", fleet.write_inventory(workdir / "install.json"),
+                              extra=extra)  # fmt: skip
+        assert done.returncode == 0, output(done)
+        yield fleet
+    finally:
+        errors = []
+        for sandbox in sandboxes:
+            try:
+                sandbox.destroy()
+            except SandboxError as error:
+                errors.append(str(error))
+        assert not errors, errors
+
+
+def _fresh(fleet: Fleet, tag: str) -> dict[str, bytes]:
+    """New state dirs and default settings for every host; daemon.json of each as it is now."""
+    originals = {}
+    for host in fleet.hosts:
+        host.vars = {"cm_state_dir": str(fleet.workdir / tag / host.name / "state")}
+        assert not host.sandbox.containerd_snapshotter(), f"{host.name} not on the legacy store"
+        originals[host.name] = host.sandbox.daemon_json.read_bytes()
+    return originals
+
+
+def _break(fleet: Fleet, host: FleetHost) -> None:
+    script = fleet.workdir / "restart-legacy.sh"
+    script.write_text(LEGACY_RESTART.replace("{python}", sys.executable))
+    host.vars["cm_restart_command"] = f"/bin/sh {script} {host.sandbox.dir}"
+
+
+def _repair(host: FleetHost) -> None:
+    """Undo _break: dockerd reads its own daemon.json again."""
+    host.sandbox.extra_args_file.unlink(missing_ok=True)
+    (host.sandbox.dir / "typo.json").unlink(missing_ok=True)
+    host.sandbox.restart()
+
+
+def _untouched(host: FleetHost, originals: dict[str, bytes]) -> None:
+    """Still on the legacy store, daemon.json byte-identical, no state dir at all."""
+    assert not host.sandbox.containerd_snapshotter(), host.name
+    assert host.sandbox.daemon_json.read_bytes() == originals[host.name], host.name
+    assert not host.state_dir.exists(), f"{host.name}: {host.state_dir} was created"
+
+
+def _restored(host: FleetHost, originals: dict[str, bytes]) -> None:
+    assert not host.sandbox.containerd_snapshotter(), host.name
+    assert host.sandbox.daemon_json.read_bytes() == originals[host.name], host.name
+    images = {tag for image in host.sandbox.api("/images/json") for tag in image["RepoTags"] or []}
+    assert set(sandbox_samples(host.sandbox).tags) <= images, host.name
+
+
+def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["host"]: row for row in report["hosts"]}
+
+
+def _recap(done: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
+    match = re.search(rf"^{host}\s*:\s*(.*)$", done.stdout, re.MULTILINE)
+    assert match, output(done)
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def test_install_gives_every_host_its_own_virtualenv(fleet: Fleet) -> None:
+    for host in fleet.hosts:
+        tool = host.install_dir / "venv" / "bin" / "containerd-migrate"
+        assert tool.is_file(), host.name
+        version = subprocess.run([str(tool), "--version"], capture_output=True, text=True,
+                                 check=True)  # fmt: skip
+        assert version.stdout.startswith("containerd-migrate, version"), version
+        assert list((host.install_dir / "wheels").glob("containerd_migrate-*.whl")), host.name
+    if not os.environ.get(WHEEL_ENV):
+        assert list((fleet.workdir / "dist").glob("*/wheel/containerd_migrate-*.whl"))
+    # Installing again changes nothing.
+    extra = ({"cm_wheel": os.environ[WHEEL_ENV]} if os.environ.get(WHEEL_ENV)
+             else {"cm_wheel_dir": str(fleet.workdir / "dist")})  # fmt: skip
+    done = fleet.playbook("install.yml", fleet.write_inventory(fleet.workdir / "again.json"),
+                          extra=extra)  # fmt: skip
+    assert done.returncode == 0, output(done)
+    for name in HOSTS:
+        assert _recap(done, name)["changed"] == 0, output(done)
+
+
+def test_plan_writes_one_fleet_report(fleet: Fleet) -> None:
+    originals = _fresh(fleet, "plan")
+    fleet["host3"].vars["cm_containers"] = "refuse"  # 3 containers: blocker containers-present
+    down = fleet["host4"].sandbox
+    reports = fleet.workdir / "plan-reports"
+    down.stop()  # plan exits 5: daemon unreachable
+    try:
+        done = fleet.playbook("plan.yml", fleet.write_inventory(fleet.workdir / "plan.json"),
+                              extra={"cm_report_dir": str(reports)})  # fmt: skip
+    finally:
+        down.start()
+    assert done.returncode == 0, output(done)
+
+    report = read_json(reports / "plan.json")
+    assert report["by_state"] == {"ready": ["host1", "host2"], "blocked": ["host3"],
+                                  "error": ["host4"], "unreachable": []}  # fmt: skip
+    rows = _rows(report)
+    samples = sandbox_samples(fleet["host1"].sandbox)
+    for name in ("host1", "host2", "host3"):
+        row = rows[name]
+        assert row["tags"] == len(samples.tags), row
+        assert row["dangling"] == len(samples.dangling_ids)
+        assert row["containers"] == len(samples.containers)
+        assert row["engine"]["store"] == "legacy"
+        assert row["estimate"]["downtime_seconds"] > 0
+        assert row["disk"]["state_dir"]["need_bytes"] > 0
+        assert row["disk"]["state_dir"]["free_bytes"] > row["disk"]["state_dir"]["need_bytes"]
+        assert {w["id"] for w in row["warnings"]} >= {"volumes-only-used-by-containers"}
+        assert all(w["hint"] for w in row["warnings"])
+        assert read_json(reports / "plan-hosts" / f"{name}.json")["ready"] == (name != "host3")
+    assert [b["id"] for b in rows["host3"]["blockers"]] == ["containers-present"]
+    assert rows["host3"]["blockers"][0]["hint"]
+    assert rows["host4"]["exit_code"] == 5
+    assert "cannot reach the Docker daemon" in rows["host4"]["error"]
+    by_blocker = {g["id"]: [h["host"] for h in g["hosts"]] for g in report["by_blocker"]}
+    assert by_blocker == {"containers-present": ["host3"], "plan-failed": ["host4"]}
+    totals = report["totals"]
+    assert totals["hosts"] == 4 and totals["ready"] == 2 and totals["blocked"] == 1
+    assert totals["tags"] == 3 * len(samples.tags)
+    assert totals["downtime_seconds"] > 0
+
+    markdown = (reports / "plan.md").read_text()
+    for name, state in (("host1", "READY"), ("host2", "READY"), ("host3", "BLOCKED"),
+                        ("host4", "ERROR")):  # fmt: skip
+        assert f"### {name}: {state}" in markdown
+    assert "## Hosts by blocker" in markdown
+    assert "### `containers-present`: 1 host(s)" in markdown
+    assert "fleet plan: 4 host(s), 2 ready, 1 blocked, 1 error/unreachable" in done.stdout
+    for host in fleet.hosts:  # a dry run: nothing changed anywhere
+        assert host.sandbox.daemon_json.read_bytes() == originals[host.name]
+        assert not host.sandbox.containerd_snapshotter()
+
+
+def test_migrate_a_healthy_fleet_then_roll_it_back(fleet: Fleet) -> None:
+    originals = _fresh(fleet, "healthy")
+    inventory = fleet.write_inventory(fleet.workdir / "healthy.json")
+    reports = fleet.workdir / "healthy-reports"
+    done = fleet.playbook("migrate.yml", inventory, extra={
+        "cm_report_dir": str(reports), "cm_serial": 2, "cm_prepare": "export"})  # fmt: skip
+    assert done.returncode == 0, output(done)
+    summary = read_json(reports / "migrate.json")
+    assert summary["state"] == "complete" and not summary["stopped"], summary
+    assert summary["counts"] == {"migrated": 4, "rolled_back": 0, "failed": 0, "skipped": 0,
+                                 "not_started": 0}  # fmt: skip
+    rows = _rows(summary)
+    assert {n: r["wave"] for n, r in rows.items()} == {
+        "host1": "canary", "host2": "batch 1", "host3": "batch 1", "host4": "batch 2"}
+    for host in fleet.hosts:
+        row = rows[host.name]
+        assert row["outcome"] == "migrated", row
+        assert {k: s["exit_code"] for k, s in row["steps"].items()} == {
+            "prepare": 0, "run": 0, "verify": 0}
+        assert row["journal_outcome"] == "completed"
+        assert row["window_seconds"] > 0 and row["run_seconds"] > 0
+        assert host.sandbox.containerd_snapshotter(), host.name
+    assert "rollout complete: 4 migrated, 0 rolled back" in done.stdout
+    assert "| host1 | canary | **migrated** |" in (reports / "migrate.md").read_text()
+
+    done = fleet.playbook("rollback.yml", inventory,
+                          extra={"cm_report_dir": str(reports), "cm_targets": "all"})
+    assert done.returncode == 0, output(done)
+    report = read_json(reports / "rollback.json")
+    assert report["counts"] == {"restored": 4}, report
+    for host in fleet.hosts:
+        row = _rows(report)[host.name]
+        assert row["outcome_before"] == "completed" and row["outcome_after"] == "rolled_back"
+        assert any("restored the original" in line for line in row["restored"]), row
+        assert any("legacy store" in line for line in row["checked"]), row
+        _restored(host, originals)
+    assert "## host1: restored" in (reports / "rollback.md").read_text()
+
+
+def test_rollback_needs_chosen_hosts(fleet: Fleet) -> None:
+    _fresh(fleet, "unchosen")
+    done = fleet.playbook("rollback.yml", fleet.write_inventory(fleet.workdir / "unchosen.json"))
+    assert done.returncode != 0
+    assert "choose the hosts to roll back" in done.stdout, output(done)
+    for host in fleet.hosts:
+        assert not host.state_dir.exists()
+
+
+def test_a_failed_batch_host_is_rolled_back_and_stops_the_rollout(fleet: Fleet) -> None:
+    originals = _fresh(fleet, "batch")
+    fleet["host2"].vars["cm_containers"] = "refuse"  # blocked: skipped, not failed
+    broken = fleet["host3"]
+    _break(fleet, broken)
+    inventory = fleet.write_inventory(fleet.workdir / "batch.json")
+    reports = fleet.workdir / "batch-reports"
+    try:
+        done = fleet.playbook("migrate.yml", inventory,
+                              extra={"cm_report_dir": str(reports), "cm_serial": 2})
+    finally:
+        _repair(broken)
+    assert done.returncode == 2, output(done)  # ansible-playbook: some host failed
+    summary = read_json(reports / "migrate.json")
+    rows = _rows(summary)
+    assert summary["stopped"] and summary["state"] == "stopped after batch 1: host3 rolled back"
+    assert {n: r["outcome"] for n, r in rows.items()} == {
+        "host1": "migrated", "host2": "skipped", "host3": "rolled_back",
+        "host4": "not_started"}, summary  # fmt: skip
+    assert "containers-present" in rows["host2"]["reason"]
+    assert "came back in the legacy image store" in rows["host3"]["reason"]
+    assert rows["host3"]["steps"]["run"]["exit_code"] == 10
+    assert rows["host3"]["journal_outcome"] == "rolled_back"
+    assert rows["host3"]["window_seconds"] is not None
+    assert "the rollout stopped after batch 1" in rows["host4"]["reason"]
+    assert _recap(done, "host3")["failed"] == 1
+    assert _recap(done, "host2")["failed"] == 0
+    assert "rollout stopped after batch 1: host3 rolled back" in done.stdout
+    markdown = (reports / "migrate.md").read_text()
+    assert "## host3: rolled back" in markdown and "exit 10" in markdown
+
+    assert fleet["host1"].sandbox.containerd_snapshotter()
+    for name in ("host2", "host3"):  # skipped; rolled back by the tool
+        assert not fleet[name].sandbox.containerd_snapshotter()
+        assert fleet[name].sandbox.daemon_json.read_bytes() == originals[name]
+    _untouched(fleet["host4"], originals)
+
+    # Put the canary back with rollback.yml on that host alone.
+    done = fleet.playbook("rollback.yml", inventory, "--limit", "host1",
+                          extra={"cm_report_dir": str(reports)})
+    assert done.returncode == 0, output(done)
+    assert [r["host"] for r in read_json(reports / "rollback.json")["hosts"]] == ["host1"]
+    _restored(fleet["host1"], originals)
+
+
+def test_a_failed_canary_group_leaves_every_other_host_untouched(fleet: Fleet) -> None:
+    originals = _fresh(fleet, "canary")
+    broken = fleet["host4"]
+    _break(fleet, broken)
+    inventory = fleet.write_inventory(fleet.workdir / "canary.json", {"canaries": ["host4"]})
+    reports = fleet.workdir / "canary-reports"
+    try:
+        done = fleet.playbook("migrate.yml", inventory,
+                              extra={"cm_report_dir": str(reports), "cm_canary": "canaries"})
+    finally:
+        _repair(broken)
+    assert done.returncode == 2, output(done)
+    summary = read_json(reports / "migrate.json")
+    rows = _rows(summary)
+    assert summary["canary"] == ["host4"]
+    assert summary["state"] == "stopped after the canary: host4 rolled back", summary
+    assert rows["host4"]["wave"] == "canary" and rows["host4"]["outcome"] == "rolled_back"
+    assert "the batches do not start" in rows["host4"]["reason"]
+    for name in ("host1", "host2", "host3"):
+        assert rows[name]["outcome"] == "not_started"
+        _untouched(fleet[name], originals)
+    assert not broken.sandbox.containerd_snapshotter()
+    assert broken.sandbox.daemon_json.read_bytes() == originals["host4"]
+    assert "PLAY [Migrate the other hosts in batches]" not in done.stdout

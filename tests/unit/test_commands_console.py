@@ -1,0 +1,56 @@
+"""Commands are plain functions: they talk through a Console, so they run without click."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from migrate import commands
+from migrate.commands.context import confirm
+from migrate.errors import UsageError
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class RecordingConsole:
+    answer: bool = False
+    shown: list[str] = field(default_factory=list)
+    asked: list[str] = field(default_factory=list)
+
+    def emit(self, text: str) -> None:
+        self.shown.append(text)
+
+    def ask(self, question: str) -> bool:
+        self.asked.append(question)
+        return self.answer
+
+
+def _opts(tmp_path: Path, console: RecordingConsole) -> commands.GlobalOptions:
+    return commands.GlobalOptions(host="unix:///nonexistent.sock",
+                                  daemon_config=tmp_path / "daemon.json",
+                                  state_dir=tmp_path / "state", console=console)
+
+
+def test_status_reports_through_the_console(tmp_path: Path) -> None:
+    console = RecordingConsole()
+    assert commands.status(_opts(tmp_path, console), "json") == 0
+    assert json.loads(console.shown[-1])["migration_id"] is None
+
+
+def test_a_refused_question_changes_nothing(tmp_path: Path) -> None:
+    console = RecordingConsole(answer=False)
+    with pytest.raises(UsageError, match="not confirmed"):
+        confirm(console, "switch?", yes=False, interactive=True)
+    assert console.asked == ["switch?"]
+
+
+def test_yes_skips_the_question_and_no_terminal_refuses(tmp_path: Path) -> None:
+    console = RecordingConsole(answer=False)
+    confirm(console, "switch?", yes=True, interactive=False)
+    with pytest.raises(UsageError, match="no terminal"):
+        confirm(console, "switch?", yes=False, interactive=False)
+    assert console.asked == []
