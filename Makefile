@@ -52,4 +52,4 @@ unit: venv
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 demo: setup
-	$(PY) -m migrate.demo
+	$(PY) -m migrate.sandbox.demo

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,12 +71,22 @@ def _globals(ctx: click.Context) -> commands.GlobalOptions:
 def _containers_option(f: F) -> F:
     return click.option(
         "--containers",
-        type=click.Choice(["refuse", "leave"]),
-        default="refuse",
-        show_default=True,
-        help="refuse: containers block the migration; leave: stop them and keep them hidden "
-        "in the legacy store (they come back on rollback).",
+        type=click.Choice(list(commands.CONTAINERS_POLICIES)),
+        default=None,
+        help="refuse (default): containers block the migration; leave: stop them and keep "
+        "them hidden in the legacy store (they come back on rollback); recreate: stop them "
+        "and create them again in the containerd store (same name, config, volumes, "
+        "networks). Chosen once per migration: `export` journals it and `run` uses it unless "
+        "given another.",
     )(f)
+
+
+def _restart_command_option(f: F) -> F:
+    return click.option(
+        "--restart-command", default=None, envvar="CONTAINERD_MIGRATE_RESTART_COMMAND",
+        help='Command that restarts dockerd, e.g. "systemctl restart docker" (split like a '
+        "shell would, but never run through a shell) [env: CONTAINERD_MIGRATE_RESTART_COMMAND; "
+        "default: systemd's or the init script's]")(f)
 
 
 def _snapshotter_option(f: F) -> F:
@@ -96,15 +106,75 @@ def _format_option(*choices: str) -> Callable[[F], F]:
 
 
 def _restart_options(f: F) -> F:
-    f = click.option("--restart-command", default=None,
-                     help='Command that restarts dockerd, e.g. "systemctl restart docker" '
-                     "(split like a shell would, but never run through a shell).")(f)
-    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=120.0,
-                     show_default=True, help="Seconds to wait for the daemon to come back.")(f)
+    f = _restart_command_option(f)
+    # default None: an explicit value must be told from the default, since on rollback it
+    # beats the journaled one (engine.restart.resolve_restart_timeout).
+    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=None,
+                     envvar="CONTAINERD_MIGRATE_RESTART_TIMEOUT",
+                     help="Seconds to wait for the daemon to come back [default: the "
+                     "journaled value, else 120].")(f)
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"],
+_GLOBAL_VALUE_OPTIONS = frozenset({"--host", "--daemon-config", "--state-dir", "--log-format"})
+_GLOBAL_FLAGS = frozenset({"--follow-symlinks", "-v", "--verbose", "-q", "--quiet", "--debug"})
+
+
+def hoist_global_options(args: list[str], commands_by_name: Mapping[str, click.Command],
+                         ) -> list[str]:
+    """Move global options written after the command (`plan --host X`) before it.
+
+    Operators type them where they type every other option; click only reads a group's
+    options before its command. Values of the command's own options are skipped, so
+    `--restart-command --debug` stays the command's.
+    """
+    position, index = None, 0
+    while index < len(args):
+        word = args[index]
+        if word == "--":
+            return args
+        if word in _GLOBAL_VALUE_OPTIONS:
+            index += 2
+            continue
+        if word in commands_by_name:
+            position = index
+            break
+        index += 1
+    if position is None:
+        return args
+    command = commands_by_name[args[position]]
+    takes_value = {name for param in command.params if isinstance(param, click.Option)
+                   and not param.is_flag and not param.count for name in param.opts}
+    moved: list[str] = []
+    rest: list[str] = []
+    index = position + 1
+    while index < len(args):
+        word = args[index]
+        name = word.split("=", 1)[0]
+        if word == "--":
+            rest.extend(args[index:])
+            break
+        if word in _GLOBAL_FLAGS:
+            moved.append(word)
+        elif name in _GLOBAL_VALUE_OPTIONS:
+            moved.extend(args[index:index + 2] if "=" not in word else [word])
+            index += 0 if "=" in word else 1
+        elif word in takes_value:
+            rest.extend(args[index:index + 2])
+            index += 1
+        else:
+            rest.append(word)
+        index += 1
+    return [*args[:position], *moved, args[position], *rest]
+
+
+class _GlobalsAnywhere(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args), self.commands))
+
+
+@click.group(cls=_GlobalsAnywhere,
+             context_settings={"help_option_names": ["-h", "--help"],
                                "auto_envvar_prefix": "CONTAINERD_MIGRATE"})
 @click.version_option(__version__, prog_name="containerd-migrate")
 @click.option("--host", default=None, help="Docker daemon address [default: DOCKER_HOST, else "
@@ -140,15 +210,16 @@ def _terminated(signum: int, frame: object) -> None:
               help="MB/s used for time estimates.")
 @_containers_option
 @_snapshotter_option
+@_restart_command_option
 @click.pass_context
 def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | None,
-         containers: str, snapshotter: str | None) -> None:
+         containers: str | None, snapshotter: str | None, restart_command: str | None) -> None:
     """Dry run: inventory, checks, disk and time estimates. Changes nothing.
 
     Exit code 0 when the host is ready, 3 when a blocker was found."""
     _run(ctx, lambda: commands.plan(_globals(ctx), commands.PlanArgs(
         fmt=fmt, output=Path(output) if output else None, throughput=throughput,
-        containers=containers, snapshotter=snapshotter)))
+        containers=containers, snapshotter=snapshotter, restart_command=restart_command)))
 
 
 @main.command()
@@ -159,8 +230,9 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
 @click.option("--no-auto-rollback", is_flag=True,
               help="Leave the host as it is when the restart or verification fails.")
 @click.pass_context
-def run(ctx: click.Context, yes: bool, containers: str, snapshotter: str | None,
-        restart_command: str | None, restart_timeout: float, no_auto_rollback: bool) -> None:
+def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str | None,
+        restart_command: str | None, restart_timeout: float | None,
+        no_auto_rollback: bool) -> None:
     """Run (or resume) the whole migration."""
     _run(ctx, lambda: commands.run(_globals(ctx), commands.RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
@@ -169,25 +241,27 @@ def run(ctx: click.Context, yes: bool, containers: str, snapshotter: str | None,
 
 
 @main.command()
-# Export never touches containers (only `run` stops them), so by default they do not block
-# it: pre-staging is for a host that keeps serving, which has running containers.
-@click.option("--containers", type=click.Choice(["refuse", "leave"]), default="leave",
-              show_default=True, help="refuse: containers block the export too.")
+# The same policy as `run` (journaled for it): an export that succeeds under a policy
+# `run` would refuse leaves the operator with advice that does not work.
+@_containers_option
+@_restart_command_option
 @click.pass_context
-def export(ctx: click.Context, containers: str) -> None:
+def export(ctx: click.Context, containers: str | None, restart_command: str | None) -> None:
     """Snapshot and export only, while the daemon keeps serving (before the window)."""
-    _run(ctx, lambda: commands.export(_globals(ctx), containers))
+    _run(ctx, lambda: commands.export(_globals(ctx), containers, restart_command))
 
 
 @main.command()
-@click.option("--containers", type=click.Choice(["refuse", "leave"]), default="leave",
-              show_default=True, help="refuse: containers block the staging too.")
+# Like export: the policy and restart command are journaled for the `run` in the window.
+@_containers_option
+@_restart_command_option
 @_snapshotter_option
 @click.pass_context
-def stage(ctx: click.Context, containers: str, snapshotter: str | None) -> None:
+def stage(ctx: click.Context, containers: str | None, restart_command: str | None,
+          snapshotter: str | None) -> None:
     """Put every image into the containerd store dockerd will use, while it keeps serving
     on the legacy store (before the window): `run` then costs one restart plus verify."""
-    _run(ctx, lambda: commands.stage(_globals(ctx), containers, snapshotter))
+    _run(ctx, lambda: commands.stage(_globals(ctx), containers, restart_command, snapshotter))
 
 
 @main.command()
@@ -212,7 +286,7 @@ def verify(ctx: click.Context) -> None:
               help="Also remove the images this migration imported into the containerd store.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float,
+def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float | None,
              force: bool, purge_imported: bool, yes: bool) -> None:
     """Undo the current migration and bring the host back to the legacy store."""
     _run(ctx, lambda: commands.rollback(_globals(ctx), commands.RollbackArgs(
@@ -223,9 +297,14 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
 @main.command()
 @click.option("--prune-legacy", is_flag=True,
               help="Also delete the legacy graph-driver data (no rollback after this).")
+@click.option("--remove-legacy-containers", is_flag=True,
+              help="With --prune-legacy: also delete hidden legacy containers that were not "
+              "recreated (asks for confirmation).")
 @click.option("--yes", "-y", is_flag=True, help="Confirm without asking.")
 @click.pass_context
-def cleanup(ctx: click.Context, prune_legacy: bool, yes: bool) -> None:
+def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bool,
+            yes: bool) -> None:
     """After a verified migration: delete the archives (and optionally legacy data)."""
     _run(ctx, lambda: commands.cleanup(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
-                                        interactive=sys.stdin.isatty()))
+                                        interactive=sys.stdin.isatty(),
+                                        remove_legacy_containers=remove_legacy_containers))

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 CONTAINERD_DRIVER_TYPE = "io.containerd.snapshotter.v1"
 # diff_id of an empty tar: metadata-only build steps may produce it and it weighs nothing.
@@ -46,6 +46,9 @@ class EngineInfo(Frozen):
     # Set when dockerd runs against an external containerd (`--containerd=SOCK`).
     containerd_address: str | None = None
     pid: int | None = None
+    # `docker info` ID, persisted in the data-root: the same daemon keeps it across restarts
+    # and the store switch (docs/engine-facts.md).
+    daemon_id: str = ""
 
     @property
     def legacy_driver(self) -> str | None:
@@ -116,6 +119,34 @@ class MountRecord(Frozen):
     rw: bool = True
 
 
+class NetworkAttachment(Frozen):
+    """One user-defined network a container is attached to, as recreate must rebuild it."""
+
+    network: str
+    aliases: tuple[str, ...] = ()
+    # Static addresses (IPAMConfig): given by the user, so they must be given again.
+    ipv4_address: str = ""
+    ipv6_address: str = ""
+    links: tuple[str, ...] = ()
+    driver_opts: dict[str, str] = Field(default_factory=dict)
+    # The address the engine assigned, static or not: what a check after recreate compares.
+    ip_address: str = ""
+
+
+class WritableLayer(Frozen):
+    """What `docker diff` says changed in a container's writable layer."""
+
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    # SizeRw: bytes of the files in the layer (deleted paths weigh nothing there).
+    size_bytes: int = 0
+
+    @property
+    def paths(self) -> int:
+        return self.added + self.changed + self.deleted
+
+
 class ContainerRecord(Frozen):
     id: str
     name: str
@@ -127,10 +158,30 @@ class ContainerRecord(Frozen):
     mounts: tuple[MountRecord, ...] = ()
     # None when the engine could not tell (e.g. the diff call failed).
     has_changes: bool | None = None
+    # The rest is what `--containers recreate` needs to create the container again; empty
+    # when the inventory was taken without the per-container inspect (`details=False`).
+    # `config` and `host_config` are the inspect answer's Config and HostConfig as the
+    # engine sent them (recreate posts them back); the typed fields below are the parts of
+    # them the tool reads.
+    config: dict[str, JsonValue] = Field(default_factory=dict)
+    host_config: dict[str, JsonValue] = Field(default_factory=dict)
+    networks: tuple[NetworkAttachment, ...] = ()
+    network_mode: str = ""
+    links: tuple[str, ...] = ()
+    volumes_from: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    runtime: str = ""
+    auto_remove: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    writable_layer: WritableLayer | None = None
 
     @property
     def running(self) -> bool:
         return self.state in RUNNING_STATES
+
+    @property
+    def detailed(self) -> bool:
+        return bool(self.config)
 
 
 class VolumeRecord(Frozen):

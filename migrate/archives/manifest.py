@@ -67,6 +67,10 @@ class ArchiveManifest(Frozen):
     def entry(self, file: str) -> ArchiveEntry | None:
         return next((a for a in self.archives if a.file == file), None)
 
+    def new_ids(self) -> dict[str, str]:
+        """Legacy image ID -> the ID it has after a containerd-store load."""
+        return {i.legacy_id: i.new_id for a in self.archives for i in a.images}
+
     def with_entry(self, entry: ArchiveEntry) -> ArchiveManifest:
         others = tuple(a for a in self.archives if a.file != entry.file)
         return self.model_copy(update={"archives": (*others, entry)})

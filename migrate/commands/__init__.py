@@ -9,8 +9,10 @@ from migrate.commands.run import RunArgs, run
 from migrate.commands.stage import stage
 from migrate.commands.status import status
 from migrate.commands.verify import verify_command as verify
+from migrate.preflight.facts import CONTAINERS_POLICIES
 
 __all__ = [
-    "Console", "GlobalOptions", "PlainConsole", "PlanArgs", "RollbackArgs", "RunArgs",
+    "CONTAINERS_POLICIES", "Console", "GlobalOptions", "PlainConsole", "PlanArgs",
+    "RollbackArgs", "RunArgs",
     "cleanup", "export", "plan", "rollback", "run", "stage", "status", "verify",
 ]

@@ -7,14 +7,18 @@ function usable from tests or another program.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from migrate.engine import Engine
-from migrate.errors import UsageError
+from migrate.engine.restart import parse_restart_command
+from migrate.errors import StateError, UsageError
+from migrate.journal import replay
 from migrate.journal.state_dir import StateDir
+from migrate.preflight.facts import CONTAINERS_POLICIES, DEFAULT_CONTAINERS_POLICY, ContainersPolicy
 
 
 class Console(Protocol):
@@ -46,12 +50,50 @@ class GlobalOptions:
     console: Console = field(default_factory=PlainConsole, compare=False)
 
 
+def command(opts: GlobalOptions, *args: str) -> str:
+    """A `containerd-migrate` command line aimed at this host and state dir, quoted so it
+    works when pasted into a shell."""
+    return shlex.join(("containerd-migrate", "--host", opts.host, "--daemon-config",
+                       str(opts.daemon_config), "--state-dir", str(opts.state_dir), *args))
+
+
 def connect(opts: GlobalOptions) -> Engine:
     return Engine(opts.host)
 
 
 def open_state(opts: GlobalOptions) -> StateDir:
     return StateDir(opts.state_dir).ensure()
+
+
+def journaled_options(opts: GlobalOptions) -> dict[str, Any]:
+    """The options the migration in progress was started (or last resumed) with; {} when
+    none is in progress. Read-only: `plan` uses it too, and plan changes nothing."""
+    try:
+        state = replay(StateDir(opts.state_dir).journal_path)
+    except (StateError, OSError):
+        return {}  # the command that acts on the journal reports it
+    if state.migration_id is None or not state.runs:
+        return {}
+    return dict(state.runs[-1].options)
+
+
+def containers_policy(opts: GlobalOptions, explicit: str | None) -> ContainersPolicy:
+    """One policy per migration: the one given now, else the one journaled at `export`,
+    else the default."""
+    chosen = explicit or journaled_options(opts).get("containers")
+    if chosen not in CONTAINERS_POLICIES:
+        chosen = DEFAULT_CONTAINERS_POLICY
+    return cast(ContainersPolicy, chosen)
+
+
+def chosen_restart_command(opts: GlobalOptions, text: str | None) -> tuple[str, ...] | None:
+    """--restart-command (or its variable) given now, else the journaled one, else None
+    (then `resolve_restart_command` asks the host)."""
+    if text:
+        return parse_restart_command(text)
+    recorded = journaled_options(opts).get("restart_command")
+    return tuple(str(word) for word in recorded) if isinstance(recorded, list) and recorded \
+        else None
 
 
 def require_confirmation(what: str, *, yes: bool, interactive: bool) -> None:

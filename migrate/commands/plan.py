@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-from migrate.commands.context import GlobalOptions, connect
+from migrate.commands.context import (
+    GlobalOptions,
+    chosen_restart_command,
+    connect,
+    containers_policy,
+)
 from migrate.errors import ExitCode, UsageError
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
@@ -18,13 +23,15 @@ class PlanArgs:
     fmt: str = "text"
     output: Path | None = None
     throughput: float | None = None
-    containers: str = "refuse"
+    # None: the policy journaled by `export`, else the default (see containers_policy).
+    containers: str | None = None
     snapshotter: str | None = None
+    restart_command: str | None = None
 
 
 def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
     return PlanOptions(
-        containers=cast(Literal["refuse", "leave"], args.containers),
+        containers=containers_policy(opts, args.containers),
         snapshotter=args.snapshotter,
         throughput_mbps=args.throughput,
         follow_symlinks=opts.follow_symlinks,
@@ -32,9 +39,10 @@ def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
 
 
 def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
+    restart = chosen_restart_command(opts, args.restart_command)
     with connect(opts) as engine:
         facts = gather_facts(engine, opts.daemon_config, opts.state_dir,
-                             snapshotter=args.snapshotter)
+                             restart_command=restart, snapshotter=args.snapshotter)
     return build_plan(facts, plan_options(opts, args))
 
 

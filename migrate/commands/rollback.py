@@ -22,7 +22,7 @@ from migrate.phases.runner import Runner
 @dataclass(frozen=True)
 class RollbackArgs:
     restart_command: str | None = None
-    restart_timeout: float = 120.0
+    restart_timeout: float | None = None
     force: bool = False
     purge_imported: bool = False
     yes: bool = False
@@ -30,7 +30,8 @@ class RollbackArgs:
 
 
 def rollback_options(opts: GlobalOptions, args: RollbackArgs) -> RunOptions:
-    # Without --restart-command each undo uses the command its journal record names.
+    # Without --restart-command/--restart-timeout each undo uses what its journal record
+    # names; given, they win (engine.restart.resolve_restart_command/_timeout).
     restart = parse_restart_command(args.restart_command) if args.restart_command else ()
     return RunOptions(
         host=opts.host, daemon_config=opts.daemon_config, state_dir=opts.state_dir,

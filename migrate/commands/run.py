@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any
 
 from migrate.commands.context import (
     GlobalOptions,
+    chosen_restart_command,
+    command,
     confirm,
     connect,
+    containers_policy,
     open_state,
     require_confirmation,
 )
-from migrate.engine.restart import parse_restart_command, resolve_restart_command
+from migrate.engine.restart import resolve_restart_command
 from migrate.errors import ExitCode
 from migrate.journal import JournalState, PhaseName
-from migrate.phases.base import RunOptions
+from migrate.phases.base import PreparedPlan, RunOptions
 from migrate.phases.runner import RUN_PHASES, Runner
+from migrate.phases.snapshot import prepare_plan
 
 
 @dataclass(frozen=True)
 class RunArgs:
     yes: bool = False
-    containers: str = "refuse"
+    # None: the policy journaled by `export`, else the default (see containers_policy).
+    containers: str | None = None
     snapshotter: str | None = None
     restart_command: str | None = None
-    restart_timeout: float = 120.0
+    restart_timeout: float | None = None
     auto_rollback: bool = True
     interactive: bool = False
 
@@ -35,24 +41,59 @@ def run_options(opts: GlobalOptions, args: RunArgs, restart: tuple[str, ...]) ->
     return RunOptions(
         host=opts.host, daemon_config=opts.daemon_config, state_dir=opts.state_dir,
         restart_command=restart, restart_timeout=args.restart_timeout,
-        containers=cast(Literal["refuse", "leave"], args.containers),
+        containers=containers_policy(opts, args.containers),
         follow_symlinks=opts.follow_symlinks, snapshotter=args.snapshotter,
     )
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def confirmation_question(options: RunOptions, steps: tuple[PhaseName, ...],
+                          state: JournalState, prepared: PreparedPlan | None) -> str:
+    """What the operator agrees to: the daemon, what stops, what restarts, for how long."""
+    what = "resume the migration of" if state.migration_id else "migrate"
+    lines = [f"{what} the Docker daemon at {options.host} to the containerd image store "
+             f"({', '.join(steps)})"]
+    if prepared is not None:
+        report = prepared.report
+        lines[0] = (f"{what} the Docker daemon at {options.host} (Engine "
+                    f"{report.engine.version}, data root {report.engine.data_root}, "
+                    f"{report.daemon_config.path}) to the containerd image store")
+        running = [c.name for c in report.containers if c.running]
+        fate = ("created again in the containerd store after verification"
+                if options.containers == "recreate" else "kept hidden in the legacy store")
+        lines.append(f"  stops: {', '.join(running)} ({fate})"
+                     if running else "  stops: no running container")
+        est = report.estimate
+        lines.append(f"  window: about {_minutes(est.downtime_seconds)} (restart "
+                     f"{_minutes(est.restart_seconds)}, import {_minutes(est.import_seconds)}, "
+                     f"verify {_minutes(est.verify_seconds)}), after an export of about "
+                     f"{_minutes(est.export_seconds)}")
+    if "restart" in steps:
+        lines.append(f"  restarts dockerd with: {shlex.join(options.restart_command)}")
+    return "\n".join(lines) + "\nproceed?"
+
+
 def run(opts: GlobalOptions, args: RunArgs) -> int:
     require_confirmation("the migration", yes=args.yes, interactive=args.interactive)
-    explicit = parse_restart_command(args.restart_command) if args.restart_command else None
-    restart = resolve_restart_command(explicit)
+    restart = resolve_restart_command(chosen_restart_command(opts, args.restart_command))
     state_dir = open_state(opts)
+    options = run_options(opts, args, restart)
 
-    def ask(steps: tuple[PhaseName, ...], state: JournalState) -> None:
-        what = "resume the migration" if state.migration_id else "migrate this host"
-        confirm(opts.console, f"{what} to the containerd image store ({', '.join(steps)})?",
+    def ask(steps: tuple[PhaseName, ...], state: JournalState) -> PreparedPlan | None:
+        # Blockers first: asking to confirm a run that is going to refuse wastes a window.
+        # A blocked plan is not confirmed: the snapshot phase refuses with it (journaled).
+        prepared = prepare_plan(options, lambda: connect(opts)) if "snapshot" in steps \
+            else None
+        if prepared is not None and not prepared.report.ready:
+            return prepared
+        confirm(opts.console, confirmation_question(options, steps, state, prepared),
                 yes=args.yes, interactive=args.interactive)
+        return prepared
 
-    runner = Runner(state_dir, run_options(opts, args, restart), lambda: connect(opts),
-                    say=opts.console.emit)
+    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
     outcome = runner.forward(RUN_PHASES, ask, tuple(sys.argv[1:]),
                              auto_rollback=args.auto_rollback)
     if outcome.already_completed:
@@ -63,4 +104,42 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
         f"migration {outcome.migration_id} completed: every image verified on the containerd "
         f"store.\nreports: {state_dir.reports_dir / 'verification.txt'}, "
         f"{state_dir.reports_dir / 'id-map.json'}")
+    if outcome.state is not None:
+        opts.console.emit("\n".join(containers_summary(opts, outcome.state, restart)))
     return int(ExitCode.OK)
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.1f} s" if isinstance(value, int | float) else "unknown"
+
+
+def containers_summary(opts: GlobalOptions, state: JournalState,
+                       restart: tuple[str, ...]) -> list[str]:
+    """What happened to the containers, and the next step when some are down."""
+    recreate: dict[str, Any] = dict(state.phase("recreate").result or {})
+    stopped = [str(n) for n in _list((state.phase("quiesce").result or {}).get("stopped"))]
+    if recreate.get("recreated"):
+        running = _list(recreate.get("running"))
+        downtime = dict(recreate.get("downtime_seconds") or {})
+        lines = [f"containers: {len(recreate['recreated'])} recreated in the containerd store "
+                 f"(map: {recreate.get('container_map')})"]
+        if running:
+            lines.append("  running again: " + ", ".join(
+                f"{name} (down {_seconds(downtime.get(str(name)))})" for name in running))
+        if recreate.get("left_created"):
+            lines.append("  created, not started (they were not running before): "
+                         + ", ".join(map(str, _list(recreate["left_created"]))))
+        return lines
+    if not stopped:
+        return ["containers: none was running; legacy containers (if any) stay hidden in the "
+                "legacy store"]
+    rerun = command(opts, "run", "--yes", "--containers", "recreate",
+                    *(("--restart-command", shlex.join(restart)) if restart else ()))
+    return [f"containers: {len(stopped)} stopped and left hidden in the legacy store, so they "
+            f"are DOWN now: {', '.join(stopped)}",
+            f"  next step: bring them back with `{command(opts, 'rollback', '--yes')}`, then "
+            f"migrate again with them recreated: `{rerun}`"]

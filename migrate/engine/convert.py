@@ -12,13 +12,22 @@ from typing import Any
 from migrate.models import (
     CONTAINERD_DRIVER_TYPE,
     EMPTY_LAYER_DIFF_ID,
+    ContainerRecord,
     EngineInfo,
     ImageConfigSummary,
     ImageRecord,
+    MountRecord,
+    NetworkAttachment,
     Store,
+    WritableLayer,
 )
 
 JSON = dict[str, Any]
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+# Networks every engine has on its own: recreate never attaches to them by name.
+BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
+# `docker diff` kinds.
+_DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
 
 
 def _tuple(value: Any) -> tuple[str, ...]:
@@ -101,4 +110,98 @@ def engine_info(info: JSON, version: JSON) -> EngineInfo:
         live_restore=bool(info.get("LiveRestoreEnabled", False)),
         security_options=_tuple(info.get("SecurityOptions")),
         containerd_address=containerd.get("Address") if isinstance(containerd, dict) else None,
+        daemon_id=str(info.get("ID", "")),
     )
+
+
+def _mount(mount: JSON) -> MountRecord:
+    return MountRecord(
+        type=mount.get("Type", ""),
+        name=mount.get("Name", "") or "",
+        source=mount.get("Source", "") or "",
+        destination=mount.get("Destination", ""),
+        rw=bool(mount.get("RW", True)),
+    )
+
+
+def _attachment(name: str, endpoint: JSON) -> NetworkAttachment:
+    ipam = endpoint.get("IPAMConfig") or {}
+    return NetworkAttachment(
+        network=name,
+        aliases=_tuple(endpoint.get("Aliases")),
+        ipv4_address=ipam.get("IPv4Address") or "",
+        ipv6_address=ipam.get("IPv6Address") or "",
+        links=_tuple(endpoint.get("Links")),
+        driver_opts={str(k): str(v) for k, v in (endpoint.get("DriverOpts") or {}).items()},
+        ip_address=endpoint.get("IPAddress") or "",
+    )
+
+
+def _mount_point_dirs(mount_points: Iterable[str]) -> set[str]:
+    dirs: set[str] = set()
+    for point in mount_points:
+        parts = point.strip("/").split("/")
+        dirs |= {"/" + "/".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    return dirs
+
+
+def writable_layer(diff: list[JSON] | None, size_rw: int | None,
+                   mount_points: Iterable[str] = ()) -> WritableLayer | None:
+    """`docker diff` (None: the call failed) -> counts per kind, with the layer's size.
+
+    The directories the engine creates to mount volumes and binds on (and their parents)
+    show up as added or changed; they are not the container's own changes.
+    """
+    if diff is None:
+        return None
+    engine_made = _mount_point_dirs(mount_points)
+    counts = dict.fromkeys(_DIFF_KINDS.values(), 0)
+    for change in diff:
+        if change.get("Path") in engine_made and int(change.get("Kind", 0)) != 2:
+            continue
+        kind = _DIFF_KINDS.get(int(change.get("Kind", 0)), "changed")
+        counts[kind] += 1
+    return WritableLayer(**counts, size_bytes=int(size_rw or 0))
+
+
+def container_record(summary: JSON, inspect: JSON | None = None,
+                     layer: WritableLayer | None = None) -> ContainerRecord:
+    """One container from its `docker ps` summary, with the full inspect when read."""
+    labels = {str(k): str(v) for k, v in (summary.get("Labels") or {}).items()}
+    record = ContainerRecord(
+        id=summary["Id"],
+        name=(summary.get("Names") or ["/" + summary["Id"][:12]])[0].lstrip("/"),
+        image=summary.get("Image", ""),
+        image_id=summary.get("ImageID", ""),
+        state=summary.get("State", ""),
+        compose_project=labels.get(COMPOSE_PROJECT_LABEL),
+        mounts=tuple(_mount(m) for m in summary.get("Mounts") or ()),
+        labels=labels,
+        has_changes=None if layer is None else layer.paths > 0,
+        writable_layer=layer,
+    )
+    if inspect is None:
+        return record
+    config: JSON = dict(inspect.get("Config") or {})
+    host: JSON = dict(inspect.get("HostConfig") or {})
+    networks = (inspect.get("NetworkSettings") or {}).get("Networks") or {}
+    return record.model_copy(update={
+        "name": str(inspect.get("Name") or record.name).lstrip("/"),
+        "image": str(config.get("Image") or record.image),
+        "image_id": str(inspect.get("Image") or record.image_id),
+        "state": str((inspect.get("State") or {}).get("Status") or record.state),
+        "restart_policy": str((host.get("RestartPolicy") or {}).get("Name", "")),
+        # Inspect lists every mount, summaries may abbreviate; the inspect is the truth.
+        "mounts": tuple(_mount(m) for m in inspect.get("Mounts") or ()) or record.mounts,
+        "config": config,
+        "host_config": host,
+        "networks": tuple(sorted((_attachment(str(n), e or {}) for n, e in networks.items()
+                                  if n not in BUILTIN_NETWORKS), key=lambda a: a.network)),
+        "network_mode": str(host.get("NetworkMode") or ""),
+        "links": _tuple(host.get("Links")),
+        "volumes_from": _tuple(host.get("VolumesFrom")),
+        "devices": tuple(str(d.get("PathOnHost", "")) for d in host.get("Devices") or ()),
+        "runtime": str(host.get("Runtime") or ""),
+        "auto_remove": bool(host.get("AutoRemove")),
+        "labels": {str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+    })

@@ -12,7 +12,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from migrate.engine.client import PROBE_TIMEOUT, probe
@@ -36,6 +36,7 @@ SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
 SYSV_INIT_SCRIPT = Path("/etc/init.d/docker")
 STDERR_TAIL_LINES = 15
 WRONG_STORE_GRACE = 10.0
+DEFAULT_RESTART_TIMEOUT = 120.0
 
 
 def _systemd_knows_docker() -> bool:
@@ -70,6 +71,19 @@ def resolve_restart_command(
     return default_restart_command()
 
 
+def resolve_restart_timeout(explicit: float | None = None, recorded: object = None) -> float:
+    """Seconds to wait for the daemon: the operator's, else the journaled one, else 120.
+
+    Like the command, an explicit value wins: a journaled timeout too short for this host
+    must not make every rollback fail the same way.
+    """
+    if explicit is not None:
+        return float(explicit)
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and recorded > 0:
+        return float(recorded)
+    return DEFAULT_RESTART_TIMEOUT
+
+
 def parse_restart_command(text: str) -> tuple[str, ...]:
     """Split the operator's --restart-command like a POSIX shell would, without running one."""
     try:
@@ -88,32 +102,67 @@ def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(kept)
 
 
-def run_restart_command(argv: Sequence[str], timeout: float) -> None:
-    """Run the restart command; any failure to run it or a non-zero exit is RestartFailed."""
+def process_start_time(pid: int, proc_root: str = "/proc") -> int | None:
+    """Start time (clock ticks since boot) of a live process; None when it is gone or a
+    zombie. With the pid it names one process: a reused pid has another start time."""
+    try:
+        stat_line = (Path(proc_root) / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat_line.rsplit(")", 1)[-1].split()
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def wait_for_exit(pid: int, started: int, timeout: float, poll: float = 0.2) -> bool:
+    """Wait until process `pid` (started at `started`) has ended; False at the deadline."""
+    deadline = time.monotonic() + timeout
+    while process_start_time(pid) == started:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def run_restart_command(argv: Sequence[str], timeout: float,
+                        started: Callable[[int, int], None] | None = None) -> None:
+    """Run the restart command; any failure to run it or a non-zero exit is RestartFailed.
+
+    `started(pid, start_time)` is called once it runs and before it is waited for, so the
+    caller can journal it: the command may outlive a killed CLI, and a resumed run must
+    wait for it instead of racing it with a second restart.
+    """
     shown = shlex.join(argv)
     if not argv:
         raise UsageError("the restart command is empty", RESTART_COMMAND_HINT)
     try:
-        completed = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, stdin=subprocess.DEVNULL)
     except FileNotFoundError as error:
         raise RestartFailed(f"the restart command `{shown}` was not found: {error}",
                             RESTART_COMMAND_HINT) from error
     except PermissionError as error:
         raise RestartFailed(f"the restart command `{shown}` cannot be run: {error}",
                             "run containerd-migrate as root or fix --restart-command") from error
+    try:
+        if started is not None:
+            start_time = process_start_time(process.pid)
+            if start_time is not None:
+                started(process.pid, start_time)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as error:
+        process.kill()
+        process.communicate()
         raise RestartFailed(
             f"the restart command `{shown}` did not finish within {timeout:.0f} s",
             "check `journalctl -u docker` for what dockerd is waiting on; raise "
             "--restart-timeout if this host is just slow",
         ) from error
-    if completed.returncode != 0:
-        tail = _tail(completed.stderr) or _tail(completed.stdout) or "(no output)"
+    if process.returncode != 0:
+        tail = _tail(stderr) or _tail(stdout) or "(no output)"
         raise RestartFailed(
-            f"the restart command `{shown}` exited with status {completed.returncode}:\n{tail}",
+            f"the restart command `{shown}` exited with status {process.returncode}:\n{tail}",
             "check `journalctl -u docker` (or the daemon log) for why dockerd did not start; "
             "after several quick restarts systemd may need `systemctl reset-failed docker`",
         )

@@ -16,6 +16,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -51,18 +53,75 @@ def parse_config_bytes(raw: bytes) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicates)
-    except json.JSONDecodeError as exc:
-        raise DaemonConfigError(
-            f"daemon.json is not valid JSON: {exc}",
-            hint="fix the syntax (dockerd --validate --config-file FILE checks it) and re-run",
-        ) from exc
+        data = json.loads(text, object_pairs_hook=_reject_duplicates,
+                          parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise DaemonConfigError("daemon.json is nested too deeply to be a daemon config",
+                                hint=_SYNTAX_HINT) from exc
+    except ValueError as exc:  # JSONDecodeError, and ints longer than Python converts
+        raise DaemonConfigError(f"daemon.json is not valid JSON: {exc}",
+                                hint=_SYNTAX_HINT) from exc
     if not isinstance(data, dict):
         raise DaemonConfigError(
             f"daemon.json must hold a JSON object, found {type(data).__name__}",
             hint="replace the content with a JSON object, e.g. {}",
         )
     return data
+
+
+_SYNTAX_HINT = "fix the syntax (dockerd --validate --config-file FILE checks it) and re-run"
+
+
+def _reject_constant(name: str) -> Any:
+    # Go's encoding/json, which dockerd uses, has no NaN or Infinity.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def read_regular(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file; a FIFO, device or directory raises DaemonConfigError
+    without blocking (opened non-blocking, checked before the first read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DaemonConfigError(f"{path} is not a regular file",
+                                    hint="daemon.json must be a plain file; replace it")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), info
+    finally:
+        os.close(fd)
+
+
+def validate_with_dockerd(dockerd: str, raw: bytes, timeout: float = 30.0) -> str | None:
+    """What `dockerd --validate --config-file` says against these bytes; None when OK.
+
+    dockerd's own parser is the only reliable judge (Go JSON, typed fields, label
+    syntax...). Its directory goes first on PATH: it looks for docker-proxy there.
+    """
+    with tempfile.TemporaryDirectory(prefix="cm-validate-") as folder:
+        candidate = Path(folder) / "daemon.json"
+        candidate.write_bytes(raw)
+        env = {**os.environ,
+               "PATH": f"{Path(dockerd).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        try:
+            done = subprocess.run([dockerd, "--validate", "--config-file", str(candidate)],
+                                  capture_output=True, text=True, timeout=timeout, env=env,
+                                  stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot run {dockerd} --validate: {exc}"
+    if done.returncode == 0:
+        return None
+    text = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}")
+    return text.replace(str(candidate), "daemon.json").splitlines()[-1][:500]
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -250,12 +309,13 @@ def read_daemon_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> DaemonCon
         path=str(p), is_symlink=is_link, symlink_target=target, writable=_writable(p)
     )
     try:
-        st = p.stat()
-        raw = p.read_bytes()
+        raw, st = read_regular(p)
     except FileNotFoundError:
         return base
     except OSError as exc:
         return base.model_copy(update={"exists": True, "parse_error": f"cannot read: {exc}"})
+    except DaemonConfigError as exc:
+        return base.model_copy(update={"exists": True, "parse_error": exc.message})
     owner = {"exists": True, "readable": True, "mode": stat.S_IMODE(st.st_mode),
              "uid": st.st_uid, "gid": st.st_gid, "sha256": hashlib.sha256(raw).hexdigest()}
     try:
@@ -296,16 +356,15 @@ def load_for_edit(
             hint="allow following symlinks to edit the target, or replace the link by a file",
         )
     try:
-        st = p.stat()
-        raw = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
+        raw, st = read_regular(p)
     except FileNotFoundError:
         if p.is_symlink():
             raise DaemonConfigError(f"{p} is a dangling symlink") from None
         return EditableConfig(None, DEFAULT_NEW_FILE_MODE, 0, 0)
     except PermissionError as exc:
         raise DaemonConfigError(f"cannot read {p}: {exc}", hint="run as root") from exc
-    if raw is None:
-        raise DaemonConfigError(f"{p} is not a regular file")
+    except OSError as exc:
+        raise DaemonConfigError(f"cannot read {p}: {exc}") from exc
     validate_for_edit(parse_config_bytes(raw))
     return EditableConfig(raw, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 

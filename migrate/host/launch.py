@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from migrate.host.daemon_json import DEFAULT_PATH
 from migrate.models import Frozen
 
 LaunchSource = Literal["systemd", "proc", "unknown"]
@@ -244,6 +246,13 @@ def canonical_path(path: str) -> str:
 
 
 DEFAULT_PIDFILE = "/var/run/docker.pid"
+
+
+def config_file_read(launch: DaemonLaunch) -> str | None:
+    """The daemon.json this dockerd reads; None when its command line is unknown (pure)."""
+    if launch.source == "unknown" or not launch.argv:
+        return None
+    return canonical_path(launch.config_file or DEFAULT_PATH)
 SYSTEMD_UNIT = "docker.service"
 
 
@@ -263,6 +272,19 @@ def from_proc(pid: int, proc_root: str = "/proc") -> DaemonLaunch | None:
         env_items = ()  # environ is root-only for other users' processes
     env = {k: v for k, eq, v in (item.partition("=") for item in env_items) if eq}
     return parse_dockerd_argv(argv, env, source="proc", pid=pid)
+
+
+def dockerd_binary(pid: int | None, proc_root: str = "/proc") -> str | None:
+    """The running daemon's own executable (its version validates its config), else the
+    dockerd on PATH; None when neither is found."""
+    if pid is not None:
+        try:
+            exe = os.readlink(Path(proc_root) / str(pid) / "exe")
+        except OSError:
+            exe = ""
+        if exe and Path(exe).is_file():
+            return exe
+    return shutil.which("dockerd")
 
 
 def _nul_split(raw: bytes) -> tuple[str, ...]:

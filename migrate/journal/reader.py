@@ -1,8 +1,10 @@
 """Reading the rollback journal: parsing `journal.jsonl` and the read-only `replay`.
 
-A torn last record (a write that never completed) is tolerated and reported; any other
-unreadable or out-of-sequence line is damage. The writer uses the same parser when it
-opens the file for writing.
+Every record is written as one line ending in a newline, so only an unterminated last
+line can be a write that never completed (torn): it is tolerated and reported, and the
+writer cuts it off. Any complete line that does not parse, or goes back in sequence, is
+damage: the journal is refused (exit 7) and never rewritten, since cutting it would
+throw away the undo records a rollback needs. The writer uses the same parser.
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from migrate.journal.records import (
     compute_state,
 )
 
-_DAMAGED_HINT = (
-    "the journal is damaged: keep a copy of it, then run `containerd-migrate rollback "
-    "--force`, or move it aside to start from scratch"
-)
+
+def damaged_hint(path: Path, intact_lines: int) -> str:
+    """A recovery that works: roll back from the intact records before the damage."""
+    if intact_lines == 0:
+        return ("the journal is damaged and nothing before the damage is readable; keep "
+                f"{path} for inspection, restore daemon.json from a backup if the migration "
+                "had switched it, and move the journal aside to start from scratch")
+    return (f"the journal is damaged; the {intact_lines} line(s) before it are intact and "
+            "hold the undo records written until then; keep a copy and roll back from "
+            f"them: `cp {path} {path}.damaged && head -n {intact_lines} {path}.damaged > "
+            f"{path}`, then `containerd-migrate rollback --yes`")
 
 
 class ParsedJournal(NamedTuple):
@@ -72,13 +81,12 @@ def parse_journal(data: bytes, path: Path) -> ParsedJournal:
         try:
             record = _decode(line, path, lineno)
         except _Unparseable as error:
-            if index == len(lines) - 1 and not fragment:
-                return ParsedJournal(records, offset, torn_tail=True)
+            # A complete line: written whole and fsynced, so not torn but damaged.
             raise StateError(f"journal {path} line {lineno} is unreadable: {error}",
-                             hint=_DAMAGED_HINT) from error
+                             hint=damaged_hint(path, index)) from error
         if records and record.seq <= records[-1].seq:
             raise StateError(f"journal {path} line {lineno} goes back in sequence",
-                             hint=_DAMAGED_HINT)
+                             hint=damaged_hint(path, index))
         records.append(record)
         offset += len(line) + 1
     return ParsedJournal(records, offset, torn_tail=bool(fragment))
@@ -96,7 +104,8 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
 
 def read_all(fd: int, path: Path) -> bytes:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise StateError(f"journal {path} is not a regular file", hint=_DAMAGED_HINT)
+        raise StateError(f"journal {path} is not a regular file",
+                         hint="replace it with the real journal or use --state-dir")
     data = b""
     while chunk := os.pread(fd, 1 << 20, len(data)):
         data += chunk

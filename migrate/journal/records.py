@@ -18,9 +18,12 @@ from migrate import errors
 JOURNAL_VERSION: Final = 1
 # quiesce (stop running containers) comes before switch so that undo, which runs in
 # reverse, restarts the containers only after the switch undo has brought legacy back.
+# commit (writable layers of stopped containers -> images) needs the legacy store, recreate
+# the verified containerd store; their undos run in the same store for the same reason.
 # stage comes before export, which skips what it staged.
 PhaseName: TypeAlias = Literal[
-    "snapshot", "stage", "export", "quiesce", "switch", "restart", "import", "verify"
+    "snapshot", "stage", "export", "quiesce", "commit", "switch", "restart", "import", "verify",
+    "recreate",
 ]
 PHASE_ORDER: Final[tuple[PhaseName, ...]] = get_args(PhaseName)
 # Phases a migration runs only once asked for (`containerd-migrate stage`); a pending one
@@ -165,6 +168,9 @@ class JournalState(_Frozen):
     done_phases: tuple[PhaseName, ...] = ()
     finished: bool = False
     outcome: Outcome | None = None
+    # Images that earlier, rolled-back migrations of this journal imported into the
+    # containerd store (`rollback --purge-imported` removes them too).
+    earlier_imports: tuple[JsonDict, ...] = ()
 
     @property
     def resumed(self) -> bool:
@@ -224,6 +230,7 @@ def compute_state(records: Sequence[Record], torn_tail: bool = False) -> Journal
     progress: dict[PhaseName, list[JsonDict]] = {name: [] for name in PHASE_ORDER}
     runs: list[RunStarted] = []
     outcome: Outcome | None = None
+    earlier = _earlier_imports(records, last_id)
     for record in records:
         if record.migration_id != last_id:
             continue
@@ -254,4 +261,24 @@ def compute_state(records: Sequence[Record], torn_tail: bool = False) -> Journal
         done_phases=tuple(done),
         finished=outcome is not None,
         outcome=outcome,
+        earlier_imports=earlier,
     )
+
+
+def _earlier_imports(records: Sequence[Record], current: str | None) -> tuple[JsonDict, ...]:
+    """What the import phase of every other rolled-back migration said it imported."""
+    rolled_back = {r.migration_id for r in records
+                   if isinstance(r, MigrationFinished) and r.outcome == "rolled_back"}
+    found: dict[str, JsonDict] = {}
+    for record in records:
+        if record.migration_id == current or record.migration_id not in rolled_back:
+            continue
+        listed: JsonValue = None
+        if isinstance(record, Progress) and record.phase == "import":
+            listed = record.data.get("imported")
+        elif isinstance(record, PhaseDone) and record.phase == "import":
+            listed = record.undo.get("imported")
+        for image in listed if isinstance(listed, list) else ():
+            if isinstance(image, dict) and isinstance(image.get("id"), str):
+                found.setdefault(str(image["id"]), image)
+    return tuple(found.values())

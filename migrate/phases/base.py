@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, get_args
 
 from migrate.archives.manifest import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
 from migrate.journal.state_dir import read_inventory
 from migrate.models import Inventory
-from migrate.preflight.facts import ContainersPolicy
+from migrate.preflight.facts import ContainersPolicy, HostFacts
+from migrate.preflight.report import PlanReport
 
 JSONDict = dict[str, Any]
 
@@ -30,7 +31,8 @@ class RunOptions:
     daemon_config: Path
     state_dir: Path
     restart_command: tuple[str, ...] = ()
-    restart_timeout: float = 120.0
+    # None: not given; `engine.restart.resolve_restart_timeout` decides.
+    restart_timeout: float | None = None
     stop_timeout: int = 10
     containers: ContainersPolicy = "refuse"
     follow_symlinks: bool = False
@@ -49,6 +51,16 @@ class RunOptions:
             "follow_symlinks": self.follow_symlinks,
             "snapshotter": self.snapshotter,
         }
+
+
+@dataclass(frozen=True)
+class PreparedPlan:
+    """The plan a command took before asking the operator; the snapshot phase reuses it
+    while it is fresh, so one run reads the host once (see snapshot.PLAN_REUSE_SECONDS)."""
+
+    facts: HostFacts
+    report: PlanReport
+    taken_monotonic: float
 
 
 class Checkpoint(Protocol):
@@ -70,6 +82,16 @@ class PhaseContext:
     # Undo/result records of phases already done in this migration, by phase name.
     done: Mapping[str, JSONDict] = field(default_factory=dict)
     results: Mapping[str, JSONDict] = field(default_factory=dict)
+    prepared: PreparedPlan | None = None
+
+    @property
+    def containers_policy(self) -> ContainersPolicy:
+        """The policy the containers were stopped under. Once quiesce is done it decides, so
+        a resumed run (or one without --containers) carries on as the migration started."""
+        journaled = (self.done.get("quiesce") or {}).get("policy")
+        if journaled in get_args(ContainersPolicy):
+            return cast(ContainersPolicy, journaled)
+        return self.options.containers
 
     def load_inventory(self) -> Inventory:
         inventory = read_inventory(self.inventory_path)
@@ -100,6 +122,10 @@ class UndoContext:
     inventory_path: Path
     force: bool = False
     purge_imported: bool = False
+    # Imports of earlier rolled-back migrations of this state dir, purged with this one's.
+    earlier_imports: tuple[JSONDict, ...] = ()
+    # Tells the operator what is about to happen (e.g. which restart command runs).
+    say: Callable[[str], None] = print
 
 
 class Phase(Protocol):

@@ -49,14 +49,13 @@ from migrate.phases.base import (
     UndoContext,
     staged_images,
 )
+from migrate.preflight.estimate import RESERVE_BYTES, room_needed
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
 
 log = get_logger(__name__)
 
-# Head-room left on a filesystem for the journal, reports and the daemon's own writes.
-RESERVE_BYTES = 256 * 1024 * 1024
 # Legacy save answers only after staging the whole batch, and cd-mode load only after
 # ingesting it; the engine's read timeout (120 s) runs meanwhile. Measured ~330 MB/s
 # staging, so 8 GiB keeps even slow disks inside it and resume granularity useful.
@@ -92,7 +91,7 @@ def batch_cap(data_root: str, archives_dir: Path) -> int:
 
 def _ensure_room(batch: Batch, archives_dir: Path, data_root: str) -> None:
     twice = bool(data_root) and _same_filesystem(Path(data_root), archives_dir)
-    need = batch.estimated_bytes * (2 if twice else 1) + RESERVE_BYTES
+    need = room_needed(batch.estimated_bytes * (2 if twice else 1))
     free = free_bytes(archives_dir)
     if free < need:
         where = " (it also holds the engine's staging copy)" if twice else ""
@@ -193,6 +192,47 @@ def _record(ctx: PhaseContext, manifest: ArchiveManifest, entry: ArchiveEntry,
     return manifest
 
 
+def write_batches(ctx: PhaseContext, engine: Engine, inventory: Inventory,
+                  manifest: ArchiveManifest, batches: tuple[Batch, ...], bar: ByteProgress,
+                  phase: str = "export") -> tuple[ArchiveManifest, list[str], list[str], int]:
+    """Save each batch into its archive and list it in the manifest, one checkpoint each.
+
+    Returns the manifest, the archives written, those adopted (complete but unlisted after
+    a crash) and the bytes written.
+    """
+    written: list[str] = []
+    adopted_files: list[str] = []
+    bytes_written = 0
+    archives_dir = ctx.archives_dir
+    data_root = inventory.engine.data_root
+    for batch in batches:
+        final = archives_dir / batch.name
+        adopted = _adopt(final, batch, inventory)
+        if adopted is not None:
+            manifest = _record(ctx, manifest, adopted, reused=True)
+            adopted_files.append(adopted.file)
+            bar.advance(batch.estimated_bytes)
+            continue
+        if batch.oversize:
+            log.warning("image larger than the batch cap, saved alone", phase=phase,
+                        archive=batch.name, bytes=batch.estimated_bytes)
+        _ensure_room(batch, archives_dir, data_root)
+        bar.describe(f"{phase} {batch.name} ({len(batch.refs)} refs)")
+        started = time.monotonic()
+        path, size, digest = save_batch(engine, batch, archives_dir, bar)
+        try:
+            entry = _entry(path, batch, inventory, size, digest)
+        except ArchiveError:
+            path.unlink(missing_ok=True)  # never leave an unproven archive
+            raise
+        manifest = _record(ctx, manifest, entry, reused=False)
+        written.append(entry.file)
+        bytes_written += size
+        log.info("archive written", phase=phase, archive=entry.file, refs=len(entry.refs),
+                 bytes=size, duration=round(time.monotonic() - started, 2))
+    return manifest, written, adopted_files, bytes_written
+
+
 class ExportPhase(Phase):
     name = "export"
 
@@ -207,44 +247,18 @@ class ExportPhase(Phase):
         manifest = reusable_archives(read_manifest(archives_dir), inventory, archives_dir)
         write_manifest(archives_dir, manifest)
         reused = [entry.file for entry in manifest.archives]
-        data_root = inventory.engine.data_root
-        cap = batch_cap(data_root, archives_dir)
+        cap = batch_cap(inventory.engine.data_root, archives_dir)
         # Images staged into the containerd store need no archive (see phases/stage.py).
         staged = {image.legacy_id for image in staged_images(ctx.results.get("stage"))}
         covered = covered_image_ids(manifest.archives, inventory) | staged
         batches = plan_batches(inventory.images, covered, cap)
-        written: list[str] = []
-        bytes_written = 0
         total = sum(b.estimated_bytes for b in batches)
         log.info("export planned", phase=self.name, batches=len(batches), reused=len(reused),
                  estimated_bytes=total, staging_cap=cap)
         with ctx.connect() as engine, byte_bar("export", total) as bar:
-            for batch in batches:
-                final = archives_dir / batch.name
-                adopted = _adopt(final, batch, inventory)
-                if adopted is not None:
-                    manifest = _record(ctx, manifest, adopted, reused=True)
-                    reused.append(adopted.file)
-                    bar.advance(batch.estimated_bytes)
-                    continue
-                if batch.oversize:
-                    log.warning("image larger than the batch cap, saved alone", phase=self.name,
-                                archive=batch.name, bytes=batch.estimated_bytes, cap=cap)
-                _ensure_room(batch, archives_dir, data_root)
-                bar.describe(f"export {batch.name} ({len(batch.refs)} refs)")
-                started = time.monotonic()
-                path, size, digest = save_batch(engine, batch, archives_dir, bar)
-                try:
-                    entry = _entry(path, batch, inventory, size, digest)
-                except ArchiveError:
-                    path.unlink(missing_ok=True)  # never leave an unproven archive
-                    raise
-                manifest = _record(ctx, manifest, entry, reused=False)
-                written.append(entry.file)
-                bytes_written += size
-                log.info("archive written", phase=self.name, archive=entry.file,
-                         refs=len(entry.refs), bytes=size,
-                         duration=round(time.monotonic() - started, 2))
+            manifest, written, adopted, bytes_written = write_batches(
+                ctx, engine, inventory, manifest, batches, bar, self.name)
+        reused += adopted
         prune_unlisted(archives_dir, manifest)
         return PhaseOutcome(
             undo={"archives_dir": str(archives_dir)},

@@ -28,6 +28,7 @@ from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
 from migrate.models import Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.commit import COMMIT_REPOSITORY
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
@@ -51,6 +52,8 @@ def active_archives(ctx: PhaseContext) -> list[ArchiveEntry]:
     if names is None:
         raise StateError("the export phase has no result in the journal: nothing to import",
                          "run `containerd-migrate run` so the export phase runs first")
+    # Committed writable layers (`--containers recreate`) travel in archives of their own.
+    names = [*names, *((ctx.results.get("commit") or {}).get("archives") or ())]
     manifest = read_manifest(ctx.archives_dir)
     entries = [manifest.entry(str(name)) for name in names]
     missing = [str(n) for n, e in zip(names, entries, strict=True) if e is None]
@@ -223,9 +226,17 @@ class ImportPhase(Phase):
 
     def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
         images: list[JSONDict] = list(record.get("imported") or ())
+        # Commit images (`--containers recreate`) serve only this migration: always removed.
+        commits = [i for i in images if any(str(r).startswith(COMMIT_REPOSITORY + ":")
+                                            for r in i.get("refs") or ())]
         if not ctx.purge_imported:
-            return [f"import: kept {len(images)} imported image(s) in the containerd store; "
+            kept = [i for i in images if i not in commits]
+            return [*(self._purge_all(ctx, commits) if commits else []),
+                    f"import: kept {len(kept)} imported image(s) in the containerd store; "
                     "the next forward run reuses them (--purge-imported removes them)"]
+        return self._purge_all(ctx, _merge(images, [dict(i) for i in ctx.earlier_imports]))
+
+    def _purge_all(self, ctx: UndoContext, images: list[JSONDict]) -> list[str]:
         if not images:
             return ["import: no imported images to remove"]
         try:

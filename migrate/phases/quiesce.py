@@ -7,6 +7,7 @@ first gives them their stop timeout, and the journal remembers whom to start aga
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from migrate.engine import Engine
@@ -33,7 +34,8 @@ def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
     for data in ctx.previous_progress:
         stopped = data.get("stopped")
         if isinstance(stopped, dict) and stopped.get("id"):
-            found.setdefault(str(stopped["id"]), dict(stopped))
+            # Keeps when it stopped (the live view shows it exited by now).
+            found.setdefault(str(stopped["id"]), {}).update(stopped)
     return sorted(found.values(), key=lambda c: str(c["name"]))
 
 
@@ -73,7 +75,8 @@ class QuiescePhase(Phase):
     def intent(self, ctx: PhaseContext) -> JSONDict:
         with ctx.connect() as engine:
             entries = _entries(ctx, engine.list_containers(details=False))
-        return {"containers": entries, "stop_timeout": ctx.options.stop_timeout}
+        return {"containers": entries, "stop_timeout": ctx.options.stop_timeout,
+                "policy": ctx.options.containers}
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
         stopped: list[str] = []
@@ -86,11 +89,14 @@ class QuiescePhase(Phase):
                 if states.get(container_id) not in RUNNING_STATES:
                     continue  # already stopped (resume) or removed by someone: nothing to do
                 engine.stop_container(container_id, timeout=ctx.options.stop_timeout)
+                entry["stopped_at"] = datetime.now(UTC).isoformat()
                 ctx.checkpoint({"stopped": entry})
                 stopped.append(str(entry["name"]))
+        # When each one stopped: recreate measures every container's downtime from here.
+        stopped_at = {str(e["id"]): e["stopped_at"] for e in entries if e.get("stopped_at")}
         return PhaseOutcome(
-            undo={"containers": entries},
-            result={"stopped": stopped, "containers": len(entries)},
+            undo={"containers": entries, "policy": ctx.options.containers},
+            result={"stopped": stopped, "containers": len(entries), "stopped_at": stopped_at},
         )
 
     def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from migrate.engine import restart as daemon_control
+from migrate.errors import RestartFailed
 from migrate.models import EngineInfo, Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.support import failpoints
+from migrate.support.logconfig import get_logger
+
+log = get_logger(__name__)
 
 # Time left for the daemon to answer even when the restart command used up the budget.
 MIN_WAIT = 10.0
@@ -23,6 +30,12 @@ def _restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
     switch = ctx.done.get("switch") or {}
     return daemon_control.resolve_restart_command(ctx.options.restart_command,
                                                   switch.get("restart_command"))
+
+
+def _timeout(ctx: PhaseContext) -> float:
+    switch = ctx.done.get("switch") or {}
+    return daemon_control.resolve_restart_timeout(ctx.options.restart_timeout,
+                                                  switch.get("restart_timeout"))
 
 
 def _config_is_switched(ctx: PhaseContext) -> bool:
@@ -42,19 +55,26 @@ class RestartPhase(Phase):
     def intent(self, ctx: PhaseContext) -> JSONDict:
         return {
             "restart_command": list(_restart_argv(ctx)),
-            "restart_timeout": ctx.options.restart_timeout,
+            "restart_timeout": _timeout(ctx),
             "host": ctx.options.host,
         }
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
-        host, timeout = ctx.options.host, ctx.options.restart_timeout
+        host, timeout = ctx.options.host, _timeout(ctx)
+        # A restart command started by a killed attempt may still be restarting dockerd:
+        # let it finish, then look at the store, instead of starting a second daemon.
+        wait_for_journaled_restarts(ctx.previous_progress, timeout)
         before = daemon_control.current_info(host)
         if before is not None and before.store is Store.CONTAINERD and _config_is_switched(ctx):
             # Resumed after the restart had already happened: another one is pure downtime.
             return PhaseOutcome(result=_result(before, restarted=False, seconds=0.0))
         argv = _restart_argv(ctx)
         started = time.monotonic()
-        daemon_control.run_restart_command(argv, timeout)
+        def journal_pid(pid: int, start_time: int) -> None:
+            ctx.checkpoint({"restart_pid": pid, "restart_started": start_time})
+            failpoints.hit("restart:command-started")
+
+        daemon_control.run_restart_command(argv, timeout, started=journal_pid)
         remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
         info = daemon_control.wait_for_daemon(host, Store.CONTAINERD, remaining)
         return PhaseOutcome(
@@ -66,6 +86,23 @@ class RestartPhase(Phase):
             "restart: nothing to undo here; the switch undo restores daemon.json and "
             "restarts the daemon on the legacy store"
         ]
+
+
+def wait_for_journaled_restarts(progress: Sequence[Mapping[str, Any]], timeout: float) -> None:
+    """Wait (at most `timeout`) for every journaled restart command that still runs."""
+    for record in progress:
+        pid, started = record.get("restart_pid"), record.get("restart_started")
+        if not isinstance(pid, int) or not isinstance(started, int):
+            continue
+        if daemon_control.process_start_time(pid) != started:
+            continue  # ended (or the pid now names another process)
+        log.info("waiting for an earlier restart command", pid=pid)
+        if not daemon_control.wait_for_exit(pid, started, timeout):
+            raise RestartFailed(
+                f"the restart command started by an interrupted run (pid {pid}) is still "
+                f"running after {timeout:.0f} s",
+                f"see what it waits for (`ps -o pid,args -p {pid}`, the daemon log); once it "
+                "has ended, run the same command again")
 
 
 def _result(info: EngineInfo, restarted: bool, seconds: float) -> JSONDict:

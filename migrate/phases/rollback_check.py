@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from migrate.engine.client import Engine
 from migrate.models import Inventory, Store
 
@@ -41,4 +43,20 @@ def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[st
         ok.append(f"all {len(inventory.containers)} container(s) present")
     if not_running:
         problems.append(f"container(s) running before but not now: {', '.join(not_running)}")
+    live_volumes = {v.name for v in engine.list_volumes()}
+    missing_volumes = [v.name for v in inventory.volumes if v.name not in live_volumes]
+    if missing_volumes:
+        problems.append(f"volume(s) missing: {', '.join(missing_volumes)}")
+    elif inventory.volumes:
+        ok.append(f"all {len(inventory.volumes)} volume(s) present")
     return ok, problems
+
+
+def created_since_switch(engine: Engine, ours: Iterable[str]) -> list[str]:
+    """Containers in the containerd store that no phase of the migration made (a label in
+    `ours` marks those that one did): someone created them after the switch."""
+    labels = tuple(ours)
+    if engine.info().store is not Store.CONTAINERD:
+        return []
+    return [f"{c.name} ({c.id[:12]}, {c.state})" for c in engine.list_containers(details=False)
+            if not any(label in c.labels for label in labels)]

@@ -12,13 +12,16 @@ rollback really restored the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from migrate import __version__
 from migrate.engine import Engine
+from migrate.engine.restart import resolve_restart_timeout
 from migrate.errors import (
+    EngineUnreachable,
     ExitCode,
     MigrateError,
     RestartFailed,
@@ -35,10 +38,25 @@ from migrate.journal import (
     PhaseName,
     PhaseState,
 )
-from migrate.journal.state_dir import StateDir
-from migrate.phases import export, import_, quiesce, restart, snapshot, stage, switch, verify
-from migrate.phases.base import Phase, PhaseContext, RunOptions, UndoContext
-from migrate.phases.rollback_check import check_restored
+from migrate.journal.state_dir import StateDir, host_lock
+from migrate.models import EngineInfo
+from migrate.phases import (
+    commit,
+    export,
+    import_,
+    quiesce,
+    recreate,
+    restart,
+    snapshot,
+    stage,
+    switch,
+    verify,
+)
+from migrate.phases.base import Phase, PhaseContext, PreparedPlan, RunOptions, UndoContext
+from migrate.phases.recreate import RECREATED_LABEL
+from migrate.phases.rollback_check import check_restored, created_since_switch
+from migrate.phases.verify import VERIFY_LABEL
+from migrate.phases.volume_guard import GUARD_LABEL
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
@@ -49,10 +67,12 @@ PHASES: Mapping[PhaseName, Phase] = {
     "stage": stage.PHASE,
     "export": export.PHASE,
     "quiesce": quiesce.PHASE,
+    "commit": commit.PHASE,
     "switch": switch.PHASE,
     "restart": restart.PHASE,
     "import": import_.PHASE,
     "verify": verify.PHASE,
+    "recreate": recreate.PHASE,
 }
 PREPARE_PHASES: tuple[PhaseName, ...] = ("snapshot", "export")
 STAGE_PHASES: tuple[PhaseName, ...] = ("snapshot", "stage")
@@ -64,9 +84,11 @@ _RERUN_PHASES: tuple[PhaseName, ...] = (*PREPARE_PHASES, *OPT_IN_PHASES)
 # Until containers are stopped nothing on the host has changed, so a later run takes a
 # fresh inventory and exports only what is new; after that the snapshot is the truth.
 _FROZEN_FROM: PhaseName = "quiesce"
-# The phase before which the state dir is bound to the host: once the switch has started
-# the daemon may be down or on the new store, and the identity was checked before.
+# Before this phase the daemon must answer (the state dir is bound to it); once the switch
+# has started it may be down, and only the machine can be checked until it answers again.
 _BIND_BEFORE: PhaseName = "switch"
+RESUME_HINT = ("once the daemon answers, `containerd-migrate run` resumes the migration; "
+               "`containerd-migrate rollback` undoes it")
 
 
 def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = RUN_PHASES,
@@ -129,9 +151,10 @@ class RollbackOutcome:
     problems: tuple[str, ...] = ()
 
 
-# Called inside the lock, after the plan is known and before anything is journaled: the
-# command's chance to ask the operator, or to refuse.
-ConfirmForward = Callable[[tuple[PhaseName, ...], JournalState], None]
+# Called inside the lock, after the steps are known and before anything is journaled: the
+# command's chance to plan, to ask the operator, or to refuse. A plan it returns is handed
+# to the snapshot phase, so the host is not read twice.
+ConfirmForward = Callable[[tuple[PhaseName, ...], JournalState], PreparedPlan | None]
 ConfirmRollback = Callable[[JournalState], None]
 
 
@@ -163,29 +186,42 @@ class Runner:
                 return ForwardOutcome(state.last_migration_id, (), already_completed=True,
                                       state=state)
             steps = steps_to_run(state, wanted)
-            self._bind_host(state)
-            confirm(steps, state)
-            record = journal.start_run(__version__, argv, _json(self.options.to_record()))
-            log.info("run started", migration=record.migration_id, steps=list(steps))
-            try:
-                for name in steps:
-                    self._run_phase(journal, name)
-            except (RestartFailed, VerificationFailed) as failure:
-                if not auto_rollback:
-                    raise
-                raise self._auto_rollback(journal, failure) from failure
-            if completes:
-                journal.finish("completed")
-            return ForwardOutcome(record.migration_id, steps, state=journal.state())
+            with self._this_host(state):
+                prepared = confirm(steps, state)
+                record = journal.start_run(__version__, argv, _json(self.options.to_record()))
+                log.info("run started", migration=record.migration_id, steps=list(steps))
+                try:
+                    for name in steps:
+                        self._run_phase(journal, name, prepared)
+                except (RestartFailed, VerificationFailed) as failure:
+                    if not auto_rollback:
+                        raise
+                    raise self._auto_rollback(journal, failure) from failure
+                except EngineUnreachable as lost:
+                    raise EngineUnreachable(lost.message,
+                                            f"{lost.hint}; {RESUME_HINT}") from lost
+                if completes:
+                    journal.finish("completed")
+                return ForwardOutcome(record.migration_id, steps, state=journal.state())
 
-    def _bind_host(self, state: JournalState) -> None:
-        """Refuse a state dir that belongs to another host before anything changes."""
-        if state.phase(_BIND_BEFORE).status != "pending":
-            return
-        with self.connect() as engine:
-            self.state_dir.check_host(engine.info().data_root)
+    @contextmanager
+    def _this_host(self, state: JournalState) -> Iterator[None]:
+        """Refuse a state dir that belongs to another machine, data-root or daemon before
+        anything changes, then hold the host-wide lock on that daemon."""
+        try:
+            with self.connect() as engine:
+                info: EngineInfo | None = engine.info()
+        except EngineUnreachable:
+            if state.phase(_BIND_BEFORE).status == "pending":
+                raise  # nothing changed yet: a run needs the daemon from the start
+            info = None  # down after the switch: resume or rollback restarts it
+        identity = self.state_dir.check_host(info.data_root if info else "",
+                                             info.daemon_id if info else "")
+        with host_lock(identity.data_root or "unknown"):
+            yield
 
-    def _context(self, journal: Journal, name: PhaseName) -> PhaseContext:
+    def _context(self, journal: Journal, name: PhaseName,
+                 prepared: PreparedPlan | None = None) -> PhaseContext:
         state = journal.state()
         finished = [p for p in state.phases if p.status == "done"]
         done: dict[str, dict[str, Any]] = {p.name: dict(p.undo or {}) for p in finished}
@@ -204,11 +240,13 @@ class Runner:
             previous_progress=tuple(dict(p) for p in state.phase(name).progress),
             done=done,
             results=results,
+            prepared=prepared,
         )
 
-    def _run_phase(self, journal: Journal, name: PhaseName) -> None:
+    def _run_phase(self, journal: Journal, name: PhaseName,
+                   prepared: PreparedPlan | None = None) -> None:
         phase = PHASES[name]
-        ctx = self._context(journal, name)
+        ctx = self._context(journal, name, prepared)
         log.info("phase started", phase=name)
         failpoints.hit(f"before:{name}")
         with journal.phase(name, _json(phase.intent(ctx))) as handle:
@@ -253,11 +291,12 @@ class Runner:
             if state.outcome == "rolled_back":
                 return RollbackOutcome(migration, nothing_to_do=f"migration {migration} is "
                                        "already rolled back")
-            confirm(state)
-            journal.start_run(__version__, argv, _json(self.options.to_record()),
-                              migration_id=migration)
-            lines = self._undo_all(journal, force=force, purge_imported=purge_imported)
-            ok, problems = self._check_restored()
+            with self._this_host(state):
+                confirm(state)
+                journal.start_run(__version__, argv, _json(self.options.to_record()),
+                                  migration_id=migration)
+                lines = self._undo_all(journal, force=force, purge_imported=purge_imported)
+                ok, problems = self._check_restored()
         return RollbackOutcome(migration, lines=tuple(lines), ok=tuple(ok),
                                problems=tuple(problems))
 
@@ -266,12 +305,17 @@ class Runner:
         state = journal.state()
         ctx = UndoContext(options=self.options, connect=self.connect,
                           inventory_path=self.state_dir.inventory_path, force=force,
-                          purge_imported=purge_imported)
+                          purge_imported=purge_imported, say=self.say,
+                          earlier_imports=tuple(dict(i) for i in state.earlier_imports))
         to_undo = state.phases_to_undo()
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
             PHASES[phase_state.name].refuse_undo(ctx, _undo_record(phase_state))
-        lines: list[str] = []
+        # A restart command a killed run left behind must end before the undo restarts.
+        restart.wait_for_journaled_restarts(
+            state.phase("restart").progress,
+            resolve_restart_timeout(self.options.restart_timeout))
+        lines = self._created_since_switch(to_undo)
         for phase_state in to_undo:
             name = phase_state.name
             log.info("undo started", phase=name, complete=phase_state.complete)
@@ -279,6 +323,22 @@ class Runner:
                 lines.extend(PHASES[name].undo(ctx, _undo_record(phase_state)))
         journal.finish("rolled_back")
         return lines
+
+    def _created_since_switch(self, to_undo: tuple[PhaseState, ...]) -> list[str]:
+        """Containers someone made in the containerd store stay there (the switch back hides
+        them, never deletes them); say which, before they disappear from view."""
+        if not any(p.name == "restart" for p in to_undo):
+            return []
+        try:
+            with self.connect() as engine:
+                found = created_since_switch(engine, (RECREATED_LABEL, GUARD_LABEL,
+                                                      VERIFY_LABEL))
+        except MigrateError as error:
+            return [f"could not list the containers of the containerd store: {error.message}"]
+        if not found:
+            return []
+        return [f"kept in the containerd store (created there after the switch; hidden on the "
+                f"legacy store, back at the next switch): {', '.join(found)}"]
 
     def _check_restored(self) -> tuple[list[str], list[str]]:
         with self.connect() as engine:

@@ -6,15 +6,43 @@ against, so it is taken from the live legacy daemon and written atomically, 0600
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
+from migrate.engine import Engine
 from migrate.errors import BlockedError, ExitCode
 from migrate.host.fs import atomic_write_bytes
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import (
+    JSONDict,
+    Phase,
+    PhaseContext,
+    PhaseOutcome,
+    PreparedPlan,
+    RunOptions,
+    UndoContext,
+)
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport, build_plan
 from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
+# A plan taken before the confirmation is the snapshot when it is this recent; after a
+# longer wait at the prompt the host may have changed, so the snapshot reads it again.
+PLAN_REUSE_SECONDS = 60.0
+
+
+def prepare_plan(options: RunOptions, connect: Callable[[], Engine]) -> PreparedPlan:
+    """The plan for these run options, read from the host now (the snapshot's first step)."""
+    with connect() as engine:
+        facts = gather_facts(engine, options.daemon_config, options.state_dir,
+                             restart_command=options.restart_command or None,
+                             snapshotter=options.snapshotter, staging=False)
+    report = build_plan(facts, PlanOptions(
+        containers=options.containers, snapshotter=options.snapshotter,
+        throughput_mbps=options.throughput_mbps, follow_symlinks=options.follow_symlinks,
+    ))
+    return PreparedPlan(facts, report, time.monotonic())
 
 
 def blocker_error(report: PlanReport) -> BlockedError:
@@ -22,7 +50,8 @@ def blocker_error(report: PlanReport) -> BlockedError:
     lines = "; ".join(f"{c.id}: {c.message}" for c in blockers)
     hints = " ".join(c.hint for c in blockers if c.hint)
     # A daemon.json we cannot use gets its own exit code: the fix is in that file.
-    config_only = all(c.id.startswith("daemon-config") for c in blockers)
+    config_only = all(c.id.startswith("daemon-config") and c.id != "daemon-config-not-read"
+                      for c in blockers)
     return BlockedError(
         f"the host cannot be migrated now: {lines}",
         hints or "run `containerd-migrate plan` for the full report",
@@ -37,14 +66,10 @@ class SnapshotPhase(Phase):
         return {"inventory": str(ctx.inventory_path)}
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
-        options = ctx.options
-        with ctx.connect() as engine:
-            facts = gather_facts(engine, options.daemon_config, options.state_dir,
-                                 staging=False)
-        report = build_plan(facts, PlanOptions(
-            containers=options.containers, snapshotter=options.snapshotter,
-            throughput_mbps=options.throughput_mbps, follow_symlinks=options.follow_symlinks,
-        ))
+        prepared = ctx.prepared
+        if prepared is None or time.monotonic() - prepared.taken_monotonic > PLAN_REUSE_SECONDS:
+            prepared = prepare_plan(ctx.options, ctx.connect)
+        facts, report = prepared.facts, prepared.report
         atomic_write_bytes(ctx.reports_dir / "plan.json",
                            render(report, "json").encode(), 0o600)
         if not report.ready:

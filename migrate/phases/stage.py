@@ -52,7 +52,8 @@ from migrate.host.fs import free_bytes
 from migrate.host.launch import detect_launch
 from migrate.models import ImageRecord, Inventory
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
-from migrate.phases.export import RESERVE_BYTES, batch_cap, closing_stream
+from migrate.phases.export import batch_cap, closing_stream
+from migrate.preflight.estimate import room_needed
 from migrate.preflight.facts import StagingFacts, staging_facts
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -169,7 +170,7 @@ def _ensure_room(data_root: str, managed: bool, batches: Iterable[Batch]) -> Non
     if root is None or not root.is_dir() or not todo:
         return
     store = STORE_COPIES * sum(b.estimated_bytes for b in todo) if managed else 0
-    need = store + max(b.estimated_bytes for b in todo) + RESERVE_BYTES
+    need = room_needed(store + max(b.estimated_bytes for b in todo))
     free = free_bytes(root)
     if free < need:
         raise DiskFullError(

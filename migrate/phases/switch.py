@@ -13,17 +13,35 @@ import base64
 import difflib
 import hashlib
 import os
+import shlex
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from migrate.engine import restart as daemon_control
-from migrate.errors import BlockedError, DaemonConfigError
-from migrate.host.daemon_json import load_for_edit, parse_config_bytes, render_config, target_config
+from migrate.errors import BlockedError, DaemonConfigError, StateError
+from migrate.host.daemon_json import (
+    SNAPSHOTTER_FEATURE,
+    load_for_edit,
+    parse_config_bytes,
+    read_regular,
+    render_config,
+    target_config,
+)
 from migrate.host.fs import atomic_write_bytes, fsync_dir
 from migrate.models import Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import (
+    JSONDict,
+    Phase,
+    PhaseContext,
+    PhaseOutcome,
+    RunOptions,
+    UndoContext,
+)
 
 NEW_DIR_MODE = 0o755
+# Mode bits a daemon.json may be restored with: no setuid/setgid/sticky, no world-write.
+SAFE_MODE_BITS = 0o775
 DIFF_CONTEXT = 3
 
 
@@ -41,7 +59,7 @@ def _unb64(text: Any) -> bytes | None:
 
 def read_current(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read_regular(path)[0]
     except FileNotFoundError:
         return None
 
@@ -71,11 +89,26 @@ def _original(ctx: PhaseContext) -> JSONDict:
     if raw is None and os.geteuid() != 0:
         # Only root can give a new file to root; a non-root run owns what it creates.
         uid, gid = os.geteuid(), os.getegid()
-    # With follow_symlinks the link target is edited and the link is left alone.
-    path = configured.resolve() if ctx.options.follow_symlinks else configured
+    if raw is not None and parse_config_bytes(raw).get("features", {}).get(
+            SNAPSHOTTER_FEATURE) is True:
+        # Restoring these bytes on rollback would bring the daemon back on containerd.
+        raise BlockedError(
+            f"{configured} already enables {SNAPSHOTTER_FEATURE}, but the daemon runs the "
+            "legacy store: a rollback could not bring it back to legacy",
+            f"remove the {SNAPSHOTTER_FEATURE} feature from {configured} (the daemon has not "
+            "read it yet), then run again")
+    path = edited_path(ctx.options)
     return {"path": str(path), "original_b64": _b64(raw), "original_absent": raw is None,
             "mode": mode, "uid": uid, "gid": gid,
             "dir_existed": path.parent.is_dir()}  # fmt: skip
+
+
+def edited_path(options: RunOptions) -> Path:
+    """The file the switch edits and its undo restores: the daemon.json named now."""
+    # With follow_symlinks the link target is edited and the link is left alone.
+    configured = options.daemon_config
+    return Path(os.path.abspath(configured.resolve() if options.follow_symlinks
+                                else configured))
 
 
 def plan_switch(ctx: PhaseContext) -> JSONDict:
@@ -92,7 +125,7 @@ def plan_switch(ctx: PhaseContext) -> JSONDict:
         "written_b64": _b64(target),
         "restart_command": list(daemon_control.resolve_restart_command(
             ctx.options.restart_command)),
-        "restart_timeout": ctx.options.restart_timeout,
+        "restart_timeout": daemon_control.resolve_restart_timeout(ctx.options.restart_timeout),
         "host": ctx.options.host,
     }
 
@@ -148,8 +181,32 @@ class SwitchPhase(Phase):
         return lines
 
     def refuse_undo(self, ctx: UndoContext, record: JSONDict) -> None:
+        refuse_untrusted(record, ctx.options)
         if not ctx.force:
             refuse_if_drifted(record)
+
+
+def refuse_untrusted(record: JSONDict, options: RunOptions) -> None:
+    """The undo writes as root: only to the daemon.json named now, with a plain mode.
+
+    Not overridable by --force: a record naming another path or a setuid mode was not
+    written by a switch of this daemon.json.
+    """
+    journaled = Path(os.path.abspath(str(record.get("path") or "")))
+    if journaled != edited_path(options):
+        raise StateError(
+            f"the journal's switch record names {journaled}, but the daemon.json given now "
+            f"is {edited_path(options)}; refusing to write a file that was not named",
+            "pass --daemon-config with the file the migration switched, if that is really "
+            "the file dockerd reads; otherwise the journal is not this host's",
+        )
+    mode = record.get("mode")
+    if not isinstance(mode, int) or mode & ~SAFE_MODE_BITS:
+        raise StateError(
+            f"the journal's switch record asks for mode {mode!r} on {journaled}; a daemon.json "
+            "never has setuid, setgid, sticky or world-write bits",
+            "the journal was not written by containerd-migrate; restore daemon.json by hand",
+        )
 
 
 def _drift(path: Path, written: bytes, current: bytes | None) -> BlockedError:
@@ -193,10 +250,11 @@ def restore_config(record: JSONDict, force: bool) -> list[str]:
         return [f"switch: {path} already has its original content"]
     if not force:
         refuse_if_drifted(record)
+    lines = _keep_drifted(path, record, current)
     if original is None:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
-        lines = [f"switch: removed {path} (it did not exist before the migration)"]
+        lines.append(f"switch: removed {path} (it did not exist before the migration)")
         if not record.get("dir_existed", True):
             try:
                 path.parent.rmdir()
@@ -209,18 +267,36 @@ def restore_config(record: JSONDict, force: bool) -> list[str]:
         path.parent.mkdir(mode=NEW_DIR_MODE, parents=True, exist_ok=True)
     atomic_write_bytes(path, original, int(record["mode"]), int(record["uid"]),
                        int(record["gid"]))
-    return [f"switch: restored the original {path} ({len(original)} bytes, "
+    return [*lines, f"switch: restored the original {path} ({len(original)} bytes, "
             f"mode {int(record['mode']):04o})"]
 
 
+def _keep_drifted(path: Path, record: JSONDict, current: bytes | None) -> list[str]:
+    """A daemon.json edited since the switch (restored anyway with --force) is copied next
+    to it first: the edits are not lost, and the operator is told where they are."""
+    if current is None or sha256_hex(current) == record.get("written_sha256"):
+        return []
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    copy = path.with_name(f"{path.name}.drifted-{stamp}")
+    atomic_write_bytes(copy, current, 0o600)
+    return [f"switch: kept the edited {path} as {copy} before restoring the original"]
+
+
 def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
-    host = str(record.get("host") or ctx.options.host)
+    # The daemon named now, which the runner proved is the journal's (never the journaled
+    # address: the record is only trusted for what it restores).
+    host = ctx.options.host
     now = daemon_control.current_info(host)
     if now is not None and now.store is Store.LEGACY:
         return ["switch: the daemon already runs on the legacy store; no restart needed"]
-    argv = daemon_control.resolve_restart_command(ctx.options.restart_command,
-                                                  record.get("restart_command"))
-    timeout = float(record.get("restart_timeout") or ctx.options.restart_timeout)
+    recorded = record.get("restart_command")
+    argv = daemon_control.resolve_restart_command(ctx.options.restart_command, recorded)
+    timeout = daemon_control.resolve_restart_timeout(ctx.options.restart_timeout,
+                                                     record.get("restart_timeout"))
+    source = "given now" if ctx.options.restart_command else (
+        "from the journal" if recorded else "this host's default")
+    ctx.say(f"switch: restarting the daemon with `{shlex.join(argv)}` ({source}), "
+            f"waiting up to {timeout:.0f} s")
     daemon_control.run_restart_command(argv, timeout)
     info = daemon_control.wait_for_daemon(host, Store.LEGACY, timeout)
     return [f"switch: restarted the daemon; Docker {info.version} is back on the legacy store"]

@@ -8,11 +8,13 @@ Check ids are stable kebab-case: scripts and tickets refer to them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from migrate.engine.restart import RESTART_COMMAND_HINT
 from migrate.errors import DaemonConfigError
 from migrate.host.daemon_json import (
     LEGACY_STORAGE_DRIVER_MAPPING,
@@ -23,10 +25,12 @@ from migrate.host.daemon_json import (
 from migrate.host.launch import (
     DaemonLaunch,
     canonical_path,
+    config_file_read,
     containerd_endpoint,
     managed_containerd_socket,
 )
 from migrate.models import Frozen, Inventory, Store
+from migrate.preflight.containers import recreate_plan
 from migrate.preflight.estimate import Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
@@ -105,11 +109,47 @@ def already_containerd(c: Ctx) -> Check | None:
 def config_already_switched(c: Ctx) -> Check | None:
     if c.inv.engine.store is not Store.LEGACY or c.config.containerd_snapshotter is not True:
         return None
-    return _check("config-already-switched", WARNING,
+    # The switch journals these bytes as the original: a rollback restoring them would
+    # bring the daemon back on the containerd store, with no way back to legacy.
+    return _check("config-already-switched", BLOCKER,
                   f"{c.config.path} already enables {SNAPSHOTTER_FEATURE} but the daemon "
-                  "runs the legacy store",
-                  "an unplanned restart would switch without exporting the images; let the "
-                  "migration do the restart")
+                  "runs the legacy store: a rollback could not bring it back to legacy",
+                  f"remove {SNAPSHOTTER_FEATURE} from {c.config.path} (the daemon has not "
+                  "read it yet; an unplanned restart would switch without the images), then "
+                  "re-run plan")
+
+
+def dockerd_rejects_config(c: Ctx) -> Check | None:
+    verdict = c.facts.dockerd_verdict
+    if verdict is None:
+        return None
+    if verdict.dockerd is None:
+        return _check("dockerd-validate-unavailable", WARNING,
+                      "no dockerd binary found to validate daemon.json with",
+                      "check it by hand: dockerd --validate --config-file FILE")
+    if verdict.current is not None and c.config.valid:
+        # The daemon runs on an older config: its next start, and so the rollback's,
+        # would fail. Stopping before the switch is the only safe answer.
+        return _check("daemon-config-rejected", BLOCKER,
+                      f"dockerd rejects {c.config.path} as it is now: {verdict.current}",
+                      "the running daemon was started before this content; fix the file "
+                      f"(`{verdict.dockerd} --validate --config-file {c.config.path}`), "
+                      "then re-run plan")
+    if verdict.target is not None and verdict.current is None:
+        return _check("target-config-rejected", BLOCKER,
+                      f"dockerd would reject daemon.json as the switch writes it: "
+                      f"{verdict.target}",
+                      "see the planned daemon.json in this report; fix the original or pick "
+                      "--snapshotter, then re-run plan")
+    return None
+
+
+def state_dir_unusable(c: Ctx) -> Check | None:
+    problem = c.facts.state_dir_problem
+    if problem is None:
+        return None
+    return _check("state-dir-unusable", BLOCKER, problem,
+                  "pick a private directory of root's with --state-dir (see README, Security)")
 
 
 def daemon_config_invalid(c: Ctx) -> Check | None:
@@ -120,6 +160,40 @@ def daemon_config_invalid(c: Ctx) -> Check | None:
                   f"{config.path} is unusable: {config.parse_error or 'invalid values'}",
                   "fix daemon.json by hand (dockerd exits at start with it), then re-run plan",
                   config.problems)
+
+
+def _same_file(edited: DaemonConfigState, read: str) -> bool:
+    path = os.path.abspath(edited.path)
+    candidates = [path]
+    if edited.symlink_target:
+        candidates.append(os.path.join(os.path.dirname(path), edited.symlink_target))
+    return any(canonical_path(candidate) == read for candidate in candidates)
+
+
+def daemon_config_not_read(c: Ctx) -> Check | None:
+    read = config_file_read(c.launch)
+    if read is None:
+        return _check("daemon-config-not-read", WARNING,
+                      "cannot tell which daemon.json dockerd reads (its command line is "
+                      "unknown)",
+                      f"make sure dockerd reads {c.config.path}: its --config-file, else "
+                      "/etc/docker/daemon.json")
+    if _same_file(c.config, read):
+        return None
+    if read == os.devnull and not c.config.exists:
+        # A launcher that passes /dev/null while there is no daemon.json and the file once
+        # it exists (as the test sandboxes do) reads the switched file; a plain dockerd not.
+        return _check("daemon-config-not-read", WARNING,
+                      f"dockerd is started with --config-file {read}: it reads no daemon.json "
+                      f"now; the switch creates {c.config.path}",
+                      f"make sure the restart passes --config-file {c.config.path}")
+    # Switching a file dockerd never reads brings the daemon back on the legacy store.
+    return _check("daemon-config-not-read", BLOCKER,
+                  f"dockerd reads {read}, not {c.config.path}",
+                  f"pass --daemon-config {read} (the --config-file on dockerd's command line, "
+                  "else /etc/docker/daemon.json)",
+                  [f"dockerd command line: {' '.join(c.launch.argv)}"]
+                  + [f"unit file: {u}" for u in c.launch.unit_files])
 
 
 def daemon_config_symlink(c: Ctx) -> Check | None:
@@ -254,6 +328,13 @@ def not_root(c: Ctx) -> Check | None:
                   "run as root: the switch edits daemon.json and restarts dockerd")
 
 
+def restart_command_unknown(c: Ctx) -> Check | None:
+    if c.facts.restart_problem is None:
+        return None
+    return _check("restart-command", BLOCKER, c.facts.restart_problem, RESTART_COMMAND_HINT
+                  + " (or set CONTAINERD_MIGRATE_RESTART_COMMAND)")
+
+
 def daemon_config_not_writable(c: Ctx) -> Check | None:
     if c.config.writable:
         return None
@@ -274,6 +355,13 @@ def containers_present(c: Ctx) -> Check | None:
     running = sum(ct.running for ct in containers)
     details = [f"{ct.name} ({ct.state}, image {ct.image})" for ct in containers]
     message = f"{len(containers)} container(s), {running} running"
+    if c.options.containers == "recreate":
+        plans = recreate_plan(c.inv)
+        return _check("containers-present", INFO,
+                      f"{message}: each is recreated in the containerd store, running ones "
+                      "stopped for the window and started again",
+                      "same names, config, volumes and networks; see the container-map.json "
+                      "report after the run", [plan.describe() for plan in plans])
     if c.options.containers == "leave":
         return _check("containers-present", WARNING,
                       f"{message}: they will be hidden after the switch, running ones stopped",
@@ -283,10 +371,23 @@ def containers_present(c: Ctx) -> Check | None:
                   "legacy store", details)
 
 
+def containers_not_recreatable(c: Ctx) -> Check | None:
+    if c.options.containers != "recreate":
+        return None
+    blocked = [plan for plan in recreate_plan(c.inv) if plan.blockers]
+    if not blocked:
+        return None
+    return _check("containers-not-recreatable", BLOCKER,
+                  f"{len(blocked)} container(s) cannot be recreated faithfully",
+                  "change or remove them (or migrate with --containers leave, which keeps "
+                  "them hidden in the legacy store), then plan again",
+                  [plan.describe() for plan in blocked])
+
+
 def volumes_only_used_by_containers(c: Ctx) -> Check | None:
     used = [v for v in c.inv.volumes if v.used_by]
-    if not used:
-        return None
+    if not used or c.options.containers == "recreate":
+        return None  # recreated containers keep using their volumes
     return _check("volumes-only-used-by-containers", WARNING,
                   f"{len(used)} volume(s) will look unused once their containers are hidden",
                   "do not run docker volume rm/prune after the switch: it would delete them and "
@@ -378,11 +479,14 @@ def no_images(c: Ctx) -> Check | None:
 
 CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     engine_too_old, already_containerd, config_already_switched, daemon_config_invalid,
-    daemon_config_symlink, storage_driver_rewrite, storage_driver_unmappable,
+    daemon_config_not_read, daemon_config_symlink, storage_driver_rewrite,
+    storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
-    external_containerd, live_restore, containers_present, volumes_only_used_by_containers,
+    external_containerd, live_restore, containers_present, containers_not_recreatable,
+    volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
-    daemon_config_not_writable, no_images, staging,
+    daemon_config_not_writable, restart_command_unknown, dockerd_rejects_config,
+    state_dir_unusable, no_images, staging,
 )
 
 

@@ -26,6 +26,15 @@ CONTAINER_STOP_SECONDS = 12.0
 PER_BATCH_SECONDS = 1.0
 VERIFY_BASE_SECONDS = 2.0
 VERIFY_PER_IMAGE_SECONDS = 0.2
+# Head-room left on a filesystem for the journal, reports and the daemon's own writes.
+# One rule for `plan`'s disk checks and the export's pre-check (`room_needed`), so a plan
+# that passes is a run whose export has room.
+RESERVE_BYTES = 256 * 1024 * 1024
+
+
+def room_needed(write_bytes: int) -> int:
+    """Free bytes a filesystem needs before `write_bytes` are written to it."""
+    return write_bytes + RESERVE_BYTES
 
 
 class Estimate(Frozen):
@@ -85,9 +94,9 @@ def estimate(
     staging = max(batches, default=0)
     unique = inventory.unique_layer_bytes()
     new_store = NEW_STORE_FACTOR * unique
-    state_need, data_need = archive, staging + new_store
+    state_need, data_need = room_needed(archive), room_needed(staging + new_store)
     if shared_filesystem:
-        state_need = data_need = archive + staging + new_store
+        state_need = data_need = room_needed(archive + staging + new_store)
     running = any(container.running for container in inventory.containers)
     export_s = _seconds(archive, save_mbps, len(batches))
     restart_s = RESTART_SECONDS + (CONTAINER_STOP_SECONDS if running else 0.0)

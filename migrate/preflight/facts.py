@@ -8,20 +8,35 @@ is pure over these values.
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
-from migrate.errors import DaemonConfigError
-from migrate.host.daemon_json import DaemonConfigState, choose_snapshotter, read_daemon_config
+from migrate.engine.restart import resolve_restart_command
+from migrate.errors import DaemonConfigError, UsageError
+from migrate.host.daemon_json import (
+    DaemonConfigState,
+    choose_snapshotter,
+    read_daemon_config,
+    read_regular,
+    render_config,
+    target_config,
+    validate_with_dockerd,
+)
 from migrate.host.fs import free_bytes
-from migrate.host.launch import DaemonLaunch, containerd_endpoint, detect_launch
+from migrate.host.launch import DaemonLaunch, containerd_endpoint, detect_launch, dockerd_binary
+from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, Frozen, Inventory
 
-ContainersPolicy = Literal["refuse", "leave"]
+# The one list of containers policies: the CLI's choices are read from it.
+ContainersPolicy = Literal["refuse", "leave", "recreate"]
+CONTAINERS_POLICIES: tuple[str, ...] = get_args(ContainersPolicy)
+DEFAULT_CONTAINERS_POLICY: ContainersPolicy = "refuse"
 
 
 class PlanOptions(Frozen):
@@ -69,6 +84,14 @@ class StagingFacts(Frozen):
         return Containerd(Path(self.ctr), self.address, self.namespace)
 
 
+class DockerdVerdict(Frozen):
+    """What the host's own dockerd says of daemon.json now and as the switch would write it."""
+
+    dockerd: str | None = None  # None: no dockerd binary found, nothing was validated
+    current: str | None = None  # dockerd's refusal of the current file; None = accepted
+    target: str | None = None   # ... of the switched file
+
+
 class HostFacts(Frozen):
     inventory: Inventory
     daemon_config: DaemonConfigState
@@ -76,6 +99,16 @@ class HostFacts(Frozen):
     state_dir: FilesystemFacts
     data_root: FilesystemFacts
     is_root: bool
+    # How `run` will restart dockerd, resolved as `run` resolves it; empty with the reason
+    # in `restart_problem` when it cannot be.
+    restart_command: tuple[str, ...] = ()
+    restart_problem: str | None = None
+    # Which machine and which daemon: a change ticket names both.
+    hostname: str = ""
+    daemon_host: str = ""
+    # Why the state dir cannot be used (StateDir.problem); None: usable.
+    state_dir_problem: str | None = None
+    dockerd_verdict: DockerdVerdict | None = None
     staging: StagingFacts | None = None
 
     @property
@@ -131,20 +164,52 @@ def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigSt
     return base.model_copy(update=changes)
 
 
+def judge_with_dockerd(launch: DaemonLaunch, config: DaemonConfigState,
+                       target: bytes | None) -> DockerdVerdict:
+    """Ask the host's dockerd (Engine >= 23 has --validate) about both files."""
+    dockerd = dockerd_binary(launch.pid)
+    if dockerd is None:
+        return DockerdVerdict()
+    current = None
+    if config.exists:
+        try:
+            current = validate_with_dockerd(dockerd, read_regular(config.path)[0])
+        except (OSError, DaemonConfigError):
+            current = None  # unreadable: daemon-config-invalid already says so
+    rejected = validate_with_dockerd(dockerd, target) if target is not None else None
+    return DockerdVerdict(dockerd=dockerd, current=current, target=rejected)
+
+
+def _target_bytes(config: DaemonConfigState, snapshotter: str | None,
+                  driver: str | None) -> bytes | None:
+    if config.parse_error is not None:
+        return None
+    try:
+        return render_config(target_config(config.data, snapshotter, engine_driver=driver))
+    except DaemonConfigError:
+        return None  # unmappable driver and friends: their own checks say so
+
+
 def gather_facts(
     engine: Engine,
     daemon_config: Path,
     state_dir: Path,
     inventory: Inventory | None = None,
-    *,
+    restart_command: Sequence[str] | None = None,
     snapshotter: str | None = None,
+    *,
     staging: bool = True,
 ) -> HostFacts:
     """`staging=False` skips asking containerd (the snapshot phase does not need it)."""
     inventory = inventory or engine.inventory()
+    try:
+        restart, problem = resolve_restart_command(restart_command), None
+    except UsageError as error:
+        restart, problem = (), error.message
     data_root = inventory.engine.data_root
     config = read_daemon_config(daemon_config)
     launch = detect_launch(inventory.engine.pid, engine.host)
+    target = _target_bytes(config, snapshotter, inventory.engine.legacy_driver)
     return HostFacts(
         inventory=inventory,
         daemon_config=config,
@@ -154,4 +219,10 @@ def gather_facts(
         state_dir=probe_filesystem(state_dir),
         data_root=probe_filesystem(data_root) if data_root else probe_filesystem("/"),
         is_root=os.geteuid() == 0,
+        restart_command=restart,
+        restart_problem=problem,
+        hostname=socket.gethostname(),
+        daemon_host=engine.host,
+        state_dir_problem=StateDir(state_dir).problem(),
+        dockerd_verdict=judge_with_dockerd(launch, config, target),
     )

@@ -7,6 +7,7 @@ formatting differs. The verdict is always the last line: operators and scripts l
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,9 +16,9 @@ from migrate.errors import UsageError
 from migrate.preflight.checks import Check, Severity
 from migrate.preflight.facts import FilesystemFacts
 from migrate.preflight.report import PlanReport
+from migrate.support.sizes import human_binary_bytes
 
 Format = Literal["text", "json", "markdown"]
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 _SEVERITY_TITLES = ((Severity.BLOCKER, "Blockers"), (Severity.WARNING, "Warnings"),
                     (Severity.INFO, "Info"))
 
@@ -32,14 +33,7 @@ class Table:
 
 
 def human_bytes(size: int | None) -> str:
-    if size is None:
-        return "unknown"
-    value = float(size)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "unknown" if size is None else human_binary_bytes(size)
 
 
 def human_duration(seconds: float) -> str:
@@ -76,6 +70,8 @@ def engine_table(report: PlanReport) -> Table:
     engine, launch = report.engine, report.launch
     target = report.target_config
     rows = (
+        ("host", report.hostname or "unknown"),
+        ("daemon", report.daemon_host or "unknown"),
         ("engine", f"Docker Engine {engine.version} (API {engine.api_version})"),
         ("store", f"{engine.store} (driver {engine.driver})"),
         ("data root", _fs(report.data_root)),
@@ -134,9 +130,57 @@ def estimate_table(report: PlanReport) -> Table:
     return Table("Estimate", ("", ""), rows, key_value=True)
 
 
+def _policy_args(report: PlanReport) -> str:
+    return f" with `--containers {report.options.containers}`" if report.containers else ""
+
+
+def steps_table(report: PlanReport) -> Table:
+    """The commands of the change, in order, as the operator types them."""
+    policy = _policy_args(report)
+    est = report.estimate
+    rows = (
+        ("1. before the window", f"`containerd-migrate export`{policy} (about "
+         f"{human_duration(est.export_seconds)}; the daemon keeps serving)"),
+        ("2. in the window", "`containerd-migrate run` (uses the export's containers policy; "
+         f"asks once, `--yes` in scripts; about {human_duration(est.downtime_seconds)})"),
+        ("3. check", "`containerd-migrate status` and `containerd-migrate verify`"),
+        ("4. once happy", "`containerd-migrate cleanup` (deletes the archives)"),
+    )
+    return Table("Steps", ("", ""), rows, key_value=True)
+
+
+def impact_table(report: PlanReport) -> Table:
+    est = report.estimate
+    running = [ct.name for ct in report.containers if ct.running]
+    stopped = ", ".join(running) if running else "no running container"
+    rows = (
+        ("containers stopped", f"{stopped} (kept hidden in the legacy store)"
+         if running else stopped),
+        ("images unusable", f"about {human_duration(est.downtime_seconds)}, from the "
+         "restart until verified"),
+        ("daemon restart", f"once, about {human_duration(est.restart_seconds)}, with "
+         + (f"`{' '.join(report.restart_command)}`" if report.restart_command
+            else "an unknown command (see the checks)")),
+    )
+    return Table("Impact", ("", ""), rows, key_value=True)
+
+
+def rollback_table(report: PlanReport) -> Table:
+    rows = (
+        ("command", "`containerd-migrate rollback --yes` (works from any phase; "
+         "automatic when the restart or the verification fails)"),
+        ("restores", f"{report.daemon_config.path} byte for byte, the legacy store with "
+         "every image and container, the running containers"),
+        ("takes", f"about {human_duration(report.estimate.restart_seconds)} (one restart)"),
+        ("until", "`containerd-migrate cleanup --prune-legacy --yes` (no rollback after it)"),
+    )
+    return Table("Rollback", ("", ""), rows, key_value=True)
+
+
 def tables(report: PlanReport) -> tuple[Table, ...]:
     builders: tuple[Callable[[PlanReport], Table], ...] = (
-        engine_table, images_table, containers_table, volumes_table, estimate_table)
+        engine_table, steps_table, impact_table, rollback_table, images_table,
+        containers_table, volumes_table, estimate_table)
     return tuple(build(report) for build in builders)
 
 
@@ -174,8 +218,8 @@ def _text_checks(checks: Sequence[Check]) -> list[str]:
 
 
 def render_text(report: PlanReport) -> str:
-    lines = [f"containerd-migrate plan (schema {report.schema_version}, "
-             f"facts from {report.generated_at.isoformat()})", ""]
+    lines = [f"containerd-migrate plan: {_heading(report)} (schema {report.schema_version})",
+             ""]
     for table in tables(report):
         lines += [*_text_table(table), ""]
     lines += [*_text_checks(report.checks), "", report.verdict]
@@ -193,8 +237,36 @@ def md_escape(text: str) -> str:
     return text
 
 
+_PATHLIKE = re.compile(r"(?<![\w`])((?:unix|tcp|fd)://\S*|/[\w.@:+-][\w./@:+-]*)")
+
+
+def _code(text: str) -> str:
+    # GFM reads `\|` inside a code span in a table as a literal bar; nothing else is escaped.
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def md_text(text: str) -> str:
+    """Markdown for a line of prose: `code spans` and paths stay literal (nothing escaped
+    inside them: a backslash there would be printed), the rest is escaped."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: no spans at all
+        parts = [text.replace("`", "'")]
+    out: list[str] = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            out.append(_code(part))
+            continue
+        last = 0
+        for match in _PATHLIKE.finditer(part):
+            out.append(md_escape(part[last:match.start()]))
+            out.append(_code(match.group(1)))
+            last = match.end()
+        out.append(md_escape(part[last:]))
+    return "".join(out)
+
+
 def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(md_escape(cell) or " " for cell in cells) + " |"
+    return "| " + " | ".join(md_text(cell) or " " for cell in cells) + " |"
 
 
 def _md_table(table: Table) -> list[str]:
@@ -214,16 +286,25 @@ def _md_checks(checks: Sequence[Check]) -> list[str]:
             continue
         lines += [f"### {title} ({len(group)})", ""]
         for check in group:
-            lines.append(f"- **{check.id}**: {md_escape(check.message)}")
-            lines += [f"  - hint: {md_escape(check.hint)}"] if check.hint else []
-            lines += [f"  - {md_escape(detail)}" for detail in check.details]
+            lines.append(f"- **{check.id}**: {md_text(check.message)}")
+            lines += [f"  - hint: {md_text(check.hint)}"] if check.hint else []
+            lines += [f"  - {md_text(detail)}" for detail in check.details]
         lines.append("")
     return lines if len(lines) > 2 else [*lines, "_none_", ""]
 
 
+def _heading(report: PlanReport) -> str:
+    return (f"{report.hostname or 'unknown host'}, Docker Engine {report.engine.version} at "
+            f"{report.daemon_host or 'unknown daemon'}; facts from {_when(report)}")
+
+
+def _when(report: PlanReport) -> str:
+    return report.generated_at.replace(microsecond=0).isoformat(sep=" ")
+
+
 def render_markdown(report: PlanReport) -> str:
-    lines = ["# containerd-migrate plan", "",
-             f"Schema {report.schema_version}, facts from {report.generated_at.isoformat()}.", ""]
+    lines = [f"# containerd-migrate plan: {md_escape(report.hostname or 'unknown host')}", "",
+             f"{md_text(_heading(report))} (schema {report.schema_version}).", ""]
     for table in tables(report):
         lines += _md_table(table)
     lines += [*_md_checks(report.checks), f"**{md_escape(report.verdict)}**"]

@@ -33,6 +33,8 @@ _REPORTED_ENV_PREFIXES = ("DOCKER_", "CONTAINERD_")
 class PlanReport(Frozen):
     schema_version: int = PLAN_SCHEMA_VERSION
     generated_at: datetime
+    hostname: str = ""
+    daemon_host: str = ""
     options: PlanOptions
     engine: EngineInfo
     daemon_config: DaemonConfigState
@@ -41,6 +43,8 @@ class PlanReport(Frozen):
     launch: DaemonLaunch
     state_dir: FilesystemFacts
     data_root: FilesystemFacts
+    # The command `run` will restart dockerd with (empty: unknown, see the checks).
+    restart_command: tuple[str, ...] = ()
     images: tuple[ImageRecord, ...] = ()
     containers: tuple[ContainerRecord, ...] = ()
     volumes: tuple[VolumeRecord, ...] = ()
@@ -95,7 +99,9 @@ def build_plan(
     est = estimate(inventory, options.throughput_mbps, shared_filesystem=facts.shared_filesystem)
     checks = evaluate_checks(facts, options, est)
     return PlanReport(
-        generated_at=generated_at or inventory.taken_at,
+        generated_at=(generated_at or inventory.taken_at).replace(microsecond=0),
+        hostname=facts.hostname,
+        daemon_host=facts.daemon_host,
         options=options,
         engine=inventory.engine,
         daemon_config=public_config(facts.daemon_config),
@@ -103,6 +109,7 @@ def build_plan(
         launch=public_launch(facts.launch),
         state_dir=facts.state_dir,
         data_root=facts.data_root,
+        restart_command=tuple(redact(word) for word in facts.restart_command),
         images=inventory.images,
         containers=inventory.containers,
         volumes=inventory.volumes,

@@ -46,7 +46,9 @@ def _run(args: argparse.Namespace) -> None:
         print(f"{len(samples.tags)} tags, {len(samples.containers)} containers -> "
               f"{sandbox.dir / 'samples.json'}")  # fmt: skip
     elif args.command == "env":
-        print(f"export DOCKER_HOST={shlex.quote(sandbox.host)}")
+        state_dir = Path(args.state_dir).absolute() if args.state_dir else sandbox.dir / "state"
+        for name, value in sandbox.migrate_env(state_dir).items():
+            print(f"export {name}={shlex.quote(value)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         ("restart", "stop, start, and wait until the daemon answers"),
         ("destroy", "stop the daemon and delete the sandbox dir"),
         ("samples", "build the sample host in a running sandbox"),
-        ("env", "print the DOCKER_HOST export for the sandbox"),
+        ("env", "print the CONTAINERD_MIGRATE_* (and DOCKER_HOST) exports that aim "
+                "containerd-migrate at the sandbox: eval \"$(python -m migrate.sandbox env "
+                "--dir D)\""),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--dir", required=True, help="sandbox directory (keep it short)")
@@ -69,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--engine", choices=engines, default=None)
         if name in ("start", "stop", "restart"):
             sub.add_argument("--timeout", type=float, default=60.0)
+        if name == "env":
+            sub.add_argument("--state-dir", default=None,
+                             help="state dir for containerd-migrate [default: DIR/state]")
         if name == "samples":
             sub.add_argument("--big-mib", type=int, default=8, help="random layer size")
     args = parser.parse_args(argv)

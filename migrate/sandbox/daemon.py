@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -68,6 +70,22 @@ class Sandbox:
     @property
     def daemon_json(self) -> Path:
         return self.dir / "daemon.json"
+
+    @property
+    def restart_command(self) -> str:
+        """The restart command containerd-migrate is given for this sandbox (shell-quoted)."""
+        return shlex.join([sys.executable, "-m", "migrate.sandbox", "restart", "--dir",
+                           str(self.dir)])
+
+    def migrate_env(self, state_dir: Path) -> dict[str, str]:
+        """The CONTAINERD_MIGRATE_* variables that aim containerd-migrate at this sandbox."""
+        return {
+            "CONTAINERD_MIGRATE_HOST": self.host,
+            "CONTAINERD_MIGRATE_DAEMON_CONFIG": str(self.daemon_json),
+            "CONTAINERD_MIGRATE_STATE_DIR": str(state_dir),
+            "CONTAINERD_MIGRATE_RESTART_COMMAND": self.restart_command,
+            "DOCKER_HOST": self.host,
+        }
 
     @property
     def extra_args_file(self) -> Path:

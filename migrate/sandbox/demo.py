@@ -3,12 +3,18 @@
 Builds a sample legacy host in a private dockerd (never the machine's own Docker), shows
 `plan`, migrates with progress bars, prints the verification report and `status`, then
 rolls back and shows every image and container back on the legacy store.
+
+Every command is printed exactly as it runs: the tool is aimed at the sandbox with the
+CONTAINERD_MIGRATE_* variables printed first (`python -m migrate.sandbox env`), so each
+line can be pasted into a shell that has evaluated them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,61 +29,75 @@ def _banner(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"\n==> {text}", flush=True)
 
 
-def _cli(sandbox: Sandbox, state_dir: Path, *args: str, check: bool = True) -> int:
-    argv = [sys.executable, "-m", "migrate", "--host", sandbox.host,
-            "--daemon-config", str(sandbox.daemon_json), "--state-dir", str(state_dir), *args]
-    print("$ containerd-migrate " + " ".join(args), flush=True)
-    code = subprocess.run(argv, check=False).returncode
-    if check and code != 0:
-        raise SystemExit(f"demo: `containerd-migrate {' '.join(args)}` exited {code}")
-    return code
+class _Demo:
+    def __init__(self, sandbox: Sandbox, state_dir: Path):
+        self.sandbox = sandbox
+        self.env = {**os.environ, **sandbox.migrate_env(state_dir)}
 
+    def cli(self, *args: str, check: bool = True) -> int:
+        print(f"$ {shlex.join(['containerd-migrate', *args])}", flush=True)
+        code = subprocess.run([sys.executable, "-m", "migrate", *args], env=self.env,
+                              check=False).returncode
+        if check and code != 0:
+            raise SystemExit(f"demo: `{shlex.join(['containerd-migrate', *args])}` exited {code}")
+        return code
 
-def _docker(sandbox: Sandbox, *args: str) -> None:
-    print("$ docker " + " ".join(args), flush=True)
-    # The machine may have no docker CLI of its own: the fetched Debian one serves then.
-    subprocess.run([docker_cli(), "-H", sandbox.host, *args], check=False)
+    def docker(self, *args: str) -> None:
+        print(f"$ {shlex.join(['docker', *args])}", flush=True)
+        # The machine may have no docker CLI of its own: the fetched Debian one serves then.
+        subprocess.run([docker_cli(), *args], env=self.env, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m migrate.sandbox.demo")
     parser.add_argument("--engine", default=os.environ.get("DEMO_ENGINE", "28"),
                         choices=["26", "28"])
-    parser.add_argument("--keep", action="store_true", help="leave the sandbox running")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the sandbox running and its state on disk")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cm-demo-", dir="/tmp"))
     sandbox = Sandbox(base / "engine", args.engine)
     state_dir = base / "state"
-    restart = f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
+    demo = _Demo(sandbox, state_dir)
     try:
         _banner(f"starting a throwaway Docker Engine ({args.engine}) in {sandbox.dir}")
         sandbox.start()
+        print("# the commands below see the sandbox through these variables; to repeat "
+              "them, run in your shell:")
+        print(f"eval \"$({shlex.join([sys.executable, '-m', 'migrate.sandbox', 'env', '--dir', str(sandbox.dir), '--state-dir', str(state_dir)])})\"")  # noqa: E501
+        print(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"")
         _banner("building a sample legacy host: shared layers, many tags, a dangling "
                 "image, containers, a volume")
         populate_sandbox(sandbox)
-        _docker(sandbox, "images", "-a")
-        _docker(sandbox, "ps", "-a")
+        demo.docker("images", "-a")
+        demo.docker("ps", "-a")
         _banner("dry run: what would move, what would break (exit 3 = blocked)")
-        _cli(sandbox, state_dir, "plan", check=False)
+        demo.cli("plan", check=False)
         _banner("the plan again, accepting that containers are stopped and kept hidden")
-        _cli(sandbox, state_dir, "plan", "--containers", "leave", "--format", "markdown")
+        demo.cli("plan", "--containers", "leave", "--format", "markdown")
         _banner("the migration: snapshot, export, quiesce, switch, restart, import, verify")
-        _cli(sandbox, state_dir, "run", "--yes", "--containers", "leave",
-             "--restart-command", restart)
+        demo.cli("run", "--yes", "--containers", "leave")
         _banner("verification report")
         print((state_dir / "reports" / "verification.txt").read_text(), end="")
-        _docker(sandbox, "info", "--format", "{{json .DriverStatus}}")
-        _docker(sandbox, "images")
-        _cli(sandbox, state_dir, "status")
+        demo.docker("info", "--format", "{{json .DriverStatus}}")
+        demo.docker("images")
+        demo.cli("status")
         _banner("rolling back: the host returns to the legacy store")
-        _cli(sandbox, state_dir, "rollback", "--yes")
-        _docker(sandbox, "images", "-a")
-        _docker(sandbox, "ps", "-a")
-        _cli(sandbox, state_dir, "status")
+        demo.cli("rollback", "--yes")
+        demo.docker("images", "-a")
+        demo.docker("ps", "-a")
+        demo.cli("status")
         _banner("demo done: every image and container is back where it was")
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"\nkept: the sandbox (running) in {sandbox.dir}, the state dir in "
+                  f"{state_dir}; remove both with: "
+                  f"{shlex.join([sys.executable, '-m', 'migrate.sandbox', 'destroy', '--dir', str(sandbox.dir)])} && rm -rf {shlex.quote(str(base))}")  # noqa: E501
+        else:
             sandbox.destroy()
+            shutil.rmtree(base, ignore_errors=True)
+            print(f"\nremoved: the sandbox and the state dir under {base} "
+                  "(--keep leaves them)")
     return 0
 
 

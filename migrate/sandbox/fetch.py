@@ -34,8 +34,9 @@ class EngineSpec:
     description: str
 
 
-# docker-cli too: a fresh Debian 12 machine has no docker CLI, and these builds run on it.
-PACKAGES = ("docker.io", "containerd", "docker-cli")
+# docker-cli too: a fresh Debian 12 machine has no docker CLI, and these builds run on it;
+# docker-compose for the compose tests (an older cache without it is fetched again).
+PACKAGES = ("docker.io", "containerd", "docker-cli", "docker-compose")
 ENGINES: dict[str, EngineSpec] = {
     "26": EngineSpec("26", "trixie", PACKAGES, "Engine 26.1 + containerd 1.7"),
     "28": EngineSpec("28", "sid", PACKAGES, "Engine 28.5 + containerd 2.1"),
@@ -106,6 +107,13 @@ def docker_cli() -> str:
         return str(cached[0])
     ensure_engine(min(ENGINES))
     return str(engine_bin_dirs(min(ENGINES))[0] / "docker")
+
+
+def compose_cli(key: str) -> str:
+    """The docker compose v2 plugin of the engine's Debian suite (it also runs standalone,
+    aimed with DOCKER_HOST)."""
+    return str(ensure_engine(key) / "usr" / "libexec" / "docker" / "cli-plugins"
+               / "docker-compose")
 
 
 def mirror_uri() -> str:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
 _enabled = True
+# The rate is averaged over the whole bar, not the last updates: a `docker save` sends
+# nothing while it stages and then bursts, and a moving average makes the ETA swing from
+# hours to seconds in the first second. Nothing is drawn before DELAY seconds.
+SMOOTHING = 0.0
+DELAY = 1.0
 
 
 def set_enabled(enabled: bool) -> None:
@@ -36,13 +41,21 @@ class _Bar:
             self._bar.set_description_str(text, refresh=False)
 
 
+def bar_settings(label: str, total: int | None) -> dict[str, Any] | None:
+    """tqdm's arguments for a byte bar, or None when there is nothing to show (pure)."""
+    if total is not None and total <= 0:
+        return None  # nothing to transfer: an empty `export: 0.00B` bar says nothing
+    return {"total": total or None, "desc": label, "unit": "B", "unit_scale": True,
+            "unit_divisor": 1000, "smoothing": SMOOTHING, "delay": DELAY, "leave": True,
+            "dynamic_ncols": True}
+
+
 @contextmanager
 def byte_bar(label: str, total: int | None) -> Iterator[ByteProgress]:
-    show = _enabled and sys.stderr.isatty()
+    settings = bar_settings(label, total) if _enabled and sys.stderr.isatty() else None
     bar: tqdm[object] | None = (
-        tqdm(total=total or None, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-             file=sys.stderr, leave=True, dynamic_ncols=True)  # type: ignore[assignment]
-        if show
+        tqdm(file=sys.stderr, **settings)
+        if settings is not None
         else None
     )
     try:

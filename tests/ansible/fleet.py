@@ -96,16 +96,14 @@ class Fleet:
 
     def env(self) -> dict[str, str]:
         home = self.workdir / "ansible-home"
-        config = self.workdir / "ansible.cfg"
-        if not config.exists():
-            config.write_text("[defaults]\n")  # nothing from ~/.ansible.cfg or /etc/ansible
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("DOCKER_", "CONTAINERD_MIGRATE_", "ANSIBLE_"))
         }
         env.update(
-            ANSIBLE_CONFIG=str(config),
+            # The playbooks' own ansible.cfg: nothing from ~/.ansible.cfg or /etc/ansible.
+            ANSIBLE_CONFIG=str(PLAYBOOKS / "ansible.cfg"),
             ANSIBLE_HOME=str(home),
             ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
             ANSIBLE_REMOTE_TEMP=str(home / "remote-tmp"),

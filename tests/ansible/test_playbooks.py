@@ -200,6 +200,14 @@ def test_migrate_a_healthy_fleet_then_roll_it_back(fleet: Fleet) -> None:
     originals = _fresh(fleet, "healthy")
     inventory = fleet.write_inventory(fleet.workdir / "healthy.json")
     reports = fleet.workdir / "healthy-reports"
+    done = fleet.playbook("prepare.yml", inventory, extra={"cm_report_dir": str(reports)})
+    assert done.returncode == 0, output(done)
+    prepared = read_json(reports / "prepare.json")
+    assert prepared["counts"] == {"prepared": 4}, prepared
+    for host in fleet.hosts:
+        assert list((host.state_dir / "archives").glob("*.tar")), host.name
+        assert not host.sandbox.containerd_snapshotter()  # export does not touch the daemon
+
     done = fleet.playbook("migrate.yml", inventory, extra={
         "cm_report_dir": str(reports), "cm_serial": 2, "cm_prepare": "export"})  # fmt: skip
     assert done.returncode == 0, output(done)

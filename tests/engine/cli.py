@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from migrate.sandbox.daemon import Sandbox
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 
+RESTART_ENV = "CONTAINERD_MIGRATE_RESTART_COMMAND"
+
+
+def child_signals() -> None:
+    """preexec_fn for every CLI child: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt even when pytest runs from a background job (which starts with
+    SIGINT ignored, inherited by every child)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 def restart_command(sandbox: Sandbox) -> str:
-    return f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
+    return sandbox.restart_command
 
 
 def cli(
@@ -24,8 +35,11 @@ def cli(
     env: Mapping[str, str] | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """`containerd-migrate --host ... --daemon-config ... --state-dir ... ARGS`."""
+    """`containerd-migrate --host ... --daemon-config ... --state-dir ... ARGS`, with the
+    sandbox's restart command in CONTAINERD_MIGRATE_RESTART_COMMAND, as
+    `python -m migrate.sandbox env` sets it for an operator (`env` may override it)."""
     full_env = {k: v for k, v in os.environ.items() if k != FAILPOINTS_ENV}
+    full_env[RESTART_ENV] = sandbox.restart_command
     full_env.update(env or {})
     if failpoints:
         full_env[FAILPOINTS_ENV] = failpoints
@@ -37,10 +51,19 @@ def cli(
         *args,
     ]
     return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False)
+                          stdin=subprocess.DEVNULL, check=False, preexec_fn=child_signals)
 
 
 def run_args(sandbox: Sandbox, *extra: str) -> tuple[str, ...]:
     """`run --yes --containers leave --restart-command <sandbox restart>` plus extras."""
     return ("run", "--yes", "--containers", "leave",
             "--restart-command", restart_command(sandbox), *extra)
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[str], timeout: float = 180) -> None:
+    """Poll until `path` exists (a failpoint's `.reached` file); fail if the CLI ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"CLI exited early: {process.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)

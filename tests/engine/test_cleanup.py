@@ -13,6 +13,7 @@ from migrate.phases.volume_guard import GUARD_NAME
 from migrate.sandbox import SandboxFactory
 from migrate.sandbox.daemon import Sandbox
 from migrate.sandbox.samples import build_bulk_images, docker, sandbox_samples
+from migrate.support.sizes import human_bytes
 from tests.engine.cli import cli, run_args
 
 pytestmark = pytest.mark.engine
@@ -51,7 +52,7 @@ def test_cleanup_deletes_archives_and_guard_and_refuses_to_prune_live_containers
 
     done = cli(sandbox, state, "cleanup")
     assert done.returncode == 0, done.stderr
-    assert f"{size}" in done.stdout or "bytes freed" in done.stdout
+    assert f"{human_bytes(size)} freed" in done.stdout, done.stdout
     assert not list((state / "archives").glob("*.tar"))
     assert GUARD_NAME not in _names(sandbox)
     # The migrated images are untouched by cleanup.

@@ -40,6 +40,7 @@ from migrate.errors import ExitCode
 from migrate.journal import JournalState, JsonDict, PhaseName, replay
 from migrate.models import Inventory
 from migrate.phases.runner import RUN_PHASES
+from migrate.phases.volume_guard import GUARD_IMAGE
 from migrate.sandbox import (
     BASE_DIR,
     SampleHost,
@@ -51,7 +52,7 @@ from migrate.sandbox import (
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 
-from .cli import cli, run_args
+from .cli import child_signals, cli, run_args
 from .faults_report import FaultReport, Row, registered
 
 pytestmark = pytest.mark.engine
@@ -207,10 +208,17 @@ def _stage_foreign_image(host: Host, folder: Path) -> None:
     host.foreign_digest = containerd_images(host)[host.foreign]
 
 
+GUARD_REF = f"docker.io/{GUARD_IMAGE}"
+
+
 def assert_containerd_store_exact(host: Host) -> None:
     """After every rollback: nothing a migration imported is left (they all purge or
-    never imported), and the foreign image is still there."""
-    assert containerd_images(host) == {host.foreign: host.foreign_digest}
+    never imported), and the foreign image is still there. The volume guard's own 1 KiB
+    image stays: the guard is never removed before the daemon is back on legacy
+    (phases/volume_guard.py)."""
+    images = {ref: digest for ref, digest in containerd_images(host).items()
+              if ref != GUARD_REF}
+    assert images == {host.foreign: host.foreign_digest}
 
 
 def _set_store(host: Host, *, containerd: bool) -> None:
@@ -267,7 +275,7 @@ def spawn(sandbox: Sandbox, state: Path, *args: str, failpoints: str | None = No
     """The CLI started in the background (for pauses); `finish()` collects it."""
     return subprocess.Popen(_argv(sandbox, state, args, code), env=_env(failpoints, env),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=child_signals)  # noqa: PLW1509  (no threads here)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -747,7 +755,7 @@ def test_daemon_dies_during_import(host: Host, rec: Recorder, tmp_path: Path) ->
     replayed, doc = assert_status_truthful(sandbox, state)
     assert replayed.phase("import").status == "failed"
     assert replayed.phase("import").exit_code == ExitCode.ENGINE_UNREACHABLE
-    assert doc["remaining"] == ["import", "verify"]
+    assert doc["remaining"] == ["import", "verify", "recreate"]
     sandbox.start()  # the switched daemon.json: back on the containerd store
     expect(cli(sandbox, state, *run_args(sandbox)), 0)
     assert journal(state).phase("import").attempts == 2
@@ -803,10 +811,19 @@ def test_drifted_daemon_json_blocks_rollback(host: Host, rec: Recorder, tmp_path
 
 
 def test_sigint_during_export(host: Host, rec: Recorder, tmp_path: Path) -> None:
-    """9. Ctrl-C during the export: exit 130, journaled as interrupted; `run` resumes."""
+    """9. Ctrl-C during the export: exit 130, journaled as interrupted; `run` resumes.
+
+    pytest itself runs with SIGINT ignored here, as it does when started from a background
+    job: the child must still take the failpoint's SIGINT (tests/engine/cli.py
+    child_signals)."""
     sandbox = host.sandbox
     state = tmp_path / "state"
-    result = cli(sandbox, state, *run_args(sandbox), failpoints="export:archive-written=sigint")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = cli(sandbox, state, *run_args(sandbox),
+                     failpoints="export:archive-written=sigint")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     out = expect(result, ExitCode.INTERRUPTED)
     assert "interrupted" in out and "run the same command again" in out
     replayed = journal(state)
@@ -839,7 +856,8 @@ def test_purge_imported_removes_exactly_the_imports(host: Host, rec: Recorder,
     _set_store(host, containerd=True)  # by hand: what does dockerd show now?
     try:
         listed = json.loads(sandbox.request("GET", "/images/json?all=1")[1])
-        assert [image["Id"] for image in listed] == [host.foreign_digest]
+        assert [image["Id"] for image in listed
+                if GUARD_IMAGE not in (image.get("RepoTags") or ())] == [host.foreign_digest]
         for image in imported:
             assert _image_id(sandbox, str(image["id"])) is None, image
             for ref in _strings(image["refs"]):

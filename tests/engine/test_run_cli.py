@@ -190,10 +190,10 @@ def _assert_migrated(sandbox: Sandbox, state: Path, samples: SampleHost, config:
         # Nothing loaded twice, nothing left over: exactly the migrated images.
         assert {image.id for image in client.images.list(all=True)} == set(new_ids.values())
         # The legacy containers are hidden, not deleted; the only visible container is the
-        # (stopped) volume guard that keeps their volumes from looking unused.
+        # (running) volume guard that keeps their volumes from looking unused.
         visible = client.containers.list(all=True)
         assert [(c.name, c.labels.get(GUARD_LABEL), c.status) for c in visible] == [
-            (GUARD_NAME, "1", "created")]
+            (GUARD_NAME, "1", "running")]
         assert len(list((sandbox.data_root / "containers").iterdir())) == (
             len(samples.containers) + 1)
         for volume in samples.volumes:
@@ -318,7 +318,7 @@ def test_kills_after_switch_restart_and_import_then_resume(
     killed = _run(sandbox, state, "after:switch=kill")
 
     assert [_statuses(killed)[name] for name in RUN_PHASES] == [
-        "done", "done", "done", "done", "pending", "pending", "pending"]
+        "done", "done", "done", "done", "done", "pending", "pending", "pending", "pending"]
     assert _daemon_json(sandbox) == VFS.expected
     assert not sandbox.containerd_snapshotter()  # switched on disk, not restarted yet
     assert sandbox.pid() == legacy_dockerd
@@ -329,7 +329,7 @@ def test_kills_after_switch_restart_and_import_then_resume(
 
     assert len(killed.runs) == 2
     assert all(killed.phase(name).attempts == 1
-               for name in ("snapshot", "export", "quiesce", "switch"))
+               for name in ("snapshot", "export", "quiesce", "commit", "switch"))
     assert _statuses(killed)["restart"] == "started"
     assert sandbox.containerd_snapshotter()
     assert _daemon_json(sandbox) == VFS.expected
@@ -388,7 +388,8 @@ def test_prestaged_export_then_run(fresh_sandbox: SandboxFactory, engine: str,
     assert exported.returncode == 0, _out(exported)
     journal = _journal(state)
     assert [journal.phase(name).status for name in RUN_PHASES] == [
-        "done", "done", "pending", "pending", "pending", "pending", "pending"]
+        "done", "done", "pending", "pending", "pending", "pending", "pending", "pending",
+        "pending"]
     first = _result(journal, "export")
     assert first["archives"] and first["written"] == first["archives"]
     staged = _archives(state)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,9 @@ from migrate.sandbox import SandboxFactory
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
 
-from .cli import cli, run_args
+from .cli import child_signals, cli, run_args, wait_for_file
 
 pytestmark = pytest.mark.engine
-
-
-def _wait_for(path: Path, process: subprocess.Popen[str], deadline_s: float = 120) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not path.exists():
-        assert process.poll() is None, f"CLI exited early: {process.communicate()}"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def test_sigterm_during_export_is_journaled_and_resumable(
@@ -42,8 +33,9 @@ def test_sigterm_during_export_is_journaled_and_resumable(
     argv = [sys.executable, "-m", "migrate", "--host", sandbox.host, "--daemon-config",
             str(sandbox.daemon_json), "--state-dir", str(state), *run_args(sandbox)]
     process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(reached_path(resume), process)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=child_signals)  # noqa: PLW1509  (no threads here)
+    wait_for_file(reached_path(resume), process)
     original = sandbox.daemon_json.read_bytes() if sandbox.daemon_json.exists() else None
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)

@@ -18,7 +18,7 @@ from migrate.models import (
 )
 from migrate.preflight.checks import CHECKS, Check, Severity, evaluate_checks, parse_version
 from migrate.preflight.estimate import MB
-from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
+from migrate.preflight.facts import DockerdVerdict, FilesystemFacts, HostFacts, PlanOptions
 
 pytestmark = pytest.mark.unit
 
@@ -39,6 +39,9 @@ def facts(
     data_free: int | None = 100 * GIB,
     same_fs: bool = False,
     is_root: bool = True,
+    restart_problem: str | None = None,
+    verdict: DockerdVerdict | None = None,
+    state_dir_problem: str | None = None,
 ) -> HostFacts:
     """A host that is ready to migrate, with the given parts changed."""
     eng = EngineInfo.model_validate({
@@ -59,6 +62,10 @@ def facts(
         data_root=FilesystemFacts(path="/var/lib/docker", free_bytes=data_free,
                                   device=1 if same_fs else 2),
         is_root=is_root,
+        restart_command=() if restart_problem else ("systemctl", "restart", "docker"),
+        restart_problem=restart_problem,
+        dockerd_verdict=verdict,
+        state_dir_problem=state_dir_problem,
     )
 
 
@@ -90,13 +97,27 @@ CASES: list[Case] = [
     ("engine-too-old", lambda: facts(engine={"version": "dev"}), {}, W),
     ("already-containerd", lambda: facts(engine={"store": Store.CONTAINERD}), {}, B),
     ("config-already-switched",
-     lambda: facts(config={"containerd_snapshotter": True}), {}, W),
+     lambda: facts(config={"containerd_snapshotter": True}), {}, B),
+    ("daemon-config-rejected", lambda: facts(verdict=DockerdVerdict(
+        dockerd="/usr/bin/dockerd", current="bad attribute format: foo")), {}, B),
+    ("target-config-rejected", lambda: facts(verdict=DockerdVerdict(
+        dockerd="/usr/bin/dockerd", target="invalid userland-proxy-path")), {}, B),
+    ("dockerd-validate-unavailable", lambda: facts(verdict=DockerdVerdict()), {}, W),
+    ("state-dir-unusable",
+     lambda: facts(state_dir_problem="state dir /x is group-writable (mode 2770)"), {}, B),
     ("daemon-config-invalid",
      lambda: facts(config={"parse_error": "not valid JSON", "data": None}), {}, B),
     ("daemon-config-invalid",
      lambda: facts(config={"problems": ('features.x is the string "true"',)}), {}, B),
     ("daemon-config-symlink",
      lambda: facts(config={"is_symlink": True, "symlink_target": "/srv/d.json"}), {}, B),
+    ("daemon-config-not-read",
+     lambda: facts(launch=parse_dockerd_argv(["dockerd", "--config-file", "/srv/d.json"],
+                                             source="proc")), {}, B),
+    ("daemon-config-not-read", lambda: facts(config={"path": "/etc/docker/other.json"}), {}, B),
+    ("daemon-config-not-read", lambda: facts(launch=DaemonLaunch()), {}, W),
+    ("restart-command", lambda: facts(restart_problem="cannot tell how dockerd is restarted"),
+     {}, B),
     ("daemon-config-symlink",
      lambda: facts(config={"is_symlink": True, "symlink_target": "/srv/d.json"}),
      {"follow_symlinks": True}, INFO),
@@ -138,11 +159,12 @@ CASES: list[Case] = [
     ("dangling-images",
      lambda: facts(inventory={"images": (APP, APP.model_copy(update={"id": "sha256:d",
                                                                       "tags": ()}))}), {}, INFO),
-    ("disk-state-dir", lambda: facts(state_free=50 * MB), {}, B),
-    ("disk-state-dir", lambda: facts(state_free=110 * MB), {}, W),
+    # Needs include the 256 MiB reserve the export's pre-check keeps (estimate.room_needed).
+    ("disk-state-dir", lambda: facts(state_free=300 * MB), {}, B),
+    ("disk-state-dir", lambda: facts(state_free=400 * MB), {}, W),
     ("disk-state-dir", lambda: facts(state_free=None), {}, W),
-    ("disk-data-root", lambda: facts(data_free=250 * MB), {}, B),
-    ("disk-data-root", lambda: facts(data_free=330 * MB), {}, W),
+    ("disk-data-root", lambda: facts(data_free=500 * MB), {}, B),
+    ("disk-data-root", lambda: facts(data_free=600 * MB), {}, W),
     ("not-root", lambda: facts(is_root=False), {}, B),
     ("daemon-config-not-writable", lambda: facts(config={"writable": False}), {}, B),
     ("no-images", lambda: facts(inventory={"images": ()}), {}, INFO),
@@ -206,9 +228,10 @@ def test_volumes_unused_are_not_listed() -> None:
 
 
 def test_shared_filesystem_adds_needs() -> None:
-    # Apart: archive ~100 MB on the state dir, staging + 2x store ~300 MB on the data root.
-    assert "disk-data-root" not in run(facts(data_free=400 * MB))
-    shared = run(facts(data_free=400 * MB, same_fs=True))
+    # Apart: archive ~100 MB on the state dir, staging + 2x store ~300 MB on the data root,
+    # each plus the 268 MB reserve.
+    assert severity(facts(data_free=650 * MB), "disk-data-root") is Severity.WARNING
+    shared = run(facts(data_free=650 * MB, same_fs=True))
     assert shared["disk-data-root"].severity is Severity.BLOCKER
     assert "same filesystem" in shared["disk-data-root"].message
     assert "disk-state-dir" not in shared
@@ -225,3 +248,34 @@ def test_blockers_accumulate() -> None:
                                                 ("28.5.2+dfsg1", (28, 5)), ("dev", None)])
 def test_parse_version(text: str, expected: tuple[int, int] | None) -> None:
     assert parse_version(text) == expected
+
+
+@pytest.mark.parametrize("launch", [
+    ["dockerd", "--config-file", "/etc/docker/daemon.json"],
+    ["dockerd", "--config-file=/etc/docker/./daemon.json"],
+    ["dockerd", "-H", "fd://"],  # no --config-file: dockerd reads its default
+])
+def test_daemon_config_read_by_dockerd_is_not_a_finding(launch: list[str]) -> None:
+    assert "daemon-config-not-read" not in run(facts(launch=parse_dockerd_argv(launch,
+                                                                              source="proc")))
+
+
+def test_daemon_config_symlink_to_the_file_dockerd_reads_matches() -> None:
+    host = facts(config={"path": "/etc/docker/daemon.json", "is_symlink": True,
+                         "symlink_target": "/srv/d.json"},
+                 launch=parse_dockerd_argv(["dockerd", "--config-file", "/srv/d.json"],
+                                           source="proc"))
+    assert "daemon-config-not-read" not in run(host, follow_symlinks=True)
+
+
+def test_daemon_config_mismatch_names_the_file_dockerd_reads() -> None:
+    check = run(facts(launch=parse_dockerd_argv(["dockerd", "--config-file", "/srv/d.json"],
+                                                source="proc")))["daemon-config-not-read"]
+    assert "/srv/d.json" in check.message and "--daemon-config /srv/d.json" in check.hint
+
+
+def test_dev_null_config_with_no_daemon_json_is_a_warning() -> None:
+    host = facts(config={"exists": False, "data": None},
+                 launch=parse_dockerd_argv(["dockerd", "--config-file", "/dev/null"],
+                                           source="proc"))
+    assert severity(host, "daemon-config-not-read") is Severity.WARNING

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from migrate.cli import main
-from migrate.errors import ExitCode
+from migrate.cli import hoist_global_options, main
+from migrate.commands import CONTAINERS_POLICIES
+from migrate.engine.client import base_url
+from migrate.errors import ExitCode, UsageError
 from migrate.journal import Journal
 
 pytestmark = pytest.mark.unit
@@ -138,3 +140,59 @@ def test_env_vars_set_global_options(tmp_path: Path) -> None:
                                 env={"CONTAINERD_MIGRATE_STATE_DIR": str(state)})
     assert result.exit_code == 0
     assert f"migration {migration} (in progress" in result.output
+
+
+# --- first real use: where operators type global options, what --host accepts ----------
+
+
+def test_global_options_after_the_command_are_accepted(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    result = CliRunner().invoke(main, ["status", "--state-dir", str(state), "--format",
+                                       "json", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["migration_id"] is None
+
+
+def test_hoisting_keeps_the_commands_own_option_values() -> None:
+    hoisted = hoist_global_options(
+        ["run", "--restart-command", "--debug", "--host=/x.sock", "--yes", "--state-dir", "S"],
+        main.commands)
+    assert hoisted == ["--host=/x.sock", "--state-dir", "S", "run", "--restart-command",
+                       "--debug", "--yes"]
+    assert hoist_global_options(["--host", "plan", "plan", "-q"],
+                                main.commands) == [
+        "--host", "plan", "-q", "plan"]
+
+
+def test_bare_socket_path_is_a_unix_address_and_a_bare_word_is_refused() -> None:
+    assert base_url("/run/docker.sock") == "unix:///run/docker.sock"
+    assert base_url("tcp://10.0.0.1:2375") == "tcp://10.0.0.1:2375"
+    with pytest.raises(UsageError) as refused:
+        base_url("docker.sock")
+    assert "unix://" in refused.value.hint
+
+
+def test_unreachable_plan_is_one_sentence_without_a_resume_hint(tmp_path: Path) -> None:
+    result = _invoke(tmp_path, "plan", host="/nonexistent/containerd-migrate-test.sock")
+    assert result.exit_code == ExitCode.ENGINE_UNREACHABLE
+    error, hint = result.output.strip().splitlines()
+    assert error.startswith("error: cannot reach the Docker daemon at ") and \
+        error.count(". ") == 0 and len(error) < 160, error
+    assert "resume" not in hint and "rollback" not in hint
+
+
+def test_restart_command_comes_from_its_own_variable(tmp_path: Path) -> None:
+    # A state dir without a journal and no daemon: plan fails to connect, but only after
+    # the option parsed; the variable reaches the option of every command that has it.
+    for command in ("plan", "export", "run", "rollback"):
+        param = next(p for p in main.commands[command].params
+                     if p.name == "restart_command")
+        assert param.envvar == "CONTAINERD_MIGRATE_RESTART_COMMAND", command
+
+
+def test_containers_choices_live_in_one_place() -> None:
+    for command in ("plan", "export", "run"):
+        param = next(p for p in main.commands[command].params
+                     if p.name == "containers")
+        assert tuple(param.type.choices) == CONTAINERS_POLICIES  # type: ignore[attr-defined]
+        assert param.default is None  # None: the journaled policy, else the default

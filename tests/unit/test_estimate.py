@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from migrate.archives.batching import plan_batches
 from migrate.errors import UsageError
 from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
 from migrate.preflight.estimate import (
@@ -11,8 +12,10 @@ from migrate.preflight.estimate import (
     MB,
     PER_BATCH_SECONDS,
     PER_IMAGE_OVERHEAD_BYTES,
+    RESERVE_BYTES,
     RESTART_SECONDS,
     estimate,
+    room_needed,
 )
 
 pytestmark = pytest.mark.unit
@@ -67,12 +70,12 @@ def test_dangling_layers_counted_again_in_archives() -> None:
 def test_disk_needs_separate_and_shared() -> None:
     inv = inventory(APP, WEB)
     apart = estimate(inv)
-    assert apart.state_dir_need_bytes == apart.archive_bytes
-    assert apart.data_root_need_bytes == apart.staging_bytes + apart.new_store_bytes
+    assert apart.state_dir_need_bytes == room_needed(apart.archive_bytes)
+    assert apart.data_root_need_bytes == room_needed(apart.staging_bytes + apart.new_store_bytes)
     shared = estimate(inv, shared_filesystem=True)
     total = apart.archive_bytes + apart.staging_bytes + apart.new_store_bytes
     assert shared.shared_filesystem
-    assert shared.state_dir_need_bytes == shared.data_root_need_bytes == total
+    assert shared.state_dir_need_bytes == shared.data_root_need_bytes == room_needed(total)
 
 
 def test_throughput_override_drives_durations() -> None:
@@ -117,3 +120,16 @@ def test_empty_inventory() -> None:
 def test_bad_throughput(value: float) -> None:
     with pytest.raises(UsageError):
         estimate(inventory(APP), throughput_mbps=value)
+
+
+def test_a_plan_that_passes_leaves_room_for_every_export_batch() -> None:
+    """Issue 11.11: plan and the export pre-check apply one rule (room_needed)."""
+    inv = inventory(APP, WEB)
+    est = estimate(inv)
+    free = est.state_dir_need_bytes  # the least a passing plan accepts
+    for batch in plan_batches(inv.images, set(), max_batch_bytes=None):
+        assert free >= room_needed(batch.estimated_bytes)
+        free -= batch.estimated_bytes
+    assert free >= RESERVE_BYTES
+    # 40 MiB for 11.9 MiB of archives: the plan refuses, as the run would.
+    assert est.state_dir_need_bytes > 40 * 1024 * 1024

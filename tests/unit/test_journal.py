@@ -44,7 +44,8 @@ def _events(path: Path) -> list[str]:
 
 def test_phase_order() -> None:
     assert PHASE_ORDER == (
-        "snapshot", "stage", "export", "quiesce", "switch", "restart", "import", "verify"
+        "snapshot", "stage", "export", "quiesce", "commit", "switch", "restart", "import",
+        "verify", "recreate",
     )
 
 
@@ -122,10 +123,32 @@ def test_torn_last_line_tolerated_then_repaired(path: Path, tail: bytes) -> None
     assert after.record_count == before.record_count + 2
 
 
-def test_terminated_garbage_last_line_is_torn(path: Path) -> None:
+def test_terminated_garbage_last_line_is_damage_not_torn(path: Path) -> None:
+    """Issue 11.8: only an unterminated last line is torn; the file is never rewritten."""
     _run(path, "snapshot").close()
     with path.open("ab") as handle:
         handle.write(b"garbage\n")
+    before = path.read_bytes()
+    with pytest.raises(StateError) as caught:
+        replay(path)
+    assert caught.value.exit_code == ExitCode.STATE_INVALID
+    with pytest.raises(StateError):
+        Journal(path).open()
+    assert path.read_bytes() == before
+
+
+def test_only_line_garbage_is_not_truncated(path: Path) -> None:
+    path.write_bytes(b"garbage\n")
+    with pytest.raises(StateError) as caught:
+        Journal(path).open()
+    assert "from a backup" in caught.value.hint
+    assert path.read_bytes() == b"garbage\n"
+
+
+def test_unterminated_last_line_is_torn(path: Path) -> None:
+    _run(path, "snapshot").close()
+    with path.open("ab") as handle:
+        handle.write(b'{"event": "phase_')
     assert replay(path).torn_tail
 
 
@@ -137,10 +160,14 @@ def test_corrupt_middle_line_is_refused(path: Path) -> None:
     with pytest.raises(StateError) as caught:
         replay(path)
     assert "line 2" in caught.value.message
-    assert "rollback --force" in caught.value.hint
+    # The hint's recovery works: cut to the intact line(s), then the journal reads.
+    assert f"head -n 1 {path}.damaged > {path}" in caught.value.hint
+    assert "containerd-migrate rollback --yes" in caught.value.hint
     with pytest.raises(StateError):
         Journal(path).open()
     assert path.read_bytes() == b"".join(lines)
+    path.write_bytes(lines[0])
+    assert replay(path).migration_id is not None
 
 
 def test_sequence_going_back_is_refused(path: Path) -> None:

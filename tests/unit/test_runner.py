@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.commands.status import render_status, status_document
+from migrate.commands.status import HostNow, render_status, result_summary, status_document
 from migrate.errors import StateError
 from migrate.journal import Journal, PhaseName, PhaseStarted, replay
 from migrate.phases.runner import PREPARE_PHASES, steps_to_run
@@ -14,7 +14,8 @@ from migrate.phases.runner import PREPARE_PHASES, steps_to_run
 pytestmark = pytest.mark.unit
 
 ALL: tuple[PhaseName, ...] = (
-    "snapshot", "export", "quiesce", "switch", "restart", "import", "verify"
+    "snapshot", "export", "quiesce", "commit", "switch", "restart", "import", "verify",
+    "recreate",
 )
 
 
@@ -46,19 +47,19 @@ def test_export_command_plans_only_the_prepare_phases(tmp_path: Path) -> None:
 
 
 def test_after_quiesce_the_snapshot_is_frozen(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
-    assert steps_to_run(journal.state()) == ("restart", "import", "verify")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit", "switch")
+    assert steps_to_run(journal.state()) == ("restart", "import", "verify", "recreate")
 
 
 def test_a_phase_started_but_not_done_is_run_again(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch",
-                       started="restart")
-    assert steps_to_run(journal.state()) == ("restart", "import", "verify")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit",
+                       "switch", started="restart")
+    assert steps_to_run(journal.state()) == ("restart", "import", "verify", "recreate")
     assert steps_to_run(journal.state(), PREPARE_PHASES) == ()
 
 
 def test_half_rolled_back_migration_refuses_to_run_forward(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit", "switch")
     with journal.undo("switch"):
         pass
     with pytest.raises(StateError, match="half rolled back"):
@@ -66,14 +67,14 @@ def test_half_rolled_back_migration_refuses_to_run_forward(tmp_path: Path) -> No
 
 
 def test_status_document_reports_remaining_and_undo_order(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "switch")
+    journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit", "switch")
     doc = status_document(journal.state())
     assert doc["active"] is True
-    assert doc["remaining"] == ["restart", "import", "verify"]
-    assert doc["rollback_would_undo"] == ["switch", "quiesce", "export", "snapshot"]
+    assert doc["remaining"] == ["restart", "import", "verify", "recreate"]
+    assert doc["rollback_would_undo"] == ["switch", "commit", "quiesce", "export", "snapshot"]
     text = render_status(doc, journal.state())
-    assert "remaining: restart, import, verify" in text
-    assert "rollback would undo: switch, quiesce, export, snapshot" in text
+    assert "remaining: restart, import, verify, recreate" in text
+    assert "rollback would undo: switch, commit, quiesce, export, snapshot" in text
 
 
 def test_status_of_a_rolled_back_migration_offers_no_undo(tmp_path: Path) -> None:
@@ -86,3 +87,40 @@ def test_status_of_a_rolled_back_migration_offers_no_undo(tmp_path: Path) -> Non
     assert doc["outcome"] == "rolled_back"
     assert doc["rollback_would_undo"] == []
     assert doc["remaining"] == []
+
+
+def test_status_after_export_lists_no_phase_as_both_done_and_remaining(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export")
+    doc = status_document(journal.state())
+    done = {p["name"] for p in doc["phases"] if p["status"] == "done"}
+    assert done == {"snapshot", "export"} and not done & set(doc["remaining"])
+    assert doc["next"].startswith("next, in the maintenance window: `containerd-migrate run`")
+
+
+def test_status_believes_the_host_over_the_journal_after_cleanup(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", *ALL)
+    journal.finish("completed")
+    state = journal.state()
+    cleaned = status_document(state, HostNow(store="containerd", volume_guard=False))
+    assert cleaned["volume_guard"] is False
+    assert "cleanup --prune-legacy --yes" in cleaned["next"]
+    pending = status_document(state, HostNow(store="containerd", volume_guard=True,
+                                             archive_bytes=12_500_000))
+    assert "`containerd-migrate cleanup`" in pending["next"]
+    assert "12.5 MB" in render_status(pending, state)
+    pruned = status_document(state, HostNow(store="containerd", legacy_pruned=True))
+    assert pruned["rollback_would_undo"] == [] and "no rollback" in pruned["next"]
+
+
+def test_status_next_step_after_a_rollback_with_archives_left(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j", "snapshot", "export")
+    journal.finish("rolled_back")
+    doc = status_document(journal.state(), HostNow(store="legacy", archive_bytes=2_000_000))
+    assert doc["next"].startswith("next: `containerd-migrate cleanup` deletes the archives")
+
+
+def test_status_result_column_has_counts_and_sizes_not_reprs() -> None:
+    summary = result_summary({"archives": ["a.tar", "b.tar"], "written": ["a.tar"],
+                               "reused": [], "bytes_written": 12_491_776, "oversize": []})
+    assert summary == "2 archives, 1 archives written, 0 archives reused, 12.5 MB written"
+    assert "[" not in summary and "=" not in summary

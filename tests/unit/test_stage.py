@@ -69,4 +69,5 @@ def test_stage_is_opt_in_then_rerun_until_containers_stop(tmp_path: Path) -> Non
         handle.done()
     with journal.phase("quiesce", {}) as handle:
         handle.done()
-    assert steps_to_run(journal.state(), RUN_PHASES) == ("switch", "restart", "import", "verify")
+    assert steps_to_run(journal.state(), RUN_PHASES) == (
+        "commit", "switch", "restart", "import", "verify", "recreate")

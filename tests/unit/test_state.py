@@ -55,11 +55,57 @@ def test_ensure_creates_private_dirs(state: StateDir) -> None:
     state.ensure()  # idempotent
 
 
-def test_ensure_tightens_a_loose_dir(state: StateDir) -> None:
+def test_ensure_accepts_a_readable_dir_without_changing_it(state: StateDir) -> None:
     state.path.mkdir(parents=True, mode=0o755)
     state.path.chmod(0o755)
     state.ensure()
-    assert _mode(state.path) == 0o700
+    assert _mode(state.path) == 0o755
+    assert state.problem() is None
+
+
+@pytest.mark.parametrize("mode", [0o2770, 0o770, 0o720])
+def test_group_writable_state_dir_is_refused_not_fixed(state: StateDir, mode: int) -> None:
+    """Issue 11.1: a group member could have planted a journal; never chmod silently."""
+    state.path.mkdir(parents=True)
+    state.path.chmod(mode)
+    with pytest.raises(StateError, match="group-writable") as caught:
+        state.ensure()
+    assert caught.value.exit_code == ExitCode.STATE_INVALID
+    assert _mode(state.path) == mode
+    assert state.problem() is not None and "group-writable" in state.problem()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("name", ["journal.jsonl", "host.json", "archives/batch-1.tar"])
+def test_group_writable_file_in_state_dir_is_refused(state: StateDir, name: str) -> None:
+    state.ensure()
+    planted = state.path / name
+    planted.write_text("{}\n")
+    planted.chmod(0o660)
+    with pytest.raises(StateError, match=r"state file .* group-writable"):
+        state.ensure()
+    assert _mode(planted) == 0o660
+    with pytest.raises(StateError, match="group-writable"):
+        state.lock().__enter__()
+
+
+@needs_root
+def test_file_of_another_uid_in_state_dir_is_refused(state: StateDir) -> None:
+    state.ensure()
+    planted = state.journal_path
+    planted.write_text("")
+    os.chown(planted, 4242, 4242)
+    with pytest.raises(StateError, match="owned by uid 4242"):
+        state.ensure()
+
+
+def test_state_dir_under_a_file_is_a_state_error(tmp_path: Path, machine_id: Path) -> None:
+    """Issue 11.10: `--state-dir FILE/sub` raised NotADirectoryError."""
+    (tmp_path / "file").write_text("x")
+    state = StateDir(tmp_path / "file" / "sub", machine_id_file=machine_id)
+    with pytest.raises(StateError, match="cannot create state dir") as caught:
+        state.ensure()
+    assert caught.value.exit_code == ExitCode.STATE_INVALID
+    assert "not a directory" in (state.problem() or "")
 
 
 def test_symlinked_state_dir_is_refused(tmp_path: Path, machine_id: Path) -> None:

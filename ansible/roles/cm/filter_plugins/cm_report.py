@@ -228,7 +228,7 @@ def plan_record(result: Mapping[str, Any] | None, host: str) -> dict[str, Any]:
                 "restart_seconds", "import_seconds", "verify_seconds", "total_seconds",
                 "downtime_seconds",
             )
-        },  # fmt: skip
+        },
         disk={
             "shared_filesystem": estimate.get("shared_filesystem"),
             "state_dir": _disk(plan, "state_dir", "state_dir_need_bytes"),
@@ -331,7 +331,9 @@ def window_seconds(status: Mapping[str, Any] | None) -> float | None:
 def _output(result: Mapping[str, Any], limit: int = 60) -> list[str]:
     lines = [line.rstrip() for line in str(result.get("stdout") or "").splitlines()]
     lines = [line for line in lines if line.strip()]
-    return lines if len(lines) <= limit else [*lines[: limit - 1], f"... {len(lines) - limit + 1} more"]
+    if len(lines) <= limit:
+        return lines
+    return [*lines[: limit - 1], f"... {len(lines) - limit + 1} more"]
 
 
 def migrate_record(
@@ -497,6 +499,50 @@ def migrate_summary(
     }
 
 
+# --- prepare -----------------------------------------------------------------------------
+
+
+def prepare_record(
+    host: str,
+    plan: Mapping[str, Any] | None,
+    prepare: Mapping[str, Any] | None,
+    command: str = "export",
+) -> dict[str, Any]:
+    """One host of prepare.yml: prepared | skipped (not ready, blocked, locked) | failed."""
+    plan_info = plan_record(plan, host)
+    record: dict[str, Any] = {"host": host, "command": command, "plan": plan_info["state"],
+                              "blockers": [b["id"] for b in plan_info.get("blockers") or []],
+                              "exit_code": None, "exit": "did not run", "seconds": None,
+                              "error": "", "hint": "", "output": []}  # fmt: skip
+    if prepare and _ran(prepare):
+        record.update(exit_code=_int(prepare["rc"]), exit=exit_meaning(prepare["rc"]),
+                      seconds=duration_seconds(prepare.get("delta")), output=_output(prepare),
+                      attempts=prepare.get("attempts", 1), **cli_error(prepare))  # fmt: skip
+    outcome, reason = _migrate_outcome(plan_info, {"prepare": record} if prepare and
+                                       _ran(prepare) else {})  # fmt: skip
+    if outcome == "failed" and record["exit_code"] == 0:
+        outcome, reason = "prepared", f"{command} done"
+    record.update(outcome=outcome, reason=reason, failed=outcome == "failed")
+    record["line"] = f"{host}: {outcome}" + (
+        f", {human_seconds(record['seconds'])}" if record["seconds"] is not None else ""
+    ) + ("" if outcome == "prepared" else f" ({reason})")
+    return record
+
+
+def prepare_summary(
+    records: Iterable[Mapping[str, Any] | None], names: Iterable[str], **meta: Any
+) -> dict[str, Any]:
+    order = list(names)
+    rows = [dict(r) if r else {**_missing(h, "prepare"), "outcome": "failed", "failed": True,
+                               "line": f"{h}: failed (no outcome recorded)"}
+            for h, r in zip(order, records, strict=False)]  # fmt: skip
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    return {"kind": "containerd-migrate fleet prepare", "generated_at": now_utc(), **meta,
+            "counts": counts, "hosts": rows}  # fmt: skip
+
+
 # --- rollback ----------------------------------------------------------------------------
 
 
@@ -594,6 +640,8 @@ class FilterModule:
             "cm_window_seconds": window_seconds,
             "cm_migrate_record": migrate_record,
             "cm_migrate_summary": migrate_summary,
+            "cm_prepare_record": prepare_record,
+            "cm_prepare_summary": prepare_summary,
             "cm_rollback_record": rollback_record,
             "cm_rollback_summary": rollback_summary,
         }

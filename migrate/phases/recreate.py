@@ -1,0 +1,319 @@
+"""Phase "recreate": the snapshotted containers again, in the verified containerd store.
+
+With `--containers recreate` every container of the snapshot is created again from its
+recorded inspect (Config, HostConfig, network attachments) under its own name, from its
+image's new ID (or from the commit of its writable layer), mounting the SAME volumes:
+named ones by name, anonymous ones too, as a mount of the same volume (a fresh anonymous
+volume would be empty). Networks are shared by both stores, so the container attaches to
+the same user-defined networks with the same aliases and static addresses. Containers
+that were running are started again, in an order that respects links,
+`network_mode: container:`, `volumes_from` and compose `depends_on`; the others are left
+created. Settings that name another container by ID get the new ID, and compose's image
+label gets the new image ID, so `docker compose up -d` finds nothing to change.
+
+Every create and start is journaled before it happens, and each recreated container
+carries `io.containerd-migrate.recreated-from=<old id>`: a resumed run finds what it
+already created by name and label and never creates a duplicate; rollback removes exactly
+those containers and nothing a user created.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from migrate.archives.manifest import read_manifest
+from migrate.engine import Engine
+from migrate.errors import BlockedError, MigrateError, StateError
+from migrate.host.fs import atomic_write_bytes
+from migrate.models import RUNNING_STATES, ContainerRecord, Inventory, Store
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.commit import commit_ref
+from migrate.phases.volume_guard import guarded_volumes, remove_guard
+from migrate.preflight.containers import creation_order
+from migrate.support import failpoints
+from migrate.support.logconfig import get_logger
+
+log = get_logger(__name__)
+
+RECREATED_LABEL = "io.containerd-migrate.recreated-from"
+COMPOSE_IMAGE_LABEL = "com.docker.compose.image"
+CONTAINER_MAP = "container-map.json"
+# Config keys the engine refuses next to `network_mode: container:` (it fills them from the
+# other container); inspect nevertheless reports them.
+_SHARED_NETWORK_KEYS = ("Hostname", "Domainname", "ExposedPorts", "MacAddress")
+
+
+class RecreateFailed(MigrateError):
+    pass
+
+
+# --- pure: the request bodies ----------------------------------------------------------------
+
+def _rewrite_ref(ref: str, new_ids: Mapping[str, str]) -> str:
+    """A reference to another container by old ID -> the same by new ID (names stay)."""
+    target, _, rest = ref.partition(":")
+    new = new_ids.get(target) or next(
+        (new for old, new in new_ids.items() if len(target) >= 12 and old.startswith(target)),
+        None)
+    return ref if new is None else f"{new}{':' if rest else ''}{rest}"
+
+
+def _extra_volume_mounts(container: ContainerRecord) -> list[JSONDict]:
+    """Volume mounts that neither Binds nor Mounts name: anonymous volumes (image VOLUME,
+    `-v /path`). Given again by name, so the new container mounts the same data."""
+    host: dict[str, Any] = dict(container.host_config)
+    named = {str(b).split(":")[1] for b in host.get("Binds") or () if isinstance(b, str)
+             and ":" in b}
+    named |= {str(m.get("Target")) for m in host.get("Mounts") or () if isinstance(m, dict)}
+    return [{"Type": "volume", "Source": m.name, "Target": m.destination,
+             "ReadOnly": not m.rw}
+            for m in container.mounts
+            if m.type == "volume" and m.name and m.destination not in named]
+
+
+def create_body(container: ContainerRecord, image: str, new_ids: Mapping[str, str],
+                image_ids: Mapping[str, str]) -> JSONDict:
+    """The `POST /containers/create` body that makes `container` again (pure).
+
+    `new_ids` maps old container IDs to recreated ones (those created so far), `image_ids`
+    old image IDs to new ones.
+    """
+    config: dict[str, Any] = dict(container.config)
+    config["Image"] = image
+    labels = {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
+    if labels.get(COMPOSE_IMAGE_LABEL) in image_ids:
+        labels[COMPOSE_IMAGE_LABEL] = image_ids[labels[COMPOSE_IMAGE_LABEL]]
+    labels[RECREATED_LABEL] = container.id
+    config["Labels"] = labels
+    host: dict[str, Any] = dict(container.host_config)
+    mode = container.network_mode
+    if mode.startswith("container:"):
+        host["NetworkMode"] = "container:" + _rewrite_ref(mode.removeprefix("container:"),
+                                                          new_ids)
+    if mode.startswith("container:") or mode == "host":
+        for key in _SHARED_NETWORK_KEYS:
+            config.pop(key, None)
+    host["VolumesFrom"] = [_rewrite_ref(v, new_ids) for v in container.volumes_from] or None
+    mounts = [*(host.get("Mounts") or ()), *_extra_volume_mounts(container)]
+    host["Mounts"] = mounts or None
+    endpoints: dict[str, Any] = {}
+    if not mode.startswith("container:") and mode not in ("host", "none"):
+        short_id = container.id[:12]
+        for attachment in container.networks:
+            ipam = {k: v for k, v in (("IPv4Address", attachment.ipv4_address),
+                                      ("IPv6Address", attachment.ipv6_address)) if v}
+            endpoints[attachment.network] = {
+                "IPAMConfig": ipam or None,
+                # The engine adds the container's own (new) short ID itself.
+                "Aliases": [a for a in attachment.aliases if a != short_id] or None,
+                "Links": list(attachment.links) or None,
+                "DriverOpts": attachment.driver_opts or None,
+            }
+    return {**config, "HostConfig": host, "NetworkingConfig": {"EndpointsConfig": endpoints}}
+
+
+def image_for(container: ContainerRecord, committed: Mapping[str, str],
+              image_ids: Mapping[str, str]) -> str | None:
+    """What to create the container from: its commit, else its image's new ID."""
+    return committed.get(container.id) or image_ids.get(container.image_id)
+
+
+# --- engine side ---------------------------------------------------------------------------
+
+def _committed(ctx: PhaseContext) -> dict[str, str]:
+    entries = (ctx.done.get("commit") or {}).get("commits") or ()
+    return {str(e["container"]): str(e["ref"]) for e in entries if isinstance(e, dict)}
+
+
+def _image_ref(engine: Engine, container: ContainerRecord, image: str) -> str:
+    """The user's own reference when it still names that image: Config.Image stays as it
+    was (a tag that moved on since the container was created would name another image)."""
+    if image.startswith(commit_ref("")):
+        return image
+    live = engine.raw_image(container.image) if container.image else None
+    return container.image if live is not None and live.get("Id") == image else image
+
+
+def _progress(ctx: PhaseContext, key: str) -> dict[str, JSONDict]:
+    found: dict[str, JSONDict] = {}
+    for data in ctx.previous_progress:
+        item = data.get(key)
+        if isinstance(item, dict) and item.get("id"):
+            found[str(item["id"])] = dict(item)
+    return found
+
+
+def _seconds(start: str | None, end: str) -> float | None:
+    if not start:
+        return None
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(),
+                 2)
+
+
+class _Recreation:
+    """One attempt at the phase: what exists already, what gets created and started."""
+
+    def __init__(self, ctx: PhaseContext, engine: Engine, inventory: Inventory):
+        self.ctx = ctx
+        self.engine = engine
+        self.inventory = inventory
+        self.image_ids = read_manifest(ctx.archives_dir).new_ids()
+        self.committed = _committed(ctx)
+        live = engine.list_containers(details=False)
+        self.live = {c.name: c for c in live}
+        self.new_ids: dict[str, str] = {}
+        self.started = _progress(ctx, "started")
+
+    def create(self, container: ContainerRecord) -> str:
+        existing = self.live.get(container.name)
+        if existing is not None:
+            if existing.labels.get(RECREATED_LABEL) == container.id:
+                return existing.id  # created by an earlier attempt
+            raise BlockedError(
+                f"a container named {container.name} ({existing.id[:12]}) already exists in "
+                "the containerd store and was not created by this migration",
+                f"rename or remove it (`docker rename {container.name} "
+                f"{container.name}-new`), then run `containerd-migrate run` again",
+            )
+        image = image_for(container, self.committed, self.image_ids)
+        if image is None:
+            raise RecreateFailed(
+                f"no image for container {container.name}: its image {container.image_id} "
+                "was not exported", "roll back with `containerd-migrate rollback`")
+        body = create_body(container, _image_ref(self.engine, container, image),
+                           self.new_ids, self.image_ids)
+        self.ctx.checkpoint({"creating": {"id": container.id, "name": container.name}})
+        try:
+            new_id = self.engine.create_container_from_spec(container.name, body)
+        except MigrateError as error:
+            raise RecreateFailed(
+                f"cannot recreate container {container.name}: {error.message}",
+                "fix the cause, then `containerd-migrate run` resumes with this container; "
+                "or `containerd-migrate rollback` brings the legacy containers back",
+            ) from error
+        self.ctx.checkpoint({"created": {"id": container.id, "name": container.name,
+                                         "new_id": new_id}})
+        failpoints.hit("recreate:container-created")
+        return new_id
+
+    def start(self, container: ContainerRecord, new_id: str) -> str:
+        """Start it again if it ran; returns when it was running again (ISO time)."""
+        done = self.started.get(container.id)
+        live = self.engine.inspect_container(new_id)
+        if done is not None and live is not None and live.running:
+            return str(done["at"])
+        self.ctx.checkpoint({"starting": {"id": container.id, "name": container.name}})
+        try:
+            if live is None or live.state not in RUNNING_STATES:
+                self.engine.start_container(new_id)
+            if container.state == "paused" and (live is None or live.state != "paused"):
+                self.engine.pause_container(new_id)
+        except MigrateError as error:
+            raise RecreateFailed(
+                f"container {container.name} was recreated but does not start: "
+                f"{error.message}",
+                "see `docker logs " + container.name + "`; fix the cause, then "
+                "`containerd-migrate run` resumes, or `containerd-migrate rollback`",
+            ) from error
+        at = datetime.now(UTC).isoformat()
+        self.ctx.checkpoint({"started": {"id": container.id, "name": container.name,
+                                         "at": at}})
+        failpoints.hit("recreate:container-started")
+        return at
+
+
+def _entries(inventory: Inventory) -> list[JSONDict]:
+    return [{"id": c.id, "name": c.name, "state": c.state}
+            for c in creation_order(inventory.containers)]
+
+
+def write_container_map(reports_dir: Path, rows: Mapping[str, JSONDict]) -> Path:
+    reports_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = reports_dir / CONTAINER_MAP
+    atomic_write_bytes(path, (json.dumps(rows, indent=2) + "\n").encode(), mode=0o644)
+    return path
+
+
+class RecreatePhase(Phase):
+    name = "recreate"
+
+    def intent(self, ctx: PhaseContext) -> JSONDict:
+        policy = ctx.containers_policy
+        containers = _entries(ctx.load_inventory()) if policy == "recreate" else []
+        return {"policy": policy, "containers": containers}
+
+    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+        if ctx.containers_policy != "recreate":
+            return PhaseOutcome(undo={"containers": []}, result={"recreated": []})
+        inventory = ctx.load_inventory()
+        order = creation_order(inventory.containers)
+        stopped_at = (ctx.results.get("quiesce") or {}).get("stopped_at") or {}
+        rows: dict[str, JSONDict] = {}
+        with ctx.connect() as engine:
+            if engine.info().store is not Store.CONTAINERD:
+                raise StateError("recreate needs the daemon on the containerd store",
+                                 "run `containerd-migrate run` so the switch happens first")
+            work = _Recreation(ctx, engine, inventory)
+            for container in order:
+                work.new_ids[container.id] = work.create(container)
+            for container in order:
+                new_id = work.new_ids[container.id]
+                row: JSONDict = {"name": container.name, "new_id": new_id,
+                                 "state_before": container.state,
+                                 "committed": container.id in work.committed}
+                if container.running:
+                    at = work.start(container, new_id)
+                    since = stopped_at.get(container.id) if isinstance(stopped_at, dict) else None
+                    row.update(running_again_at=at,
+                               downtime_seconds=_seconds(str(since) if since else None, at))
+                rows[container.id] = row
+            # Volumes are in use by their own containers again: the guard has done its job
+            # for every volume a recreated container mounts.
+            remaining = guarded_volumes(inventory, exclude=frozenset(work.new_ids))
+            if not remaining:
+                remove_guard(engine)
+        path = write_container_map(ctx.reports_dir, rows)
+        running = [r for r in rows.values() if "running_again_at" in r]
+        downtimes = {str(r["name"]): r.get("downtime_seconds") for r in running}
+        log.info("containers recreated", phase=self.name, containers=len(rows),
+                 running=len(running))
+        return PhaseOutcome(
+            undo={"containers": [{"id": old, "name": r["name"], "new_id": r["new_id"]}
+                                 for old, r in rows.items()]},
+            result={"recreated": [str(r["name"]) for r in rows.values()],
+                    "running": [str(r["name"]) for r in running],
+                    "left_created": [str(r["name"]) for r in rows.values()
+                                     if "running_again_at" not in r],
+                    "downtime_seconds": downtimes, "container_map": str(path),
+                    "volume_guard": list(remaining)},
+        )
+
+    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+        entries = [e for e in record.get("containers") or () if isinstance(e, dict)]
+        ours = {str(e["id"]) for e in entries}
+        if not ours:
+            return ["recreate: no container was recreated"]
+        lines: list[str] = []
+        try:
+            with ctx.connect() as engine:
+                if engine.info().store is not Store.CONTAINERD:
+                    return ["recreate: the daemon is not on the containerd store; the "
+                            "recreated containers were NOT removed"]
+                # By label, not by the recorded new IDs: a create whose answer was lost to
+                # a crash left a container the journal has no ID for.
+                for container in engine.list_containers(details=False):
+                    if container.labels.get(RECREATED_LABEL) in ours:
+                        # Never with its volumes: they hold the legacy containers' data.
+                        engine.remove_container(container.id, force=True)
+                        lines.append(f"recreate: removed {container.name} "
+                                     f"({container.id[:12]}) from the containerd store")
+        except MigrateError as error:
+            return [*lines, f"recreate: FAILED to remove recreated containers: {error.message}"]
+        return lines or ["recreate: no recreated container was left to remove"]
+
+
+PHASE = RecreatePhase()

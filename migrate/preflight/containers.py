@@ -1,0 +1,161 @@
+"""What `--containers recreate` will do with each container, and what it cannot carry (pure).
+
+Shared by the plan (its listing and blockers) and the recreate phase (the order it creates
+and starts containers in), so the plan predicts exactly what the run does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from migrate.models import ContainerRecord, Frozen, Inventory
+
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+COMPOSE_DEPENDS_LABEL = "com.docker.compose.depends_on"
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+# Swarm manages its task containers itself; a recreated copy would be a stray.
+SWARM_TASK_LABEL = "com.docker.swarm.task.id"
+
+
+def _target(ref: str) -> str:
+    """`name`, `/name`, `name:ro`, `/name:/me/alias` -> the container it names."""
+    return ref.split(":", 1)[0].lstrip("/")
+
+
+def peer_refs(container: ContainerRecord) -> list[str]:
+    """The other containers this one names (by name or ID): links, volumes_from,
+    `network_mode: container:`."""
+    refs = [_target(link) for link in container.links]
+    refs += [_target(source) for source in container.volumes_from]
+    if container.network_mode.startswith("container:"):
+        refs.append(container.network_mode.removeprefix("container:"))
+    return refs
+
+
+def dependencies(container: ContainerRecord, containers: Iterable[ContainerRecord],
+                 ) -> set[str]:
+    """IDs of the containers this one needs created (and started) before it."""
+    by_ref: dict[str, str] = {}
+    for other in containers:
+        by_ref[other.name] = other.id
+        by_ref[other.id] = other.id
+        by_ref.setdefault(other.id[:12], other.id)
+    needs = {by_ref[ref] for ref in peer_refs(container) if ref in by_ref}
+    project = container.labels.get(COMPOSE_PROJECT_LABEL)
+    wanted = {item.split(":", 1)[0] for item in
+              container.labels.get(COMPOSE_DEPENDS_LABEL, "").split(",") if item}
+    if project and wanted:
+        needs |= {other.id for other in containers
+                  if other.labels.get(COMPOSE_PROJECT_LABEL) == project
+                  and other.labels.get(COMPOSE_SERVICE_LABEL) in wanted}
+    needs.discard(container.id)
+    return needs
+
+
+def creation_order(containers: Iterable[ContainerRecord]) -> list[ContainerRecord]:
+    """Dependencies first, otherwise by name; a cycle (the engine would not have allowed
+    it) keeps the rest in name order rather than failing."""
+    pending = sorted(containers, key=lambda c: c.name)
+    needs = {c.id: dependencies(c, pending) for c in pending}
+    done: set[str] = set()
+    order: list[ContainerRecord] = []
+    while pending:
+        ready = [c for c in pending if needs[c.id] <= done] or pending[:1]
+        for container in ready:
+            order.append(container)
+            done.add(container.id)
+        pending = [c for c in pending if c.id not in done]
+    return order
+
+
+
+def _size(size: int) -> str:
+    for unit, step in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= step:
+            return f"{size / step:.1f} {unit}"
+    return f"{size} B"
+
+
+def commits_layer(container: ContainerRecord) -> bool:
+    """Committed unless the diff was read and empty: an unreadable diff may hide changes."""
+    return container.has_changes is not False
+
+
+class ContainerPlan(Frozen):
+    """One container under `--containers recreate`: what happens to it, or why it cannot."""
+
+    name: str
+    state: str
+    actions: tuple[str, ...] = ()
+    # Why recreate cannot carry it faithfully; each one blocks the plan.
+    blockers: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.state}): {'; '.join(self.blockers or self.actions)}"
+
+
+def _names(containers: Iterable[ContainerRecord], ids: Iterable[str]) -> str:
+    by_id = {c.id: c.name for c in containers}
+    return ", ".join(sorted(by_id.get(i, i[:12]) for i in ids))
+
+
+def _missing_peers(container: ContainerRecord, containers: tuple[ContainerRecord, ...],
+                   ) -> list[str]:
+    known = {c.name for c in containers} | {c.id for c in containers}
+    known |= {c.id[:12] for c in containers}
+    return [ref for ref in peer_refs(container) if ref not in known]
+
+
+def _blockers(container: ContainerRecord, inventory: Inventory) -> list[str]:
+    found: list[str] = []
+    if not container.detailed:
+        found.append("its configuration could not be read (inspect failed)")
+        return found
+    if container.image_id not in {image.id for image in inventory.images}:
+        found.append(f"its image {container.image_id[:19]} is not among the images to move")
+    missing = _missing_peers(container, inventory.containers)
+    if missing:
+        found.append(f"it needs container(s) {', '.join(missing)}, which do not exist")
+    if container.auto_remove and container.running:
+        found.append("it runs with --rm (auto-remove): stopping it for the switch would delete "
+                     "it and its anonymous volumes")
+    if SWARM_TASK_LABEL in container.labels:
+        found.append("it is a swarm task: swarm, not recreate, must place it")
+    return found
+
+
+def _actions(container: ContainerRecord, inventory: Inventory) -> list[str]:
+    actions = [f"create from {container.image}"]
+    layer = container.writable_layer
+    if layer is not None and layer.paths:
+        actions.append(f"commit its writable layer first ({layer.added} added, {layer.changed} "
+                       f"changed, {layer.deleted} deleted, {_size(layer.size_bytes)})")
+    elif layer is None and commits_layer(container):
+        actions.append("commit its writable layer first (docker diff was unreadable)")
+    volumes = [m.name for m in container.mounts if m.type == "volume" and m.name]
+    binds = [m.source for m in container.mounts if m.type == "bind"]
+    if volumes:
+        actions.append(f"mount the same volume(s) {', '.join(volumes)}")
+    if binds:
+        actions.append(f"bind {', '.join(binds)}")
+    for net in container.networks:
+        extra = [f"aliases {', '.join(a for a in net.aliases if a != container.id[:12])}"
+                 if [a for a in net.aliases if a != container.id[:12]] else "",
+                 f"IP {net.ipv4_address}" if net.ipv4_address else ""]
+        actions.append(f"attach to {net.network}" + "".join(f", {e}" for e in extra if e))
+    if container.network_mode.startswith("container:"):
+        actions.append(f"share the network of {container.network_mode.removeprefix('container:')}")
+    needs = dependencies(container, inventory.containers)
+    if needs:
+        actions.append(f"after {_names(inventory.containers, needs)}")
+    actions.append("start it" if container.running else "leave it created (not started)")
+    return actions
+
+
+def recreate_plan(inventory: Inventory) -> tuple[ContainerPlan, ...]:
+    """Every container in the order recreate creates them."""
+    return tuple(
+        ContainerPlan(name=c.name, state=c.state, actions=tuple(_actions(c, inventory)),
+                      blockers=tuple(_blockers(c, inventory)))
+        for c in creation_order(inventory.containers)
+    )

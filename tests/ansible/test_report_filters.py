@@ -1,0 +1,201 @@
+"""The role's report filters (ansible/roles/cm/filter_plugins/cm_report.py) on their own:
+how each exit code of the CLI becomes an outcome of the plays, and when a wave stops the
+rollout. Pure functions over what the CLI prints; no Ansible, no daemon."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+PLUGIN = Path(__file__).resolve().parents[2] / "ansible/roles/cm/filter_plugins/cm_report.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("cm_report", PLUGIN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cm = _load()
+READY_PLAN = {
+    "ready": True,
+    "verdict": "READY: 2 image(s) to move",
+    "options": {"containers": "leave"},
+    "engine": {"version": "28.5.2", "store": "legacy", "driver": "overlay2"},
+    "images": [{"tags": ["a:1", "a:latest"]}, {"tags": []}],
+    "containers": [{"state": "running"}, {"state": "exited"}],
+    "volumes": [{"name": "v"}],
+    "state_dir": {"path": "/s", "free_bytes": 100, "mount_point": "/"},
+    "data_root": {"path": "/d", "free_bytes": 50, "mount_point": "/"},
+    "estimate": {"state_dir_need_bytes": 10, "data_root_need_bytes": 60,
+                 "downtime_seconds": 12.5, "total_seconds": 20.0, "archive_bytes": 7},
+    "checks": [{"id": "dangling-images", "severity": "info", "message": "m", "hint": "h"},
+               {"id": "registry-digests", "severity": "warning", "message": "w", "hint": "x",
+                "details": ["d1"]}],
+}  # fmt: skip
+BLOCKED_PLAN = {**READY_PLAN, "ready": False, "verdict": "BLOCKED", "checks": [
+    {"id": "containers-present", "severity": "blocker", "message": "3 containers",
+     "hint": "pass --containers leave", "details": []}]}  # fmt: skip
+
+
+def _result(rc: int, stdout: Any = "", stderr: str = "", **more: Any) -> dict[str, Any]:
+    text = stdout if isinstance(stdout, str) else json.dumps(stdout)
+    return {"rc": rc, "stdout": text, "stderr": stderr, "delta": "0:00:02.500000", **more}
+
+
+SKIPPED = {"skipped": True, "changed": False}
+
+
+def test_plan_records_ready_blocked_and_errors() -> None:
+    ready = cm.plan_record(_result(0, READY_PLAN), "h1")
+    assert ready["state"] == "ready"
+    assert (ready["images"], ready["tags"], ready["dangling"]) == (2, 2, 1)
+    assert (ready["containers"], ready["running"], ready["volumes"]) == (2, 1, 1)
+    assert ready["disk"]["state_dir"]["enough"] is True
+    assert ready["disk"]["data_root"]["enough"] is False
+    assert [w["id"] for w in ready["warnings"]] == ["registry-digests"]
+    blocked = cm.plan_record(_result(3, BLOCKED_PLAN), "h2")
+    assert blocked["state"] == "blocked"
+    assert blocked["blockers"][0]["hint"] == "pass --containers leave"
+    down = cm.plan_record(_result(5, "", "error: cannot reach the daemon\nhint: start it"), "h3")
+    assert (down["state"], down["error"], down["hint"]) == ("error", "cannot reach the daemon",
+                                                            "start it")  # fmt: skip
+    assert down["exit"] == "exit 5: Docker daemon unreachable"
+    gone = cm.plan_record({"unreachable": True, "msg": "ssh: timeout"}, "h4")
+    assert gone["state"] == "unreachable" and "ssh: timeout" in gone["error"]
+
+
+def test_plan_fleet_groups_hosts_by_state_and_blocker() -> None:
+    records = [cm.plan_record(_result(0, READY_PLAN), "h1"),
+               cm.plan_record(_result(3, BLOCKED_PLAN), "h2"),
+               cm.plan_record(_result(3, BLOCKED_PLAN), "h3"),
+               None]  # fmt: skip
+    fleet = cm.plan_fleet(records, ["h1", "h2", "h3", "h4"])
+    assert fleet["by_state"] == {"ready": ["h1"], "blocked": ["h2", "h3"], "error": ["h4"],
+                                 "unreachable": []}  # fmt: skip
+    groups = {g["id"]: [h["host"] for h in g["hosts"]] for g in fleet["by_blocker"]}
+    assert groups == {"containers-present": ["h2", "h3"], "plan-failed": ["h4"]}
+    assert fleet["by_blocker"][0]["id"] == "containers-present"  # the most hosts first
+    assert fleet["totals"]["tags"] == 6
+    assert fleet["totals"]["downtime_seconds"] == 37.5
+    assert fleet["totals"]["longest_downtime_seconds"] == 12.5
+
+
+def _migrate(run: Any, verify: Any = SKIPPED, rollback: Any = None, prepare: Any = SKIPPED,
+             plan: Any = None, wave: str = "batch 1") -> dict[str, Any]:  # fmt: skip
+    status = _result(0, {"migration_id": "m1", "outcome": "completed", "phases": [
+        {"name": "snapshot", "seconds": 0.1}, {"name": "quiesce", "seconds": 0.5},
+        {"name": "restart", "seconds": 1.25}, {"name": "import", "seconds": None}]})  # fmt: skip
+    record: dict[str, Any] = cm.migrate_record(
+        "h1", plan or _result(0, READY_PLAN), prepare, run, verify, rollback, status, wave=wave)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("run", "outcome", "failed"),
+    [
+        (_result(0), "migrated", False),
+        (_result(3, stderr="error: blocked: containers-present"), "skipped", False),
+        (_result(8, attempts=3, failed=True), "skipped", False),
+        (_result(10, stderr="error: came back in the legacy image store"), "rolled_back", True),
+        (_result(5, stderr="error: cannot reach the Docker daemon"), "failed", True),
+        (_result(9), "failed", True),
+        (_result(130), "failed", True),
+    ],
+)
+def test_run_exit_codes_become_outcomes(run: dict[str, Any], outcome: str, failed: bool) -> None:
+    verify = _result(0) if run["rc"] == 0 else SKIPPED
+    record = _migrate(run, verify)
+    assert (record["outcome"], record["failed"]) == (outcome, failed), record
+    assert record["window_seconds"] == 1.8  # quiesce .. verify only
+    assert record["run_seconds"] == 2.5
+    if run["rc"] == 8:
+        assert "locked by another run after 3 attempt(s)" in record["reason"]
+    if run["rc"] == 10:
+        assert "came back in the legacy image store" in record["reason"]
+
+
+def test_blocked_plan_skips_and_a_canary_must_migrate() -> None:
+    skipped = _migrate(SKIPPED, plan=_result(3, BLOCKED_PLAN))
+    assert skipped["outcome"] == "skipped" and not skipped["failed"]
+    assert "containers-present" in skipped["reason"]
+    canary = _migrate(SKIPPED, plan=_result(3, BLOCKED_PLAN), wave="canary")
+    assert canary["outcome"] == "skipped" and canary["failed"]
+    assert "the batches do not start" in canary["reason"]
+
+
+def test_failed_prepare_and_verify() -> None:
+    export_full = _migrate(SKIPPED, prepare=_result(9, stderr="error: no space left"))
+    assert export_full["outcome"] == "failed" and "prepare" in export_full["reason"]
+    bad_verify = _migrate(_result(0), _result(4, stderr="error: 1 image differs"),
+                          rollback=_result(0, "rollback:\n  did: switch: restored"))
+    assert bad_verify["outcome"] == "rolled_back" and bad_verify["failed"]
+    kept = _migrate(_result(0), _result(4))
+    assert kept["outcome"] == "failed"
+
+
+def _row(host: str, failed: bool) -> dict[str, Any]:
+    return {"host": host, "outcome": "rolled_back" if failed else "migrated", "failed": failed}
+
+
+@pytest.mark.parametrize(
+    ("batch_failures", "max_fail", "stopped"),
+    [((False, False), 0, False), ((True, False), 0, True), ((True, False), 50, False),
+     ((True, False), "49%", True), ((True, True), 100, True)],
+)  # fmt: skip
+def test_a_wave_stops_the_rollout_as_ansible_decides(
+    batch_failures: tuple[bool, bool], max_fail: Any, stopped: bool
+) -> None:
+    records = [_row("c", False), _row("b1", batch_failures[0]), _row("b2", batch_failures[1])]
+    summary = cm.migrate_summary(records, ["c", "b1", "b2", "later"], canary=["c"],
+                                 batch=["b1", "b2"], wave="batch 1",
+                                 max_fail_percentage=max_fail)  # fmt: skip
+    assert summary["stopped"] is stopped
+    later = summary["hosts"][-1]
+    assert later["outcome"] == "not_started"
+    assert ("stopped after batch 1" in later["reason"]) is stopped
+    assert summary["counts"]["not_started"] == 1
+
+
+def test_a_failed_canary_always_stops() -> None:
+    summary = cm.migrate_summary([_row("c", True)], ["c", "b"], canary=["c"], batch=["c"],
+                                 wave="canary", max_fail_percentage=100)  # fmt: skip
+    assert summary["stopped"] and summary["state"] == "stopped after the canary: c rolled back"
+
+
+def test_rollback_record_reads_what_was_restored() -> None:
+    stdout = ("rollback:\n  did: switch: restored the original /etc/docker/daemon.json\n"
+              "  did: quiesce: started container web\nchecked:\n  ok: daemon answers\n")
+    before = _result(0, {"migration_id": "m1", "outcome": "completed",
+                         "rollback_would_undo": ["switch"]})  # fmt: skip
+    after = _result(0, {"migration_id": "m1", "outcome": "rolled_back"})
+    record = cm.rollback_record("h1", before, _result(0, stdout), after)
+    assert record["outcome"] == "restored" and not record["failed"]
+    assert record["restored"] == ["switch: restored the original /etc/docker/daemon.json",
+                                  "quiesce: started container web"]  # fmt: skip
+    assert record["checked"] == ["ok: daemon answers"]
+    assert (record["outcome_before"], record["outcome_after"]) == ("completed", "rolled_back")
+    nothing = cm.rollback_record("h2", None, _result(0, "no migration to roll back\n"), None)
+    assert nothing["outcome"] == "nothing_to_do"
+    drift = cm.rollback_record("h3", None, _result(3, stderr="error: daemon.json changed"), None)
+    assert drift["outcome"] == "drifted" and drift["failed"]
+
+
+def test_small_helpers() -> None:
+    assert cm.duration_seconds("0:01:02.250000") == 62.2
+    assert cm.duration_seconds("1 day, 0:00:01") == 86401.0
+    assert cm.duration_seconds(None) is None
+    assert cm.human_bytes(5 * 1024 * 1024) == "5.0 MiB"
+    assert cm.human_seconds(75) == "1 min 15 s"
+    assert cm.exit_name(10) == "rolled_back" and cm.exit_name(42) == "exit_42"
+    assert cm.md_cell("a|b\nc") == "a\\|b c"
+    assert cm.host_facts({"a": {"x": 1}, "b": {}}, ["a", "b", "c"], "x") == [1, None, None]
