@@ -155,7 +155,7 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
             disk.start()
             busy.start()
         started = time.perf_counter()
-        _checked(cli(sandbox, state, prepare), prepare)
+        _checked(cli(sandbox, state, prepare, "--containers", "leave"), prepare)
         prepare_s = time.perf_counter() - started
         if measure:
             during = busy.stop()
