@@ -217,7 +217,9 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
     """Dry run: inventory, checks, disk and time estimates. Changes nothing.
 
     Exit code 0 when the host is ready, 3 when a blocker was found."""
-    _run(ctx, lambda: commands.plan(_globals(ctx), commands.PlanArgs(
+    from migrate.commands.plan import plan as command
+
+    _run(ctx, lambda: command(_globals(ctx), commands.PlanArgs(
         fmt=fmt, output=Path(output) if output else None, throughput=throughput,
         containers=containers, snapshotter=snapshotter, restart_command=restart_command)))
 
@@ -234,7 +236,9 @@ def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str 
         restart_command: str | None, restart_timeout: float | None,
         no_auto_rollback: bool) -> None:
     """Run (or resume) the whole migration."""
-    _run(ctx, lambda: commands.run(_globals(ctx), commands.RunArgs(
+    from migrate.commands.run import run as command
+
+    _run(ctx, lambda: command(_globals(ctx), commands.RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
         restart_command=restart_command, restart_timeout=restart_timeout,
         auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty())))
@@ -248,7 +252,9 @@ def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str 
 @click.pass_context
 def export(ctx: click.Context, containers: str | None, restart_command: str | None) -> None:
     """Snapshot and export only, while the daemon keeps serving (before the window)."""
-    _run(ctx, lambda: commands.export(_globals(ctx), containers, restart_command))
+    from migrate.commands.export import export as command
+
+    _run(ctx, lambda: command(_globals(ctx), containers, restart_command))
 
 
 @main.command()
@@ -261,7 +267,9 @@ def stage(ctx: click.Context, containers: str | None, restart_command: str | Non
           snapshotter: str | None) -> None:
     """Put every image into the containerd store dockerd will use, while it keeps serving
     on the legacy store (before the window): `run` then costs one restart plus verify."""
-    _run(ctx, lambda: commands.stage(_globals(ctx), containers, restart_command, snapshotter))
+    from migrate.commands.stage import stage as command
+
+    _run(ctx, lambda: command(_globals(ctx), containers, restart_command, snapshotter))
 
 
 @main.command()
@@ -269,14 +277,18 @@ def stage(ctx: click.Context, containers: str | None, restart_command: str | Non
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Show the state of the current (or last) migration."""
-    _run(ctx, lambda: commands.status(_globals(ctx), fmt))
+    from migrate.commands.status import status as command
+
+    _run(ctx, lambda: command(_globals(ctx), fmt))
 
 
 @main.command()
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-run the verification of the migrated images."""
-    _run(ctx, lambda: commands.verify(_globals(ctx)))
+    from migrate.commands.verify import verify_command as command
+
+    _run(ctx, lambda: command(_globals(ctx)))
 
 
 @main.command()
@@ -289,7 +301,9 @@ def verify(ctx: click.Context) -> None:
 def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float | None,
              force: bool, purge_imported: bool, yes: bool) -> None:
     """Undo the current migration and bring the host back to the legacy store."""
-    _run(ctx, lambda: commands.rollback(_globals(ctx), commands.RollbackArgs(
+    from migrate.commands.rollback import rollback as command
+
+    _run(ctx, lambda: command(_globals(ctx), commands.RollbackArgs(
         restart_command=restart_command, restart_timeout=restart_timeout, force=force,
         purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty())))
 
@@ -305,6 +319,8 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
 def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bool,
             yes: bool) -> None:
     """After a verified migration: delete the archives (and optionally legacy data)."""
-    _run(ctx, lambda: commands.cleanup(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
+    from migrate.commands.cleanup import cleanup as command
+
+    _run(ctx, lambda: command(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
                                         interactive=sys.stdin.isatty(),
                                         remove_legacy_containers=remove_legacy_containers))

@@ -6,6 +6,7 @@ the conversion rules can be unit tested without one.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,8 +73,25 @@ def _layer_sizes(diff_ids: tuple[str, ...], history: list[JSON]) -> tuple[int, .
     return tuple(sizes)
 
 
-def image_record(inspect: JSON, history: list[JSON]) -> ImageRecord:
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """The legacy layer store's ChainIDs: the first layer's diff_id, then
+    sha256(parent ChainID + " " + diff_id), as in the image-spec."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        if not chains:
+            chains.append(diff_id)
+        else:
+            digest = hashlib.sha256(f"{chains[-1]} {diff_id}".encode()).hexdigest()
+            chains.append(f"sha256:{digest}")
+    return chains
+
+
+def image_record(inspect: JSON, history: list[JSON],
+                 layer_sizes: tuple[int, ...] | None = None) -> ImageRecord:
+    """`layer_sizes` (aligned with the diff_ids) replaces the sizes read from `history`."""
     diff_ids = _tuple((inspect.get("RootFS") or {}).get("Layers"))
+    if layer_sizes is None or len(layer_sizes) != len(diff_ids):
+        layer_sizes = _layer_sizes(diff_ids, history)
     return ImageRecord(
         id=inspect["Id"],
         tags=_real_tags(inspect.get("RepoTags")),
@@ -83,7 +101,7 @@ def image_record(inspect: JSON, history: list[JSON]) -> ImageRecord:
         architecture=inspect.get("Architecture") or "",
         variant=inspect.get("Variant") or "",
         diff_ids=diff_ids,
-        layer_sizes=_layer_sizes(diff_ids, history),
+        layer_sizes=layer_sizes,
         size=int(inspect.get("Size") or 0),
         config=_config_summary(inspect.get("Config")),
     )

@@ -35,10 +35,6 @@ def ansible_playbook() -> str | None:
     return shutil.which("ansible-playbook")
 
 
-def restart_command(sandbox: Sandbox) -> str:
-    return f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
-
-
 @dataclass
 class FleetHost:
     """One inventory host: a sandbox plus the per-host variables of the playbooks."""
@@ -59,7 +55,7 @@ class FleetHost:
             "ansible_python_interpreter": sys.executable,
             "cm_host": self.sandbox.host,
             "cm_daemon_config": str(self.sandbox.daemon_json),
-            "cm_restart_command": restart_command(self.sandbox),
+            "cm_restart_command": self.sandbox.restart_command,
             "cm_restart_timeout": 60,
             "cm_containers": "leave",
             "cm_install_dir": str(self.install_dir),

@@ -26,7 +26,7 @@ def _load() -> ModuleType:
 
 
 cm = _load()
-READY_PLAN = {
+READY_PLAN: dict[str, Any] = {
     "ready": True,
     "verdict": "READY: 2 image(s) to move",
     "options": {"containers": "leave"},
@@ -42,7 +42,7 @@ READY_PLAN = {
                {"id": "registry-digests", "severity": "warning", "message": "w", "hint": "x",
                 "details": ["d1"]}],
 }  # fmt: skip
-BLOCKED_PLAN = {**READY_PLAN, "ready": False, "verdict": "BLOCKED", "checks": [
+BLOCKED_PLAN: dict[str, Any] = {**READY_PLAN, "ready": False, "verdict": "BLOCKED", "checks": [
     {"id": "containers-present", "severity": "blocker", "message": "3 containers",
      "hint": "pass --containers leave", "details": []}]}  # fmt: skip
 
@@ -131,6 +131,16 @@ def test_blocked_plan_skips_and_a_canary_must_migrate() -> None:
     canary = _migrate(SKIPPED, plan=_result(3, BLOCKED_PLAN), wave="canary")
     assert canary["outcome"] == "skipped" and canary["failed"]
     assert "the batches do not start" in canary["reason"]
+
+
+def test_an_already_migrated_canary_lets_a_rerun_go_on() -> None:
+    already = {"id": "already-containerd", "severity": "blocker", "message": "nothing to do",
+               "hint": ""}  # fmt: skip
+    done = {**BLOCKED_PLAN, "checks": [already]}
+    record = _migrate(SKIPPED, plan=_result(3, done), wave="canary")
+    assert record["outcome"] == "already_migrated" and not record["failed"]
+    other = {**BLOCKED_PLAN, "checks": [already, *BLOCKED_PLAN["checks"]]}
+    assert _migrate(SKIPPED, plan=_result(3, other), wave="canary")["failed"]
 
 
 def test_failed_prepare_and_verify() -> None:

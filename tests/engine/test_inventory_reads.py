@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from migrate.engine import Engine
-from migrate.sandbox import SandboxFactory, docker, sandbox_samples
+from migrate.sandbox import SampleHost, Sandbox, SandboxFactory, docker, sandbox_samples
 
 pytestmark = pytest.mark.engine
 
@@ -49,3 +49,27 @@ def test_untouched_container_needs_no_diff_and_changes_are_still_seen(
     assert touched is not None and touched.added == 1
     # The same answer as the daemon's own diff, which the shortcut skipped.
     assert docker(sandbox.host, "diff", "untouched").stdout.strip() == ""
+
+
+def test_layer_sizes_from_the_layer_store_equal_what_history_says(
+    engine_sandbox: Sandbox, sample_host: SampleHost, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with Engine(engine_sandbox.host) as engine:
+        info = engine.info()
+        original = engine._get_json
+        asked: list[str] = []
+
+        def counting(path: str, params: Any = None) -> Any:
+            asked.append(path)
+            return original(path, params)
+
+        monkeypatch.setattr(engine, "_get_json", counting)
+        from_disk = {i.id: i for i in engine.list_images(info)}
+        assert not [p for p in asked if p.endswith("/history")], "sizes came from history"
+        from_history = {i.id: i for i in engine.list_images()}
+        assert [p for p in asked if p.endswith("/history")]
+    assert from_disk.keys() == from_history.keys() >= set(sample_host.image_ids.values())
+    for image_id, image in from_history.items():
+        assert from_disk[image_id].layer_sizes == image.layer_sizes, image.tags
+    big = next(i for i in from_disk.values() if sample_host.big_image in i.tags)
+    assert max(big.layer_sizes) >= sample_host.big_layer_bytes

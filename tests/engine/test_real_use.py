@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from migrate import commands
 from migrate.commands import GlobalOptions, RunArgs
+from migrate.commands.run import run
 from migrate.engine.restart import default_restart_command
 from migrate.errors import BlockedError, ExitCode, UsageError
 from migrate.journal import replay
@@ -101,11 +101,11 @@ def test_run_finds_blockers_before_asking_and_the_question_says_what_happens(
     # The sample host has containers: under the default policy the run is blocked, and the
     # operator is not asked to confirm a run that is going to refuse.
     with pytest.raises(BlockedError, match="containers-present"):
-        commands.run(opts, RunArgs(interactive=True, restart_command=restart))
+        run(opts, RunArgs(interactive=True, restart_command=restart))
     assert console.questions == []
 
     with pytest.raises(UsageError, match="not confirmed"):
-        commands.run(opts, RunArgs(interactive=True, containers="leave",
+        run(opts, RunArgs(interactive=True, containers="leave",
                                    restart_command=restart))
     (question,) = console.questions
     running = [name for name, state in samples.containers.items() if state == "running"]

@@ -10,6 +10,7 @@ import pytest
 
 from migrate import commands
 from migrate.commands.context import confirm
+from migrate.commands.status import status
 from migrate.errors import UsageError
 
 pytestmark = pytest.mark.unit
@@ -37,7 +38,7 @@ def _opts(tmp_path: Path, console: RecordingConsole) -> commands.GlobalOptions:
 
 def test_status_reports_through_the_console(tmp_path: Path) -> None:
     console = RecordingConsole()
-    assert commands.status(_opts(tmp_path, console), "json") == 0
+    assert status(_opts(tmp_path, console), "json") == 0
     assert json.loads(console.shown[-1])["migration_id"] is None
 
 

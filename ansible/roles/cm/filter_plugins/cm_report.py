@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 EXIT_CODES: dict[int, tuple[str, str]] = {
@@ -32,6 +32,11 @@ LOCKED = 8
 WINDOW_PHASES = ("quiesce", "switch", "restart", "import", "verify")
 # Outcomes of migrate.yml that fail the host, so that `max_fail_percentage` stops the rollout.
 FAILED_OUTCOMES = ("rolled_back", "failed")
+# A canary in one of these lets the batches start (a re-run after a stop finds it migrated).
+DONE_OUTCOMES = ("migrated", "already_migrated")
+ROLLOUT_OUTCOMES = ("migrated", "already_migrated", "rolled_back", "failed", "skipped",
+                    "not_started")
+ALREADY_DONE = "already-containerd"
 
 
 def exit_name(rc: Any) -> str:
@@ -134,7 +139,8 @@ def md_cell(value: Any) -> str:
 
 
 def now_utc() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # timezone.utc, not datetime.UTC: ansible-core 2.17 controllers may run Python 3.10.
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
 
 
 def host_facts(hostvars: Mapping[str, Any], names: Iterable[str], key: str) -> list[Any]:
@@ -349,8 +355,9 @@ def migrate_record(
 ) -> dict[str, Any]:
     """What happened to one host in migrate.yml, with its outcome.
 
-    outcome: migrated | rolled_back (a failure: the tool restored the host) | failed (the host
-    may be half way: see `status`) | skipped (plan not ready, blocked at run time, or locked).
+    outcome: migrated | already_migrated (plan: already-containerd, nothing to do) |
+    rolled_back (a failure: the tool restored the host) | failed (the host may be half way: see
+    `status`) | skipped (plan not ready, blocked at run time, or locked).
     `failed` is what fails the host in the play: rolled_back and failed always, and a canary
     that did not migrate when `canary_required` (the batches must not go first).
     """
@@ -382,7 +389,7 @@ def migrate_record(
         record["run_seconds"] = record["steps"]["run"]["seconds"]
     outcome, reason = _migrate_outcome(plan_info, record["steps"])
     failed = outcome in FAILED_OUTCOMES
-    if wave == "canary" and outcome != "migrated" and canary_required:
+    if wave == "canary" and outcome not in DONE_OUTCOMES and canary_required:
         failed = True
         reason += "; the canary did not migrate, so the batches do not start"
     record.update(outcome=outcome, reason=reason, failed=failed)
@@ -397,7 +404,10 @@ def _migrate_outcome(
     plan: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
 ) -> tuple[str, str]:
     if plan["state"] != "ready":
-        blockers = ", ".join(b["id"] for b in plan.get("blockers") or [])
+        ids = [b["id"] for b in plan.get("blockers") or []]
+        if ids == [ALREADY_DONE]:
+            return "already_migrated", "already on the containerd store: nothing to do"
+        blockers = ", ".join(ids)
         why = f"blocked: {blockers}" if blockers else f"{plan['exit']}: {plan.get('error')}"
         return "skipped", f"plan not ready ({why})"
     for name in ("prepare", "run"):
@@ -473,7 +483,7 @@ def migrate_summary(
         rows.append(row)
     groups = {
         outcome: [r["host"] for r in rows if r["outcome"] == outcome]
-        for outcome in ("migrated", "rolled_back", "failed", "skipped", "not_started")
+        for outcome in ROLLOUT_OUTCOMES
     }
     if stopped:
         state = f"stopped after {_wave_name(wave)}: " + ", ".join(
