@@ -258,6 +258,21 @@ def export(ctx: click.Context, containers: str | None, restart_command: str | No
 
 
 @main.command()
+# Like export: the policy and restart command are journaled for the `run` in the window.
+@_containers_option
+@_restart_command_option
+@_snapshotter_option
+@click.pass_context
+def stage(ctx: click.Context, containers: str | None, restart_command: str | None,
+          snapshotter: str | None) -> None:
+    """Put every image into the containerd store dockerd will use, while it keeps serving
+    on the legacy store (before the window): `run` then costs one restart plus verify."""
+    from migrate.commands.stage import stage as command
+
+    _run(ctx, lambda: command(_globals(ctx), containers, restart_command, snapshotter))
+
+
+@main.command()
 @_format_option("text", "json")
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from migrate.archives.manifest import delete_archives
 from migrate.commands.context import GlobalOptions, confirm, connect, open_state
 from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
+from migrate.journal import JournalState
 from migrate.journal.state_dir import StateDir, host_lock
 from migrate.models import Inventory, Store
+from migrate.phases.stage import purge_staged
 from migrate.phases.volume_guard import remove_guard
 from migrate.support.sizes import human_bytes
 
@@ -21,7 +24,7 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
     with state_dir.lock():
         state = state_dir.journal().state()
         if state.outcome == "rolled_back":
-            return _after_rollback(opts, state_dir, prune_legacy)
+            return _after_rollback(opts, state_dir, prune_legacy, _staged_record(state))
         if not (state.outcome == "completed" and state.phase("verify").status == "done"):
             raise BlockedError("cleanup needs a completed, verified migration",
                                "see `containerd-migrate status`; finish it with "
@@ -43,19 +46,34 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
     return int(ExitCode.OK)
 
 
-def _after_rollback(opts: GlobalOptions, state_dir: StateDir, prune_legacy: bool) -> int:
-    """The host is on the legacy store again: what the migration left in the state dir is
-    only disk use, and the legacy data is the live data, never pruned."""
+def _staged_record(state: JournalState) -> dict[str, Any]:
+    stage = state.phase("stage")
+    return dict(stage.undo or {}) if stage.status in ("done", "undone") else {}
+
+
+def _after_rollback(opts: GlobalOptions, state_dir: StateDir, prune_legacy: bool,
+                    staged: dict[str, Any]) -> int:
+    """The host is on the legacy store again: what the migration left in the state dir and
+    the staged images are only disk use, and the legacy data is the live data, never pruned."""
     if prune_legacy:
         raise BlockedError("the migration was rolled back: the legacy data is the data the "
                            "daemon uses now; nothing was deleted",
                            "run `containerd-migrate cleanup` without --prune-legacy to "
                            "delete the archives")
+    lines: list[str] = []
+    if staged:
+        with connect(opts) as engine:
+            if engine.info().store is not Store.LEGACY:
+                # Switched again by hand: the staged images may be the ones it serves now.
+                raise BlockedError("the daemon runs on the containerd store again; the staged "
+                                   "images may be in use", "nothing was deleted")
+        lines = purge_staged(staged)
     freed = delete_archives(state_dir.archives_dir)
-    opts.console.emit(f"cleanup: the migration was rolled back; deleted the archives, "
-                      f"{human_bytes(freed)} freed; images imported into the containerd "
-                      "store stay until `containerd-migrate rollback --purge-imported` (or a "
-                      "new migration reuses them)")
+    opts.console.emit("\n".join([
+        f"cleanup: the migration was rolled back; deleted the archives, "
+        f"{human_bytes(freed)} freed; images imported into the containerd store stay until "
+        "`containerd-migrate rollback --purge-imported` (or a new migration reuses them)",
+        *(f"  {line}" for line in lines)]))
     return int(ExitCode.OK)
 
 

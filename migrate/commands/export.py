@@ -14,11 +14,11 @@ from migrate.phases.runner import PREPARE_PHASES, Runner
 from migrate.support.sizes import human_bytes
 
 
-def _refuse_if_past_export(steps: tuple[PhaseName, ...], state: JournalState,
-                           ) -> PreparedPlan | None:
+def refuse_if_past_export(steps: tuple[PhaseName, ...], state: JournalState,
+                          ) -> PreparedPlan | None:
     if not steps:
         raise MigrateError(
-            "the current migration is past the export: the host is being switched",
+            "the current migration is past the preparation: the host is being switched",
             "use `containerd-migrate run` to continue or `containerd-migrate rollback` to "
             "undo it",
         )
@@ -35,7 +35,7 @@ def export(opts: GlobalOptions, containers: str | None = None,
     restart = chosen_restart_command(opts, restart_command) or ()
     options = run_options(opts, RunArgs(containers=containers), restart)
     runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
-    outcome = runner.forward(PREPARE_PHASES, _refuse_if_past_export, tuple(sys.argv[1:]))
+    outcome = runner.forward(PREPARE_PHASES, refuse_if_past_export, tuple(sys.argv[1:]))
     result: dict[str, Any] = dict(
         (outcome.state.phase("export").result if outcome.state else None) or {})
     archives = len(result.get("archives") or ())

@@ -19,9 +19,9 @@ from migrate.commands.context import (
 )
 from migrate.engine.restart import resolve_restart_command
 from migrate.errors import ExitCode
-from migrate.journal import PHASE_ORDER, JournalState, PhaseName
+from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import PreparedPlan, RunOptions
-from migrate.phases.runner import Runner
+from migrate.phases.runner import RUN_PHASES, Runner
 from migrate.phases.snapshot import prepare_plan
 
 
@@ -94,7 +94,7 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
         return prepared
 
     runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
-    outcome = runner.forward(PHASE_ORDER, ask, tuple(sys.argv[1:]),
+    outcome = runner.forward(RUN_PHASES, ask, tuple(sys.argv[1:]),
                              auto_rollback=args.auto_rollback)
     if outcome.already_completed:
         opts.console.emit(f"migration {outcome.migration_id} already completed; "

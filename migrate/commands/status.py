@@ -15,10 +15,10 @@ from typing import Any
 from migrate.archives.manifest import MANIFEST_NAME
 from migrate.commands.context import GlobalOptions, connect
 from migrate.errors import ExitCode, MigrateError, StateError
-from migrate.journal import PHASE_ORDER, JournalState, PhaseState, replay
+from migrate.journal import OPT_IN_PHASES, PHASE_ORDER, JournalState, PhaseState, replay
 from migrate.journal.state_dir import StateDir
 from migrate.models import Store
-from migrate.phases.runner import PREPARE_PHASES, refuse_if_rolling_back
+from migrate.phases.runner import PREPARE_PHASES, STAGE_PHASES, refuse_if_rolling_back
 from migrate.phases.volume_guard import GUARD_LABEL, GUARD_NOTE
 from migrate.support.sizes import human_bytes
 
@@ -69,7 +69,9 @@ def _remaining(state: JournalState) -> list[str]:
         refuse_if_rolling_back(state)
     except StateError:  # half rolled back: nothing runs forward until rollback ends
         return []
-    return [name for name in PHASE_ORDER if state.phase(name).status != "done"]
+    # An opt-in phase (stage) never started is not part of this migration.
+    return [name for name in PHASE_ORDER if state.phase(name).status != "done"
+            and not (name in OPT_IN_PHASES and state.phase(name).status == "pending")]
 
 
 def _half_rolled_back(state: JournalState) -> bool:
@@ -85,6 +87,11 @@ def next_step(state: JournalState, host: HostNow) -> str:
     if state.migration_id is not None:
         if _half_rolled_back(state):
             return "next: finish the rollback with `containerd-migrate rollback`"
+        staged_only = all(state.phase(p).status == "done" for p in STAGE_PHASES) and \
+            state.phase("quiesce").status == "pending"
+        if staged_only:
+            return ("next, in the maintenance window: `containerd-migrate run` (it stages "
+                    "only what changed, then switches)")
         prepared_only = all(state.phase(p).status == "done" for p in PREPARE_PHASES) and \
             state.phase("quiesce").status == "pending"
         if prepared_only:
@@ -93,6 +100,9 @@ def next_step(state: JournalState, host: HostNow) -> str:
         return ("next: resume with `containerd-migrate run`, or undo with "
                 "`containerd-migrate rollback`")
     if state.outcome == "rolled_back":
+        if state.phase("stage").status in ("done", "undone") and not host.archive_bytes:
+            return ("next: `containerd-migrate cleanup` removes the staged images from the "
+                    "containerd store, or `containerd-migrate run` migrates again")
         if host.archive_bytes:
             return (f"next: `containerd-migrate cleanup` deletes the archives "
                     f"({human_bytes(host.archive_bytes)}), or `containerd-migrate run` "
@@ -162,9 +172,11 @@ _COUNTS = {"images": "images", "tags": "tags", "dangling": "dangling", "containe
            "containers", "volumes": "volumes", "archives": "archives", "written":
            "archives written", "reused": "archives reused", "loaded": "archives loaded",
            "skipped": "archives skipped", "stopped": "stopped", "imported": "images imported",
-           "committed": "committed", "recreated": "recreated"}
+           "committed": "committed", "recreated": "recreated", "staged": "images staged",
+           "staged_now": "staged now"}
 _SIZES = {"unique_layer_bytes": "of layers", "bytes_written": "written",
-          "bytes_loaded": "loaded"}
+          "bytes_loaded": "loaded", "bytes_streamed": "streamed into containerd",
+          "disk_bytes": "added to the containerd store"}
 
 
 def result_summary(result: dict[str, Any]) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from migrate.archives.manifest import read_manifest
 from migrate.commands.context import GlobalOptions, connect
 from migrate.errors import ExitCode, StateError
+from migrate.journal import replay
 from migrate.journal.state_dir import StateDir
 from migrate.models import Store
+from migrate.phases.base import staged_images
 from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
 
 
@@ -26,7 +28,8 @@ def verify_command(opts: GlobalOptions) -> int:
                 "migrated yet, or rolled back): nothing to verify; the previous report is "
                 "kept; see `containerd-migrate status`")
             return int(ExitCode.BLOCKED)
-        report = verify(engine, inventory, read_manifest(state_dir.archives_dir))
+        staged = staged_images(replay(state_dir.journal_path).phase("stage").result)
+        report = verify(engine, inventory, read_manifest(state_dir.archives_dir), staged)
     paths = write_reports(report, state_dir.reports_dir)
     opts.console.emit(render_text(report))
     raise_if_failed(report, paths["verification.txt"])

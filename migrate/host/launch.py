@@ -358,3 +358,32 @@ def detect_launch(pid: int | None, host: str | None = None) -> DaemonLaunch:
     if proc is not None:
         return proc
     return DaemonLaunch(source="unknown", pid=pid)
+
+
+DEFAULT_EXEC_ROOT = "/var/run/docker"
+DEFAULT_CONTAINERD_NAMESPACE = "moby"
+
+
+def managed_containerd_socket(exec_root: str | None) -> str:
+    """The socket of the containerd that dockerd starts itself, under its exec-root."""
+    return os.path.join(exec_root or DEFAULT_EXEC_ROOT, "containerd", "containerd.sock")
+
+
+def containerd_endpoint(launch: DaemonLaunch, config: Mapping[str, object] | None = None,
+                        ) -> tuple[str, str]:
+    """(socket, namespace) of the containerd whose store dockerd uses in containerd mode.
+
+    A flag wins over its daemon.json key, as in dockerd; without either, dockerd's own
+    containerd under the exec-root, namespace `moby`.
+    """
+    config = config or {}
+    exec_root = launch.exec_root or _str(config.get("exec-root"))
+    socket = (launch.containerd_flag or _str(config.get("containerd"))
+              or managed_containerd_socket(exec_root))
+    namespace = (launch.containerd_namespace or _str(config.get("containerd-namespace"))
+                 or DEFAULT_CONTAINERD_NAMESPACE)
+    return socket, namespace
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -20,11 +20,15 @@ JOURNAL_VERSION: Final = 1
 # reverse, restarts the containers only after the switch undo has brought legacy back.
 # commit (writable layers of stopped containers -> images) needs the legacy store, recreate
 # the verified containerd store; their undos run in the same store for the same reason.
+# stage comes before export, which skips what it staged.
 PhaseName: TypeAlias = Literal[
-    "snapshot", "export", "quiesce", "commit", "switch", "restart", "import", "verify",
+    "snapshot", "stage", "export", "quiesce", "commit", "switch", "restart", "import", "verify",
     "recreate",
 ]
 PHASE_ORDER: Final[tuple[PhaseName, ...]] = get_args(PhaseName)
+# Phases a migration runs only once asked for (`containerd-migrate stage`); a pending one
+# is not "next", it is simply not part of this migration.
+OPT_IN_PHASES: Final[tuple[PhaseName, ...]] = ("stage",)
 PhaseStatus: TypeAlias = Literal["pending", "started", "done", "failed", "interrupted", "undone"]
 Outcome: TypeAlias = Literal["completed", "rolled_back"]
 JsonDict: TypeAlias = dict[str, JsonValue]
@@ -177,7 +181,8 @@ class JournalState(_Frozen):
 
     @property
     def next_phase(self) -> PhaseName | None:
-        return next((p.name for p in self.phases if p.status != "done"), None)
+        return next((p.name for p in self.phases if p.status != "done"
+                     and not (p.name in OPT_IN_PHASES and p.status == "pending")), None)
 
     def phases_to_undo(self) -> tuple[PhaseState, ...]:
         """Phases that may have changed the host, most recent first; see `complete`."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, get_args
 
+from migrate.archives.manifest import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
 from migrate.journal.state_dir import read_inventory
@@ -99,6 +100,13 @@ class PhaseContext:
                              "roll back with `containerd-migrate rollback`, or start again "
                              "with a fresh --state-dir")
         return inventory
+
+
+def staged_images(stage_result: Mapping[str, Any] | None) -> tuple[ExpectedImage, ...]:
+    """What the stage phase's result proves is in the containerd store, with the IDs the
+    images have after the switch; export skips them and verify expects them."""
+    items = (stage_result or {}).get("expected") or ()
+    return tuple(ExpectedImage.model_validate(item) for item in items)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,14 @@ from migrate.host.fs import (
     start_writeback,
 )
 from migrate.models import Inventory
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import (
+    JSONDict,
+    Phase,
+    PhaseContext,
+    PhaseOutcome,
+    UndoContext,
+    staged_images,
+)
 from migrate.preflight.estimate import RESERVE_BYTES, room_needed
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -144,7 +151,7 @@ def _stream_to(path: Path, chunks: Iterator[bytes], bar: ByteProgress) -> tuple[
 
 
 @contextlib.contextmanager
-def _closing(chunks: Iterator[bytes]) -> Iterator[Iterator[bytes]]:
+def closing_stream(chunks: Iterator[bytes]) -> Iterator[Iterator[bytes]]:
     # Closing the generator early releases the daemon's HTTP response on failure or ^C.
     try:
         yield chunks
@@ -164,7 +171,7 @@ def save_batch(engine: Engine, batch: Batch, archives_dir: Path, bar: ByteProgre
     partial = archives_dir / f"{batch.name}{PARTIAL_SUFFIX}"
     try:
         with disk_full_guard(archives_dir, f"saving {batch.name}"), \
-                _closing(engine.save(list(batch.refs))) as chunks:
+                closing_stream(engine.save(list(batch.refs))) as chunks:
             size, digest = _stream_to(partial, chunks, bar)
             os.replace(partial, final)
             fsync_dir(archives_dir)
@@ -241,8 +248,10 @@ class ExportPhase(Phase):
         write_manifest(archives_dir, manifest)
         reused = [entry.file for entry in manifest.archives]
         cap = batch_cap(inventory.engine.data_root, archives_dir)
-        batches = plan_batches(inventory.images, covered_image_ids(manifest.archives, inventory),
-                               cap)
+        # Images staged into the containerd store need no archive (see phases/stage.py).
+        staged = {image.legacy_id for image in staged_images(ctx.results.get("stage"))}
+        covered = covered_image_ids(manifest.archives, inventory) | staged
+        batches = plan_batches(inventory.images, covered, cap)
         total = sum(b.estimated_bytes for b in batches)
         log.info("export planned", phase=self.name, batches=len(batches), reused=len(reused),
                  estimated_bytes=total, staging_cap=cap)
@@ -259,6 +268,7 @@ class ExportPhase(Phase):
                 "reused": reused,
                 "bytes_written": bytes_written,
                 "images": len(inventory.images),
+                "staged": len(staged),
                 "oversize": [b.name for b in batches if b.oversize],
             },
         )

@@ -29,7 +29,15 @@ from migrate.errors import (
     StateError,
     VerificationFailed,
 )
-from migrate.journal import PHASE_ORDER, Journal, JournalState, JsonDict, PhaseName, PhaseState
+from migrate.journal import (
+    OPT_IN_PHASES,
+    PHASE_ORDER,
+    Journal,
+    JournalState,
+    JsonDict,
+    PhaseName,
+    PhaseState,
+)
 from migrate.journal.state_dir import StateDir, host_lock
 from migrate.models import EngineInfo
 from migrate.phases import (
@@ -40,6 +48,7 @@ from migrate.phases import (
     recreate,
     restart,
     snapshot,
+    stage,
     switch,
     verify,
 )
@@ -55,6 +64,7 @@ log = get_logger(__name__)
 
 PHASES: Mapping[PhaseName, Phase] = {
     "snapshot": snapshot.PHASE,
+    "stage": stage.PHASE,
     "export": export.PHASE,
     "quiesce": quiesce.PHASE,
     "commit": commit.PHASE,
@@ -65,6 +75,12 @@ PHASES: Mapping[PhaseName, Phase] = {
     "recreate": recreate.PHASE,
 }
 PREPARE_PHASES: tuple[PhaseName, ...] = ("snapshot", "export")
+STAGE_PHASES: tuple[PhaseName, ...] = ("snapshot", "stage")
+# OPT_IN_PHASES run only when asked for (`containerd-migrate stage`), and from then on by
+# every run of the same migration: `run` alone exports and imports, it needs no ctr.
+RUN_PHASES: tuple[PhaseName, ...] = tuple(p for p in PHASE_ORDER if p not in OPT_IN_PHASES)
+# Re-run by every run until containers are stopped, to catch images changed since.
+_RERUN_PHASES: tuple[PhaseName, ...] = (*PREPARE_PHASES, *OPT_IN_PHASES)
 # Until containers are stopped nothing on the host has changed, so a later run takes a
 # fresh inventory and exports only what is new; after that the snapshot is the truth.
 _FROZEN_FROM: PhaseName = "quiesce"
@@ -75,16 +91,17 @@ RESUME_HINT = ("once the daemon answers, `containerd-migrate run` resumes the mi
                "`containerd-migrate rollback` undoes it")
 
 
-def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = PHASE_ORDER,
+def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = RUN_PHASES,
                  ) -> tuple[PhaseName, ...]:
     """The phases a run executes now, in order (pure)."""
     refuse_if_rolling_back(state)
     frozen = state.phase(_FROZEN_FROM).status != "pending"
     steps: list[PhaseName] = []
     for name in PHASE_ORDER:
-        if name not in wanted:
+        opted_in = name in OPT_IN_PHASES and state.phase(name).status != "pending"
+        if name not in wanted and not opted_in:
             continue
-        rerun = name in PREPARE_PHASES and not frozen
+        rerun = name in _RERUN_PHASES and not frozen
         if rerun or state.phase(name).status != "done":
             steps.append(name)
     return tuple(steps)

@@ -37,7 +37,7 @@ def prepare_plan(options: RunOptions, connect: Callable[[], Engine]) -> Prepared
     with connect() as engine:
         facts = gather_facts(engine, options.daemon_config, options.state_dir,
                              restart_command=options.restart_command or None,
-                             snapshotter=options.snapshotter)
+                             snapshotter=options.snapshotter, staging=False)
     report = build_plan(facts, PlanOptions(
         containers=options.containers, snapshotter=options.snapshotter,
         throughput_mbps=options.throughput_mbps, follow_symlinks=options.follow_symlinks,

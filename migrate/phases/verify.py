@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from migrate.archives.manifest import ArchiveManifest, read_manifest
+from migrate.archives.manifest import ArchiveManifest, ExpectedImage, read_manifest
 from migrate.engine.client import Engine
 from migrate.errors import MigrateError, VerificationFailed
 from migrate.host.fs import atomic_write_bytes
 from migrate.models import Frozen, ImageRecord, Inventory, Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import (
+    JSONDict,
+    Phase,
+    PhaseContext,
+    PhaseOutcome,
+    UndoContext,
+    staged_images,
+)
 from migrate.phases.volume_guard import create_guard
 from migrate.support.logconfig import get_logger
 
@@ -137,8 +145,11 @@ def try_container(engine: Engine, image: str) -> list[str]:
     return []
 
 
-def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest) -> VerificationReport:
+def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
+           staged: Iterable[ExpectedImage] = ()) -> VerificationReport:
     expected = manifest.new_ids()
+    # Staged images were proven by the same chain, read from the containerd store.
+    expected.update({i.legacy_id: i.new_id for i in staged})
     info = engine.info()
     problems = []
     if info.store is not Store.CONTAINERD:
@@ -197,7 +208,8 @@ class VerifyPhase(Phase):
         inventory = ctx.load_inventory()
         manifest = read_manifest(ctx.archives_dir)
         with ctx.connect() as engine:
-            report = verify(engine, inventory, manifest)
+            report = verify(engine, inventory, manifest,
+                            staged_images(ctx.results.get("stage")))
             guarded: tuple[str, ...] = ()
             if report.store == Store.CONTAINERD:
                 try:

@@ -22,7 +22,13 @@ from migrate.host.daemon_json import (
     DaemonConfigState,
     choose_snapshotter,
 )
-from migrate.host.launch import DaemonLaunch, canonical_path, config_file_read
+from migrate.host.launch import (
+    DaemonLaunch,
+    canonical_path,
+    config_file_read,
+    containerd_endpoint,
+    managed_containerd_socket,
+)
 from migrate.models import Frozen, Inventory, Store
 from migrate.preflight.containers import recreate_plan
 from migrate.preflight.estimate import Estimate, estimate
@@ -74,7 +80,6 @@ def _check(
 
 
 MIN_ENGINE = (24, 0)
-DEFAULT_EXEC_ROOT = "/var/run/docker"
 
 
 def parse_version(version: str) -> tuple[int, int] | None:
@@ -288,21 +293,16 @@ def userns_remap(c: Ctx) -> Check | None:
                   sources)
 
 
-def _managed_containerd_socket(c: Ctx) -> str:
-    exec_root = c.launch.exec_root or DEFAULT_EXEC_ROOT
-    return os.path.join(exec_root, "containerd", "containerd.sock")
-
-
 def external_containerd(c: Ctx) -> Check | None:
     socket = c.launch.containerd_flag or c.inv.engine.containerd_address
     if not socket:
         return None
     # Engine 28 reports Containerd.Address in `docker info` for the containerd it manages
     # itself (EXEC_ROOT/containerd/containerd.sock) too: that one is not external.
-    managed = canonical_path(_managed_containerd_socket(c))
+    managed = canonical_path(managed_containerd_socket(c.launch.exec_root))
     if not c.launch.containerd_flag and canonical_path(socket) == managed:
         return None
-    namespace = c.launch.containerd_namespace or "moby"
+    namespace = containerd_endpoint(c.launch)[1]
     return _check("external-containerd", INFO,
                   f"dockerd uses the containerd at {socket} (namespace {namespace})",
                   "pre-staging must import through that socket; the new store lives in that "
@@ -450,6 +450,27 @@ def disk_data_root(c: Ctx) -> Check | None:
 
 
 
+def staging(c: Ctx) -> Check | None:
+    facts = c.facts.staging
+    if facts is None:
+        return None
+    if not facts.available:
+        return _check("staging-unavailable", WARNING,
+                      f"pre-staging (`containerd-migrate stage`) is unavailable: {facts.problem}",
+                      "install the containerd package's `ctr` or make the socket "
+                      f"{facts.address} reachable; without staging the window includes "
+                      "the import of every image")
+    held = facts.content_bytes + facts.snapshot_bytes
+    return _check("staging-available", INFO,
+                  f"pre-staging available: {facts.ctr}, containerd {facts.server_version} at "
+                  f"{facts.address} (namespace {facts.namespace}, snapshotter "
+                  f"{facts.snapshotter}); that store holds {facts.images} image(s) using about "
+                  f"{_size(held)} ({_size(facts.content_bytes)} content, "
+                  f"{_size(facts.snapshot_bytes)} snapshots)",
+                  "`containerd-migrate stage` before the window makes the window one restart "
+                  "plus verification")
+
+
 def no_images(c: Ctx) -> Check | None:
     if c.inv.images:
         return None
@@ -465,7 +486,7 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
     daemon_config_not_writable, restart_command_unknown, dockerd_rejects_config,
-    state_dir_unusable, no_images,
+    state_dir_unusable, no_images, staging,
 )
 
 

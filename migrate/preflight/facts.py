@@ -16,10 +16,12 @@ from typing import Literal, get_args
 from pydantic import Field
 
 from migrate.engine.client import Engine
+from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.engine.restart import resolve_restart_command
 from migrate.errors import DaemonConfigError, UsageError
 from migrate.host.daemon_json import (
     DaemonConfigState,
+    choose_snapshotter,
     read_daemon_config,
     read_regular,
     render_config,
@@ -27,9 +29,9 @@ from migrate.host.daemon_json import (
     validate_with_dockerd,
 )
 from migrate.host.fs import free_bytes
-from migrate.host.launch import DaemonLaunch, detect_launch, dockerd_binary
+from migrate.host.launch import DaemonLaunch, containerd_endpoint, detect_launch, dockerd_binary
 from migrate.journal.state_dir import StateDir
-from migrate.models import Frozen, Inventory
+from migrate.models import EngineInfo, Frozen, Inventory
 
 # The one list of containers policies: the CLI's choices are read from it.
 ContainersPolicy = Literal["refuse", "leave", "recreate"]
@@ -50,6 +52,36 @@ class FilesystemFacts(Frozen):
     # st_dev: two paths with the same device compete for the same free space.
     device: int | None = None
     mount_point: str | None = None
+
+
+class StagingFacts(Frozen):
+    """Whether `stage` can fill the containerd store dockerd will use, and what it holds."""
+
+    ctr: str | None = None
+    address: str = ""
+    namespace: str = "moby"
+    snapshotter: str = "overlayfs"
+    server_version: str | None = None
+    local_import: bool = False
+    # dockerd's own containerd (its root is under the data root), not a `--containerd` one.
+    managed: bool = True
+    # Why staging is unavailable; None when it is available.
+    problem: str | None = None
+    # What the namespace holds now (staged or not): images, and about how much disk.
+    images: int = 0
+    content_bytes: int = 0
+    snapshot_bytes: int = 0
+
+    @property
+    def available(self) -> bool:
+        return self.problem is None
+
+    def client(self) -> Containerd:
+        if self.ctr is None or self.problem is not None:
+            raise ContainerdError(f"pre-staging is unavailable: {self.problem}",
+                                  "run `containerd-migrate plan` for the staging check; "
+                                  "`containerd-migrate run` alone still migrates")
+        return Containerd(Path(self.ctr), self.address, self.namespace)
 
 
 class DockerdVerdict(Frozen):
@@ -77,6 +109,7 @@ class HostFacts(Frozen):
     # Why the state dir cannot be used (StateDir.problem); None: usable.
     state_dir_problem: str | None = None
     dockerd_verdict: DockerdVerdict | None = None
+    staging: StagingFacts | None = None
 
     @property
     def shared_filesystem(self) -> bool:
@@ -98,6 +131,37 @@ def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
     while mount != mount.parent and mount.parent.stat().st_dev == device:
         mount = mount.parent
     return FilesystemFacts(path=str(path), free_bytes=free, device=device, mount_point=str(mount))
+
+
+def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigState,
+                  snapshotter_override: str | None = None, *, measure: bool = True,
+                  ) -> StagingFacts:
+    """Find `ctr` and the socket, ask the server, and (with `measure`) read its usage."""
+    address, namespace = containerd_endpoint(launch, config.data)
+    managed = not (launch.containerd_flag or (config.data or {}).get("containerd"))
+    base = StagingFacts(address=address, namespace=namespace, managed=managed)
+    try:
+        # The same mapping the switch writes into daemon.json: the store must match it.
+        snapshotter = choose_snapshotter((config.data or {}).get("storage-driver"),
+                                         snapshotter_override, info.legacy_driver)
+    except DaemonConfigError as error:
+        return base.model_copy(update={"problem": f"no target snapshotter: {error.message}"})
+    base = base.model_copy(update={"snapshotter": snapshotter or "overlayfs"})
+    ctr = find_ctr(launch.pid or info.pid, launch.argv[0] if launch.argv else None)
+    if ctr is None:
+        return base.model_copy(update={"problem": "no `ctr` binary next to dockerd or on PATH "
+                                       "(it comes with the containerd package)"})
+    client = Containerd(ctr, address, namespace)
+    try:
+        changes: dict[str, object] = {"ctr": str(ctr), "server_version": client.server_version(),
+                                      "local_import": client.local_import()}
+        if measure:
+            content, snapshots = client.usage_bytes(base.snapshotter)
+            changes.update(images=len(client.images()), content_bytes=content,
+                           snapshot_bytes=snapshots)
+    except ContainerdError as error:
+        return base.model_copy(update={"ctr": str(ctr), "problem": error.message})
+    return base.model_copy(update=changes)
 
 
 def judge_with_dockerd(launch: DaemonLaunch, config: DaemonConfigState,
@@ -133,7 +197,10 @@ def gather_facts(
     inventory: Inventory | None = None,
     restart_command: Sequence[str] | None = None,
     snapshotter: str | None = None,
+    *,
+    staging: bool = True,
 ) -> HostFacts:
+    """`staging=False` skips asking containerd (the snapshot phase does not need it)."""
     inventory = inventory or engine.inventory()
     try:
         restart, problem = resolve_restart_command(restart_command), None
@@ -147,6 +214,8 @@ def gather_facts(
         inventory=inventory,
         daemon_config=config,
         launch=launch,
+        staging=staging_facts(inventory.engine, launch, config, snapshotter) if staging
+        else None,
         state_dir=probe_filesystem(state_dir),
         data_root=probe_filesystem(data_root) if data_root else probe_filesystem("/"),
         is_root=os.geteuid() == 0,

@@ -44,8 +44,8 @@ def _events(path: Path) -> list[str]:
 
 def test_phase_order() -> None:
     assert PHASE_ORDER == (
-        "snapshot", "export", "quiesce", "commit", "switch", "restart", "import", "verify",
-        "recreate",
+        "snapshot", "stage", "export", "quiesce", "commit", "switch", "restart", "import",
+        "verify", "recreate",
     )
 
 

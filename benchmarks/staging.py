@@ -1,0 +1,305 @@
+"""The maintenance window with and without pre-staging, against the image volume.
+
+    .venv/bin/python benchmarks/staging.py [--engine 28] [--sizes 0.5,1,2] [--busy 20]
+                                           [--png benchmarks/staging.png] [--keep]
+
+For each size, one private sandbox engine (under /tmp/cm-sandbox/bench-stage-*, destroyed at
+the end) with 5 images on a shared base holding that many GiB of unique random layer data,
+and one running container. One more host of the smallest size runs `--busy` containers.
+On each host, in one run, three methods from a fresh state dir and an empty containerd
+store (the store is emptied and the daemon put back on the legacy store between methods,
+untimed; see benchmarks/export_import.py for why the store is emptied):
+
+  (a) `run` alone;
+  (b) `export`, then `run`;
+  (c) `stage`, then `run`.
+
+The window is what the journal says: from the start of the quiesce phase (the first
+container stop) to the end of the verify phase. Total work adds the preparation command
+(export or stage). During (c) on the second host the script also samples the disk use of
+the data root's containerd and tmp dirs (peak extra disk against unique layer bytes) and
+times a CPU-bound loop inside the running container (`docker exec`) against the same loop
+before staging (the slowdown of a busy container). Goal: (c) within restart + verify + 3 s
+and flat (largest / smallest size <= 1.2). Exit status 0 whatever the goals say; 1 if a
+step failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.export_import import (
+    BenchError,
+    build_host,
+    cli,
+    log,
+    run_docker,
+    set_mode,
+    unique_layer_bytes,
+)
+from migrate.sandbox import BASE_DIR, Sandbox
+from migrate.sandbox.samples import BUSY_LOOP, docker
+
+GIB = 1024**3
+MIB = 1024**2
+IMAGES = 5
+SHARED_MIB = 32
+GOAL_SLACK_S = 3.0
+FLAT_GOAL = 1.2
+PROBE = "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done"
+SAMPLE_EVERY = 0.25
+
+
+@dataclass
+class Outcome:
+    method: str
+    prepare_s: float
+    window_s: float
+    restart_s: float
+    verify_s: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return self.prepare_s + self.window_s
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        raise BenchError("a phase has no start or end time in the journal")
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _status(sandbox: Sandbox, state: Path) -> dict[str, dict[str, Any]]:
+    done = cli(sandbox, state, "status", "--format", "json")
+    return {p["name"]: p for p in json.loads(done.stdout)["phases"]}
+
+
+def _checked(done: subprocess.CompletedProcess[str], what: str) -> None:
+    if done.returncode != 0:
+        raise BenchError(f"{what} exited {done.returncode}: {done.stderr[-2000:]}")
+
+
+def _reset(sandbox: Sandbox, containers: list[str]) -> None:
+    set_mode(sandbox, {})
+    for name in containers:
+        run_docker(sandbox, "start", name)
+
+
+def _du(paths: list[Path]) -> int:
+    total = 0
+    for root in paths:
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return total
+
+
+class Sampler(threading.Thread):
+    """Calls `sample()` until stopped; keeps every value."""
+
+    def __init__(self, sample: Callable[[], float], every: float = 0.0):
+        super().__init__(daemon=True)
+        self.sample, self.every = sample, every
+        self.values: list[float] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.values.append(self.sample())
+            self.stopped.wait(self.every)
+
+    def stop(self) -> list[float]:
+        self.stopped.set()
+        self.join()
+        return self.values
+
+
+def _probe(sandbox: Sandbox, container: str) -> Callable[[], float]:
+    def once() -> float:
+        started = time.perf_counter()
+        docker(sandbox.host, "exec", container, "sh", "-c", PROBE)
+        return time.perf_counter() - started
+    return once
+
+
+def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
+           measure: bool = False) -> Outcome:
+    _reset(sandbox, containers)
+    restart = f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
+    prepare = {"a": None, "b": "export", "c": "stage"}[name]
+    extra: dict[str, float] = {}
+    prepare_s = 0.0
+    if prepare:
+        if measure:
+            probe = _probe(sandbox, containers[0])
+            idle = statistics.median(probe() for _ in range(7))
+            disk_paths = [sandbox.data_root / "containerd", sandbox.data_root / "tmp"]
+            disk_before = _du(disk_paths)
+            disk = Sampler(lambda: float(_du(disk_paths)), SAMPLE_EVERY)
+            busy = Sampler(probe)
+            disk.start()
+            busy.start()
+        started = time.perf_counter()
+        _checked(cli(sandbox, state, prepare, "--containers", "leave"), prepare)
+        prepare_s = time.perf_counter() - started
+        if measure:
+            during = busy.stop()
+            peaks = disk.stop()
+            extra = {"probe_idle_s": idle, "probe_during_s": statistics.median(during),
+                     "probes": len(during), "disk_peak": max(peaks) - disk_before,
+                     "disk_after": _du(disk_paths) - disk_before}
+    _checked(cli(sandbox, state, "run", "--yes", "--containers", "leave",
+                 "--restart-command", restart), f"run after {prepare or 'nothing'}")
+    phases = _status(sandbox, state)
+    return Outcome(
+        method=name, prepare_s=prepare_s,
+        window_s=_seconds(phases["quiesce"]["started_at"], phases["verify"]["finished_at"]),
+        restart_s=_seconds(phases["restart"]["started_at"], phases["restart"]["finished_at"]),
+        verify_s=_seconds(phases["verify"]["started_at"], phases["verify"]["finished_at"]),
+        extra=extra,
+    )
+
+
+@dataclass
+class Host:
+    label: str
+    gib: float
+    unique: int
+    containers: int
+    outcomes: dict[str, Outcome]
+
+
+def measure_host(engine: str, gib: float, containers: int, workdir: Path, keep: bool,
+                 measure: bool) -> Host:
+    sandbox = Sandbox(BASE_DIR / f"bench-stage-{os.getpid()}-{len(list(BASE_DIR.glob('*')))}",
+                      engine)
+    try:
+        sandbox.start()
+        tags = build_host(sandbox, int(gib * GIB), IMAGES, SHARED_MIB * MIB)
+        unique = unique_layer_bytes(sandbox, tags)
+        names = [f"cm-bench-run-{i:02d}" for i in range(containers)]
+        for i, name in enumerate(names):
+            run_docker(sandbox, "run", "-d", "--restart", "always", "--name", name,
+                       tags[i % len(tags)], "sh", "-c", BUSY_LOOP)
+        outcomes = {}
+        for key in ("a", "b", "c"):
+            state = workdir / f"{sandbox.dir.name}-{key}"
+            outcomes[key] = method(sandbox, key, state, names, measure=measure and key == "c")
+            o = outcomes[key]
+            log(f"{gib:g} GiB, {containers} container(s), ({key}): prepare {o.prepare_s:.1f} s, "
+                f"window {o.window_s:.1f} s (restart {o.restart_s:.1f} s, verify "
+                f"{o.verify_s:.1f} s)")
+        label = f"{unique / GIB:.2f} GiB" + (f", {containers} running" if containers > 1 else "")
+        return Host(label, gib, unique, containers, outcomes)
+    finally:
+        if keep:
+            print(f"kept: {sandbox.dir}")
+        else:
+            sandbox.destroy()
+
+
+def report(hosts: list[Host]) -> None:
+    print(f"\n{'host':<24} {'(a) run':>8} {'(b) window':>10} {'(c) window':>10} "
+          f"{'restart+verify+3s':>18} {'(b) total':>9} {'(c) total':>9} {'c/b total':>9}")
+    for h in hosts:
+        a, b, c = (h.outcomes[k] for k in "abc")
+        goal = c.restart_s + c.verify_s + GOAL_SLACK_S
+        print(f"{h.label:<24} {a.window_s:>7.1f}s {b.window_s:>9.1f}s {c.window_s:>9.1f}s "
+              f"{goal:>17.1f}s {b.total_s:>8.1f}s {c.total_s:>8.1f}s "
+              f"{c.total_s / b.total_s:>9.2f}")
+        print(f"    {'PASS' if c.window_s <= goal else 'MISS'} (c) window within restart + "
+              f"verify + 3 s; (c)/(a) window {c.window_s / a.window_s:.2f}, "
+              f"(c)/(b) window {c.window_s / b.window_s:.2f}")
+    plain = [h for h in hosts if h.containers == 1]
+    if len(plain) >= 2:
+        small, large = plain[0], plain[-1]
+        for key in "abc":
+            ratio = large.outcomes[key].window_s / small.outcomes[key].window_s
+            verdict = f" ({'PASS' if ratio <= FLAT_GOAL else 'MISS'} <= {FLAT_GOAL})" if (
+                key == "c") else ""
+            print(f"window ({key}) {large.label} / {small.label}: {ratio:.2f}{verdict}")
+    for h in hosts:
+        extra = h.outcomes["c"].extra
+        if extra:
+            slowdown = extra["probe_during_s"] / extra["probe_idle_s"]
+            print(f"\nduring `stage` on {h.label}: a CPU loop in a running container took "
+                  f"{extra['probe_during_s'] * 1000:.0f} ms (median of {extra['probes']:.0f}) "
+                  f"vs {extra['probe_idle_s'] * 1000:.0f} ms idle: {slowdown:.2f}x")
+            print(f"disk: peak extra {extra['disk_peak'] / GIB:.2f} GiB = "
+                  f"{extra['disk_peak'] / h.unique:.2f}x the unique layer bytes; after staging "
+                  f"{extra['disk_after'] / GIB:.2f} GiB = {extra['disk_after'] / h.unique:.2f}x")
+
+
+def plot(hosts: list[Host], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 (a dev dependency, only for the figure)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plain = [h for h in hosts if h.containers == 1]
+    gib = [h.unique / GIB for h in plain]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    labels = {"a": "(a) run alone", "b": "(b) export, then run", "c": "(c) stage, then run"}
+    for key, marker in zip("abc", "os^", strict=True):
+        ax.plot(gib, [h.outcomes[key].window_s for h in plain], marker=marker, label=labels[key])
+    ax.plot(gib, [h.outcomes["c"].restart_s + h.outcomes["c"].verify_s + GOAL_SLACK_S
+                  for h in plain], linestyle=":", color="grey",
+            label="goal: restart + verify + 3 s")
+    ax.set_xlabel("unique layer data (GiB)")
+    ax.set_ylabel("window: first container stop to verified (s)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Maintenance window against image volume (Engine 28.5, 2 cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nfigure: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=["26", "28"], default="28")
+    parser.add_argument("--sizes", default="0.5,1,2", help="GiB of unique data per host")
+    parser.add_argument("--busy", type=int, default=20,
+                        help="running containers on the extra host of the smallest size")
+    parser.add_argument("--png", type=Path, default=Path(__file__).with_name("staging.png"))
+    parser.add_argument("--keep", action="store_true", help="keep the sandboxes afterwards")
+    args = parser.parse_args(argv)
+    sizes = [float(s) for s in args.sizes.split(",")]
+    begun = time.perf_counter()
+    workdir = BASE_DIR / f"bench-stage-state-{os.getpid()}"
+    try:
+        hosts = [measure_host(args.engine, gib, 1, workdir, args.keep, measure=i == 1)
+                 for i, gib in enumerate(sizes)]
+        if args.busy > 1:
+            hosts.append(measure_host(args.engine, sizes[0], args.busy, workdir, args.keep,
+                                      measure=False))
+        print(f"\nengine {args.engine} on {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.2f}")
+        report(hosts)
+        plot(hosts, args.png)
+        print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
+        return 0
+    except BenchError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

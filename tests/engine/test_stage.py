@@ -1,0 +1,244 @@
+"""Pre-staging against real engines: `stage`, then `run` (or `rollback`), on 26.1 and 28.5.
+
+The containerd store is read with the engine's own `ctr`, as an operator would, so these
+tests prove what dockerd will find after the switch, not what our journal says.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.archives.manifest import qualified_name
+from migrate.engine.containerd import DANGLING_PREFIX, Containerd, chain_id, find_ctr
+from migrate.journal import JournalState, replay
+from migrate.phases.volume_guard import GUARD_IMAGE
+from migrate.sandbox import SampleHost, Sandbox, SandboxFactory, sandbox_samples
+from migrate.sandbox.fetch import engine_bin_dirs
+from migrate.sandbox.samples import docker, image_id, inspect
+from tests.engine.cli import cli, run_args
+
+pytestmark = pytest.mark.engine
+
+ENGINES = ["26", "28"]
+WEB = "cm-sample-web"
+KILLED = -9
+STAGE = ("stage", "--containers", "leave")
+
+
+def _out(done: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-6000:]}"
+
+
+def _ctr(sandbox: Sandbox) -> Containerd:
+    ctr = find_ctr(None, path=":".join(map(str, engine_bin_dirs(sandbox.engine))))
+    assert ctr is not None
+    return Containerd(ctr, str(sandbox.containerd_socket))
+
+
+def _journal(state: Path) -> JournalState:
+    return replay(state / "journal.jsonl")
+
+
+def _stage_result(state: Path) -> dict[str, Any]:
+    return dict(_journal(state).phase("stage").result or {})
+
+
+def _store(client: Containerd) -> dict[str, str]:
+    """The namespace's names, without the volume guard's image: the guard is the verify
+    phase's (it stays in the store after a rollback, by its own rule), not staged."""
+    return {n: d for n, d in client.images().items() if n != qualified_name(GUARD_IMAGE)}
+
+
+def _legacy_view(sandbox: Sandbox) -> dict[str, str]:
+    """tag (or `<none>@id`) -> image ID, as the legacy daemon lists them."""
+    out = docker(sandbox.host, "images", "--no-trunc", "--format",
+                 "{{.Repository}}:{{.Tag}} {{.ID}}").stdout
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return {(f"<none>@{i}" if ref == "<none>:<none>" else ref): i for ref, i in rows}
+
+
+def _running(sandbox: Sandbox, name: str) -> bool:
+    return bool(inspect(sandbox.host, "container", name)["State"]["Running"])
+
+
+def _preexisting(sandbox: Sandbox) -> str:
+    """An image in the containerd store before any staging: it must survive every purge."""
+    tag = "cm-stage/preexisting:1"
+    docker(sandbox.host, "tag", "cm-sample/base:1", tag)
+    save = subprocess.run([str(engine_bin_dirs(sandbox.engine)[0] / "docker"), "-H", sandbox.host,
+                           "save", tag], capture_output=True, check=True)
+    client = _ctr(sandbox)
+    subprocess.run([str(client.ctr), "--address", client.address, "-n", client.namespace,
+                    "images", "import", "--local", "--snapshotter", "overlayfs", "-"],
+                   input=save.stdout, capture_output=True, check=True)
+    docker(sandbox.host, "rmi", tag)
+    return f"docker.io/{tag}"
+
+
+@pytest.fixture(params=ENGINES, ids=[f"engine{e}" for e in ENGINES])
+def staged_host(request: pytest.FixtureRequest, fresh_sandbox: SandboxFactory,
+                ) -> tuple[Sandbox, SampleHost, dict[str, str]]:
+    sandbox = fresh_sandbox(str(request.param), samples=True)
+    _preexisting(sandbox)
+    return sandbox, sandbox_samples(sandbox), _ctr(sandbox).images()
+
+
+def test_stage_then_run(staged_host: tuple[Sandbox, SampleHost, dict[str, str]],
+                        tmp_path: Path) -> None:
+    sandbox, samples, before = staged_host
+    state = tmp_path / "state"
+    legacy = _legacy_view(sandbox)
+    client = _ctr(sandbox)
+
+    staged = cli(sandbox, state, *STAGE)
+
+    assert staged.returncode == 0, _out(staged)
+    assert not sandbox.containerd_snapshotter() and _running(sandbox, WEB)
+    assert _legacy_view(sandbox) == legacy  # invisible to the serving daemon
+    names = client.images()
+    for tag in samples.tags:
+        assert f"docker.io/{tag}" in names or tag in names, tag
+    dangling = [n for n in names if n.startswith(DANGLING_PREFIX)]
+    assert len(dangling) == len(samples.dangling_ids)
+    result = _stage_result(state)
+    assert result["staged"] == len({*samples.image_ids.values(), *samples.dangling_ids})
+    assert result["bytes_streamed"] >= samples.big_layer_bytes
+    assert not list((state / "archives").glob("*.tar"))  # streamed: no archive on disk
+    # Every layer chain is unpacked for the target snapshotter before the switch.
+    big = inspect(sandbox.host, "image", samples.big_image)
+    key = chain_id(tuple(big["RootFS"]["Layers"]))
+    assert key in client.snapshots("overlayfs")
+
+    again = cli(sandbox, state, *STAGE)  # idempotent: nothing new to stream
+    assert again.returncode == 0, _out(again)
+    assert _stage_result(state)["bytes_streamed_now"] == 0
+
+    done = cli(sandbox, state, *run_args(sandbox))
+
+    assert done.returncode == 0, _out(done)
+    journal = _journal(state)
+    assert (journal.phase("export").result or {})["written"] == []
+    assert (journal.phase("import").result or {})["loaded"] == []
+    assert (journal.phase("stage").result or {})["bytes_streamed_now"] == 0
+    assert sandbox.containerd_snapshotter()
+    id_map = json.loads((state / "reports" / "id-map.json").read_text())
+    expected = {e["legacy_id"]: e["new_id"] for e in result["expected"]}
+    assert {old: v["new_id"] for old, v in id_map.items()} == expected
+    for tag in samples.tags:
+        assert image_id(sandbox.host, tag) == expected[samples.image_ids[tag]]
+    for old in samples.dangling_ids:
+        assert inspect(sandbox.host, "image", expected[old])["RepoTags"] == []
+    listed = docker(sandbox.host, "images", "-q", "--no-trunc", "-f", "dangling=true").stdout
+    assert {expected[old] for old in samples.dangling_ids} <= set(listed.split())
+    # The snapshot existed before the first run: starting a container unpacked nothing.
+    snapshots_before = client.snapshots("overlayfs")
+    ran = docker(sandbox.host, "run", "--rm", samples.big_image, "ls", "/data/big.bin")
+    assert ran.stdout.strip() == "/data/big.bin"
+    assert key in snapshots_before
+    assert {k for k in client.snapshots("overlayfs") if k in snapshots_before} == snapshots_before
+
+    rolled = cli(sandbox, state, "rollback", "--yes", "--purge-imported")
+
+    assert rolled.returncode == 0, _out(rolled)
+    assert _store(client) == before  # exactly what was staged is gone
+    assert _legacy_view(sandbox) == legacy
+
+
+def test_stage_then_changes_then_run(
+        staged_host: tuple[Sandbox, SampleHost, dict[str, str]], tmp_path: Path) -> None:
+    sandbox, samples, before = staged_host
+    state = tmp_path / "state"
+    client = _ctr(sandbox)
+    staged = cli(sandbox, state, *STAGE)
+    assert staged.returncode == 0, _out(staged)
+    first = _stage_result(state)
+
+    # Meanwhile the host keeps serving: a build, a retag, a removal.
+    docker(sandbox.host, "tag", samples.base_image, "cm-stage/retagged:1")
+    docker(sandbox.host, "rmi", "cm-sample/app:latest")
+    docker(sandbox.host, "rmi", samples.imported_image)
+    build = tmp_path / "ctx"
+    build.mkdir()
+    (build / "new.txt").write_text("appeared after staging\n")
+    docker(sandbox.host, "build", "-q", "-t", "cm-stage/new:1", "-f", "-", str(build),
+           stdin=f"FROM {samples.base_image}\nCOPY new.txt /new.txt\n")
+    assert f"docker.io/{samples.imported_image}" in client.images()
+
+    done = cli(sandbox, state, *run_args(sandbox))
+
+    assert done.returncode == 0, _out(done)
+    second = _stage_result(state)
+    # Only the new image and the retagged one streamed again, not the whole host.
+    assert second["staged_now"] == 2
+    assert 0 < second["bytes_streamed_now"] < first["bytes_streamed_now"] / 2
+    assert f"docker.io/{samples.imported_image}" in second["unstaged"]
+    assert "docker.io/cm-sample/app:latest" in second["unstaged"]
+    assert sandbox.containerd_snapshotter()
+    assert docker(sandbox.host, "run", "--rm", "cm-stage/new:1", "cat", "/new.txt").stdout == (
+        "appeared after staging\n")
+    assert image_id(sandbox.host, "cm-stage/retagged:1") == image_id(sandbox.host,
+                                                                     samples.base_image)
+    gone = docker(sandbox.host, "image", "inspect", samples.imported_image, check=False)
+    assert gone.returncode != 0  # removed before the window: not brought back
+    assert docker(sandbox.host, "image", "inspect", "cm-sample/app:latest",
+                  check=False).returncode != 0
+
+    rolled = cli(sandbox, state, "rollback", "--yes", "--purge-imported")
+    assert rolled.returncode == 0, _out(rolled)
+    assert _store(client) == before
+
+
+def test_kill_during_stage_resume_then_rollback(
+        staged_host: tuple[Sandbox, SampleHost, dict[str, str]], tmp_path: Path) -> None:
+    sandbox, samples, before = staged_host
+    state = tmp_path / "state"
+    legacy = _legacy_view(sandbox)
+    client = _ctr(sandbox)
+
+    killed = cli(sandbox, state, *STAGE, failpoints="stage:streaming=kill")
+
+    assert killed.returncode == KILLED, _out(killed)
+    journal = _journal(state)
+    assert journal.phase("stage").status == "started"
+    assert any("pid" in p for p in journal.phase("stage").progress)
+
+    resumed = cli(sandbox, state, *STAGE)
+
+    assert resumed.returncode == 0, _out(resumed)
+    result = _stage_result(state)
+    assert result["staged"] == len({*samples.image_ids.values(), *samples.dangling_ids})
+    assert _running(sandbox, WEB) and not sandbox.containerd_snapshotter()
+    status = json.loads(cli(sandbox, state, "status", "--format", "json").stdout)
+    stage = next(p for p in status["phases"] if p["name"] == "stage")
+    assert stage["status"] == "done" and stage["result"]["disk_bytes"] > 0
+
+    rolled = cli(sandbox, state, "rollback", "--yes", "--purge-imported")
+
+    assert rolled.returncode == 0, _out(rolled)
+    assert "stage: removed" in rolled.stdout
+    assert client.images() == before  # the pre-existing image is still there
+    assert _legacy_view(sandbox) == legacy
+    assert _running(sandbox, WEB)
+
+
+def test_cleanup_after_rollback_removes_staged(fresh_sandbox: SandboxFactory,
+                                               tmp_path: Path) -> None:
+    sandbox = fresh_sandbox("28", samples=True)
+    preexisting = _preexisting(sandbox)
+    client = _ctr(sandbox)
+    before = client.images()
+    state = tmp_path / "state"
+    assert cli(sandbox, state, *STAGE).returncode == 0
+    rolled = cli(sandbox, state, "rollback", "--yes")  # no purge: staged images are kept
+    assert rolled.returncode == 0, _out(rolled)
+    assert len(client.images()) > len(before)
+
+    cleaned = cli(sandbox, state, "cleanup")
+
+    assert cleaned.returncode == 0, _out(cleaned)
+    assert client.images() == before and preexisting in before
