@@ -386,7 +386,7 @@ def test_prestaged_export_then_run(fresh_sandbox: SandboxFactory, engine: str,
     sandbox, samples = _prepare(fresh_sandbox, engine, OTHER_KEYS)
     state = tmp_path / "state"
 
-    exported = cli(sandbox, state, "export")
+    exported = cli(sandbox, state, "export", "--containers", "leave")
 
     assert exported.returncode == 0, _out(exported)
     journal = _journal(state)

@@ -132,12 +132,15 @@ def test_forward_and_rollback_with_drift_guard(
 
     q_intent, q_undo, _ = h.run(quiesce.PHASE)
     assert [c["name"] for c in q_intent["containers"]] == ["frozen", "worker"]
-    assert q_undo["containers"] == q_intent["containers"]
+    # The undo record also says when each container was stopped (recreate's downtime).
+    assert _without_stop_times(q_undo["containers"]) == q_intent["containers"]
+    assert all(c.get("stopped_at") for c in q_undo["containers"])
     assert _docker(host, "inspect", "-f", "{{.State.Running}}", running) == "false"
     assert _docker(host, "inspect", "-f", "{{.State.Status}}", "frozen") == "exited"
     # Resume: already stopped is fine, and the record still names it.
     _, q_undo_again, result = h.run(quiesce.PHASE)
-    assert q_undo_again["containers"] == q_undo["containers"] and result["stopped"] == []
+    assert _without_stop_times(q_undo_again["containers"]) == _without_stop_times(
+        q_undo["containers"]) and result["stopped"] == []
 
     s_intent, s_undo, s_result = h.run(switch.PHASE)
     assert s_result["rewritten"] is True
@@ -331,3 +334,7 @@ def test_ignored_feature_flag_is_reported_as_wrong_store(
     lines = h.undo(switch.PHASE, s_undo, force=True)
     assert lines[-1] == "switch: the daemon already runs on the legacy store; no restart needed"
     assert sandbox.daemon_json.read_bytes() == b"{}\n"
+
+
+def _without_stop_times(entries: list[JSONDict]) -> list[JSONDict]:
+    return [{k: v for k, v in entry.items() if k != "stopped_at"} for entry in entries]
