@@ -16,33 +16,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from migrate.archives.batching import BATCH_PREFIX, BATCH_SUFFIX, BatchKind
-
-# Reading a saved tar and checking its chain live in archive_index; they are re-exported
-# here so that callers keep importing everything from migrate.archives.
-from migrate.archives.saved_tar import (
-    DOCKER_MANIFEST,
-    MAX_METADATA_BYTES,
-    NAME_ANNOTATION,
-    OCI_MANIFEST,
-    ArchiveError,
-    ArchiveIndex,
-    ExpectedImage,
-    IndexedImage,
-    expected_images,
-    qualified_name,
-    read_archive_index,
-)
+from migrate.archives.saved_tar import ArchiveError, ExpectedImage
 from migrate.host.fs import atomic_write_bytes, fsync_dir, sha256_file
 from migrate.models import Frozen, Inventory
-
-__all__ = [
-    "DOCKER_MANIFEST", "MANIFEST_NAME", "MAX_METADATA_BYTES", "NAME_ANNOTATION", "OCI_MANIFEST",
-    "PARTIAL_SUFFIX", "ArchiveEntry", "ArchiveError", "ArchiveIndex", "ArchiveManifest",
-    "ExpectedImage", "IndexedImage", "archive_is_intact", "covered_image_ids",
-    "entry_matches_inventory", "expected_images", "manifest_path", "prune_unlisted",
-    "qualified_name", "read_archive_index", "read_manifest", "remove_partials",
-    "reusable_archives", "write_manifest",
-]
 
 MANIFEST_NAME = "manifest.json"
 PARTIAL_SUFFIX = ".partial"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, get_args
 
-from migrate.archives.manifest import ExpectedImage
+from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
 from migrate.journal.state_dir import read_inventory

@@ -19,17 +19,15 @@ from migrate.archives.batching import Batch, BatchKind, plan_batches
 from migrate.archives.manifest import (
     PARTIAL_SUFFIX,
     ArchiveEntry,
-    ArchiveError,
     ArchiveManifest,
     covered_image_ids,
-    expected_images,
     prune_unlisted,
-    read_archive_index,
     read_manifest,
     remove_partials,
     reusable_archives,
     write_manifest,
 )
+from migrate.archives.saved_tar import ArchiveError, expected_images, read_archive_index
 from migrate.engine.client import Engine
 from migrate.errors import DiskFullError
 from migrate.host.fs import (

@@ -16,13 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from migrate.archives.manifest import (
-    ArchiveEntry,
-    ArchiveError,
-    ExpectedImage,
-    archive_is_intact,
-    read_manifest,
-)
+from migrate.archives.manifest import ArchiveEntry, archive_is_intact, read_manifest
+from migrate.archives.saved_tar import ArchiveError, ExpectedImage
 from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.archives.batching import Batch, BatchKind, plan_batches
-from migrate.archives.manifest import (
+from migrate.archives.saved_tar import (
     ArchiveError,
     ArchiveIndex,
     ExpectedImage,

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from migrate.archives.manifest import ArchiveManifest, ExpectedImage, read_manifest
+from migrate.archives.manifest import ArchiveManifest, read_manifest
+from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine.client import Engine
 from migrate.errors import MigrateError, VerificationFailed
 from migrate.host.fs import atomic_write_bytes

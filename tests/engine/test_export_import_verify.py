@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from migrate.archives.batching import BatchKind
-from migrate.archives.manifest import ArchiveError, read_manifest
+from migrate.archives.manifest import read_manifest
+from migrate.archives.saved_tar import ArchiveError
 from migrate.engine.client import Engine
 from migrate.errors import VerificationFailed
 from migrate.models import Store

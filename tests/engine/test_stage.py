@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from migrate.archives.manifest import qualified_name
+from migrate.archives.saved_tar import qualified_name
 from migrate.engine.containerd import DANGLING_PREFIX, Containerd, chain_id, find_ctr
 from migrate.journal import JournalState, replay
 from migrate.phases.volume_guard import GUARD_IMAGE

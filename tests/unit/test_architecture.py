@@ -48,3 +48,22 @@ def test_no_module_imports_a_private_name_of_another() -> None:
 def test_the_top_level_holds_only_entry_points_and_shared_values() -> None:
     loose = {p.name for p in PACKAGE.glob("*.py")} - TOP_LEVEL
     assert not loose, f"put these in a subpackage named for their concept: {sorted(loose)}"
+
+
+def test_no_module_re_exports_what_a_sibling_defines() -> None:
+    """Only a package's __init__ may re-export; a module's __all__ names its own things."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {alias.asname or alias.name for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) for alias in node.names}
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                names = {str(e.value) for e in getattr(node.value, "elts", [])
+                         if isinstance(e, ast.Constant)}
+                if names & imported:
+                    offenders.append(f"{_module_name(path)} re-exports {sorted(names & imported)}")
+    assert not offenders, "\n".join(offenders)

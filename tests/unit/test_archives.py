@@ -14,22 +14,24 @@ import pytest
 
 from migrate.archives.batching import Batch, BatchKind
 from migrate.archives.manifest import (
-    NAME_ANNOTATION,
-    OCI_MANIFEST,
     ArchiveEntry,
-    ArchiveError,
     ArchiveManifest,
-    ExpectedImage,
     archive_is_intact,
     covered_image_ids,
-    expected_images,
     prune_unlisted,
-    qualified_name,
-    read_archive_index,
     read_manifest,
     remove_partials,
     reusable_archives,
     write_manifest,
+)
+from migrate.archives.saved_tar import (
+    NAME_ANNOTATION,
+    OCI_MANIFEST,
+    ArchiveError,
+    ExpectedImage,
+    expected_images,
+    qualified_name,
+    read_archive_index,
 )
 from migrate.errors import DiskFullError, EngineError
 from migrate.host.fs import sha256_file
