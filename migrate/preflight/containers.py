@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from migrate.models import ContainerRecord, Frozen, Inventory
+from migrate.support.sizes import human_bytes
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_DEPENDS_LABEL = "com.docker.compose.depends_on"
@@ -69,13 +70,6 @@ def creation_order(containers: Iterable[ContainerRecord]) -> list[ContainerRecor
 
 
 
-def _size(size: int) -> str:
-    for unit, step in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= step:
-            return f"{size / step:.1f} {unit}"
-    return f"{size} B"
-
-
 def commits_layer(container: ContainerRecord) -> bool:
     """Committed unless the diff was read and empty: an unreadable diff may hide changes."""
     return container.has_changes is not False
@@ -129,7 +123,7 @@ def _actions(container: ContainerRecord, inventory: Inventory) -> list[str]:
     layer = container.writable_layer
     if layer is not None and layer.paths:
         actions.append(f"commit its writable layer first ({layer.added} added, {layer.changed} "
-                       f"changed, {layer.deleted} deleted, {_size(layer.size_bytes)})")
+                       f"changed, {layer.deleted} deleted, {human_bytes(layer.size_bytes)})")
     elif layer is None and commits_layer(container):
         actions.append("commit its writable layer first (docker diff was unreadable)")
     volumes = [m.name for m in container.mounts if m.type == "volume" and m.name]
