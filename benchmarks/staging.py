@@ -14,8 +14,9 @@ untimed; see benchmarks/export_import.py for why the store is emptied):
   (b) `export`, then `run`;
   (c) `stage`, then `run`.
 
-The window is what the journal says: from the start of the quiesce phase (the first
-container stop) to the end of the verify phase. Total work adds the preparation command
+The window is what the journal says (its own timestamps: `status` rounds to the second):
+from the start of the quiesce phase (the first container stop) to the end of the verify
+phase; each phase inside it is printed too. Total work adds the preparation command
 (export or stage). During (c) on the second host the script also samples the disk use of
 the data root's containerd and tmp dirs (peak extra disk against unique layer bytes) and
 times a CPU-bound loop inside the running container (`docker exec`) against the same loop
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -50,6 +50,7 @@ from benchmarks.export_import import (
     set_mode,
     unique_layer_bytes,
 )
+from migrate.journal import PhaseName, PhaseState, StateDir
 from migrate.sandbox import BASE_DIR, Sandbox
 from migrate.sandbox.samples import BUSY_LOOP, docker
 
@@ -61,6 +62,8 @@ GOAL_SLACK_S = 3.0
 FLAT_GOAL = 1.2
 PROBE = "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done"
 SAMPLE_EVERY = 0.25
+WINDOW_PHASES: tuple[PhaseName, ...] = ("quiesce", "commit", "switch", "restart", "import",
+                                        "verify")
 
 
 @dataclass
@@ -68,24 +71,38 @@ class Outcome:
     method: str
     prepare_s: float
     window_s: float
-    restart_s: float
-    verify_s: float
+    phases: dict[str, float]
+    load: float
     extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def restart_s(self) -> float:
+        return self.phases["restart"]
+
+    @property
+    def verify_s(self) -> float:
+        return self.phases["verify"]
 
     @property
     def total_s(self) -> float:
         return self.prepare_s + self.window_s
 
 
-def _seconds(start: str | None, end: str | None) -> float:
-    if not start or not end:
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
         raise BenchError("a phase has no start or end time in the journal")
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return (end - start).total_seconds()
 
 
-def _status(sandbox: Sandbox, state: Path) -> dict[str, dict[str, Any]]:
-    done = cli(sandbox, state, "status", "--format", "json")
-    return {p["name"]: p for p in json.loads(done.stdout)["phases"]}
+def _window(state: Path) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """Window seconds, each window phase's seconds, and the stage result, from the journal."""
+    with StateDir(state).journal() as journal:
+        phases: dict[str, PhaseState] = {p.name: p for p in journal.state().phases}
+    window = _seconds(phases["quiesce"].started_at, phases["verify"].finished_at)
+    inside: dict[str, float] = {
+        name: _seconds(phases[name].started_at, phases[name].finished_at)
+        for name in WINDOW_PHASES if phases[name].started_at is not None}
+    return window, inside, dict(phases["stage"].result or {})
 
 
 def _checked(done: subprocess.CompletedProcess[str], what: str) -> None:
@@ -155,7 +172,8 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
             disk.start()
             busy.start()
         started = time.perf_counter()
-        _checked(cli(sandbox, state, prepare, "--containers", "leave"), prepare)
+        _checked(cli(sandbox, state, prepare, "--containers", "leave",
+                     "--restart-command", restart), prepare)
         prepare_s = time.perf_counter() - started
         if measure:
             during = busy.stop()
@@ -165,14 +183,12 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
                      "disk_after": _du(disk_paths) - disk_before}
     _checked(cli(sandbox, state, "run", "--yes", "--containers", "leave",
                  "--restart-command", restart), f"run after {prepare or 'nothing'}")
-    phases = _status(sandbox, state)
-    return Outcome(
-        method=name, prepare_s=prepare_s,
-        window_s=_seconds(phases["quiesce"]["started_at"], phases["verify"]["finished_at"]),
-        restart_s=_seconds(phases["restart"]["started_at"], phases["restart"]["finished_at"]),
-        verify_s=_seconds(phases["verify"]["started_at"], phases["verify"]["finished_at"]),
-        extra=extra,
-    )
+    window, phases, staged = _window(state)
+    flushed = staged.get("flushed") or {}
+    if "seconds" in flushed:
+        extra["flush_s"] = float(flushed["seconds"])
+    return Outcome(method=name, prepare_s=prepare_s, window_s=window, phases=phases,
+                   load=os.getloadavg()[0], extra=extra)
 
 
 @dataclass
@@ -202,8 +218,7 @@ def measure_host(engine: str, gib: float, containers: int, workdir: Path, keep: 
             outcomes[key] = method(sandbox, key, state, names, measure=measure and key == "c")
             o = outcomes[key]
             log(f"{gib:g} GiB, {containers} container(s), ({key}): prepare {o.prepare_s:.1f} s, "
-                f"window {o.window_s:.1f} s (restart {o.restart_s:.1f} s, verify "
-                f"{o.verify_s:.1f} s)")
+                f"window {o.window_s:.2f} s ({_inside(o)}); load average {o.load:.2f}")
         label = f"{unique / GIB:.2f} GiB" + (f", {containers} running" if containers > 1 else "")
         return Host(label, gib, unique, containers, outcomes)
     finally:
@@ -211,6 +226,11 @@ def measure_host(engine: str, gib: float, containers: int, workdir: Path, keep: 
             print(f"kept: {sandbox.dir}")
         else:
             sandbox.destroy()
+
+
+def _inside(o: Outcome) -> str:
+    return ", ".join(f"{name} {seconds:.2f}" for name, seconds in o.phases.items()
+                     if seconds >= 0.005)
 
 
 def report(hosts: list[Host]) -> None:
@@ -225,6 +245,9 @@ def report(hosts: list[Host]) -> None:
         print(f"    {'PASS' if c.window_s <= goal else 'MISS'} (c) window within restart + "
               f"verify + 3 s; (c)/(a) window {c.window_s / a.window_s:.2f}, "
               f"(c)/(b) window {c.window_s / b.window_s:.2f}")
+        flush = f"; stage's final flush {c.extra['flush_s']:.2f} s" if "flush_s" in c.extra else ""
+        print(f"    (c) window {c.window_s:.2f} s = {_inside(c)} (s){flush}; load average "
+              f"{c.load:.2f}")
     plain = [h for h in hosts if h.containers == 1]
     if len(plain) >= 2:
         small, large = plain[0], plain[-1]

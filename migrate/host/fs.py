@@ -89,6 +89,35 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+def flush_filesystem(path: str | os.PathLike[str]) -> str:
+    """Write every dirty page of the filesystem holding `path` to disk, and wait for it.
+
+    syncfs(2) where libc has it, else sync(2) (every filesystem). Returns which one ran,
+    "syncfs" or "sync", for the journal.
+    """
+    function = _syncfs()
+    if function is not None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if function(fd) == 0:
+                return "syncfs"
+        finally:
+            os.close(fd)
+    os.sync()
+    return "sync"
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
