@@ -6,8 +6,11 @@ tests prove what dockerd will find after the switch, not what our journal says.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ from migrate.journal import JournalState, replay
 from migrate.phases.volume_guard import GUARD_IMAGE
 from migrate.sandbox import SampleHost, Sandbox, SandboxFactory, sandbox_samples
 from migrate.sandbox.fetch import engine_bin_dirs
-from migrate.sandbox.samples import docker, image_id, inspect
+from migrate.sandbox.layers import ArchiveImage, load_images, random_layer, rootfs_layer
+from migrate.sandbox.samples import APPLETS, BUSY_LOOP, BUSYBOX, docker, image_id, inspect
 from tests.engine.cli import cli, run_args
 
 pytestmark = pytest.mark.engine
@@ -242,3 +246,70 @@ def test_cleanup_after_rollback_removes_staged(fresh_sandbox: SandboxFactory,
 
     assert cleaned.returncode == 0, _out(cleaned)
     assert client.images() == before and preexisting in before
+
+
+# cachestat(2) (Linux 6.5+): how many of a file's cached pages are dirty or under writeback.
+_CACHESTAT = 451
+
+
+class _CachestatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in
+                ("cache", "dirty", "writeback", "evicted", "recently_evicted")]
+
+
+def _unwritten_pages(paths: list[Path]) -> int:
+    """Dirty + under-writeback page-cache pages of these files; skips without cachestat."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    total = 0
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stat = _Cachestat()
+            if libc.syscall(_CACHESTAT, fd, ctypes.byref(_CachestatRange(0, 0)),
+                            ctypes.byref(stat), 0) != 0:
+                pytest.skip(f"no cachestat(2) here: {os.strerror(ctypes.get_errno())}")
+            total += stat.dirty + stat.writeback
+        finally:
+            os.close(fd)
+    return total
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=[f"engine{e}" for e in ENGINES])
+def test_stage_leaves_nothing_dirty_for_the_first_container_stop(
+        engine: str, fresh_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    """The window's first container stop would otherwise write back the staged snapshots:
+    unmounting a legacy overlay2 rootfs syncs the whole filesystem under the data root."""
+    sandbox = fresh_sandbox(engine)
+    with tempfile.TemporaryDirectory(dir=sandbox.dir) as work:
+        layers = (rootfs_layer(Path(work), BUSYBOX, APPLETS),
+                  random_layer(Path(work), "payload", 24 * 1024 * 1024))
+        load_images(sandbox.host, [ArchiveImage(tags=("cm-stage/flush:1",), layers=layers)])
+    docker(sandbox.host, "run", "-d", "--name", WEB, "cm-stage/flush:1", "sh", "-c", BUSY_LOOP)
+    state = tmp_path / "state"
+
+    staged = cli(sandbox, state, *STAGE)
+
+    assert staged.returncode == 0, _out(staged)
+    assert _stage_result(state)["flushed"]["how"] == "syncfs"
+    store = sandbox.data_root / "containerd" / "daemon"
+    unpacked = _files(store / "io.containerd.snapshotter.v1.overlayfs" / "snapshots")
+    blobs = _files(store / "io.containerd.content.v1.content" / "blobs")
+    assert sum(p.stat().st_size for p in unpacked) >= 24 * 1024 * 1024
+    assert _unwritten_pages(unpacked + blobs) == 0
+
+    # The engine behaviour this guards against: a file left dirty on the data root's
+    # filesystem is on disk once a container stop returns.
+    dirty = sandbox.dir / "dirty.bin"
+    dirty.write_bytes(os.urandom(8 * 1024 * 1024))
+    if _unwritten_pages([dirty]) == 0:
+        pytest.skip("the kernel wrote the probe file back before the stop (memory pressure)")
+    docker(sandbox.host, "stop", WEB)
+    assert _unwritten_pages([dirty]) == 0

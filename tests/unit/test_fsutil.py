@@ -176,3 +176,19 @@ def test_hashing_writer_handles_short_writes() -> None:
     assert writer.write(b"hello world") == 11
     assert bytes(sink.data) == b"hello world"
     assert writer.hexdigest() == hashlib.sha256(b"hello world").hexdigest()
+
+
+def test_flush_filesystem_syncs_the_filesystem_of_the_path(tmp_path: Path) -> None:
+    (tmp_path / "written").write_bytes(b"x" * 4096)
+    assert fsutil.flush_filesystem(tmp_path) == "syncfs"
+    with pytest.raises(FileNotFoundError):
+        fsutil.flush_filesystem(tmp_path / "missing")
+
+
+def test_flush_filesystem_falls_back_to_sync_without_syncfs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[bool] = []
+    monkeypatch.setattr(fsutil, "_syncfs", lambda: None)
+    monkeypatch.setattr(os, "sync", lambda: synced.append(True))
+    assert fsutil.flush_filesystem(tmp_path) == "sync"
+    assert synced == [True]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from migrate.engine.containerd import chain_id, find_ctr, parse_size
 from migrate.host.launch import DaemonLaunch, containerd_endpoint
 from migrate.journal import Journal
+from migrate.phases import stage
 from migrate.phases.runner import RUN_PHASES, STAGE_PHASES, steps_to_run
 
 pytestmark = pytest.mark.unit
@@ -71,3 +73,16 @@ def test_stage_is_opt_in_then_rerun_until_containers_stop(tmp_path: Path) -> Non
         handle.done()
     assert steps_to_run(journal.state(), RUN_PHASES) == (
         "commit", "switch", "restart", "import", "verify", "recreate")
+
+
+def test_flush_targets_the_data_root_of_a_managed_store_else_everything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[bool] = []
+    monkeypatch.setattr(os, "sync", lambda: synced.append(True))
+    assert stage._flush(str(tmp_path), managed=True)["how"] == "syncfs"
+    assert synced == []
+    # Another containerd's root may be anywhere; a data root this host cannot see, too.
+    assert stage._flush(str(tmp_path), managed=False)["how"] == "sync"
+    assert stage._flush(str(tmp_path / "elsewhere"), managed=True)["how"] == "sync"
+    assert stage._flush("", managed=True)["how"] == "sync"
+    assert synced == [True, True, True]
