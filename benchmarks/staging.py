@@ -94,10 +94,18 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
     return (end - start).total_seconds()
 
 
+def _window_phases(state: Path) -> dict[str, PhaseState]:
+    with StateDir(state).journal() as journal:
+        return {p.name: p for p in journal.state().phases}
+
+
+def _flush_seconds(stage_result: dict[str, Any] | None) -> float:
+    return float(((stage_result or {}).get("flushed") or {}).get("seconds", 0.0))
+
+
 def _window(state: Path) -> tuple[float, dict[str, float], dict[str, Any]]:
     """Window seconds, each window phase's seconds, and the stage result, from the journal."""
-    with StateDir(state).journal() as journal:
-        phases: dict[str, PhaseState] = {p.name: p for p in journal.state().phases}
+    phases = _window_phases(state)
     window = _seconds(phases["quiesce"].started_at, phases["verify"].finished_at)
     inside: dict[str, float] = {
         name: _seconds(phases[name].started_at, phases[name].finished_at)
@@ -175,18 +183,19 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
         _checked(cli(sandbox, state, prepare, "--containers", "leave",
                      "--restart-command", restart), prepare)
         prepare_s = time.perf_counter() - started
+        if prepare == "stage":
+            extra["stage_flush_s"] = _flush_seconds(_window_phases(state)["stage"].result)
         if measure:
             during = busy.stop()
             peaks = disk.stop()
-            extra = {"probe_idle_s": idle, "probe_during_s": statistics.median(during),
+            extra |= {"probe_idle_s": idle, "probe_during_s": statistics.median(during),
                      "probes": len(during), "disk_peak": max(peaks) - disk_before,
                      "disk_after": _du(disk_paths) - disk_before}
     _checked(cli(sandbox, state, "run", "--yes", "--containers", "leave",
                  "--restart-command", restart), f"run after {prepare or 'nothing'}")
     window, phases, staged = _window(state)
-    flushed = staged.get("flushed") or {}
-    if "seconds" in flushed:
-        extra["flush_s"] = float(flushed["seconds"])
+    if prepare == "stage":
+        extra["run_flush_s"] = _flush_seconds(staged)
     return Outcome(method=name, prepare_s=prepare_s, window_s=window, phases=phases,
                    load=os.getloadavg()[0], extra=extra)
 
@@ -245,7 +254,8 @@ def report(hosts: list[Host]) -> None:
         print(f"    {'PASS' if c.window_s <= goal else 'MISS'} (c) window within restart + "
               f"verify + 3 s; (c)/(a) window {c.window_s / a.window_s:.2f}, "
               f"(c)/(b) window {c.window_s / b.window_s:.2f}")
-        flush = f"; stage's final flush {c.extra['flush_s']:.2f} s" if "flush_s" in c.extra else ""
+        flush = (f"; final flush of `stage` {c.extra['stage_flush_s']:.2f} s, of the re-stage "
+                 f"in `run` {c.extra['run_flush_s']:.2f} s" if "run_flush_s" in c.extra else "")
         print(f"    (c) window {c.window_s:.2f} s = {_inside(c)} (s){flush}; load average "
               f"{c.load:.2f}")
     plain = [h for h in hosts if h.containers == 1]
@@ -258,7 +268,7 @@ def report(hosts: list[Host]) -> None:
             print(f"window ({key}) {large.label} / {small.label}: {ratio:.2f}{verdict}")
     for h in hosts:
         extra = h.outcomes["c"].extra
-        if extra:
+        if "probe_idle_s" in extra:
             slowdown = extra["probe_during_s"] / extra["probe_idle_s"]
             print(f"\nduring `stage` on {h.label}: a CPU loop in a running container took "
                   f"{extra['probe_during_s'] * 1000:.0f} ms (median of {extra['probes']:.0f}) "
