@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import statistics
 import subprocess
@@ -62,6 +63,7 @@ GOAL_SLACK_S = 3.0
 FLAT_GOAL = 1.2
 PROBE = "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done"
 SAMPLE_EVERY = 0.25
+_HOSTS = itertools.count()
 WINDOW_PHASES: tuple[PhaseName, ...] = ("quiesce", "commit", "switch", "restart", "import",
                                         "verify")
 
@@ -211,8 +213,8 @@ class Host:
 
 def measure_host(engine: str, gib: float, containers: int, workdir: Path, keep: bool,
                  measure: bool) -> Host:
-    sandbox = Sandbox(BASE_DIR / f"bench-stage-{os.getpid()}-{len(list(BASE_DIR.glob('*')))}",
-                      engine)
+    # One name per host of this run: a reused name would also reuse a finished state dir.
+    sandbox = Sandbox(BASE_DIR / f"bench-stage-{os.getpid()}-{next(_HOSTS)}", engine)
     try:
         sandbox.start()
         tags = build_host(sandbox, int(gib * GIB), IMAGES, SHARED_MIB * MIB)
@@ -224,6 +226,8 @@ def measure_host(engine: str, gib: float, containers: int, workdir: Path, keep: 
         outcomes = {}
         for key in ("a", "b", "c"):
             state = workdir / f"{sandbox.dir.name}-{key}"
+            if state.exists():
+                raise BenchError(f"{state} exists already: each method needs a fresh state dir")
             outcomes[key] = method(sandbox, key, state, names, measure=measure and key == "c")
             o = outcomes[key]
             log(f"{gib:g} GiB, {containers} container(s), ({key}): prepare {o.prepare_s:.1f} s, "
