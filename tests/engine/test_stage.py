@@ -402,6 +402,8 @@ def test_builds_and_pulls_work_during_stage(fresh_sandbox: SandboxFactory, engin
     assert built.returncode == 0, built.stderr
     assert pull.returncode == 0, pull.stderr
     assert image_id(sandbox.host, pulled_ref) == pulled_image.config_digest
+    pinned = f"{pulled_ref.rsplit(':', 1)[0]}@{pulled_image.manifest_digest}"
+    assert inspect(sandbox.host, "image", pulled_ref)["RepoDigests"] == [pinned]
     listed = docker(sandbox.host, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
     assert {"cm-stage/built:1", pulled_ref} <= set(listed.split())
     legacy = {ref: image_id(sandbox.host, ref) for ref in ("cm-stage/built:1", pulled_ref)}
@@ -417,3 +419,6 @@ def test_builds_and_pulls_work_during_stage(fresh_sandbox: SandboxFactory, engin
     assert docker(sandbox.host, "run", "--rm", "cm-stage/built:1", "cat", "/hello.txt"
                   ).stdout == "built during staging\n"
     assert docker(sandbox.host, "run", "--rm", pulled_ref).stdout == "pulled during staging\n"
+    # The registry's digest does not survive the store change: a pinned reference is gone.
+    assert pinned not in inspect(sandbox.host, "image", pulled_ref)["RepoDigests"]
+    assert docker(sandbox.host, "image", "inspect", pinned, check=False).returncode != 0
