@@ -13,13 +13,19 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from migrate.sandbox.fetch import engine_bin_dirs
-from migrate.sandbox.system import POLL, is_alive, kill_matching, track, wait_exit
+from migrate.sandbox.system import (
+    POLL,
+    kill_matching,
+    log_tail,
+    pid_from_file,
+    start_logged,
+    wait_exit,
+)
 
 # The same settings dockerd writes for the containerd it manages (CRI off), plus the `opt`
 # plugin off: its default directory is the machine's /opt/containerd.
@@ -70,13 +76,7 @@ class ExternalContainerd:
 
     def pid(self) -> int | None:
         """Pid of this containerd if it is alive (checked against its cmdline)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            alive = is_alive(pid)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if alive else []
-        except (OSError, ValueError):
-            return None
-        return pid if str(self.config).encode() in cmdline else None
+        return pid_from_file(self.pidfile, self.config)
 
     def answers(self) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -88,28 +88,26 @@ class ExternalContainerd:
         return True
 
     def start(self, env: dict[str, str], timeout: float = 60.0) -> None:
-        if self.pid() is not None and self.answers():
-            return
-        self.configure()
-        argv = [str(engine_bin_dirs(self.engine)[0] / "containerd"), "--config", str(self.config)]
-        with self.log_path.open("ab") as log:
-            offset = log.tell()
-            log.write(f"\n=== sandbox start {time.strftime('%F %T')}: {argv}\n".encode())
-            log.flush()
-            # Its own session, like a system service: it outlives the CLI that started it
-            # and every dockerd restart. The shims it starts find runc on this PATH.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, cwd=self.dir,
-                                    start_new_session=True)
-        track(proc)
-        self.pidfile.write_text(f"{proc.pid}\n")
+        """Start it unless it runs (a running one still opening its socket is waited for)."""
+        proc, offset = None, 0
+        if self.pid() is None:
+            self.configure()
+            argv = [str(engine_bin_dirs(self.engine)[0] / "containerd"),
+                    "--config", str(self.config)]
+            # Like a system service, it outlives every dockerd restart; the shims it
+            # starts find runc on this PATH.
+            proc, offset = start_logged(argv, self.log_path, env, self.dir)
+            self.pidfile.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + timeout
         while not self.answers():
-            if proc.poll() is not None or time.monotonic() >= deadline:
-                proc.kill()
+            exited = proc is not None and proc.poll() is not None
+            if exited or time.monotonic() >= deadline:
+                if proc is not None:
+                    proc.kill()
                 raise ContainerdStartError(
                     f"containerd ({self.engine}) in {self.dir} did not open "
-                    f"{self.socket_path} (exit {proc.poll()}):\n" + self._log_tail(offset))
+                    f"{self.socket_path} in {timeout:.0f} s:\n"
+                    + log_tail(self.log_path, since=offset))
             time.sleep(POLL)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -123,12 +121,3 @@ class ExternalContainerd:
         # Shims of containers it ran are started with its socket as their address.
         kill_matching((str(self.dir) + "/").encode(), (b"containerd",))
         self.pidfile.unlink(missing_ok=True)
-
-    def _log_tail(self, since: int, lines: int = 30) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(since)
-                text = log.read().decode(errors="replace")
-        except OSError:
-            return "(no containerd.log)"
-        return "\n".join(text.splitlines()[-lines:])

@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -29,9 +28,10 @@ from migrate.sandbox.fetch import engine_bin_dirs, ensure_engine, spec
 from migrate.sandbox.system import (
     POLL,
     UnixHTTPConnection,
-    is_alive,
     kill_matching,
-    track,
+    log_tail,
+    pid_from_file,
+    start_logged,
     unmount_under,
     wait_exit,
 )
@@ -130,14 +130,7 @@ class Sandbox:
 
     def pid(self) -> int | None:
         """Pid of this sandbox's dockerd if it is alive (checked against its cmdline)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            alive = is_alive(pid)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if alive else []
-        except (OSError, ValueError):
-            return None
-        # A stale pidfile may name a recycled pid: trust it only if it is our dockerd.
-        return pid if str(self.pidfile).encode() in cmdline else None
+        return pid_from_file(self.pidfile, self.pidfile)
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -220,22 +213,7 @@ class Sandbox:
                 containerd.start(self.env(), timeout)
             except ContainerdStartError as error:
                 raise SandboxError(str(error)) from error
-        argv = self.argv()
-        with self.log_path.open("ab") as log:
-            offset = log.tell()
-            log.write(f"\n=== sandbox start {time.strftime('%F %T')}: {argv}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env(),
-                cwd=self.dir,
-                # Own session: the daemon must outlive the CLI process that started it.
-                start_new_session=True,
-            )
-        track(proc)
+        proc, offset = start_logged(self.argv(), self.log_path, self.env(), self.dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -323,10 +301,4 @@ class Sandbox:
         return ["driver-type", "io.containerd.snapshotter.v1"] in status
 
     def log_tail(self, lines: int = 30, since: int = 0) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(since)
-                text = log.read().decode(errors="replace")
-        except OSError:
-            return "(no dockerd.log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines, since)
