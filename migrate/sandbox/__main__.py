@@ -21,7 +21,7 @@ def _sandbox(args: argparse.Namespace) -> Sandbox:
     engine: str | None = getattr(args, "engine", None)
     if engine is None:
         return Sandbox.open(directory)
-    return Sandbox(directory, engine)
+    return Sandbox(directory, engine, external_containerd=args.external_containerd)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--dir", required=True, help="sandbox directory (keep it short)")
         if name == "start":
             sub.add_argument("--engine", choices=engines, default=None)
+            sub.add_argument("--external-containerd", action="store_true",
+                             help="first start only: run a containerd of the sandbox's own "
+                                  "and start dockerd with --containerd on its socket")
         if name in ("start", "stop", "restart"):
             sub.add_argument("--timeout", type=float, default=60.0)
         if name == "env":

@@ -3,6 +3,10 @@
 Everything needed to drive the daemon (engine key, daemon.json, extra flags, pidfile, log)
 is a file in that directory, so a separate process (`python -m migrate.sandbox restart`)
 can stop and start the same daemon without any in-memory handle.
+
+A sandbox made with `external_containerd=True` runs a containerd of its own (containerd.py)
+and starts dockerd with `--containerd` on its socket, as on a host with a system
+containerd: stop and restart touch dockerd only; destroy stops that containerd too.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -20,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from migrate.sandbox.containerd import ContainerdStartError, ExternalContainerd
 from migrate.sandbox.fetch import engine_bin_dirs, ensure_engine, spec
 from migrate.sandbox.system import (
     POLL,
     UnixHTTPConnection,
-    is_alive,
     kill_matching,
-    track,
+    log_tail,
+    pid_from_file,
+    start_logged,
     unmount_under,
     wait_exit,
 )
@@ -46,6 +51,8 @@ class SandboxError(RuntimeError):
 class Sandbox:
     dir: Path
     engine: str
+    # Only read when the sandbox is first created; afterwards its directory says it.
+    external_containerd: bool = False
 
     @classmethod
     def named(cls, name: str, engine: str) -> Sandbox:
@@ -58,6 +65,12 @@ class Sandbox:
         if not marker.is_file():
             raise SandboxError(f"{directory} is not a sandbox (no {marker.name} file)")
         return cls(directory, marker.read_text().strip())
+
+    @property
+    def own_containerd(self) -> ExternalContainerd | None:
+        """The containerd this sandbox runs beside dockerd, if it was made with one."""
+        containerd = ExternalContainerd(self.dir / "containerd", self.engine)
+        return containerd if containerd.config.exists() else None
 
     @property
     def host(self) -> str:
@@ -109,18 +122,15 @@ class Sandbox:
 
     @property
     def containerd_socket(self) -> Path:
+        """The socket of the containerd whose store dockerd uses (after a switch)."""
+        containerd = self.own_containerd
+        if containerd is not None:
+            return containerd.socket_path
         return self.exec_root / "containerd" / "containerd.sock"
 
     def pid(self) -> int | None:
         """Pid of this sandbox's dockerd if it is alive (checked against its cmdline)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            alive = is_alive(pid)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if alive else []
-        except (OSError, ValueError):
-            return None
-        # A stale pidfile may name a recycled pid: trust it only if it is our dockerd.
-        return pid if str(self.pidfile).encode() in cmdline else None
+        return pid_from_file(self.pidfile, self.pidfile)
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -149,8 +159,13 @@ class Sandbox:
             "--iptables=false",
             "--ip6tables=false",
             "--bridge=none",
+            *self._containerd_args(),
             *self.extra_args(),
         ]  # fmt: skip
+
+    def _containerd_args(self) -> list[str]:
+        containerd = self.own_containerd
+        return [] if containerd is None else ["--containerd", str(containerd.socket_path)]
 
     def extra_args(self) -> list[str]:
         if not self.extra_args_file.exists():
@@ -172,6 +187,8 @@ class Sandbox:
         # Only the first start creates daemon.json: a test may delete it on purpose later.
         if not self.daemon_json.exists():
             self.daemon_json.write_text("{}\n")
+        if self.external_containerd:
+            ExternalContainerd(self.dir / "containerd", self.engine).configure()
         marker.write_text(self.engine + "\n")
 
     def _link_runc(self) -> None:
@@ -190,22 +207,13 @@ class Sandbox:
         ensure_engine(self.engine)
         self._initialise()
         self._link_runc()
-        argv = self.argv()
-        with self.log_path.open("ab") as log:
-            offset = log.tell()
-            log.write(f"\n=== sandbox start {time.strftime('%F %T')}: {argv}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env(),
-                cwd=self.dir,
-                # Own session: the daemon must outlive the CLI process that started it.
-                start_new_session=True,
-            )
-        track(proc)
+        containerd = self.own_containerd
+        if containerd is not None:
+            try:
+                containerd.start(self.env(), timeout)
+            except ContainerdStartError as error:
+                raise SandboxError(str(error)) from error
+        proc, offset = start_logged(self.argv(), self.log_path, self.env(), self.dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -229,7 +237,13 @@ class Sandbox:
                 os.kill(pid, signal.SIGKILL)
                 wait_exit(pid, 10.0)
                 self._kill_leftovers()
-        self.unmount()
+        if self.own_containerd is None:
+            self.unmount()
+        else:
+            # What the running containerd mounted (its snapshots, its tasks) stays, as a
+            # system containerd's does when docker restarts.
+            unmount_under(self.data_root)
+            unmount_under(self.exec_root)
 
     def restart(self, timeout: float = 60.0) -> None:
         self.stop()
@@ -242,6 +256,9 @@ class Sandbox:
     def destroy(self) -> None:
         self.stop()
         self._kill_leftovers()
+        containerd = self.own_containerd
+        if containerd is not None:
+            containerd.stop()
         self.unmount()
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.dir.exists():
@@ -284,10 +301,4 @@ class Sandbox:
         return ["driver-type", "io.containerd.snapshotter.v1"] in status
 
     def log_tail(self, lines: int = 30, since: int = 0) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(since)
-                text = log.read().decode(errors="replace")
-        except OSError:
-            return "(no dockerd.log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines, since)
