@@ -522,10 +522,10 @@ def _message(body: bytes) -> str:
 PIPELINE_WINDOW = 32
 PIPELINES = 2
 
-# Inventory calls (one inspect per image and container, one diff per container) run on
-# this many connections at once: serial, they made `plan` 5x slower than the docker CLI on
-# 1,000 images. Each worker thread has its own APIClient: a requests Session is not
-# documented as thread-safe.
+# Inventory calls that cannot be pipelined (image inspects, diffs: one after the other per
+# image or container) run on this many connections at once: serial, they made `plan` 5x
+# slower than the docker CLI on 1,000 images. Each worker thread has its own connection
+# (and APIClient, for a remote daemon: a requests Session is not documented as thread-safe).
 PARALLEL_CALLS = 8
 
 
