@@ -27,7 +27,8 @@ class SandboxFactory(Protocol):
     """Type of the `fresh_sandbox` pytest fixture."""
 
     def __call__(self, engine: str = "26", samples: bool = False, *,
-                 external_containerd: bool = False,
+                 external_containerd: bool = False, containerd_namespace: str | None = None,
+                 containerd_in_daemon_json: bool = False,
                  daemon_json: Mapping[str, object] | None = None) -> Sandbox: ...
 
 

@@ -6,7 +6,9 @@ can stop and start the same daemon without any in-memory handle.
 
 A sandbox made with `external_containerd=True` runs a containerd of its own (containerd.py)
 and starts dockerd with `--containerd` on its socket, as on a host with a system
-containerd: stop and restart touch dockerd only; destroy stops that containerd too.
+containerd: stop and restart touch dockerd only; destroy stops that containerd too. The
+endpoint can name a namespace other than `moby` (`--containerd-namespace`), and can be
+given as the daemon.json keys `containerd` / `containerd-namespace` instead of flags.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ class Sandbox:
     engine: str
     # Only read when the sandbox is first created; afterwards its directory says it.
     external_containerd: bool = False
+    # With external_containerd: the namespace dockerd uses there (None: dockerd's `moby`),
+    # and whether daemon.json names the endpoint instead of dockerd's flags.
+    containerd_namespace: str | None = None
+    containerd_in_daemon_json: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.containerd_namespace or self.containerd_in_daemon_json) and not (
+                self.external_containerd):
+            raise SandboxError("a containerd namespace or daemon.json endpoint needs "
+                               "external_containerd=True")
 
     @classmethod
     def named(cls, name: str, engine: str) -> Sandbox:
@@ -103,6 +115,11 @@ class Sandbox:
     @property
     def extra_args_file(self) -> Path:
         return self.dir / "extra-args.json"
+
+    @property
+    def containerd_args_file(self) -> Path:
+        """dockerd's flags naming the sandbox's own containerd (absent: none, or daemon.json)."""
+        return self.dir / "containerd-args.json"
 
     @property
     def data_root(self) -> Path:
@@ -159,21 +176,24 @@ class Sandbox:
             "--iptables=false",
             "--ip6tables=false",
             "--bridge=none",
-            *self._containerd_args(),
+            *_args_from(self.containerd_args_file),
             *self.extra_args(),
         ]  # fmt: skip
 
-    def _containerd_args(self) -> list[str]:
-        containerd = self.own_containerd
-        return [] if containerd is None else ["--containerd", str(containerd.socket_path)]
-
     def extra_args(self) -> list[str]:
-        if not self.extra_args_file.exists():
-            return []
-        data = json.loads(self.extra_args_file.read_text())
-        if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
-            raise SandboxError(f"{self.extra_args_file} must hold a JSON list of strings")
-        return list(data)
+        return _args_from(self.extra_args_file)
+
+    def _point_at_own_containerd(self, containerd: ExternalContainerd) -> None:
+        """Write where dockerd finds its containerd: flags file, or daemon.json keys."""
+        endpoint = {"containerd": str(containerd.socket_path)}
+        if self.containerd_namespace:
+            endpoint["containerd-namespace"] = self.containerd_namespace
+        if self.containerd_in_daemon_json:
+            config = json.loads(self.daemon_json.read_text())
+            self.daemon_json.write_text(json.dumps({**config, **endpoint}, indent=2) + "\n")
+        else:
+            flags = [word for key, value in endpoint.items() for word in (f"--{key}", value)]
+            self.containerd_args_file.write_text(json.dumps(flags) + "\n")
 
     def _initialise(self) -> None:
         spec(self.engine)
@@ -188,7 +208,9 @@ class Sandbox:
         if not self.daemon_json.exists():
             self.daemon_json.write_text("{}\n")
         if self.external_containerd:
-            ExternalContainerd(self.dir / "containerd", self.engine).configure()
+            containerd = ExternalContainerd(self.dir / "containerd", self.engine)
+            containerd.configure()
+            self._point_at_own_containerd(containerd)
         marker.write_text(self.engine + "\n")
 
     def _link_runc(self) -> None:
@@ -302,3 +324,13 @@ class Sandbox:
 
     def log_tail(self, lines: int = 30, since: int = 0) -> str:
         return log_tail(self.log_path, lines, since)
+
+
+def _args_from(path: Path) -> list[str]:
+    """A JSON list of extra dockerd arguments; none when the file is absent."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
+        raise SandboxError(f"{path} must hold a JSON list of strings")
+    return list(data)

@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from migrate.archives.saved_tar import qualified_name
-from migrate.engine.containerd import DANGLING_PREFIX, Containerd, chain_id, find_ctr
+from migrate.engine.containerd import (
+    DANGLING_PREFIX,
+    DEFAULT_NAMESPACE,
+    Containerd,
+    chain_id,
+    find_ctr,
+)
 from migrate.journal import JournalState, replay
 from migrate.phases.volume_guard import GUARD_IMAGE
 from migrate.sandbox import (
@@ -46,10 +52,10 @@ def _out(done: subprocess.CompletedProcess[str]) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-6000:]}"
 
 
-def _ctr(sandbox: Sandbox) -> Containerd:
+def _ctr(sandbox: Sandbox, namespace: str = DEFAULT_NAMESPACE) -> Containerd:
     ctr = find_ctr(None, path=":".join(map(str, engine_bin_dirs(sandbox.engine))))
     assert ctr is not None
-    return Containerd(ctr, str(sandbox.containerd_socket))
+    return Containerd(ctr, str(sandbox.containerd_socket), namespace)
 
 
 def _journal(state: Path) -> JournalState:
@@ -281,26 +287,38 @@ def _processes_naming(directory: Path) -> list[str]:
     return found
 
 
+# How dockerd is pointed at a system containerd: `--containerd` alone (namespace `moby`),
+# with `--containerd-namespace`, or both as daemon.json keys; staging must follow each.
+ENDPOINTS = {"flags": (None, False), "namespace-flag": ("cm-ns", False),
+             "daemon-json": ("cm-ns", True)}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_stage_through_an_external_containerd(fresh_sandbox: SandboxFactory, engine: str,
-                                              tmp_path: Path) -> None:
-    sandbox = fresh_sandbox(engine, external_containerd=True)
+                                              endpoint: str, tmp_path: Path) -> None:
+    namespace, in_daemon_json = ENDPOINTS[endpoint]
+    sandbox = fresh_sandbox(engine, external_containerd=True, containerd_namespace=namespace,
+                            containerd_in_daemon_json=in_daemon_json)
     containerd = sandbox.own_containerd
     assert containerd is not None
+    namespace = namespace or DEFAULT_NAMESPACE
+    socket = str(containerd.socket_path)
+    assert ("containerd" in json.loads(sandbox.daemon_json.read_text())) == in_daemon_json
     tags, keys = _small_host(sandbox)
     state = tmp_path / "state"
-    client = _ctr(sandbox)
-    assert client.address == str(containerd.socket_path)
+    client = _ctr(sandbox, namespace)
+    assert client.address == socket
     plan = json.loads(cli(sandbox, state, "plan", "--format", "json").stdout)
     checks = {c["id"]: c["message"] for c in plan["checks"]}
-    assert str(containerd.socket_path) in checks["external-containerd"]
-    assert str(containerd.socket_path) in checks["staging-available"]
+    assert f"{socket} (namespace {namespace})" in checks["external-containerd"]
+    assert f"{socket} (namespace {namespace}," in checks["staging-available"]
 
     staged = cli(sandbox, state, *STAGE)
 
     assert staged.returncode == 0, _out(staged)
     result = _stage_result(state)
-    assert (result["address"], result["namespace"]) == (str(containerd.socket_path), "moby")
+    assert (result["address"], result["namespace"]) == (socket, namespace)
     # dockerd runs no containerd of its own: the content is in the external one's root.
     assert not (sandbox.exec_root / "containerd" / "containerd.sock").exists()
     names = client.images()
@@ -316,16 +334,25 @@ def test_stage_through_an_external_containerd(fresh_sandbox: SandboxFactory, eng
     journal = _journal(state)
     assert journal.phase("verify").status == "done"
     assert (journal.phase("import").result or {})["loaded"] == []
-    # The restart restarted dockerd only; it still uses the external containerd.
+    # The restart restarted dockerd only; it still uses the external containerd, named
+    # where it was named (the switch kept daemon.json's endpoint keys).
     assert containerd.pid() == containerd_pid and sandbox.pid() != dockerd_pid
     argv = _cmdline(sandbox.pid())
-    assert argv[argv.index("--containerd") + 1] == str(containerd.socket_path)
+    config = json.loads(sandbox.daemon_json.read_text())
+    if in_daemon_json:
+        assert "--containerd" not in argv
+        assert (config["containerd"], config["containerd-namespace"]) == (socket, namespace)
+    else:
+        assert argv[argv.index("--containerd") + 1] == socket and "containerd" not in config
     assert sandbox.containerd_snapshotter()
     snapshots_before = client.snapshots("overlayfs")
     assert keys <= snapshots_before  # unpacked before the first run
     ran = docker(sandbox.host, "run", "--rm", tags[0])
     assert ran.stdout.strip() == "bulk image 0"
     assert snapshots_before <= client.snapshots("overlayfs")
+    if namespace != DEFAULT_NAMESPACE:
+        moby = _ctr(sandbox, DEFAULT_NAMESPACE)
+        assert moby.images() == {} and moby.snapshots("overlayfs") == set()
 
     # destroy stops that containerd (by pid) and its shims, and leaves no mount behind.
     docker(sandbox.host, "run", "-d", "--name", "busy", tags[1], "sh", "-c", BUSY_LOOP)
