@@ -211,6 +211,16 @@ def _read_exactly(reader: BinaryIO, size: int) -> bytes:
     return data
 
 
+def _number(text: bytes, base: int = 10) -> int:
+    try:
+        value = int(text.strip(), base)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConnectionError(f"the daemon sent a malformed HTTP length: {text[:40]!r}")
+    return value
+
+
 def _read_response(reader: BinaryIO) -> tuple[int, bytes, bool]:
     """(status, body, keep-alive) of one HTTP/1.1 answer: what Go's net/http sends, i.e.
     a Content-Length or chunked body, or one that ends with the connection."""
@@ -228,16 +238,14 @@ def _read_response(reader: BinaryIO) -> tuple[int, bytes, bool]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"content-length":
-            length = int(value.strip() or b"-1")
-            if length < 0:
-                raise ConnectionError("the daemon sent a negative Content-Length")
+            length = _number(value)
         elif name == b"transfer-encoding":
             chunked = b"chunked" in value.lower()
         elif name == b"connection":
             keep_alive = keep_alive and b"close" not in value.lower()
     if chunked:
         pieces = []
-        while (size := int(_read_line(reader).split(b";")[0].strip() or b"0", 16)) > 0:
+        while (size := _number(_read_line(reader).split(b";")[0], 16)) > 0:
             pieces.append(_read_exactly(reader, size))
             _read_line(reader)
         while _read_line(reader) not in (b"\r\n", b"\n", b""):
@@ -495,7 +503,10 @@ def _answer(status: int, body: bytes) -> Any:
         raise ReadNotFound(status, _message(body))
     if status >= 400:
         raise ReadFailed(status, _message(body))
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ReadFailed(status, f"its answer is not JSON: {body[:80]!r}") from None
 
 
 def _known_layer(inspected: JSON | ReadFailed,

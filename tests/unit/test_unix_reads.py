@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from migrate.engine.client import (
+    ReadFailed,
     ReadNotFound,
     _go_rfc3339_nano,
     _inspect_from_disk,
     _read_response,
     _UnixReads,
 )
+from migrate.engine.client import _answer as _answer_json
 
 pytestmark = pytest.mark.unit
 
@@ -118,11 +120,18 @@ def test_http_answers_of_every_framing_are_read_whole() -> None:
     b"SSH-2.0-OpenSSH\r\n\r\n",                                   # not HTTP
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",        # cut short
     b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n",       # endless header
 ])
 def test_broken_http_answers_are_connection_errors(raw: bytes) -> None:
     with pytest.raises(ConnectionError):
         _answer(raw)
+
+
+def test_an_answer_that_is_not_json_is_a_failed_read() -> None:
+    with pytest.raises(ReadFailed, match="not JSON"):
+        _answer_json(200, b"<html>proxy error</html>")
 
 
 @pytest.fixture
