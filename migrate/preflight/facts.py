@@ -30,7 +30,13 @@ from migrate.host.daemon_json import (
     validate_with_dockerd,
 )
 from migrate.host.fs import free_bytes
-from migrate.host.launch import DaemonLaunch, containerd_endpoint, detect_launch, dockerd_binary
+from migrate.host.launch import (
+    DaemonLaunch,
+    containerd_endpoint,
+    detect_launch,
+    dockerd_binary,
+    names_containerd,
+)
 from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, Frozen, Inventory
 
@@ -139,7 +145,7 @@ def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigSt
                   ) -> StagingFacts:
     """Find `ctr` and the socket, ask the server, and (with `measure`) read its usage."""
     address, namespace = containerd_endpoint(launch, config.data)
-    managed = not (launch.containerd_flag or (config.data or {}).get("containerd"))
+    managed = not names_containerd(launch, config.data)
     base = StagingFacts(address=address, namespace=namespace, managed=managed)
     try:
         # The same mapping the switch writes into daemon.json: the store must match it.
