@@ -6,7 +6,10 @@ Builds the host in a private sandbox engine (bulk images in one `docker load`, c
 made with `docker create` and never started, a few named volumes), times the plan
 (`plan --format json`, in-process and as a separate CLI process), checks that it counted
 everything, and compares it with the plain docker CLI reading the same facts:
-`docker image ls` + `docker image inspect` of every image + `docker ps -a` + `docker volume ls`.
+`docker image ls` + `docker image inspect` of every image + `docker ps -a` + `docker volume ls`
+(the CLI runs and the docker CLI runs alternate). `plan` reads more than that (every
+container's inspect, `ctr`, `dockerd --validate`) but reads the image configs from the
+legacy store on disk instead of inspecting each image.
 The sandbox is destroyed at the end (unless --keep).
 """
 
@@ -114,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             state_dir = Path(tmp) / "state"
             report = plan_in_process(sandbox, state_dir)  # warm-up, and the counts
             in_process = timed(lambda: plan_in_process(sandbox, state_dir), args.repeat)
-            cli = timed(lambda: plan_cli(sandbox, state_dir), args.repeat)
-        counted = docker_cli_inventory(sandbox.host)
-        baseline = timed(lambda: docker_cli_inventory(sandbox.host), args.repeat)
+            counted = docker_cli_inventory(sandbox.host)
+            # Interleaved, so that other load on the machine weighs on both alike.
+            cli, baseline = [], []
+            for _ in range(args.repeat):
+                cli += timed(lambda: plan_cli(sandbox, state_dir), 1)
+                baseline += timed(lambda: docker_cli_inventory(sandbox.host), 1)
 
         images, containers = len(report.images), len(report.containers)
+        print(f"load average during the run: {os.getloadavg()[0]:.2f}")
         print(f"plan counted {images} images ({sum(len(i.tags) for i in report.images)} tags), "
               f"{containers} containers, {len(report.volumes)} volumes")
         print(f"plan --format json, in-process:   {describe(in_process)}")

@@ -21,7 +21,7 @@ RUNNING_STATES = frozenset({"running", "restarting", "paused"})
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Store(StrEnum):

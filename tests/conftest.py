@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -130,14 +131,28 @@ def fresh_sandbox() -> Iterator[SandboxFactory]:
 
     fresh_sandbox(engine="26", samples=False) -> running Sandbox; with samples=True the
     sample host is built too (about 1.5 s) and readable with sandbox_samples(sandbox).
+    `external_containerd=True` gives dockerd a containerd of the sandbox's own
+    (`--containerd`), optionally with `containerd_namespace` (`--containerd-namespace`) and
+    `containerd_in_daemon_json` (both as daemon.json keys instead of flags); `daemon_json`
+    is the daemon.json of the first start (e.g. {"storage-driver": "vfs"}: a legacy store
+    on vfs without a restart).
     """
     if _engine_skipped():
         pytest.skip(f"{SKIP_ENV}=1")
     created: list[Sandbox] = []
 
-    def factory(engine: str = "26", samples: bool = False) -> Sandbox:
-        sandbox = Sandbox(_new_dir(f"f{engine}-"), engine)
+    def factory(engine: str = "26", samples: bool = False, *,
+                external_containerd: bool = False, containerd_namespace: str | None = None,
+                containerd_in_daemon_json: bool = False,
+                daemon_json: Mapping[str, object] | None = None) -> Sandbox:
+        sandbox = Sandbox(_new_dir(f"f{engine}-"), engine,
+                          external_containerd=external_containerd,
+                          containerd_namespace=containerd_namespace,
+                          containerd_in_daemon_json=containerd_in_daemon_json)
         created.append(sandbox)
+        if daemon_json is not None:
+            sandbox.dir.mkdir(parents=True)
+            sandbox.daemon_json.write_text(json.dumps(daemon_json) + "\n")
         sandbox.start()
         if samples:
             populate_sandbox(sandbox)

@@ -42,7 +42,8 @@ def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
     restart = chosen_restart_command(opts, args.restart_command)
     with connect(opts) as engine:
         facts = gather_facts(engine, opts.daemon_config, opts.state_dir,
-                             restart_command=restart, snapshotter=args.snapshotter)
+                             restart_command=restart, snapshotter=args.snapshotter,
+                             configs_from_disk=True)
     return build_plan(facts, plan_options(opts, args))
 
 

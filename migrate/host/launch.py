@@ -385,5 +385,10 @@ def containerd_endpoint(launch: DaemonLaunch, config: Mapping[str, object] | Non
     return socket, namespace
 
 
+def names_containerd(launch: DaemonLaunch, config: Mapping[str, object] | None = None) -> bool:
+    """Whether dockerd is told to use a containerd it does not start (flag or daemon.json)."""
+    return bool(launch.containerd_flag or _str((config or {}).get("containerd")))
+
+
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None

@@ -41,7 +41,7 @@ def utc_now() -> datetime:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class _Record(_Frozen):
@@ -128,7 +128,8 @@ Record: TypeAlias = Annotated[
     | Progress,
     Field(discriminator="event"),
 ]
-RECORD_ADAPTER: TypeAdapter[Record] = TypeAdapter(Record)
+# Built at first use (defer_build): a command that reads no journal does not pay for it.
+RECORD_ADAPTER: TypeAdapter[Record] = TypeAdapter(Record, config=ConfigDict(defer_build=True))
 
 
 class PhaseState(_Frozen):

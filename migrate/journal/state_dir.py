@@ -38,7 +38,7 @@ _OTHER_DIR_HINT = "use --state-dir to pick a state dir of your own"
 
 
 class HostIdentity(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     machine_id: str
     source: Literal["machine-id", "hostname"]

@@ -126,6 +126,9 @@ class UndoContext:
     earlier_imports: tuple[JSONDict, ...] = ()
     # Tells the operator what is about to happen (e.g. which restart command runs).
     say: Callable[[str], None] = print
+    # Journals a `progress` record for the phase being undone (e.g. the pid of the restart
+    # command it started, which a rollback run after a kill must wait for).
+    checkpoint: Callable[[str, Mapping[str, Any]], None] = lambda _phase, _data: None
 
 
 class Phase(Protocol):

@@ -303,17 +303,22 @@ class Runner:
     def _undo_all(self, journal: Journal, *, force: bool, purge_imported: bool) -> list[str]:
         """Undo every phase that may have touched the host, most recent first."""
         state = journal.state()
+        def checkpoint(phase: str, data: Mapping[str, Any]) -> None:
+            journal.progress(cast(PhaseName, phase), _json(data))
+
         ctx = UndoContext(options=self.options, connect=self.connect,
                           inventory_path=self.state_dir.inventory_path, force=force,
                           purge_imported=purge_imported, say=self.say,
-                          earlier_imports=tuple(dict(i) for i in state.earlier_imports))
+                          earlier_imports=tuple(dict(i) for i in state.earlier_imports),
+                          checkpoint=checkpoint)
         to_undo = state.phases_to_undo()
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
             PHASES[phase_state.name].refuse_undo(ctx, _undo_record(phase_state))
-        # A restart command a killed run left behind must end before the undo restarts.
+        # A restart command a killed run (or rollback) left behind must end before the undo
+        # restarts: the switch undo journals its own.
         restart.wait_for_journaled_restarts(
-            state.phase("restart").progress,
+            (*state.phase("restart").progress, *state.phase("switch").progress),
             resolve_restart_timeout(self.options.restart_timeout))
         lines = self._created_since_switch(to_undo)
         for phase_state in to_undo:

@@ -38,6 +38,7 @@ from migrate.phases.base import (
     RunOptions,
     UndoContext,
 )
+from migrate.support import failpoints
 
 NEW_DIR_MODE = 0o755
 # Mode bits a daemon.json may be restored with: no setuid/setgid/sticky, no world-write.
@@ -297,7 +298,12 @@ def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
         "from the journal" if recorded else "this host's default")
     ctx.say(f"switch: restarting the daemon with `{shlex.join(argv)}` ({source}), "
             f"waiting up to {timeout:.0f} s")
-    daemon_control.run_restart_command(argv, timeout)
+
+    def journal_pid(pid: int, start_time: int) -> None:
+        ctx.checkpoint("switch", {"restart_pid": pid, "restart_started": start_time})
+        failpoints.hit("rollback:restart-command-started")
+
+    daemon_control.run_restart_command(argv, timeout, started=journal_pid)
     info = daemon_control.wait_for_daemon(host, Store.LEGACY, timeout)
     return [f"switch: restarted the daemon; Docker {info.version} is back on the legacy store"]
 

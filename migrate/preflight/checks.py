@@ -27,7 +27,7 @@ from migrate.host.launch import (
     canonical_path,
     config_file_read,
     containerd_endpoint,
-    managed_containerd_socket,
+    names_containerd,
 )
 from migrate.models import Frozen, Inventory, Store
 from migrate.preflight.containers import recreate_plan
@@ -294,15 +294,16 @@ def userns_remap(c: Ctx) -> Check | None:
 
 
 def external_containerd(c: Ctx) -> Check | None:
-    socket = c.launch.containerd_flag or c.inv.engine.containerd_address
-    if not socket:
-        return None
-    # Engine 28 reports Containerd.Address in `docker info` for the containerd it manages
-    # itself (EXEC_ROOT/containerd/containerd.sock) too: that one is not external.
-    managed = canonical_path(managed_containerd_socket(c.launch.exec_root))
-    if not c.launch.containerd_flag and canonical_path(socket) == managed:
-        return None
-    namespace = containerd_endpoint(c.launch)[1]
+    # The daemon.json keys count like the flags: dockerd reads either (flag wins).
+    socket, namespace = containerd_endpoint(c.launch, c.config.data)
+    if not names_containerd(c.launch, c.config.data):
+        # Engine 28 reports Containerd.Address in `docker info` for the containerd it
+        # manages itself (EXEC_ROOT/containerd/containerd.sock) too: that one is not
+        # external. Another address there means a launch we could not read.
+        reported = c.inv.engine.containerd_address
+        if not reported or canonical_path(reported) == canonical_path(socket):
+            return None
+        socket = reported
     return _check("external-containerd", INFO,
                   f"dockerd uses the containerd at {socket} (namespace {namespace})",
                   "pre-staging must import through that socket; the new store lives in that "

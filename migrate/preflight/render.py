@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from migrate.errors import UsageError
+from migrate.host.launch import containerd_endpoint, names_containerd
 from migrate.preflight.checks import Check, Severity
 from migrate.preflight.facts import FilesystemFacts
 from migrate.preflight.report import PlanReport
@@ -66,6 +67,15 @@ def _config_status(report: PlanReport) -> str:
     return f"{config.path} ({state}{link}{', ' if owner else ''}{owner})"
 
 
+def _containerd(report: PlanReport) -> str:
+    data = report.daemon_config.data
+    if names_containerd(report.launch, data):
+        # A flag or daemon.json's key: Engine 26 reports no address for either.
+        socket, namespace = containerd_endpoint(report.launch, data)
+        return f"{socket} (namespace {namespace})"
+    return report.engine.containerd_address or "managed"
+
+
 def engine_table(report: PlanReport) -> Table:
     engine, launch = report.engine, report.launch
     target = report.target_config
@@ -76,7 +86,7 @@ def engine_table(report: PlanReport) -> Table:
         ("store", f"{engine.store} (driver {engine.driver})"),
         ("data root", _fs(report.data_root)),
         ("state dir", _fs(report.state_dir)),
-        ("containerd", engine.containerd_address or launch.containerd_flag or "managed"),
+        ("containerd", _containerd(report)),
         ("launched by", f"{launch.source}" + (f" (pid {launch.pid})" if launch.pid else "")),
         ("command", " ".join(launch.argv) or "unknown"),
         ("daemon.json", _config_status(report)),

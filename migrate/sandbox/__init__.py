@@ -6,6 +6,7 @@ one directory, so it can be driven from pytest or from `python -m migrate.sandbo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from migrate.sandbox.daemon import BASE_DIR, Sandbox, SandboxError
@@ -25,7 +26,10 @@ from migrate.sandbox.samples import (
 class SandboxFactory(Protocol):
     """Type of the `fresh_sandbox` pytest fixture."""
 
-    def __call__(self, engine: str = "26", samples: bool = False) -> Sandbox: ...
+    def __call__(self, engine: str = "26", samples: bool = False, *,
+                 external_containerd: bool = False, containerd_namespace: str | None = None,
+                 containerd_in_daemon_json: bool = False,
+                 daemon_json: Mapping[str, object] | None = None) -> Sandbox: ...
 
 
 __all__ = [

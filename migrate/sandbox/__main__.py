@@ -21,7 +21,9 @@ def _sandbox(args: argparse.Namespace) -> Sandbox:
     engine: str | None = getattr(args, "engine", None)
     if engine is None:
         return Sandbox.open(directory)
-    return Sandbox(directory, engine)
+    return Sandbox(directory, engine, external_containerd=args.external_containerd,
+                   containerd_namespace=args.containerd_namespace,
+                   containerd_in_daemon_json=args.containerd_in_daemon_json)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -71,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--dir", required=True, help="sandbox directory (keep it short)")
         if name == "start":
             sub.add_argument("--engine", choices=engines, default=None)
+            sub.add_argument("--external-containerd", action="store_true",
+                             help="first start only: run a containerd of the sandbox's own "
+                                  "and start dockerd with --containerd on its socket")
+            sub.add_argument("--containerd-namespace", default=None,
+                             help="with --external-containerd: dockerd's namespace there "
+                                  "[default: moby]")
+            sub.add_argument("--containerd-in-daemon-json", action="store_true",
+                             help="with --external-containerd: name the endpoint in "
+                                  "daemon.json instead of dockerd flags")
         if name in ("start", "stop", "restart"):
             sub.add_argument("--timeout", type=float, default=60.0)
         if name == "env":

@@ -3,6 +3,12 @@
 Everything needed to drive the daemon (engine key, daemon.json, extra flags, pidfile, log)
 is a file in that directory, so a separate process (`python -m migrate.sandbox restart`)
 can stop and start the same daemon without any in-memory handle.
+
+A sandbox made with `external_containerd=True` runs a containerd of its own (containerd.py)
+and starts dockerd with `--containerd` on its socket, as on a host with a system
+containerd: stop and restart touch dockerd only; destroy stops that containerd too. The
+endpoint can name a namespace other than `moby` (`--containerd-namespace`), and can be
+given as the daemon.json keys `containerd` / `containerd-namespace` instead of flags.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -20,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from migrate.sandbox.containerd import ContainerdStartError, ExternalContainerd
 from migrate.sandbox.fetch import engine_bin_dirs, ensure_engine, spec
 from migrate.sandbox.system import (
     POLL,
     UnixHTTPConnection,
-    is_alive,
     kill_matching,
-    track,
+    log_tail,
+    pid_from_file,
+    start_logged,
     unmount_under,
     wait_exit,
 )
@@ -46,6 +53,18 @@ class SandboxError(RuntimeError):
 class Sandbox:
     dir: Path
     engine: str
+    # Only read when the sandbox is first created; afterwards its directory says it.
+    external_containerd: bool = False
+    # With external_containerd: the namespace dockerd uses there (None: dockerd's `moby`),
+    # and whether daemon.json names the endpoint instead of dockerd's flags.
+    containerd_namespace: str | None = None
+    containerd_in_daemon_json: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.containerd_namespace or self.containerd_in_daemon_json) and not (
+                self.external_containerd):
+            raise SandboxError("a containerd namespace or daemon.json endpoint needs "
+                               "external_containerd=True")
 
     @classmethod
     def named(cls, name: str, engine: str) -> Sandbox:
@@ -58,6 +77,12 @@ class Sandbox:
         if not marker.is_file():
             raise SandboxError(f"{directory} is not a sandbox (no {marker.name} file)")
         return cls(directory, marker.read_text().strip())
+
+    @property
+    def own_containerd(self) -> ExternalContainerd | None:
+        """The containerd this sandbox runs beside dockerd, if it was made with one."""
+        containerd = ExternalContainerd(self.dir / "containerd", self.engine)
+        return containerd if containerd.config.exists() else None
 
     @property
     def host(self) -> str:
@@ -92,6 +117,11 @@ class Sandbox:
         return self.dir / "extra-args.json"
 
     @property
+    def containerd_args_file(self) -> Path:
+        """dockerd's flags naming the sandbox's own containerd (absent: none, or daemon.json)."""
+        return self.dir / "containerd-args.json"
+
+    @property
     def data_root(self) -> Path:
         return self.dir / "root"
 
@@ -109,18 +139,15 @@ class Sandbox:
 
     @property
     def containerd_socket(self) -> Path:
+        """The socket of the containerd whose store dockerd uses (after a switch)."""
+        containerd = self.own_containerd
+        if containerd is not None:
+            return containerd.socket_path
         return self.exec_root / "containerd" / "containerd.sock"
 
     def pid(self) -> int | None:
         """Pid of this sandbox's dockerd if it is alive (checked against its cmdline)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            alive = is_alive(pid)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if alive else []
-        except (OSError, ValueError):
-            return None
-        # A stale pidfile may name a recycled pid: trust it only if it is our dockerd.
-        return pid if str(self.pidfile).encode() in cmdline else None
+        return pid_from_file(self.pidfile, self.pidfile)
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -149,16 +176,24 @@ class Sandbox:
             "--iptables=false",
             "--ip6tables=false",
             "--bridge=none",
+            *_args_from(self.containerd_args_file),
             *self.extra_args(),
         ]  # fmt: skip
 
     def extra_args(self) -> list[str]:
-        if not self.extra_args_file.exists():
-            return []
-        data = json.loads(self.extra_args_file.read_text())
-        if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
-            raise SandboxError(f"{self.extra_args_file} must hold a JSON list of strings")
-        return list(data)
+        return _args_from(self.extra_args_file)
+
+    def _point_at_own_containerd(self, containerd: ExternalContainerd) -> None:
+        """Write where dockerd finds its containerd: flags file, or daemon.json keys."""
+        endpoint = {"containerd": str(containerd.socket_path)}
+        if self.containerd_namespace:
+            endpoint["containerd-namespace"] = self.containerd_namespace
+        if self.containerd_in_daemon_json:
+            config = json.loads(self.daemon_json.read_text())
+            self.daemon_json.write_text(json.dumps({**config, **endpoint}, indent=2) + "\n")
+        else:
+            flags = [word for key, value in endpoint.items() for word in (f"--{key}", value)]
+            self.containerd_args_file.write_text(json.dumps(flags) + "\n")
 
     def _initialise(self) -> None:
         spec(self.engine)
@@ -172,6 +207,10 @@ class Sandbox:
         # Only the first start creates daemon.json: a test may delete it on purpose later.
         if not self.daemon_json.exists():
             self.daemon_json.write_text("{}\n")
+        if self.external_containerd:
+            containerd = ExternalContainerd(self.dir / "containerd", self.engine)
+            containerd.configure()
+            self._point_at_own_containerd(containerd)
         marker.write_text(self.engine + "\n")
 
     def _link_runc(self) -> None:
@@ -190,22 +229,13 @@ class Sandbox:
         ensure_engine(self.engine)
         self._initialise()
         self._link_runc()
-        argv = self.argv()
-        with self.log_path.open("ab") as log:
-            offset = log.tell()
-            log.write(f"\n=== sandbox start {time.strftime('%F %T')}: {argv}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env(),
-                cwd=self.dir,
-                # Own session: the daemon must outlive the CLI process that started it.
-                start_new_session=True,
-            )
-        track(proc)
+        containerd = self.own_containerd
+        if containerd is not None:
+            try:
+                containerd.start(self.env(), timeout)
+            except ContainerdStartError as error:
+                raise SandboxError(str(error)) from error
+        proc, offset = start_logged(self.argv(), self.log_path, self.env(), self.dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -229,7 +259,13 @@ class Sandbox:
                 os.kill(pid, signal.SIGKILL)
                 wait_exit(pid, 10.0)
                 self._kill_leftovers()
-        self.unmount()
+        if self.own_containerd is None:
+            self.unmount()
+        else:
+            # What the running containerd mounted (its snapshots, its tasks) stays, as a
+            # system containerd's does when docker restarts.
+            unmount_under(self.data_root)
+            unmount_under(self.exec_root)
 
     def restart(self, timeout: float = 60.0) -> None:
         self.stop()
@@ -242,6 +278,9 @@ class Sandbox:
     def destroy(self) -> None:
         self.stop()
         self._kill_leftovers()
+        containerd = self.own_containerd
+        if containerd is not None:
+            containerd.stop()
         self.unmount()
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.dir.exists():
@@ -284,10 +323,14 @@ class Sandbox:
         return ["driver-type", "io.containerd.snapshotter.v1"] in status
 
     def log_tail(self, lines: int = 30, since: int = 0) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(since)
-                text = log.read().decode(errors="replace")
-        except OSError:
-            return "(no dockerd.log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines, since)
+
+
+def _args_from(path: Path) -> list[str]:
+    """A JSON list of extra dockerd arguments; none when the file is absent."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
+        raise SandboxError(f"{path} must hold a JSON list of strings")
+    return list(data)

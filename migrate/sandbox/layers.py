@@ -42,6 +42,8 @@ class ArchiveImage:
     layers: tuple[Layer, ...]
     cmd: tuple[str, ...] = ("sh",)
     env: tuple[str, ...] = ("PATH=/bin",)
+    # Top-level image config keys that replace the crafted ones (e.g. an odd `created`).
+    config: tuple[tuple[str, object], ...] = ()
 
 
 class _HashingFile:
@@ -104,7 +106,7 @@ def random_layer(workdir: Path, name: str, size: int) -> Layer:
 
 def _config(image: ArchiveImage) -> bytes:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    config = {
+    config: dict[str, object] = {
         "architecture": ARCH.get(platform.machine(), platform.machine()),
         "os": "linux",
         "created": created,
@@ -118,6 +120,7 @@ def _config(image: ArchiveImage) -> bytes:
             for layer in image.layers
         ],
     }
+    config.update(image.config)
     return json.dumps(config, sort_keys=True).encode()
 
 

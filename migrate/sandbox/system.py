@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 POLL = 0.05
@@ -35,6 +36,49 @@ def is_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def pid_from_file(pidfile: Path, marker: Path) -> int | None:
+    """The pid in `pidfile` if that process is alive and `marker` is one of its arguments."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        alive = is_alive(pid)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if alive else []
+    except (OSError, ValueError):
+        return None
+    # A stale pidfile may name a recycled pid: trust it only if it is our daemon.
+    return pid if str(marker).encode() in cmdline else None
+
+
+def start_logged(argv: list[str], log_path: Path, env: Mapping[str, str], cwd: Path,
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a daemon appending to `log_path`; returns it and where its output begins."""
+    with log_path.open("ab") as log:
+        offset = log.tell()
+        log.write(f"\n=== sandbox start {time.strftime('%F %T')}: {argv}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            # Own session: the daemon must outlive the CLI process that started it.
+            start_new_session=True,
+        )
+    track(proc)
+    return proc, offset
+
+
+def log_tail(log_path: Path, lines: int = 30, since: int = 0) -> str:
+    try:
+        with log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return f"(no {log_path.name})"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def wait_exit(pid: int, timeout: float) -> bool:

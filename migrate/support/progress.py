@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 _enabled = True
 # The rate is averaged over the whole bar, not the last updates: a `docker save` sends
@@ -53,11 +54,13 @@ def bar_settings(label: str, total: int | None) -> dict[str, Any] | None:
 @contextmanager
 def byte_bar(label: str, total: int | None) -> Iterator[ByteProgress]:
     settings = bar_settings(label, total) if _enabled and sys.stderr.isatty() else None
-    bar: tqdm[object] | None = (
-        tqdm(file=sys.stderr, **settings)
-        if settings is not None
-        else None
-    )
+    bar: tqdm[object] | None = None
+    if settings is not None:
+        # Imported here: tqdm costs every command 50 ms at start-up, and only a terminal
+        # shows a bar.
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(file=sys.stderr, **settings)
     try:
         yield _Bar(bar)
     finally:

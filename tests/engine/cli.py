@@ -38,20 +38,43 @@ def cli(
     """`containerd-migrate --host ... --daemon-config ... --state-dir ... ARGS`, with the
     sandbox's restart command in CONTAINERD_MIGRATE_RESTART_COMMAND, as
     `python -m migrate.sandbox env` sets it for an operator (`env` may override it)."""
-    full_env = {k: v for k, v in os.environ.items() if k != FAILPOINTS_ENV}
-    full_env[RESTART_ENV] = sandbox.restart_command
-    full_env.update(env or {})
-    if failpoints:
-        full_env[FAILPOINTS_ENV] = failpoints
-    argv = [
+    return subprocess.run(_argv(sandbox, state_dir, args), capture_output=True, text=True,
+                          env=_env(sandbox, failpoints, env), timeout=timeout,
+                          stdin=subprocess.DEVNULL, check=False, preexec_fn=child_signals)
+
+
+def spawn(
+    sandbox: Sandbox,
+    state_dir: Path,
+    *args: str,
+    failpoints: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """The same command as `cli()`, started in the background (for pause failpoints)."""
+    return subprocess.Popen(_argv(sandbox, state_dir, args), env=_env(sandbox, failpoints, env),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=child_signals)  # noqa: PLW1509  (no threads here)
+
+
+def _argv(sandbox: Sandbox, state_dir: Path, args: tuple[str, ...]) -> list[str]:
+    return [
         sys.executable, "-m", "migrate",
         "--host", sandbox.host,
         "--daemon-config", str(sandbox.daemon_json),
         "--state-dir", str(state_dir),
         *args,
     ]
-    return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False, preexec_fn=child_signals)
+
+
+def _env(sandbox: Sandbox, failpoints: str | None, env: Mapping[str, str] | None,
+         ) -> dict[str, str]:
+    full_env = {k: v for k, v in os.environ.items() if k != FAILPOINTS_ENV}
+    full_env[RESTART_ENV] = sandbox.restart_command
+    full_env.update(env or {})
+    if failpoints:
+        full_env[FAILPOINTS_ENV] = failpoints
+    return full_env
 
 
 def run_args(sandbox: Sandbox, *extra: str) -> tuple[str, ...]:

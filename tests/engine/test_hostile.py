@@ -313,3 +313,29 @@ def test_resume_waits_for_a_restart_that_outlived_its_killed_run(
     expect(cli(sandbox, state, "rollback", "--yes", "--purge-imported"), 0)
     assert not sandbox.containerd_snapshotter()
     assert re.search(r"\d", sandbox.info()["ID"])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rollback_again_waits_for_the_restart_its_killed_rollback_left(
+    fresh_sandbox: SandboxFactory, tmp_path: Path, engine: str,
+) -> None:
+    """The rollback is SIGKILLed while its own 4 s restart command runs: the next rollback
+    waits for that command (journaled by the switch undo), finds the daemon back on the
+    legacy store and does not restart it a second time."""
+    sandbox = fresh_sandbox(engine, samples=True)
+    state = tmp_path / "state"
+    expect(cli(sandbox, state, *run_args(sandbox)), 0)
+    slow = f"sh -c 'exec >/dev/null 2>&1; sleep 4; exec {restart_command(sandbox)}'"
+    killed = cli(sandbox, state, "rollback", "--yes", "--restart-command", slow,
+                 failpoints="rollback:restart-command-started=kill")
+    assert killed.returncode == -9, _show(killed)
+    progress = replay(state / "journal.jsonl").phase("switch").progress
+    pid = progress[-1]["restart_pid"]
+    assert isinstance(pid, int)
+    assert Path(f"/proc/{pid}").exists(), "the restart command should still run"
+    again = cli(sandbox, state, "rollback", "--yes")
+    expect(again, 0)
+    assert "already runs on the legacy store" in again.stdout + again.stderr, _show(again)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert not sandbox.containerd_snapshotter()
+    assert len(_dockerds(sandbox)) == 1, _dockerds(sandbox)

@@ -3,6 +3,7 @@ answer exactly what the daemon's own `docker diff` and inspect answer."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 
 from migrate.engine import Engine
 from migrate.sandbox import SampleHost, Sandbox, SandboxFactory, docker, sandbox_samples
+from migrate.sandbox.layers import ArchiveImage, load_images, random_layer
+from tests.engine.cli import cli
 
 pytestmark = pytest.mark.engine
 
@@ -73,3 +76,76 @@ def test_layer_sizes_from_the_layer_store_equal_what_history_says(
         assert from_disk[image_id].layer_sizes == image.layer_sizes, image.tags
     big = next(i for i in from_disk.values() if sample_host.big_image in i.tags)
     assert max(big.layer_sizes) >= sample_host.big_layer_bytes
+
+
+def _inspected_images(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The image inspects `engine` makes from now on (the disk path's fall-backs)."""
+    original = engine._get_json
+    asked: list[str] = []
+
+    def counting(path: str, params: Any = None) -> Any:
+        if path.startswith("/images/sha256:") and path.endswith("/json"):
+            asked.append(path.split("/")[2])
+        return original(path, params)
+
+    monkeypatch.setattr(engine, "_get_json", counting)
+    return asked
+
+
+def test_image_configs_read_from_disk_equal_what_inspect_says(
+    engine_sandbox: Sandbox, sample_host: SampleHost, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with Engine(engine_sandbox.host) as engine:
+        info = engine.info()
+        inspected = _inspected_images(engine, monkeypatch)
+        from_disk = engine.list_images(info, configs_from_disk=True)
+        assert inspected == [], "every sample image's config was read from disk"
+        from_api = engine.list_images(info)
+    assert {i.id for i in from_disk} >= set(sample_host.image_ids.values())
+    assert from_disk == from_api
+
+
+@pytest.mark.parametrize("engine", ["26", "28"])
+def test_unusual_image_configs_from_disk_equal_inspect_or_are_inspected(
+    fresh_sandbox: SandboxFactory, tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Go re-formats `created` (fraction without trailing zeros, a zero offset as Z), takes
+    `env` for `Env` and an empty `os` for linux: the disk reader matches the first and
+    leaves the others to the daemon."""
+    sandbox = fresh_sandbox(engine, samples=False)
+    layer = random_layer(tmp_path, "odd", 4096)
+    odd = {
+        "cm-odd/zero-offset:1": (("created", "2024-05-06T07:08:09.120000000+00:00"),),
+        "cm-odd/plus-two:1": (("created", "2024-05-06T09:08:09.5+02:00"),),
+        "cm-odd/lower-env:1": (("config", {"env": ["A=1"], "Cmd": ["sh"]}),),
+        "cm-odd/no-created:1": (("created", None),),
+        "cm-odd/empty-os:1": (("os", ""),),
+    }
+    load_images(sandbox.host, [ArchiveImage(tags=(tag,), layers=(layer,), config=config)
+                               for tag, config in odd.items()])
+    with Engine(sandbox.host) as engine_api:
+        info = engine_api.info()
+        inspected = _inspected_images(engine_api, monkeypatch)
+        from_disk = {i.tags[0]: i for i in engine_api.list_images(info, configs_from_disk=True)}
+        from_api = {i.tags[0]: i for i in engine_api.list_images(info)}
+    assert from_disk == from_api
+    assert from_api["cm-odd/zero-offset:1"].created == "2024-05-06T07:08:09.12Z"
+    assert from_api["cm-odd/plus-two:1"].created == "2024-05-06T09:08:09.5+02:00"
+    assert from_api["cm-odd/lower-env:1"].config.env == ("A=1",)
+    left_to_daemon = {from_api[tag].id for tag in
+                      ("cm-odd/lower-env:1", "cm-odd/no-created:1", "cm-odd/empty-os:1")}
+    assert set(inspected[:3]) == left_to_daemon and len(inspected) == 3 + len(odd)
+
+
+def test_plan_on_a_local_daemon_loads_neither_the_sdk_nor_structlog(
+    engine_sandbox: Sandbox, sample_host: SampleHost, tmp_path: Path,
+) -> None:
+    """Their imports were a third of `plan` on a big host; reads need neither."""
+    done = cli(engine_sandbox, tmp_path / "state", "plan", "--format", "json",
+               "--containers", "leave", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    report = json.loads(done.stdout)
+    assert {i["id"] for i in report["images"]} >= set(sample_host.image_ids.values())
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "migrate.engine.client" in imported, "the import log is read"
+    assert not imported & {"docker", "requests", "urllib3", "structlog", "tqdm", "rich"}

@@ -1,7 +1,9 @@
 """Pre-staging against real engines: `stage`, then `run` (or `rollback`), on 26.1 and 28.5.
 
 The containerd store is read with the engine's own `ctr`, as an operator would, so these
-tests prove what dockerd will find after the switch, not what our journal says.
+tests prove what dockerd will find after the switch, not what our journal says. Besides
+the sample host on dockerd's managed containerd: a containerd of its own (`dockerd
+--containerd`), a vfs host (native snapshotter), and builds and pulls while `stage` streams.
 """
 
 from __future__ import annotations
@@ -17,14 +19,29 @@ from typing import Any
 import pytest
 
 from migrate.archives.saved_tar import qualified_name
-from migrate.engine.containerd import DANGLING_PREFIX, Containerd, chain_id, find_ctr
+from migrate.engine.containerd import (
+    DANGLING_PREFIX,
+    DEFAULT_NAMESPACE,
+    Containerd,
+    chain_id,
+    find_ctr,
+)
 from migrate.journal import JournalState, replay
 from migrate.phases.volume_guard import GUARD_IMAGE
-from migrate.sandbox import SampleHost, Sandbox, SandboxFactory, sandbox_samples
+from migrate.sandbox import (
+    SampleHost,
+    Sandbox,
+    SandboxFactory,
+    build_bulk_images,
+    sandbox_samples,
+)
 from migrate.sandbox.fetch import engine_bin_dirs
 from migrate.sandbox.layers import ArchiveImage, load_images, random_layer, rootfs_layer
 from migrate.sandbox.samples import APPLETS, BUSY_LOOP, BUSYBOX, docker, image_id, inspect
-from tests.engine.cli import cli, run_args
+from migrate.sandbox.system import mounts_under
+from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV, reached_path
+from tests.engine.cli import cli, run_args, spawn, wait_for_file
+from tests.engine.registry import RegistryImage, serve
 
 pytestmark = pytest.mark.engine
 
@@ -38,10 +55,10 @@ def _out(done: subprocess.CompletedProcess[str]) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-6000:]}"
 
 
-def _ctr(sandbox: Sandbox) -> Containerd:
+def _ctr(sandbox: Sandbox, namespace: str = DEFAULT_NAMESPACE) -> Containerd:
     ctr = find_ctr(None, path=":".join(map(str, engine_bin_dirs(sandbox.engine))))
     assert ctr is not None
-    return Containerd(ctr, str(sandbox.containerd_socket))
+    return Containerd(ctr, str(sandbox.containerd_socket), namespace)
 
 
 def _journal(state: Path) -> JournalState:
@@ -246,6 +263,195 @@ def test_cleanup_after_rollback_removes_staged(fresh_sandbox: SandboxFactory,
 
     assert cleaned.returncode == 0, _out(cleaned)
     assert client.images() == before and preexisting in before
+
+
+def _small_host(sandbox: Sandbox) -> tuple[list[str], set[str]]:
+    """Two small images on a shared busybox base, and their snapshot keys (chain IDs)."""
+    tags = build_bulk_images(sandbox.host, 2, prefix="cm-stage/small", workdir=sandbox.dir)
+    keys = {chain_id(tuple(inspect(sandbox.host, "image", t)["RootFS"]["Layers"])) for t in tags}
+    return tags, {k for k in keys if k is not None}
+
+
+def _cmdline(pid: int | None) -> list[str]:
+    assert pid is not None
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def _processes_naming(directory: Path) -> list[str]:
+    needle = (str(directory) + "/").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(cmdline.decode(errors="replace"))
+    return found
+
+
+# How dockerd is pointed at a system containerd: `--containerd` alone (namespace `moby`),
+# with `--containerd-namespace`, or both as daemon.json keys; staging must follow each.
+ENDPOINTS = {"flags": (None, False), "namespace-flag": ("cm-ns", False),
+             "daemon-json": ("cm-ns", True)}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stage_through_an_external_containerd(fresh_sandbox: SandboxFactory, engine: str,
+                                              endpoint: str, tmp_path: Path) -> None:
+    namespace, in_daemon_json = ENDPOINTS[endpoint]
+    sandbox = fresh_sandbox(engine, external_containerd=True, containerd_namespace=namespace,
+                            containerd_in_daemon_json=in_daemon_json)
+    containerd = sandbox.own_containerd
+    assert containerd is not None
+    namespace = namespace or DEFAULT_NAMESPACE
+    socket = str(containerd.socket_path)
+    assert ("containerd" in json.loads(sandbox.daemon_json.read_text())) == in_daemon_json
+    tags, keys = _small_host(sandbox)
+    state = tmp_path / "state"
+    client = _ctr(sandbox, namespace)
+    assert client.address == socket
+    plan = json.loads(cli(sandbox, state, "plan", "--format", "json").stdout)
+    checks = {c["id"]: c["message"] for c in plan["checks"]}
+    assert f"{socket} (namespace {namespace})" in checks["external-containerd"]
+    assert f"{socket} (namespace {namespace}," in checks["staging-available"]
+
+    staged = cli(sandbox, state, *STAGE)
+
+    assert staged.returncode == 0, _out(staged)
+    result = _stage_result(state)
+    assert (result["address"], result["namespace"]) == (socket, namespace)
+    # dockerd runs no containerd of its own: the content is in the external one's root.
+    assert not (sandbox.exec_root / "containerd" / "containerd.sock").exists()
+    names = client.images()
+    assert {f"docker.io/{t}" for t in tags} <= set(names)
+    blobs = containerd.root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    assert (blobs / names[f"docker.io/{tags[0]}"].removeprefix("sha256:")).is_file()
+    assert keys <= client.snapshots("overlayfs")
+    containerd_pid, dockerd_pid = containerd.pid(), sandbox.pid()
+
+    done = cli(sandbox, state, *run_args(sandbox))
+
+    assert done.returncode == 0, _out(done)
+    journal = _journal(state)
+    assert journal.phase("verify").status == "done"
+    assert (journal.phase("import").result or {})["loaded"] == []
+    # The restart restarted dockerd only; it still uses the external containerd, named
+    # where it was named (the switch kept daemon.json's endpoint keys).
+    assert containerd.pid() == containerd_pid and sandbox.pid() != dockerd_pid
+    argv = _cmdline(sandbox.pid())
+    config = json.loads(sandbox.daemon_json.read_text())
+    if in_daemon_json:
+        assert "--containerd" not in argv
+        assert (config["containerd"], config["containerd-namespace"]) == (socket, namespace)
+    else:
+        assert argv[argv.index("--containerd") + 1] == socket and "containerd" not in config
+    assert sandbox.containerd_snapshotter()
+    snapshots_before = client.snapshots("overlayfs")
+    assert keys <= snapshots_before  # unpacked before the first run
+    ran = docker(sandbox.host, "run", "--rm", tags[0])
+    assert ran.stdout.strip() == "bulk image 0"
+    assert snapshots_before <= client.snapshots("overlayfs")
+    if namespace != DEFAULT_NAMESPACE:
+        moby = _ctr(sandbox, DEFAULT_NAMESPACE)
+        assert moby.images() == {} and moby.snapshots("overlayfs") == set()
+
+    # destroy stops that containerd (by pid) and its shims, and leaves no mount behind.
+    docker(sandbox.host, "run", "-d", "--name", "busy", tags[1], "sh", "-c", BUSY_LOOP)
+    sandbox.destroy()
+    assert containerd.pid() is None and not sandbox.dir.exists()
+    assert _processes_naming(sandbox.dir) == [] and mounts_under(sandbox.dir) == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stage_on_vfs_unpacks_into_native(fresh_sandbox: SandboxFactory, engine: str,
+                                          tmp_path: Path) -> None:
+    sandbox = fresh_sandbox(engine, daemon_json={"storage-driver": "vfs"})
+    info = sandbox.info()
+    assert info["Driver"] == "vfs" and info["DriverStatus"] is None
+    tags, keys = _small_host(sandbox)
+    state = tmp_path / "state"
+    client = _ctr(sandbox)
+
+    staged = cli(sandbox, state, *STAGE)
+
+    assert staged.returncode == 0, _out(staged)
+    assert _stage_result(state)["snapshotter"] == "native"
+    assert keys <= client.snapshots("native")
+    assert not keys & client.snapshots("overlayfs")
+
+    done = cli(sandbox, state, *run_args(sandbox))
+
+    assert done.returncode == 0, _out(done)
+    assert _journal(state).phase("verify").status == "done"
+    assert (_journal(state).phase("import").result or {})["loaded"] == []
+    assert json.loads(sandbox.daemon_json.read_text())["storage-driver"] == "native"
+    info = sandbox.info()
+    assert info["Driver"] == "native"
+    assert ["driver-type", "io.containerd.snapshotter.v1"] in info["DriverStatus"]
+    snapshots_before = client.snapshots("native")
+    assert keys <= snapshots_before  # the first container unpacks nothing
+    ran = docker(sandbox.host, "run", "--rm", tags[1])
+    assert ran.stdout.strip() == "bulk image 1"
+    assert snapshots_before <= client.snapshots("native")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_builds_and_pulls_work_during_stage(fresh_sandbox: SandboxFactory, engine: str,
+                                            tmp_path: Path) -> None:
+    sandbox = fresh_sandbox(engine)
+    tags, _ = _small_host(sandbox)
+    state = tmp_path / "state"
+    resume = tmp_path / "resume"
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "hello.txt").write_text("built during staging\n")
+    pulled_image = RegistryImage.from_layer(
+        "cm-pull/hello", "1", rootfs_layer(tmp_path, BUSYBOX, APPLETS).path,
+        ["echo", "pulled during staging"])
+
+    # Held in the middle of its first stream: `docker save` open, `ctr import` reading.
+    stage = spawn(sandbox, state, *STAGE, failpoints="stage:streaming=pause",
+                  env={RESUME_ENV: str(resume), PAUSE_TIMEOUT_ENV: "120"})
+    try:
+        wait_for_file(reached_path(resume), stage)
+        importing = next(p for p in _journal(state).phase("stage").progress if "pid" in p)
+        built = docker(sandbox.host, "build", "-q", "-t", "cm-stage/built:1", "-f", "-",
+                       str(context), stdin=f"FROM {tags[0]}\nCOPY hello.txt /hello.txt\n",
+                       check=False)
+        with serve(pulled_image) as registry:
+            pulled_ref = f"{registry}/cm-pull/hello:1"
+            pull = docker(sandbox.host, "pull", pulled_ref, check=False)
+        assert stage.poll() is None and Path(f"/proc/{importing['pid']}").exists()
+    finally:
+        resume.touch()
+        out, err = stage.communicate(timeout=300)
+
+    assert stage.returncode == 0, f"{out}\n{err[-6000:]}"
+    assert built.returncode == 0, built.stderr
+    assert pull.returncode == 0, pull.stderr
+    assert image_id(sandbox.host, pulled_ref) == pulled_image.config_digest
+    pinned = f"{pulled_ref.rsplit(':', 1)[0]}@{pulled_image.manifest_digest}"
+    assert inspect(sandbox.host, "image", pulled_ref)["RepoDigests"] == [pinned]
+    listed = docker(sandbox.host, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    assert {"cm-stage/built:1", pulled_ref} <= set(listed.split())
+    legacy = {ref: image_id(sandbox.host, ref) for ref in ("cm-stage/built:1", pulled_ref)}
+
+    done = cli(sandbox, state, *run_args(sandbox))
+
+    assert done.returncode == 0, _out(done)
+    assert _stage_result(state)["staged_now"] == 2  # what appeared during the first stage
+    assert _journal(state).phase("verify").status == "done"
+    id_map = json.loads((state / "reports" / "id-map.json").read_text())
+    for ref, old in legacy.items():
+        assert image_id(sandbox.host, ref) == id_map[old]["new_id"], ref
+    assert docker(sandbox.host, "run", "--rm", "cm-stage/built:1", "cat", "/hello.txt"
+                  ).stdout == "built during staging\n"
+    assert docker(sandbox.host, "run", "--rm", pulled_ref).stdout == "pulled during staging\n"
+    # The registry's digest does not survive the store change: a pinned reference is gone.
+    assert pinned not in inspect(sandbox.host, "image", pulled_ref)["RepoDigests"]
+    assert docker(sandbox.host, "image", "inspect", pinned, check=False).returncode != 0
 
 
 # cachestat(2) (Linux 6.5+): how many of a file's cached pages are dirty or under writeback.

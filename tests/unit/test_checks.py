@@ -193,6 +193,10 @@ def test_check_fires(check_id: str, make: Callable[[], HostFacts], options: dict
          lambda: facts(engine={"store": Store.CONTAINERD},
                        config={"containerd_snapshotter": True})),
         ("live-restore", lambda: facts(config={"data": {"live-restore": False}})),
+        # Engine 28 reports the containerd it manages itself, under daemon.json's exec-root.
+        ("external-containerd",
+         lambda: facts(engine={"containerd_address": "/run/e/containerd/containerd.sock"},
+                       config={"data": {"exec-root": "/run/e"}})),
         ("disk-state-dir", lambda: facts(state_free=10 * MB, same_fs=True, data_free=10 * GIB)),
     ],
 )
@@ -212,6 +216,18 @@ def test_storage_driver_flag_details_list_sources() -> None:
     assert check.details == ("dockerd flag --storage-driver vfs",
                              "environment DOCKER_DRIVER=overlay2",
                              "unit file: /etc/systemd/system/docker.service")
+
+
+@pytest.mark.parametrize("launch", [
+    ["dockerd", "--containerd=/run/c.sock", "--containerd-namespace", "ns"],
+    ["dockerd"],  # both as daemon.json keys: Engine 26 reports no containerd address
+])
+def test_external_containerd_names_the_socket_and_namespace_dockerd_uses(
+        launch: list[str]) -> None:
+    data = {} if len(launch) > 1 else {"containerd": "/run/c.sock", "containerd-namespace": "ns"}
+    check = run(facts(launch=parse_dockerd_argv(launch), config={"data": data}))
+    assert "dockerd uses the containerd at /run/c.sock (namespace ns)" in (
+        check["external-containerd"].message)
 
 
 def test_containers_blocker_lists_them() -> None:

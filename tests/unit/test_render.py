@@ -143,6 +143,23 @@ def test_text_report() -> None:
     assert "hunter2" not in text
 
 
+@pytest.mark.parametrize(("argv", "data", "shown"), [
+    (["dockerd"], {}, "managed"),
+    (["dockerd", "--containerd=/run/c.sock"], {}, "/run/c.sock (namespace moby)"),
+    (["dockerd"], {"containerd": "/run/c.sock", "containerd-namespace": "ns"},
+     "/run/c.sock (namespace ns)"),
+])
+def test_engine_table_names_the_containerd_dockerd_uses(argv: list[str], data: dict[str, str],
+                                                        shown: str) -> None:
+    facts = host(containers=False)
+    facts = facts.model_copy(update={
+        "launch": parse_dockerd_argv(argv, source="proc"),
+        "daemon_config": facts.daemon_config.model_copy(update={"data": data})})
+    lines = render(build_plan(facts, PlanOptions()), "text").splitlines()
+    row = next(line.split(None, 1) for line in lines if line.startswith("  containerd "))
+    assert row[1] == shown
+
+
 def test_text_tables_are_aligned() -> None:
     lines = render(blocked(), "text").splitlines()
     start = lines.index("IMAGES (3)") + 1
