@@ -192,9 +192,11 @@ def _flush(data_root: str, managed: bool) -> JSONDict:
     """
     started = time.monotonic()
     root = Path(data_root) if data_root else None
-    if managed and root is not None and root.is_dir():
-        how = flush_filesystem(root)
-    else:
+    try:
+        how = flush_filesystem(root) if managed and root is not None and root.is_dir() else ""
+    except OSError:
+        how = ""  # e.g. the data root cannot be opened here: the slower, wider flush
+    if not how:
         os.sync()
         how = "sync"
     return {"how": how, "seconds": round(time.monotonic() - started, 2)}
