@@ -853,7 +853,7 @@ class Engine:
     def create_container(self, image: str, name: str | None = None, labels: dict[str, str]
                          | None = None, volumes: Iterable[str] = (),
                          command: tuple[str, ...] = ("true",), restart_always: bool = False,
-                         ) -> str:
+                         stop_signal: str | None = None) -> str:
         binds = {v: {"bind": f"/guard/{v}", "mode": "ro"} for v in volumes}
         config: dict[str, Any] = {}
         if binds:
@@ -869,6 +869,7 @@ class Engine:
             name=name,
             labels=labels or {},
             host_config=host_config,
+            stop_signal=stop_signal,
         )
         return str(created["Id"])
 

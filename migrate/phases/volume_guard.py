@@ -32,6 +32,10 @@ GUARD_REPOSITORY = "containerd-migrate/volume-guard"
 GUARD_TAG = "1"
 GUARD_IMAGE = f"{GUARD_REPOSITORY}:{GUARD_TAG}"
 GUARD_COMMAND = ("/pause",)
+# The guard holds nothing and, as PID 1, ignores SIGTERM: stopping it with SIGTERM made every
+# `docker stop` of it, and every daemon shutdown while it runs (the rollback's restart among
+# them), wait the full 10 s stop timeout.
+GUARD_STOP_SIGNAL = "SIGKILL"
 GUARD_NOTE = (
     f"volume guard: container {GUARD_NAME} (running, restart always) keeps the volumes of "
     "hidden legacy containers in use so neither `docker volume prune -a` nor `docker system "
@@ -98,7 +102,7 @@ def create_guard(engine: Engine, inventory: Inventory) -> tuple[str, ...]:
     engine.import_image(guard_tarball(platform.machine()), GUARD_REPOSITORY, GUARD_TAG)
     container = engine.create_container(GUARD_IMAGE, name=GUARD_NAME, labels={GUARD_LABEL: "1"},
                                         volumes=volumes, command=GUARD_COMMAND,
-                                        restart_always=True)
+                                        restart_always=True, stop_signal=GUARD_STOP_SIGNAL)
     engine.start_container(container)
     if not engine.running(container):
         raise EngineError(f"the volume guard {GUARD_NAME} does not stay running",

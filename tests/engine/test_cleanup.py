@@ -4,6 +4,7 @@ and `rollback --purge-imported`. Real engine, through the real CLI."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from migrate.errors import ExitCode
 from migrate.phases.volume_guard import GUARD_NAME
 from migrate.sandbox import SandboxFactory
 from migrate.sandbox.daemon import Sandbox
-from migrate.sandbox.samples import build_bulk_images, docker, sandbox_samples
+from migrate.sandbox.samples import build_bulk_images, docker, inspect, sandbox_samples
 from migrate.support.sizes import human_bytes
 from tests.engine.cli import cli, run_args
 
@@ -41,6 +42,16 @@ def test_cleanup_deletes_archives_and_guard_and_refuses_to_prune_live_containers
     assert early.returncode == ExitCode.BLOCKED, early.stderr
     assert cli(sandbox, state, *run_args(sandbox)).returncode == 0
     assert GUARD_NAME in _names(sandbox)
+    # PID 1 ignores SIGTERM: stopped with it, the guard held every daemon shutdown for the
+    # full 10 s stop timeout. It is stopped by SIGKILL at once, and `restart always` brings
+    # it back (also after a daemon restart).
+    guard = inspect(sandbox.host, "container", GUARD_NAME)
+    assert guard["Config"]["StopSignal"] == "SIGKILL"
+    asked = time.monotonic()
+    docker(sandbox.host, "stop", "--time", "30", GUARD_NAME)
+    assert time.monotonic() - asked < 20, "the stop waited for its timeout: SIGTERM was sent"
+    assert inspect(sandbox.host, "container", GUARD_NAME)["State"]["ExitCode"] == 137
+    docker(sandbox.host, "start", GUARD_NAME)
     archives = list((state / "archives").glob("*.tar"))
     assert archives
     size = sum(p.stat().st_size for p in archives)
