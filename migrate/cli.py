@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__, commands
-from migrate.errors import ExitCode, Interrupted, MigrateError
+from migrate.errors import ExitCode, Interrupted, MigrateError, Terminated
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 
@@ -38,11 +38,11 @@ def _run(ctx: click.Context, fn: Callable[[], int]) -> None:
             raise
         click.echo(exc.render(), err=True)
         ctx.exit(int(exc.exit_code))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if debug:
             raise
-        click.echo(Interrupted("interrupted", "run the same command again to resume").render(),
-                   err=True)
+        said = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        click.echo(Interrupted(said, "run the same command again to resume").render(), err=True)
         ctx.exit(int(ExitCode.INTERRUPTED))
     ctx.exit(code)
 
@@ -199,7 +199,7 @@ def main(host: str | None, daemon_config: str, state_dir: str, follow_symlinks: 
 
 def _terminated(signum: int, frame: object) -> None:
     # Like Ctrl-C: the journal records the interruption and `run` resumes later.
-    raise Interrupted("stopped by SIGTERM", "run the same command again to resume")
+    raise Terminated
 
 
 @main.command()

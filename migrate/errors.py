@@ -93,3 +93,14 @@ class RolledBack(MigrateError):
 
 class Interrupted(MigrateError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stopping the unit, `kill PID`): an interruption like Ctrl-C.
+
+    A KeyboardInterrupt, not a MigrateError, because it is raised wherever the process
+    happens to be: code that copes with a failed engine call (`except MigrateError`, e.g.
+    verify noting one unreadable image and going on) must not swallow it and carry on.
+    """
+
+    signal_name = "SIGTERM"

@@ -321,17 +321,27 @@ class _UnixReads:
         url = self._prefix + urllib.parse.quote(path, safe="/:")
         return url + "?" + urllib.parse.urlencode(params) if params else url
 
+    def _drop(self) -> None:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         url = self._url(path, params)
-        conn = self._connection()
         try:
-            status, body, keep_alive = conn.get(url)
-        except (_Disconnected, BrokenPipeError, ConnectionResetError):
-            # The daemon closed an idle keep-alive connection: one fresh try.
-            status, body, keep_alive = self._connection(fresh=True).get(url)
+            try:
+                status, body, keep_alive = self._connection().get(url)
+            except (_Disconnected, BrokenPipeError, ConnectionResetError):
+                # The daemon closed an idle keep-alive connection: one fresh try.
+                status, body, keep_alive = self._connection(fresh=True).get(url)
+        except BaseException:
+            # Whatever stopped the exchange midway (a timeout, a signal) may have left part
+            # of an answer unread: the next request must not read it as its own.
+            self._drop()
+            raise
         if not keep_alive:
-            self._local.conn = None
-            conn.close()
+            self._drop()
         return _answer(status, body)
 
     def get_many(self, paths: Sequence[str]) -> list[Any]:
@@ -359,8 +369,12 @@ class _UnixReads:
                 # on a fresh one, but a daemon that answers nothing twice is given up on.
                 fruitless = fruitless + 1 if len(answers) == before else 0
                 if fruitless > 1:
+                    self._drop()
                     raise
                 keep_alive = False
+            except BaseException:
+                self._drop()  # answers may be left unread on it (see `get`)
+                raise
             if not keep_alive:
                 self._connection(fresh=True)
         return answers

@@ -236,7 +236,8 @@ class Journal:
         except BaseException as error:
             if _is_interrupt(error):
                 phase = name if handle.record is None else None
-                signal = "SIGINT" if isinstance(error, KeyboardInterrupt) else None
+                signal = (getattr(error, "signal_name", "SIGINT")
+                          if isinstance(error, KeyboardInterrupt) else None)
                 self._append_after(
                     error, RunInterrupted(migration_id=mid, phase=phase, signal=signal)
                 )

@@ -3,6 +3,7 @@ whatever a daemon (or a file in its data root) holds, they answer exactly or ref
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -10,9 +11,11 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from migrate.engine import client
 from migrate.engine.client import (
     ReadFailed,
     ReadNotFound,
@@ -22,6 +25,8 @@ from migrate.engine.client import (
     _UnixReads,
 )
 from migrate.engine.client import _answer as _answer_json
+from migrate.errors import MigrateError, Terminated
+from migrate.journal import Journal
 
 pytestmark = pytest.mark.unit
 
@@ -145,6 +150,12 @@ def daemon_socket(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
     served: list[int] = []
 
     def serve(conn: socket.socket) -> None:
+        # The client may drop the connection (as it must after an interrupted read).
+        with contextlib.suppress(OSError):
+            answer(conn)
+        conn.close()
+
+    def answer(conn: socket.socket) -> None:
         reader = conn.makefile("rb")
         answered = 0
         while answered < 3 and (line := reader.readline()):
@@ -159,7 +170,6 @@ def daemon_socket(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
                 len(body), b"Connection: close\r\n" if last else b"", body))
             answered += 1
         served.append(answered)
-        conn.close()
 
     def accept() -> None:
         while True:
@@ -185,3 +195,40 @@ def test_pipelined_reads_survive_closed_connections_and_keep_order(
     assert [a["path"] for a in answers[:8]] == paths[:8]
     assert isinstance(answers[8], ReadNotFound) and answers[8].explanation == "no such thing"
     assert sum(served) == len(paths) and len(served) >= 3, "went on over new connections"
+
+
+def test_an_exchange_stopped_midway_never_hands_its_answer_to_the_next_request(
+    daemon_socket: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGTERM (or a timeout) between sending a request and reading its answer leaves
+    that answer on the connection: the next request must not take it for its own."""
+    path, _served = daemon_socket
+    reads = _UnixReads(path, timeout=5)
+    original = client._read_response
+    calls = {"n": 0}
+
+    def interrupted_once(reader: Any) -> tuple[int, bytes, bool]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Terminated
+        return original(reader)
+
+    monkeypatch.setattr(client, "_read_response", interrupted_once)
+    with pytest.raises(Terminated):
+        reads.get("/first")
+    assert reads.get("/second") == {"path": "/second"}
+    reads.close()
+
+
+def test_sigterm_is_not_a_migrate_error_and_is_journaled_as_such(tmp_path: Path) -> None:
+    """Code that copes with a failed engine call (`except MigrateError`) must let it by."""
+    assert not issubclass(Terminated, Exception)
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.start_run("test", ("run",), {})
+    with pytest.raises(Terminated), journal.phase("snapshot", {}):
+        try:
+            raise Terminated
+        except MigrateError:
+            pytest.fail("a MigrateError handler caught SIGTERM")
+    last = json.loads((tmp_path / "journal.jsonl").read_text().splitlines()[-1])
+    assert (last["event"], last["signal"]) == ("interrupted", "SIGTERM")
