@@ -376,7 +376,7 @@ class _UnixReads:
                 self._drop()  # answers may be left unread on it (see `get`)
                 raise
             if not keep_alive:
-                self._connection(fresh=True)
+                self._drop()  # the rest goes out on a new connection, opened when needed
         return answers
 
     def close(self) -> None:

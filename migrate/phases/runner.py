@@ -303,6 +303,7 @@ class Runner:
     def _undo_all(self, journal: Journal, *, force: bool, purge_imported: bool) -> list[str]:
         """Undo every phase that may have touched the host, most recent first."""
         state = journal.state()
+
         def checkpoint(phase: str, data: Mapping[str, Any]) -> None:
             journal.progress(cast(PhaseName, phase), _json(data))
 

@@ -191,14 +191,14 @@ def _flush(data_root: str, managed: bool) -> JSONDict:
     own containerd lives under the data root; another one may not: sync everything.
     """
     started = time.monotonic()
-    root = Path(data_root) if data_root else None
-    try:
-        how = flush_filesystem(root) if managed and root is not None and root.is_dir() else ""
-    except OSError:
-        how = ""  # e.g. the data root cannot be opened here: the slower, wider flush
-    if not how:
+    how = "sync"
+    if managed and data_root and Path(data_root).is_dir():
+        try:
+            how = flush_filesystem(data_root)
+        except OSError:
+            os.sync()  # e.g. the data root cannot be opened here: the slower, wider flush
+    else:
         os.sync()
-        how = "sync"
     return {"how": how, "seconds": round(time.monotonic() - started, 2)}
 
 
