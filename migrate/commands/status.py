@@ -22,6 +22,7 @@ from migrate.phases.lifecycle import (
     CommandLine,
     HostNow,
     Lifecycle,
+    containers_policy_of,
     default_command_line,
     lifecycle_of,
 )
@@ -98,6 +99,7 @@ def status_document(state: JournalState, host: HostNow | None = None,
     return {
         "migration_id": state.last_migration_id,
         "state": now.value,
+        "containers_policy": containers_policy_of(state),
         "active": state.migration_id is not None,
         "outcome": state.outcome,
         "runs": len(state.runs),

@@ -126,9 +126,9 @@ def _run_again(state: JournalState) -> tuple[str, ...]:
     return ("run", "--yes", "--containers", policy)
 
 
-_START = NextStep("`containerd-migrate plan` first (a dry run); then, ahead of the window, "
-                  "{} and, in it, {}", (("stage", "--containers", "recreate"),
-                                         ("run", "--yes", "--containers", "recreate")))
+_START = NextStep("{} first (a dry run); then, ahead of the window, {} and, in it, {}",
+                  (("plan", "--containers", "recreate"), ("stage", "--containers", "recreate"),
+                   ("run", "--yes", "--containers", "recreate")))
 _RESUME = NextStep("resume with {}, or undo with {}", (("run", "--yes"), ("rollback", "--yes")))
 _FINISH_ROLLBACK = NextStep("finish the rollback with {}", (("rollback", "--yes"),))
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from migrate.commands.status import render_status, result_summary, status_document
-from migrate.phases.lifecycle import HostNow
 from migrate.errors import BlockedError
 from migrate.journal import Journal, PhaseName, PhaseStarted, replay
+from migrate.phases.lifecycle import HostNow
 from migrate.phases.runner import PREPARE_PHASES, steps_to_run
 
 pytestmark = pytest.mark.unit
