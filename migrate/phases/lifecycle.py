@@ -22,6 +22,7 @@ from typing import Final, Literal, TypeAlias, get_args
 from migrate.errors import BlockedError
 from migrate.journal import JournalState
 from migrate.models import Store
+from migrate.phases.records import records_of
 from migrate.support.sizes import human_bytes
 
 CommandLine: TypeAlias = Callable[[Sequence[str]], str]
@@ -164,11 +165,10 @@ def _completed_step(state: JournalState, host: HostNow) -> NextStep:
 
 def _hidden_containers(state: JournalState) -> int:
     """Containers the migration stopped and did not recreate (policy `leave`)."""
-    if state.phase("recreate").status == "done" and (state.phase("recreate").result or {}).get(
-            "recreated"):
+    records = records_of(state)
+    if records.recreate.recreated:
         return 0
-    count = (state.phase("quiesce").result or {}).get("containers")
-    return count if isinstance(count, int) else 0
+    return records.quiesce.containers
 
 
 def next_step(state: JournalState, host: HostNow | None = None) -> NextStep:
