@@ -159,13 +159,35 @@ def steps_table(report: PlanReport) -> Table:
     return Table("Steps", ("", ""), rows, key_value=True)
 
 
+# What each containers policy does to the running containers, as the plan says it.
+_CONTAINERS_FATE = {
+    "recreate": "stopped, then created again in the containerd store and started after "
+                "verification",
+    "leave": "stopped and kept hidden in the legacy store (down until you recreate them, or "
+             "roll back)",
+    "refuse": "none: the migration refuses while containers exist (choose --containers "
+              "recreate or leave)",
+}
+
+
+def _containers_impact(report: PlanReport) -> tuple[str, str]:
+    running = [ct.name for ct in report.containers if ct.running]
+    policy = report.options.containers
+    if not report.containers:
+        return ("containers", "none on this host")
+    if policy == "refuse" or not running:
+        fate = _CONTAINERS_FATE["refuse"] if policy == "refuse" else (
+            "no running container" + ("; the others are created again in the containerd "
+                                      "store" if policy == "recreate" else
+                                      "; the others stay hidden in the legacy store"))
+        return ("containers", fate)
+    return ("containers stopped", f"{', '.join(running)}: {_CONTAINERS_FATE[policy]}")
+
+
 def impact_table(report: PlanReport) -> Table:
     est = report.estimate
-    running = [ct.name for ct in report.containers if ct.running]
-    stopped = ", ".join(running) if running else "no running container"
     rows = (
-        ("containers stopped", f"{stopped} (kept hidden in the legacy store)"
-         if running else stopped),
+        _containers_impact(report),
         ("images unusable", f"about {human_duration(est.downtime_seconds)}, from the "
          "restart until verified"),
         ("daemon restart", f"once, about {human_duration(est.restart_seconds)}, with "

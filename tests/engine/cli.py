@@ -21,6 +21,7 @@ def child_signals() -> None:
     KeyboardInterrupt even when pytest runs from a background job (which starts with
     SIGINT ignored, inherited by every child)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def restart_command(sandbox: Sandbox) -> str:

@@ -223,3 +223,18 @@ def test_human_duration(seconds: float, text: str) -> None:
 def test_helpers() -> None:
     assert short_id("sha256:0123456789abcdef") == "0123456789ab"
     assert md_escape("a|b <c>") == "a\\|b &lt;c&gt;"
+
+
+@pytest.mark.parametrize(("policy", "says", "never"), [
+    ("recreate", "created again in the containerd store and started", "kept hidden"),
+    ("leave", "kept hidden in the legacy store", "created again"),
+    ("refuse", "the migration refuses while containers exist", "stopped"),
+])
+def test_impact_says_what_the_containers_policy_does(policy: str, says: str,
+                                                     never: str) -> None:
+    report = build_plan(host(), PlanOptions(containers=policy))  # type: ignore[arg-type]
+    for fmt in ("text", "markdown"):
+        out = render(report, fmt).lower()
+        impact = out[out.index("impact"):out.index("rollback")]
+        assert says in impact, (fmt, impact)
+        assert never not in impact, (fmt, impact)
