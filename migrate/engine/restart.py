@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from migrate.engine.client import PROBE_TIMEOUT, probe
-from migrate.errors import MigrateError, RestartFailed, UsageError
+from migrate.errors import BlockedError, MigrateError, RestartFailed, UsageError
 from migrate.models import EngineInfo, Store
 
 RESTART_COMMAND_HINT = (
@@ -49,7 +49,7 @@ def default_restart_command() -> tuple[str, ...]:
         return ("systemctl", "restart", "docker")
     if shutil.which("service") and SYSV_INIT_SCRIPT.exists():
         return ("service", "docker", "restart")
-    raise UsageError(
+    raise BlockedError(
         "cannot tell how dockerd is restarted on this host: systemd is not running a "
         "docker.service and there is no /etc/init.d/docker",
         RESTART_COMMAND_HINT,

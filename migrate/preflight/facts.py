@@ -19,7 +19,7 @@ from pydantic import Field
 from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.engine.restart import resolve_restart_command
-from migrate.errors import DaemonConfigError, UsageError
+from migrate.errors import BlockedError, DaemonConfigError, UsageError
 from migrate.host.daemon_json import (
     DaemonConfigState,
     choose_snapshotter,
@@ -217,7 +217,7 @@ def gather_facts(
     info = inventory.engine if inventory is not None else engine.info()
     try:
         restart, problem = resolve_restart_command(restart_command), None
-    except UsageError as error:
+    except (BlockedError, UsageError) as error:
         restart, problem = (), error.message
     config = read_daemon_config(daemon_config)
     launch = detect_launch(info.pid, engine.host)

@@ -69,7 +69,7 @@ def test_plan_predicts_run_config_file_restart_command_and_socket_path(
     # Item 2: no restart command and none this host can offer: a blocker, as run would fail.
     try:
         default_restart_command()
-    except UsageError:
+    except BlockedError:
         code, report = _json_plan(sandbox, state, "--containers", "leave",
                                   env={RESTART_ENV: ""})
         assert code == ExitCode.BLOCKED and _check_ids(report) == {"restart-command"}

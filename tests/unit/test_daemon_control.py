@@ -14,7 +14,7 @@ from migrate.engine.restart import (
     run_restart_command,
     wait_for_daemon,
 )
-from migrate.errors import EngineUnreachable, ExitCode, RestartFailed, UsageError
+from migrate.errors import BlockedError, EngineUnreachable, ExitCode, RestartFailed, UsageError
 from migrate.models import EngineInfo, Store
 
 pytestmark = pytest.mark.unit
@@ -119,9 +119,11 @@ def test_default_without_a_known_service_manager_asks_for_the_flag(
     if init_script:
         (host_layout / "init.d-docker").write_text("#!/bin/sh\n")
     _tools(monkeypatch, *tools)
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(BlockedError) as caught:
         default_restart_command()
     assert "--restart-command" in caught.value.hint
+    # The same refusal as plan's `restart-command` blocker, with plan's exit code.
+    assert caught.value.exit_code == ExitCode.BLOCKED
 
 
 # --- run_restart_command ---------------------------------------------------------------
