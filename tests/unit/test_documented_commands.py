@@ -113,7 +113,7 @@ def _bare_command_spans(text: str, command_names: set[str]) -> Iterator[str]:
             yield span
 
 
-def _check(argv: list[str]) -> str | None:
+def command_problem(argv: list[str]) -> str | None:
     """None when click accepts the command line; else why not."""
     argv = [a for a in argv if a not in {"...", "…"}]
     if not argv or argv[0] == PLACEHOLDER:
@@ -159,7 +159,7 @@ def test_every_printed_command_exists_with_its_options() -> None:
     bad = []
     for where, text in _all_texts():
         for argv in _commands(text):
-            problem = _check(argv)
+            problem = command_problem(argv)
             if problem:
                 bad.append(f"{where}: `{PROGRAM} {' '.join(argv)}`: "
                            f"{problem.splitlines()[0]}")
@@ -174,9 +174,9 @@ def test_no_hint_names_a_command_without_the_program() -> None:
 
 
 def test_the_checker_rejects_what_does_not_exist() -> None:
-    assert _check(["migrate"]) is not None
-    assert _check(["rollback", "--no-such-option"]) is not None
-    assert _check(["run", "--containers", "maybe"]) is not None
-    assert _check(["rollback", "--yes", "--force"]) is None
+    assert command_problem(["migrate"]) is not None
+    assert command_problem(["rollback", "--no-such-option"]) is not None
+    assert command_problem(["run", "--containers", "maybe"]) is not None
+    assert command_problem(["rollback", "--yes", "--force"]) is None
     assert list(_bare_command_spans("run `rollback --force` now", {"rollback"})) == [
         "rollback --force"]
