@@ -207,10 +207,17 @@ def test_stage_and_export_refuse_on_a_migrated_host_and_rollback_still_works(
         assert refused.returncode == ExitCode.BLOCKED, _out(refused)
         assert "completed" in refused.stderr and "Traceback" not in refused.stderr
     assert _journal(state).last_migration_id == migration  # no migration opened over it
+    # A state dir that never saw this host's migration: the plan blocks (already migrated).
+    other = tmp_path / "other"
+    fresh = cli(sandbox, other, "stage", *RECREATE, *_restart(sandbox))
+    assert fresh.returncode == ExitCode.BLOCKED, _out(fresh)
+    assert "already-containerd" in fresh.stderr and _journal(other).last_migration_id is None
 
+    assert cli(sandbox, state, "cleanup").returncode == 0
     rolled = cli(sandbox, state, "rollback", "--yes")
     assert rolled.returncode == 0, _out(rolled)
     _assert_legacy_restored(sandbox, ids)
+    assert "archives are kept" not in rolled.stdout, rolled.stdout  # cleanup deleted them
     assert cli(sandbox, state, "cleanup").returncode == 0
 
 
