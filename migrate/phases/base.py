@@ -84,6 +84,8 @@ class PhaseContext:
     # Typed undo records and results of the phases already done in this migration.
     records: PhaseRecords = field(default_factory=lambda: PhaseRecords({}, {}))
     prepared: PreparedPlan | None = None
+    # The migration this run belongs to (labels what it creates as its own).
+    migration_id: str = ""
 
     @property
     def containers_policy(self) -> ContainersPolicy:

@@ -14,6 +14,7 @@ from migrate.engine import Engine
 from migrate.errors import BlockedError, EngineError, MigrateError
 from migrate.models import RUNNING_STATES, ContainerRecord
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.preflight.containers import creation_order
 
 
 def _entry(container: ContainerRecord) -> JSONDict:
@@ -24,8 +25,11 @@ def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
     """Running containers by snapshot OR live view, so a resumed run still knows the ones
     it already stopped (the live engine shows them as exited by then)."""
     found: dict[str, JSONDict] = {}
+    order: dict[str, int] = {}
     if ctx.inventory_path.exists():
-        for container in ctx.load_inventory().containers:
+        containers = ctx.load_inventory().containers
+        order = {c.id: i for i, c in enumerate(creation_order(containers))}
+        for container in containers:
             if container.state in RUNNING_STATES:
                 found[container.id] = _entry(container)
     for container in live:
@@ -36,7 +40,10 @@ def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
         if isinstance(stopped, dict) and stopped.get("id"):
             # Keeps when it stopped (the live view shows it exited by now).
             found.setdefault(str(stopped["id"]), {}).update(stopped)
-    return sorted(found.values(), key=lambda c: str(c["name"]))
+    # In creation order (what a container depends on first): the run stops them in reverse,
+    # dependents before what they join or link to, and the undo starts them in this order.
+    return sorted(found.values(), key=lambda c: (order.get(str(c["id"]), len(order)),
+                                                 str(c["name"])))
 
 
 def _names(entries: list[JSONDict]) -> str:
@@ -57,16 +64,18 @@ def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
     return _to_stop(ctx, live)
 
 
-def _start_again(engine: Engine, entry: JSONDict) -> str:
+def _start_again(engine: Engine, entry: JSONDict) -> UndoReport:
     label = f"{entry.get('name')} ({str(entry.get('id'))[:12]})"
     try:
         engine.start_container(str(entry["id"]))
+        if entry.get("state") == "paused":
+            engine.pause_container(str(entry["id"]))
+            return UndoReport.done(f"quiesce: started container {label} and paused it again")
     except EngineError as error:
-        # One container that no longer starts must not stop the rollback.
-        return f"quiesce: FAILED to start container {label}: {error.message}"
-    paused = entry.get("state") == "paused"
-    note = " (it was paused before; it now runs unpaused)" if paused else ""
-    return f"quiesce: started container {label}{note}"
+        # One container that no longer starts must not stop the others from starting.
+        return UndoReport.failure(f"quiesce: could not start container {label}: "
+                                  f"{error.message}")
+    return UndoReport.done(f"quiesce: started container {label}")
 
 
 class QuiescePhase(Phase):
@@ -84,7 +93,7 @@ class QuiescePhase(Phase):
             live = engine.list_containers(details=False)
             entries = _entries(ctx, live)
             states = {c.id: c.state for c in live}
-            for entry in entries:
+            for entry in reversed(entries):
                 container_id = str(entry["id"])
                 if states.get(container_id) not in RUNNING_STATES:
                     continue  # already stopped (resume) or removed by someone: nothing to do
@@ -103,15 +112,15 @@ class QuiescePhase(Phase):
         entries: list[dict[str, Any]] = list(record.get("containers") or [])
         if not entries:
             return UndoReport.done("quiesce: no containers were stopped, nothing to start")
-        lines: list[str] = []
+        report = UndoReport()
         try:
             with ctx.connect() as engine:
-                for entry in entries:
-                    lines.append(_start_again(engine, entry))
+                for entry in entries:  # creation order: what others join starts first
+                    report += _start_again(engine, entry)
         except MigrateError as error:
-            return UndoReport.failure(f"quiesce: could not start {_names(entries)}: "
-                                      f"{error.message}", *lines)
-        return UndoReport.done(*lines)
+            return report + UndoReport.failure(f"quiesce: could not start {_names(entries)}: "
+                                               f"{error.message}")
+        return report
 
 
 PHASE = QuiescePhase()

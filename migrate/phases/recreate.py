@@ -40,13 +40,16 @@ from migrate.phases.base import (
 )
 from migrate.phases.commit import commit_ref
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
-from migrate.preflight.containers import creation_order
+from migrate.preflight.containers import creation_order, shared_namespaces
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 
 RECREATED_LABEL = "io.containerd-migrate.recreated-from"
+# The migration that created it: a resumed run adopts only its own migration's containers,
+# never a stale one an earlier migration's rollback could not remove (older data).
+MIGRATION_LABEL = "io.containerd-migrate.migration"
 COMPOSE_IMAGE_LABEL = "com.docker.compose.image"
 CONTAINER_MAP = "container-map.json"
 # Config keys the engine refuses next to `network_mode: container:` (it fills them from the
@@ -83,7 +86,7 @@ def _extra_volume_mounts(container: ContainerRecord) -> list[JSONDict]:
 
 
 def create_body(container: ContainerRecord, image: str, new_ids: Mapping[str, str],
-                image_ids: Mapping[str, str]) -> JSONDict:
+                image_ids: Mapping[str, str], migration_id: str = "") -> JSONDict:
     """The `POST /containers/create` body that makes `container` again (pure).
 
     `new_ids` maps old container IDs to recreated ones (those created so far), `image_ids`
@@ -95,12 +98,14 @@ def create_body(container: ContainerRecord, image: str, new_ids: Mapping[str, st
     if labels.get(COMPOSE_IMAGE_LABEL) in image_ids:
         labels[COMPOSE_IMAGE_LABEL] = image_ids[labels[COMPOSE_IMAGE_LABEL]]
     labels[RECREATED_LABEL] = container.id
+    if migration_id:
+        labels[MIGRATION_LABEL] = migration_id
     config["Labels"] = labels
     host: dict[str, Any] = dict(container.host_config)
     mode = container.network_mode
-    if mode.startswith("container:"):
-        host["NetworkMode"] = "container:" + _rewrite_ref(mode.removeprefix("container:"),
-                                                          new_ids)
+    # The namespaces it joins (network, IPC, PID) are the recreated owners', by new ID.
+    for key, owner in shared_namespaces(container).items():
+        host[key] = "container:" + _rewrite_ref(owner, new_ids)
     if mode.startswith("container:") or mode == "host":
         for key in _SHARED_NETWORK_KEYS:
             config.pop(key, None)
@@ -178,8 +183,9 @@ class _Recreation:
     def create(self, container: ContainerRecord) -> str:
         existing = self.live.get(container.name)
         if existing is not None:
-            if existing.labels.get(RECREATED_LABEL) == container.id:
-                return existing.id  # created by an earlier attempt
+            if existing.labels.get(RECREATED_LABEL) == container.id and \
+                    existing.labels.get(MIGRATION_LABEL) == self.ctx.migration_id:
+                return existing.id  # created by an earlier attempt of this migration
             raise BlockedError(
                 f"a container named {container.name} ({existing.id[:12]}) already exists in "
                 "the containerd store and was not created by this migration",
@@ -193,7 +199,7 @@ class _Recreation:
                 "was neither exported nor staged", "roll back with `containerd-migrate "
                 "rollback`")
         body = create_body(container, _image_ref(self.engine, container, image),
-                           self.new_ids, self.image_ids)
+                           self.new_ids, self.image_ids, self.ctx.migration_id)
         self.ctx.checkpoint({"creating": {"id": container.id, "name": container.name}})
         try:
             new_id = self.engine.create_container_from_spec(container.name, body)

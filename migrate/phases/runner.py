@@ -260,6 +260,7 @@ class Runner:
             inventory_path=self.state_dir.inventory_path,
             previous_progress=tuple(dict(p) for p in state.phase(name).progress),
             records=records_of(state),
+            migration_id=state.migration_id or "",
             prepared=prepared,
         )
 

@@ -23,13 +23,28 @@ def _target(ref: str) -> str:
     return ref.split(":", 1)[0].lstrip("/")
 
 
+# HostConfig keys that can name another container as `container:<name or id>`: its network,
+# IPC or PID namespace. The other container must exist (and run) first.
+SHARED_NAMESPACE_KEYS = ("NetworkMode", "IpcMode", "PidMode")
+
+
+def shared_namespaces(container: ContainerRecord) -> dict[str, str]:
+    """HostConfig key -> the container whose namespace this one joins."""
+    found = {}
+    for key in SHARED_NAMESPACE_KEYS:
+        mode = container.network_mode if key == "NetworkMode" else \
+            str(container.host_config.get(key) or "")
+        if mode.startswith("container:"):
+            found[key] = mode.removeprefix("container:")
+    return found
+
+
 def peer_refs(container: ContainerRecord) -> list[str]:
     """The other containers this one names (by name or ID): links, volumes_from,
-    `network_mode: container:`."""
+    `container:` network, IPC and PID namespaces."""
     refs = [_target(link) for link in container.links]
     refs += [_target(source) for source in container.volumes_from]
-    if container.network_mode.startswith("container:"):
-        refs.append(container.network_mode.removeprefix("container:"))
+    refs += list(shared_namespaces(container).values())
     return refs
 
 

@@ -150,3 +150,15 @@ def test_plan_blocks_what_recreate_cannot_carry_and_says_what_it_does() -> None:
     assert "gone" in plans["orphan"].blockers[0]
     assert "swarm" in plans["task"].blockers[0]
     assert "not among the images to move" in plans["foreign"].blockers[0]
+
+
+def test_ipc_and_pid_namespaces_follow_their_owner_and_order_the_creation() -> None:
+    owner = _record(_id("5"), "zz-owner")
+    joiner = _record(_id("6"), "a-joiner", host={"IpcMode": f"container:{_id('5')}",
+                                                 "PidMode": "container:zz-owner"})
+    order = [c.name for c in creation_order([joiner, owner])]
+    assert order == ["zz-owner", "a-joiner"]
+    body = create_body(joiner, "app:1", {_id("5"): _id("7")}, {}, "m-1")
+    assert body["HostConfig"]["IpcMode"] == f"container:{_id('7')}"
+    assert body["HostConfig"]["PidMode"] == "container:zz-owner"  # by name: the name stays
+    assert body["Labels"]["io.containerd-migrate.migration"] == "m-1"
