@@ -186,6 +186,33 @@ def free_bytes(path: str | os.PathLike[str]) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
+MOUNTINFO = Path("/proc/self/mountinfo")
+# Filesystems whose content is gone after a reboot (or a power loss).
+VOLATILE_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def filesystem_type(device: int, mountinfo: str | None = None) -> str | None:
+    """The type (`ext4`, `tmpfs`, ...) of the mounted filesystem whose st_dev is `device`.
+
+    From /proc/self/mountinfo, whose third field is the st_dev of that mount's files as
+    `major:minor`; None when no mount has it (or mountinfo is unreadable).
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = MOUNTINFO.read_text()
+        except OSError:
+            return None
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        # ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        if len(fields) > 2 and fields[2] == wanted and "-" in fields[6:]:
+            separator = fields.index("-", 6)
+            if separator + 1 < len(fields):
+                return fields[separator + 1]
+    return None
+
+
 class HashingWriter:
     """Binary writer that hashes and counts what it passes on, for streaming `docker save`.
 
