@@ -32,7 +32,7 @@ from migrate.host.launch import (
 )
 from migrate.models import Frozen, Inventory, Store
 from migrate.preflight.containers import is_swarm_task, recreate_plan, removed_by_stop
-from migrate.preflight.estimate import Estimate, estimate
+from migrate.preflight.estimate import RESERVE_BYTES, Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
 
@@ -491,7 +491,12 @@ def _disk(id_: str, fs: FilesystemFacts, need: int, what: str, hint: str) -> Che
     if fs.free_bytes is None:
         return _check(id_, WARNING, f"cannot measure free space for {fs.path}",
                       f"make sure {_size(need)} are free for {what}")
-    text = f"{fs.path}: {_size(fs.free_bytes)} free, {what} needs {_size(need)}"
+    # The reserve (journal, reports, the daemon's own writes) is fixed: on a small host it is
+    # most of the need, which the number alone does not say.
+    reserve = _size(RESERVE_BYTES)
+    share = (f"most of it the fixed {reserve} reserve" if need <= RESERVE_BYTES * 2
+             else f"including a fixed {reserve} reserve")
+    text = f"{fs.path}: {_size(fs.free_bytes)} free, {_size(need)} needed for {what} ({share})"
     if fs.free_bytes < need:
         return _check(id_, BLOCKER, text, hint)
     if fs.free_bytes < need * DISK_HEADROOM:

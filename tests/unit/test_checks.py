@@ -360,3 +360,13 @@ def test_restart_command_fails_says_why() -> None:
 def test_volatile_state_dir_says_what_a_reboot_loses() -> None:
     check = run(facts(state_fs_type="tmpfs"))["state-dir-volatile"]
     assert "tmpfs" in check.message and "original daemon.json" in check.message
+
+
+def test_disk_message_says_how_much_of_the_need_is_the_fixed_reserve() -> None:
+    small = run(facts(state_free=300 * MB))["disk-state-dir"].message
+    assert small.startswith("/var/lib/containerd-migrate: 286.1 MiB free, 351.4 MiB needed "
+                            "for the export archives (most of it the fixed 256.0 MiB reserve)")
+    big = facts(inventory={"images": (APP.model_copy(update={"layer_sizes": (2 * GIB,),
+                                                             "size": 2 * GIB}),)},
+                state_free=GIB)
+    assert "(including a fixed 256.0 MiB reserve)" in run(big)["disk-state-dir"].message

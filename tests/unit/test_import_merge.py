@@ -1,10 +1,24 @@
-"""An image imported from two archives keeps the refs of both (for an exact purge)."""
+"""The import phase: an image imported from two archives keeps the refs of both (for an exact
+purge), and a load the daemon refuses is blamed on what failed."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 
-from migrate.phases.import_ import _merge
+from migrate.archives.batching import BatchKind
+from migrate.archives.manifest import ArchiveEntry
+from migrate.engine.client import Engine
+from migrate.errors import EngineError
+from migrate.phases.base import PhaseContext
+from migrate.phases.import_ import ImportPhase, _merge
+from migrate.support.progress import byte_bar
 
 pytestmark = pytest.mark.unit
 
@@ -17,3 +31,48 @@ def test_refs_of_one_image_from_two_archives_are_merged() -> None:
     assert [image["id"] for image in merged] == ["sha256:a", "sha256:b"]
     assert merged[1]["refs"] == ["app:1", "app:latest"]
     assert merged[0]["refs"] == []
+
+
+class _DyingContainerd:
+    """An engine whose containerd dies while the archive streams in."""
+
+    def __init__(self, said: str) -> None:
+        self.said = said
+
+    def load(self, chunks: Iterable[bytes], size: int | None = None) -> list[str]:
+        for _ in chunks:
+            pass
+        raise EngineError(self.said, "check that the archive is intact (its checksum) and that "
+                          "the data-root filesystem has free space")
+
+
+def _entry(tmp_path: Path, data: bytes) -> ArchiveEntry:
+    (tmp_path / "batch-0001.tar").write_bytes(data)
+    return ArchiveEntry(file="batch-0001.tar", kind=BatchKind.TAGGED, refs=(), image_ids=(),
+                        bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), images=(),
+                        config_digests_verified=True, written_at=datetime.now(UTC))
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_containerd_dying_during_the_load_is_not_blamed_on_the_archive_or_disk(
+        tmp_path: Path, verify: bool) -> None:
+    entry = _entry(tmp_path, b"x" * 1000)
+    ctx = cast(PhaseContext, SimpleNamespace(archives_dir=tmp_path))
+    engine = cast(Engine, _DyingContainerd(
+        "the daemon failed to load an archive: rpc error: code = Unavailable desc = error "
+        "reading from server: EOF"))
+    with byte_bar("import", entry.bytes) as bar, pytest.raises(EngineError) as raised:
+        ImportPhase()._load(ctx, engine, entry, bar, verify=verify)
+    assert "batch-0001.tar is intact" in raised.value.hint
+    assert "containerd" in raised.value.hint
+    assert "free space" not in raised.value.hint and "checksum" not in raised.value.hint
+
+
+def test_a_full_disk_during_the_load_is_still_the_disk(tmp_path: Path) -> None:
+    entry = _entry(tmp_path, b"y" * 10)
+    ctx = cast(PhaseContext, SimpleNamespace(archives_dir=tmp_path))
+    engine = cast(Engine, _DyingContainerd(
+        "the daemon failed to load an archive: write /var/lib/docker/x: no space left on device"))
+    with byte_bar("import", entry.bytes) as bar, pytest.raises(EngineError) as raised:
+        ImportPhase()._load(ctx, engine, entry, bar)
+    assert raised.value.hint.startswith("free space")
