@@ -13,7 +13,7 @@ import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -184,6 +184,30 @@ def free_bytes(path: str | os.PathLike[str]) -> int:
         probe = probe.parent
     stats = os.statvfs(probe)
     return stats.f_bavail * stats.f_frsize
+
+
+def tree_bytes(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Disk space the files under `paths` use (allocated blocks, a hard-linked file once):
+    what deleting them frees. Unreadable parts count as nothing."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def add(path: str) -> None:
+        nonlocal total
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+
+    for top in paths:
+        add(os.fspath(top))
+        for folder, dirs, files in os.walk(top):
+            for name in (*dirs, *files):
+                add(os.path.join(folder, name))
+    return total
 
 
 MOUNTINFO = Path("/proc/self/mountinfo")

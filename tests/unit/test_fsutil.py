@@ -207,3 +207,13 @@ MOUNTINFO = """\
 def test_filesystem_type_from_mountinfo(device: int, fs_type: str | None) -> None:
     assert fsutil.filesystem_type(device, MOUNTINFO) == fs_type
 
+
+
+def test_tree_bytes_counts_allocated_blocks_and_a_hard_link_once(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "data").write_bytes(os.urandom(64 * 1024))
+    alone = fsutil.tree_bytes([tree])
+    os.link(tree / "sub" / "data", tree / "link")
+    assert fsutil.tree_bytes([tree]) == alone >= 64 * 1024
+    assert fsutil.tree_bytes([tmp_path / "missing"]) == 0
