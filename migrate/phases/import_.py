@@ -252,10 +252,23 @@ class ImportPhase(Phase):
                                             for r in i.get("refs") or ())]
         if not ctx.purge_imported:
             kept = [i for i in images if i not in commits]
-            return [*(self._purge_all(ctx, commits) if commits else []),
+            return [*(self._purge_commits(ctx, commits) if commits else []),
                     f"import: kept {len(kept)} imported image(s) in the containerd store; "
                     "the next forward run reuses them (--purge-imported removes them)"]
-        return self._purge_all(ctx, _merge(images, [dict(i) for i in ctx.earlier_imports]))
+        ours = {str(i["id"]) for i in commits}
+        rest = [i for i in _merge(images, [dict(i) for i in ctx.earlier_imports])
+                if str(i["id"]) not in ours]
+        lines = self._purge_commits(ctx, commits) if commits else []
+        return [*lines, *(self._purge_all(ctx, rest) if rest or not lines else [])]
+
+    def _purge_commits(self, ctx: UndoContext, commits: list[JSONDict]) -> list[str]:
+        # A commit image lives in both stores: the commit phase's undo names each one when it
+        # removes the legacy copy, so a clean removal here is one line, not a second listing.
+        lines = self._purge_all(ctx, commits)
+        if all(line.startswith("import: removed") for line in lines):
+            return [f"import: removed the {len(commits)} commit image(s) from the containerd "
+                    "store"]
+        return lines
 
     def _purge_all(self, ctx: UndoContext, images: list[JSONDict]) -> list[str]:
         if not images:

@@ -170,9 +170,10 @@ def impact_table(report: PlanReport) -> Table:
     est = report.estimate
     running = [ct.name for ct in report.containers if ct.running]
     stopped = ", ".join(running) if running else "no running container"
+    fate = ("recreated in the containerd store and started again"
+            if report.options.containers == "recreate" else "kept hidden in the legacy store")
     rows = (
-        ("containers stopped", f"{stopped} (kept hidden in the legacy store)"
-         if running else stopped),
+        ("containers stopped", f"{stopped} ({fate})" if running else stopped),
         ("images unusable", f"about {human_duration(est.downtime_seconds)}, from the "
          "restart until verified"),
         ("daemon restart", f"once, about {human_duration(est.restart_seconds)}, with "

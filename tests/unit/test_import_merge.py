@@ -16,7 +16,10 @@ from migrate.archives.batching import BatchKind
 from migrate.archives.manifest import ArchiveEntry
 from migrate.engine.client import Engine
 from migrate.errors import EngineError
-from migrate.phases.base import PhaseContext
+from migrate.models import Store
+from migrate.phases.base import PhaseContext, RunOptions, UndoContext
+from migrate.phases.commit import PHASE as COMMIT
+from migrate.phases.commit import commit_ref
 from migrate.phases.import_ import ImportPhase, _merge
 from migrate.support.progress import byte_bar
 
@@ -76,3 +79,51 @@ def test_a_full_disk_during_the_load_is_still_the_disk(tmp_path: Path) -> None:
     with byte_bar("import", entry.bytes) as bar, pytest.raises(EngineError) as raised:
         ImportPhase()._load(ctx, engine, entry, bar)
     assert raised.value.hint.startswith("free space")
+
+
+class _Store:
+    """Images of one store, as an engine context manager (enough for the two undos)."""
+
+    def __init__(self, store: Store, images: dict[str, str]) -> None:
+        self.store, self.images = store, images  # ref or ID -> image ID
+
+    def __enter__(self) -> _Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def info(self) -> SimpleNamespace:
+        return SimpleNamespace(store=self.store)
+
+    def raw_image(self, ref: str) -> dict[str, object] | None:
+        image_id = self.images.get(ref)
+        return None if image_id is None else {"Id": image_id, "RepoTags": [
+            r for r, i in self.images.items() if i == image_id and r != i]}
+
+    def remove_image(self, ref: str) -> None:
+        image_id = self.images.pop(ref)
+        if not any(i == image_id for r, i in self.images.items() if r != i):
+            self.images.pop(image_id, None)
+
+
+@pytest.mark.parametrize("purge", [False, True])
+def test_rollback_names_each_commit_image_once(tmp_path: Path, purge: bool) -> None:
+    ref = commit_ref("c" * 64)
+    new_id, old_id = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    imported = [{"id": new_id, "legacy_id": old_id, "refs": [ref]},
+                {"id": "sha256:" + "3" * 64, "legacy_id": "sha256:4", "refs": ["app:1"]}]
+    options = RunOptions(host="unix:///x.sock", daemon_config=tmp_path / "d.json",
+                         state_dir=tmp_path)
+    containerd = _Store(Store.CONTAINERD, {ref: new_id, new_id: new_id,
+                                           "app:1": "sha256:" + "3" * 64})
+    legacy = _Store(Store.LEGACY, {ref: old_id, old_id: old_id})
+    lines = ImportPhase().undo(
+        UndoContext(options, lambda: cast(Engine, containerd), tmp_path, purge_imported=purge),
+        {"imported": imported})
+    lines += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), tmp_path),
+                         {"commits": [{"ref": ref, "name": "job"}]})
+    assert sum(ref in line for line in lines) == 1, lines
+    assert "import: removed the 1 commit image(s) from the containerd store" in lines
+    assert ref not in containerd.images and ref not in legacy.images
+    assert ("import: removed app:1" in "\n".join(lines)) is purge

@@ -17,7 +17,7 @@ from migrate.models import (
     Store,
     VolumeRecord,
 )
-from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
+from migrate.preflight.facts import ContainersPolicy, FilesystemFacts, HostFacts, PlanOptions
 from migrate.preflight.render import (
     human_bytes,
     human_duration,
@@ -246,3 +246,11 @@ def test_blocked_steps_name_a_way_out_not_the_refusing_policy() -> None:
     assert "`containerd-migrate export` with `--containers recreate`" in steps
     leave = render(build_plan(host(), PlanOptions(containers="leave")), "text")
     assert "with `--containers leave`" in leave
+
+
+def test_impact_says_what_becomes_of_the_stopped_containers() -> None:
+    def impact(policy: ContainersPolicy) -> str:
+        text = render(build_plan(host(), PlanOptions(containers=policy)), "text")
+        return next(line for line in text.splitlines() if "containers stopped" in line)
+    assert impact("recreate").endswith("web (recreated in the containerd store and started again)")
+    assert impact("leave").endswith("web (kept hidden in the legacy store)")
