@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__, commands
-from migrate.errors import ExitCode, Interrupted, MigrateError, Terminated
+from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminated
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
+from migrate.support.streams import survive_lost_output
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +42,8 @@ def _run(ctx: click.Context, fn: Callable[[], int]) -> None:
     except KeyboardInterrupt as stop:
         if debug:
             raise
-        said = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        said = (f"stopped by {stop.signal_name}" if isinstance(stop, Terminated)
+                else "interrupted")
         click.echo(Interrupted(said, "run the same command again to resume").render(), err=True)
         ctx.exit(int(ExitCode.INTERRUPTED))
     ctx.exit(code)
@@ -192,14 +194,26 @@ class _GlobalsAnywhere(click.Group):
 def main(host: str | None, daemon_config: str, state_dir: str, follow_symlinks: bool,
          log_format: LogFormat, verbose: int, quiet: bool, debug: bool) -> None:
     """Move a Docker Engine host from the legacy image store to the containerd image store."""
+    # Losing the terminal or the log pipe (`| head`, a dead `tee`) must not fail a phase;
+    # wrapped before logging takes its stream.
+    survive_lost_output()
     configure_logging(log_format, verbose, quiet)
     progress.set_enabled(not quiet)
     signal.signal(signal.SIGTERM, _terminated)
+    # An ssh session that drops sends SIGHUP: an interruption like SIGTERM, journaled and
+    # resumable, never a silent death (rc 129) in the middle of a phase. `nohup` (SIGHUP
+    # ignored) keeps ignoring it.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _hung_up)
 
 
 def _terminated(signum: int, frame: object) -> None:
     # Like Ctrl-C: the journal records the interruption and `run` resumes later.
     raise Terminated
+
+
+def _hung_up(signum: int, frame: object) -> None:
+    raise HungUp
 
 
 @main.command()
@@ -314,13 +328,18 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
 @click.option("--remove-legacy-containers", is_flag=True,
               help="With --prune-legacy: also delete hidden legacy containers that were not "
               "recreated (asks for confirmation).")
+@click.option("--keep-images", is_flag=True,
+              help="After a rollback: keep the images this tool put into the containerd "
+              "store (a later migration reuses them).")
 @click.option("--yes", "-y", is_flag=True, help="Confirm without asking.")
 @click.pass_context
 def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bool,
-            yes: bool) -> None:
-    """After a verified migration: delete the archives (and optionally legacy data)."""
+            keep_images: bool, yes: bool) -> None:
+    """After a verified migration: delete the archives (and optionally legacy data). After
+    a rollback: delete the archives and the tool's images in the containerd store."""
     from migrate.commands.cleanup import cleanup as command
 
     _run(ctx, lambda: command(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
-                                        interactive=sys.stdin.isatty(),
-                                        remove_legacy_containers=remove_legacy_containers))
+                              interactive=sys.stdin.isatty(),
+                              remove_legacy_containers=remove_legacy_containers,
+                              keep_images=keep_images))

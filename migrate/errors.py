@@ -104,3 +104,9 @@ class Terminated(KeyboardInterrupt):
     """
 
     signal_name = "SIGTERM"
+
+
+class HungUp(Terminated):
+    """SIGHUP: the terminal or ssh session went away. Journaled and resumable like SIGTERM."""
+
+    signal_name = "SIGHUP"

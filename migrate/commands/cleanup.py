@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 from migrate.archives.manifest import delete_archives
 from migrate.commands.context import (
     GlobalOptions,
+    command,
     confirm,
     connect,
+    lifecycle_decision,
     open_state,
     require_confirmation,
 )
@@ -20,22 +21,26 @@ from migrate.host.fs import tree_bytes
 from migrate.journal import JournalState
 from migrate.journal.state_dir import StateDir, host_lock
 from migrate.models import Inventory, Store
-from migrate.phases.stage import purge_staged
+from migrate.phases.base import UndoReport
+from migrate.phases.tool_images import purge_tool_images
 from migrate.phases.volume_guard import remove_guard
 from migrate.support.sizes import human_bytes
 
 
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
-            interactive: bool = False, remove_legacy_containers: bool = False) -> int:
+            interactive: bool = False, remove_legacy_containers: bool = False,
+            keep_images: bool = False) -> int:
+    decision = lifecycle_decision(opts, "cleanup")  # refuses before creating anything
+    if decision.action == "nothing":
+        opts.console.emit(decision.reason)
+        return int(ExitCode.OK)
     state_dir = open_state(opts)
     with state_dir.lock():
-        state = state_dir.journal().state()
+        journal = state_dir.journal()
+        state = journal.state()
+        lifecycle_decision(opts, "cleanup", state)  # again, under the lock
         if state.outcome == "rolled_back":
-            return _after_rollback(opts, state_dir, prune_legacy, _staged_record(state))
-        if not (state.outcome == "completed" and state.phase("verify").status == "done"):
-            raise BlockedError("cleanup needs a completed, verified migration",
-                               "see `containerd-migrate status`; finish it with "
-                               "`containerd-migrate run` first")
+            return _after_rollback(opts, state_dir, state, prune_legacy, keep_images)
         with connect(opts) as engine:
             info = engine.info()
             state_dir.check_host(info.data_root, info.daemon_id)
@@ -47,40 +52,47 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                                        remove_legacy_containers) if prune_legacy else ""
                 removed_guard = remove_guard(engine)
                 freed = delete_archives(state_dir.archives_dir)
+                journal.cleaned_up(pruned=prune_legacy)
     opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
                       + ("; removed the volume guard" if removed_guard else "")
                       + (f"\n{pruned}" if pruned else ""))
     return int(ExitCode.OK)
 
 
-def _staged_record(state: JournalState) -> dict[str, Any]:
-    stage = state.phase("stage")
-    return dict(stage.undo or {}) if stage.status in ("done", "undone") else {}
-
-
-def _after_rollback(opts: GlobalOptions, state_dir: StateDir, prune_legacy: bool,
-                    staged: dict[str, Any]) -> int:
-    """The host is on the legacy store again: what the migration left in the state dir and
-    the staged images are only disk use, and the legacy data is the live data, never pruned."""
+def _after_rollback(opts: GlobalOptions, state_dir: StateDir, state: JournalState,
+                    prune_legacy: bool, keep_images: bool) -> int:
+    """The host is on the legacy store again: what the migrations of this state dir left
+    in the state dir and in the containerd store is only disk use, and the legacy data is
+    the live data, never pruned."""
     if prune_legacy:
         raise BlockedError("the migration was rolled back: the legacy data is the data the "
                            "daemon uses now; nothing was deleted",
-                           "run `containerd-migrate cleanup` without --prune-legacy to "
-                           "delete the archives")
-    lines: list[str] = []
-    if staged:
+                           f"run `{command(opts, 'cleanup')}` without --prune-legacy to "
+                           "delete the archives and the tool's images in the containerd store")
+    report = UndoReport()
+    if not keep_images and state.tool_images:
         with connect(opts) as engine:
-            if engine.info().store is not Store.LEGACY:
-                # Switched again by hand: the staged images may be the ones it serves now.
-                raise BlockedError("the daemon runs on the containerd store again; the staged "
-                                   "images may be in use", "nothing was deleted")
-        lines = purge_staged(staged)
+            info = engine.info()
+            state_dir.check_host(info.data_root, info.daemon_id)
+            if info.store is not Store.LEGACY:
+                # Switched again by hand: the tool's images may be the ones it serves now.
+                raise BlockedError("the daemon runs on the containerd store again; the images "
+                                   "this tool put there may be in use; nothing was deleted",
+                                   "switch back to the legacy store first, or remove them "
+                                   "with `docker image rm`")
+            with host_lock(info.data_root):
+                report = purge_tool_images(engine, opts.daemon_config, state.tool_images)
     freed = delete_archives(state_dir.archives_dir)
+    kept = ("; the images this tool put into the containerd store were kept (--keep-images)"
+            if keep_images else "")
     opts.console.emit("\n".join([
         f"cleanup: the migration was rolled back; deleted the archives, "
-        f"{human_bytes(freed)} freed; images imported into the containerd store stay until "
-        "`containerd-migrate rollback --purge-imported` (or a new migration reuses them)",
-        *(f"  {line}" for line in lines)]))
+        f"{human_bytes(freed)} freed{kept}",
+        *(f"  {line}" for line in report.did), *(f"  FAILED: {line}" for line in report.failed)]))
+    if not report.ok:
+        raise MigrateError(f"cleanup could not remove everything: {'; '.join(report.failed)}",
+                           f"fix the cause, then run `{command(opts, 'cleanup')}` again")
+    state_dir.journal().cleaned_up(kept_images=keep_images)
     return int(ExitCode.OK)
 
 
@@ -105,14 +117,29 @@ def legacy_containers(data_root: str, driver: str) -> dict[str, tuple[str, Path]
     removed since, and the daemon on the containerd store does not list them.
     """
     found: dict[str, tuple[str, Path]] = {}
-    for config in sorted(Path(data_root, "containers").glob("*/config.v2.json")):
+    unreadable: list[str] = []
+    root = Path(data_root, "containers")
+    for folder in sorted(p for p in (root.iterdir() if root.is_dir() else ()) if p.is_dir()):
+        config = folder / "config.v2.json"
         try:
             data = json.loads(config.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as error:
+            unreadable.append(f"{folder.name[:12]} ({config}: "
+                              f"{getattr(error, 'strerror', None) or error})")
             continue
-        if isinstance(data, dict) and data.get("Driver") == driver:
+        if not isinstance(data, dict):
+            unreadable.append(f"{folder.name[:12]} ({config}: not a JSON object)")
+        elif data.get("Driver") == driver:
             found[str(data.get("ID") or config.parent.name)] = (
                 str(data.get("Name") or "").lstrip("/"), config.parent)
+    if unreadable:
+        # Fail closed: a container we cannot read may well need the layers a prune deletes.
+        raise BlockedError(
+            f"cannot tell which store {len(unreadable)} container(s) belong to: "
+            + "; ".join(unreadable[:5]) + "; pruning could destroy their data; nothing was "
+            "deleted",
+            "repair or remove those container directories (`docker rm` on the store they "
+            "belong to), then run cleanup again")
     return found
 
 

@@ -16,8 +16,9 @@ from typing import Any, Protocol, cast
 from migrate.engine import Engine
 from migrate.engine.restart import parse_restart_command
 from migrate.errors import StateError, UsageError
-from migrate.journal import replay
+from migrate.journal import JournalState, replay
 from migrate.journal.state_dir import StateDir
+from migrate.phases.lifecycle import Command, CommandLine, Decision, HostNow, decide
 from migrate.preflight.facts import CONTAINERS_POLICIES, DEFAULT_CONTAINERS_POLICY, ContainersPolicy
 
 
@@ -55,6 +56,28 @@ def command(opts: GlobalOptions, *args: str) -> str:
     works when pasted into a shell."""
     return shlex.join(("containerd-migrate", "--host", opts.host, "--daemon-config",
                        str(opts.daemon_config), "--state-dir", str(opts.state_dir), *args))
+
+
+def command_line(opts: GlobalOptions) -> CommandLine:
+    """Renders a lifecycle next step as a command for this host and state dir."""
+    return lambda args: command(opts, *args)
+
+
+def read_state(opts: GlobalOptions) -> JournalState:
+    """The journal, read-only: a state dir that does not exist is an empty journal, and
+    is not created by a command that has nothing to do in it."""
+    return replay(StateDir(opts.state_dir).check_existing().journal_path)
+
+
+def lifecycle_decision(opts: GlobalOptions, what: Command, state: JournalState | None = None,
+                       *, purge_imported: bool = False) -> Decision:
+    """What `what` does in this state dir's state; raises its refusal (exit 3)."""
+    state = read_state(opts) if state is None else state
+    pruned = StateDir(opts.state_dir).legacy_pruned_path.exists()
+    decision = decide(state, what, HostNow(legacy_pruned=pruned), purge_imported=purge_imported)
+    if decision.action == "refuse":
+        raise decision.refusal(command_line(opts))
+    return decision
 
 
 def connect(opts: GlobalOptions) -> Engine:

@@ -5,24 +5,19 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from migrate.commands.context import GlobalOptions, chosen_restart_command, connect, open_state
-from migrate.commands.run import RunArgs, run_options
-from migrate.errors import ExitCode, MigrateError
+from migrate.commands.context import (
+    GlobalOptions,
+    chosen_restart_command,
+    command_line,
+    connect,
+    open_state,
+)
+from migrate.commands.run import RunArgs, plan_or_refuse, run_options
+from migrate.errors import ExitCode
 from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import PreparedPlan
 from migrate.phases.runner import PREPARE_PHASES, Runner
 from migrate.support.sizes import human_bytes
-
-
-def refuse_if_past_export(steps: tuple[PhaseName, ...], state: JournalState,
-                          ) -> PreparedPlan | None:
-    if not steps:
-        raise MigrateError(
-            "the current migration is past the preparation: the host is being switched",
-            "use `containerd-migrate run` to continue or `containerd-migrate rollback` to "
-            "undo it",
-        )
-    return None
 
 
 def export(opts: GlobalOptions, containers: str | None = None,
@@ -34,8 +29,13 @@ def export(opts: GlobalOptions, containers: str | None = None,
     state_dir = open_state(opts)
     restart = chosen_restart_command(opts, restart_command) or ()
     options = run_options(opts, RunArgs(containers=containers), restart)
-    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
-    outcome = runner.forward(PREPARE_PHASES, refuse_if_past_export, tuple(sys.argv[1:]))
+    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit,
+                    command_line=command_line(opts))
+
+    def plan_first(steps: tuple[PhaseName, ...], state: JournalState) -> PreparedPlan | None:
+        return plan_or_refuse(opts, options, steps, state)
+
+    outcome = runner.forward(PREPARE_PHASES, plan_first, tuple(sys.argv[1:]), command="export")
     result: dict[str, Any] = dict(
         (outcome.state.phase("export").result if outcome.state else None) or {})
     archives = len(result.get("archives") or ())

@@ -5,15 +5,19 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from migrate.commands.cleanup import cleanup
 from migrate.commands.context import (
     GlobalOptions,
+    command_line,
     confirm,
     connect,
+    lifecycle_decision,
     open_state,
+    read_state,
     require_confirmation,
 )
 from migrate.engine.restart import parse_restart_command
-from migrate.errors import BlockedError, ExitCode, MigrateError
+from migrate.errors import ExitCode, MigrateError
 from migrate.journal import JournalState
 from migrate.phases.base import RunOptions
 from migrate.phases.runner import Runner
@@ -41,12 +45,19 @@ def rollback_options(opts: GlobalOptions, args: RollbackArgs) -> RunOptions:
 
 
 def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
+    state = read_state(opts)
+    decision = lifecycle_decision(opts, "rollback", state, purge_imported=args.purge_imported)
+    if decision.action == "nothing":  # never creates a state dir it has nothing to do in
+        next_step = decision.next.render(command_line(opts)) if decision.next else ""
+        opts.console.emit(f"{decision.reason}\nnext: {next_step}" if next_step
+                          else decision.reason)
+        return int(ExitCode.OK)
+    if state.outcome == "rolled_back":
+        # `--purge-imported` after the rollback: what is left in the containerd store is
+        # cleanup's to remove, the one command that frees it.
+        return cleanup(opts)
     require_confirmation("the rollback", yes=args.yes, interactive=args.interactive)
     state_dir = open_state(opts)
-    if state_dir.legacy_pruned_path.exists():
-        raise BlockedError("the legacy data was pruned by `containerd-migrate cleanup "
-                           "--prune-legacy`; there is nothing to roll back to",
-                           "re-pull or rebuild images if needed")
 
     def ask(state: JournalState) -> None:
         confirm(opts.console, f"roll back migration {state.last_migration_id} "
@@ -54,16 +65,25 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
                 yes=args.yes, interactive=args.interactive)
 
     runner = Runner(state_dir, rollback_options(opts, args), lambda: connect(opts),
-                    say=opts.console.emit)
+                    say=opts.console.emit, command_line=command_line(opts))
     outcome = runner.rollback(ask, tuple(sys.argv[1:]), force=args.force,
                               purge_imported=args.purge_imported)
     if outcome.nothing_to_do:
         opts.console.emit(outcome.nothing_to_do)
         return int(ExitCode.OK)
     opts.console.emit("rollback:\n" + "\n".join(f"  did: {line}" for line in outcome.lines))
+    if outcome.failed:
+        opts.console.emit("\n".join(f"  FAILED: {line}" for line in outcome.failed))
     opts.console.emit("checked:\n" + "\n".join(f"  ok: {line}" for line in outcome.ok))
     if outcome.problems:
         opts.console.emit("\n".join(f"  PROBLEM: {line}" for line in outcome.problems))
+    if outcome.failed:
+        raise MigrateError(
+            f"rollback could not undo everything: {'; '.join(outcome.failed)}",
+            "fix the cause, then run "
+            f"`{command_line(opts)(('rollback', '--yes'))}` again: it retries exactly what "
+            "failed")
+    if outcome.problems:
         raise MigrateError(f"rollback finished but {len(outcome.problems)} check(s) failed",
                            "see the PROBLEM lines above and the daemon log")
     return int(ExitCode.OK)

@@ -11,6 +11,7 @@ from migrate.commands.context import (
     GlobalOptions,
     chosen_restart_command,
     command,
+    command_line,
     confirm,
     connect,
     containers_policy,
@@ -22,7 +23,7 @@ from migrate.errors import ExitCode
 from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import PreparedPlan, RunOptions
 from migrate.phases.runner import RUN_PHASES, Runner
-from migrate.phases.snapshot import prepare_plan
+from migrate.phases.snapshot import blocker_error, prepare_plan
 from migrate.preflight.checks import volatile_state_dir
 from migrate.preflight.facts import probe_filesystem
 
@@ -46,6 +47,19 @@ def run_options(opts: GlobalOptions, args: RunArgs, restart: tuple[str, ...]) ->
         containers=containers_policy(opts, args.containers),
         follow_symlinks=opts.follow_symlinks, snapshotter=args.snapshotter,
     )
+
+
+def plan_or_refuse(opts: GlobalOptions, options: RunOptions, steps: tuple[PhaseName, ...],
+                   state: JournalState) -> PreparedPlan | None:
+    """The plan a run starts from, taken before anything is journaled. A NEW migration
+    that its plan blocks is refused right here, so it leaves no migration behind (status
+    then says nothing happened, not "resume or roll back")."""
+    if "snapshot" not in steps:
+        return None
+    prepared = prepare_plan(options, lambda: connect(opts))
+    if not prepared.report.ready and state.migration_id is None:
+        raise blocker_error(prepared.report)
+    return prepared
 
 
 def _minutes(seconds: float) -> str:
@@ -94,16 +108,15 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
 
     def ask(steps: tuple[PhaseName, ...], state: JournalState) -> PreparedPlan | None:
         # Blockers first: asking to confirm a run that is going to refuse wastes a window.
-        # A blocked plan is not confirmed: the snapshot phase refuses with it (journaled).
-        prepared = prepare_plan(options, lambda: connect(opts)) if "snapshot" in steps \
-            else None
+        prepared = plan_or_refuse(opts, options, steps, state)
         if prepared is not None and not prepared.report.ready:
-            return prepared
+            return prepared  # the resumed migration's snapshot refuses with it (journaled)
         confirm(opts.console, confirmation_question(options, steps, state, prepared),
                 yes=args.yes, interactive=args.interactive)
         return prepared
 
-    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
+    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit,
+                    command_line=command_line(opts))
     outcome = runner.forward(RUN_PHASES, ask, tuple(sys.argv[1:]),
                              auto_rollback=args.auto_rollback)
     if outcome.already_completed:

@@ -5,10 +5,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from migrate.commands.context import GlobalOptions, chosen_restart_command, connect, open_state
-from migrate.commands.export import refuse_if_past_export
-from migrate.commands.run import RunArgs, run_options
+from migrate.commands.context import (
+    GlobalOptions,
+    chosen_restart_command,
+    command_line,
+    connect,
+    open_state,
+)
+from migrate.commands.run import RunArgs, plan_or_refuse, run_options
 from migrate.errors import ExitCode
+from migrate.journal import JournalState, PhaseName
+from migrate.phases.base import PreparedPlan
 from migrate.phases.runner import STAGE_PHASES, Runner
 from migrate.support.sizes import human_bytes
 
@@ -21,8 +28,13 @@ def stage(opts: GlobalOptions, containers: str | None = None,
     state_dir = open_state(opts)
     restart = chosen_restart_command(opts, restart_command) or ()
     options = run_options(opts, RunArgs(containers=containers, snapshotter=snapshotter), restart)
-    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit)
-    outcome = runner.forward(STAGE_PHASES, refuse_if_past_export, tuple(sys.argv[1:]))
+    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit,
+                    command_line=command_line(opts))
+
+    def plan_first(steps: tuple[PhaseName, ...], state: JournalState) -> PreparedPlan | None:
+        return plan_or_refuse(opts, options, steps, state)
+
+    outcome = runner.forward(STAGE_PHASES, plan_first, tuple(sys.argv[1:]), command="stage")
     result: dict[str, Any] = dict((outcome.state.phase("stage").result if outcome.state
                                    else None) or {})
     opts.console.emit(

@@ -8,32 +8,30 @@ read from the host when it answers, and the status always ends with the next ste
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from migrate.archives.manifest import MANIFEST_NAME
-from migrate.commands.context import GlobalOptions, connect
-from migrate.errors import ExitCode, MigrateError, StateError
-from migrate.journal import OPT_IN_PHASES, PHASE_ORDER, JournalState, PhaseState, replay
+from migrate.commands.context import GlobalOptions, command_line, connect, read_state
+from migrate.engine import Engine
+from migrate.errors import ExitCode, MigrateError
+from migrate.journal import JournalState, PhaseState
 from migrate.journal.state_dir import StateDir
 from migrate.models import Store
-from migrate.phases.runner import PREPARE_PHASES, STAGE_PHASES, refuse_if_rolling_back
+from migrate.phases.lifecycle import (
+    CommandLine,
+    HostNow,
+    Lifecycle,
+    default_command_line,
+    lifecycle_of,
+)
+from migrate.phases.lifecycle import next_step as lifecycle_next_step
+from migrate.phases.tool_images import tool_images_now
 from migrate.phases.volume_guard import GUARD_LABEL, GUARD_NOTE
 from migrate.support.sizes import human_bytes
 
 
-@dataclass(frozen=True)
-class HostNow:
-    """What the host says now; None where it could not tell (daemon down)."""
-
-    store: str | None = None
-    volume_guard: bool | None = None
-    archive_bytes: int = 0
-    legacy_pruned: bool = False
-
-
-def read_host(opts: GlobalOptions, state_dir: StateDir) -> HostNow:
+def read_host(opts: GlobalOptions, state_dir: StateDir, state: JournalState) -> HostNow:
     archives = state_dir.archives_dir
     size = sum(p.stat().st_size for p in archives.iterdir()
                if p.is_file() and p.name != MANIFEST_NAME) if archives.is_dir() else 0
@@ -42,9 +40,21 @@ def read_host(opts: GlobalOptions, state_dir: StateDir) -> HostNow:
         with connect(opts) as engine:
             store = engine.info().store
             guard = bool(engine.containers_with_label(GUARD_LABEL))
+            left = _tool_images_left(engine, opts, state) if store is Store.LEGACY else 0
+    except MigrateError as error:
+        # The most important line at 3 a.m.: say it, never leave it out.
+        return HostNow(archive_bytes=size, legacy_pruned=pruned, unreachable=error.message)
+    return HostNow(store.value, guard, size, pruned, tool_images=left)
+
+
+def _tool_images_left(engine: Engine, opts: GlobalOptions, state: JournalState) -> int:
+    """How many of the tool's image names a rolled-back host still keeps (0 if unknown)."""
+    if state.outcome != "rolled_back" or not state.tool_images:
+        return 0
+    try:
+        return len(tool_images_now(engine, opts.daemon_config, state.tool_images).names)
     except MigrateError:
-        return HostNow(archive_bytes=size, legacy_pruned=pruned)
-    return HostNow(store.value, guard, size, pruned)
+        return 0
 
 
 def _duration(phase: PhaseState) -> float | None:
@@ -61,66 +71,10 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.replace(microsecond=0).isoformat() if moment else None
 
 
-def _remaining(state: JournalState) -> list[str]:
-    """Phases not done yet; a done snapshot/export that `run` refreshes is not listed."""
-    if state.migration_id is None:
-        return []
-    try:
-        refuse_if_rolling_back(state)
-    except StateError:  # half rolled back: nothing runs forward until rollback ends
-        return []
-    # An opt-in phase (stage) never started is not part of this migration.
-    return [name for name in PHASE_ORDER if state.phase(name).status != "done"
-            and not (name in OPT_IN_PHASES and state.phase(name).status == "pending")]
-
-
-def _half_rolled_back(state: JournalState) -> bool:
-    return any(p.status == "undone" or p.undo_error for p in state.phases)
-
-
-def next_step(state: JournalState, host: HostNow) -> str:
-    """The operator's next command, as it can be typed (pure)."""
-    if state.last_migration_id is None:
-        return "next: `containerd-migrate plan` (dry run), then `containerd-migrate run`"
-    if host.legacy_pruned:
-        return "nothing left to do: the legacy data was pruned (no rollback any more)"
-    if state.migration_id is not None:
-        if _half_rolled_back(state):
-            return "next: finish the rollback with `containerd-migrate rollback`"
-        staged_only = all(state.phase(p).status == "done" for p in STAGE_PHASES) and \
-            state.phase("quiesce").status == "pending"
-        if staged_only:
-            return ("next, in the maintenance window: `containerd-migrate run` (it stages "
-                    "only what changed, then switches)")
-        prepared_only = all(state.phase(p).status == "done" for p in PREPARE_PHASES) and \
-            state.phase("quiesce").status == "pending"
-        if prepared_only:
-            return ("next, in the maintenance window: `containerd-migrate run` (it refreshes "
-                    "the snapshot and exports only what changed)")
-        return ("next: resume with `containerd-migrate run`, or undo with "
-                "`containerd-migrate rollback`")
-    if state.outcome == "rolled_back":
-        if state.phase("stage").status in ("done", "undone") and not host.archive_bytes:
-            return ("next: `containerd-migrate cleanup` removes the staged images from the "
-                    "containerd store, or `containerd-migrate run` migrates again")
-        if host.archive_bytes:
-            return (f"next: `containerd-migrate cleanup` deletes the archives "
-                    f"({human_bytes(host.archive_bytes)}), or `containerd-migrate run` "
-                    "migrates again and reuses them")
-        return "next: `containerd-migrate plan` when you want to migrate again"
-    if host.store == Store.LEGACY.value:
-        return ("the daemon is on the legacy store now although the migration completed: "
-                "`containerd-migrate rollback` restores the journaled daemon.json, or "
-                "`containerd-migrate run` after fixing daemon.json by hand")
-    hidden_count = (state.phase("quiesce").result or {}).get("containers")
-    hidden = hidden_count if isinstance(hidden_count, int) else 0
-    containers = (f"recreate the {hidden} container(s) left hidden in the legacy store on "
-                  "the new store (e.g. `docker compose up -d`); " if hidden else "")
-    if host.archive_bytes or host.volume_guard:
-        return (f"next: {containers}once you are happy, `containerd-migrate cleanup` "
-                "(or undo with `containerd-migrate rollback`)")
-    return (f"next: {containers}nothing else to do; `containerd-migrate cleanup "
-            "--prune-legacy --yes` reclaims the legacy data (no rollback after it)")
+def next_step(state: JournalState, host: HostNow,
+              command_line: CommandLine = default_command_line) -> str:
+    """The operator's next step, with commands as they can be pasted (pure)."""
+    return "next: " + lifecycle_next_step(state, host).render(command_line)
 
 
 def _guard_active(state: JournalState, host: HostNow) -> bool:
@@ -134,13 +88,16 @@ def _guard_active(state: JournalState, host: HostNow) -> bool:
         (verify.result or {}).get("volume_guard"))
 
 
-def status_document(state: JournalState, host: HostNow | None = None) -> dict[str, Any]:
+def status_document(state: JournalState, host: HostNow | None = None,
+                    command_line: CommandLine = default_command_line) -> dict[str, Any]:
     """The status as plain data (pure), for both the JSON and the text form."""
     host = host or HostNow()
+    now = lifecycle_of(state, host.legacy_pruned)
     undo = [p.name for p in state.phases_to_undo()] \
-        if state.outcome != "rolled_back" and not host.legacy_pruned else []
+        if state.outcome != "rolled_back" and now is not Lifecycle.PRUNED else []
     return {
         "migration_id": state.last_migration_id,
+        "state": now.value,
         "active": state.migration_id is not None,
         "outcome": state.outcome,
         "runs": len(state.runs),
@@ -158,12 +115,14 @@ def status_document(state: JournalState, host: HostNow | None = None) -> dict[st
             }
             for p in state.phases
         ],
-        "remaining": _remaining(state),
+        "remaining": [] if state.half_rolled_back else list(state.remaining),
         "rollback_would_undo": undo,
         "volume_guard": _guard_active(state, host),
         "store_now": host.store,
+        "daemon_unreachable": host.unreachable,
         "archive_bytes": host.archive_bytes,
-        "next": next_step(state, host),
+        "tool_images_in_containerd_store": host.tool_images,
+        "next": next_step(state, host, command_line),
     }
 
 
@@ -208,8 +167,14 @@ def render_status(doc: dict[str, Any], state: JournalState) -> str:
             f"{result_summary(dict(phase.result or {})) or (phase.error or '')}"
         )
     lines.append("")
+    lines.append(f"state: {doc['state']}")
     if doc["store_now"]:
         lines.append(f"daemon now: {doc['store_now']} image store")
+    if doc["daemon_unreachable"]:
+        lines.append(f"daemon now: NOT ANSWERING ({doc['daemon_unreachable']})")
+    if doc["tool_images_in_containerd_store"]:
+        lines.append(f"containerd store: {doc['tool_images_in_containerd_store']} image "
+                     "name(s) this tool put there are still in it")
     if doc["active"]:
         lines.append(f"remaining: {', '.join(doc['remaining']) or 'nothing (finishing)'}")
     if doc["rollback_would_undo"]:
@@ -226,8 +191,8 @@ def render_status(doc: dict[str, Any], state: JournalState) -> str:
 
 def status(opts: GlobalOptions, fmt: str = "text") -> int:
     state_dir = StateDir(opts.state_dir)
-    state = replay(state_dir.journal_path)
-    host = read_host(opts, state_dir) if state.last_migration_id else HostNow()
-    doc = status_document(state, host)
+    state = read_state(opts)
+    host = read_host(opts, state_dir, state) if state.last_migration_id else HostNow()
+    doc = status_document(state, host, command_line(opts))
     opts.console.emit(json.dumps(doc, indent=2) if fmt == "json" else render_status(doc, state))
     return int(ExitCode.OK)

@@ -12,6 +12,7 @@ from migrate.journal.records import (
     JOURNAL_VERSION,
     OPT_IN_PHASES,
     PHASE_ORDER,
+    CleanedUp,
     JournalState,
     JsonDict,
     JsonMap,
@@ -27,6 +28,7 @@ from migrate.journal.records import (
     Record,
     RunInterrupted,
     RunStarted,
+    ToolImage,
     UndoDone,
     UndoFailed,
     UndoStarted,
@@ -36,10 +38,10 @@ from migrate.journal.state_dir import StateDir
 from migrate.journal.writer import Journal, PhaseHandle, new_migration_id
 
 __all__ = [
-    "JOURNAL_VERSION", "OPT_IN_PHASES", "PHASE_ORDER", "Journal", "JournalState", "JsonDict",
-    "JsonMap",
+    "JOURNAL_VERSION", "OPT_IN_PHASES", "PHASE_ORDER", "CleanedUp", "Journal", "JournalState",
+    "JsonDict", "JsonMap",
     "MigrationFinished", "Outcome", "PhaseDone", "PhaseFailed", "PhaseHandle", "PhaseName",
     "PhaseStarted", "PhaseState", "PhaseStatus", "Progress", "Record", "RunInterrupted",
-    "RunStarted", "StateDir", "UndoDone", "UndoFailed", "UndoStarted", "compute_state",
+    "RunStarted", "StateDir", "ToolImage", "UndoDone", "UndoFailed", "UndoStarted", "compute_state",
     "new_migration_id", "replay",
 ]

@@ -109,6 +109,16 @@ class MigrationFinished(_Record):
     outcome: Outcome
 
 
+class CleanedUp(_Record):
+    """`cleanup` finished for the migration (archives deleted, the tool's images removed
+    from the containerd store after a rollback); `pruned` when the legacy data went too."""
+
+    event: Literal["cleaned_up"] = "cleaned_up"
+    pruned: bool = False
+    # Image names of the tool's that the operator asked to keep in the containerd store.
+    kept_images: bool = False
+
+
 class Progress(_Record):
     event: Literal["progress"] = "progress"
     phase: PhaseName
@@ -125,11 +135,24 @@ Record: TypeAlias = Annotated[
     | UndoDone
     | UndoFailed
     | MigrationFinished
+    | CleanedUp
     | Progress,
     Field(discriminator="event"),
 ]
 # Built at first use (defer_build): a command that reads no journal does not pay for it.
 RECORD_ADAPTER: TypeAdapter[Record] = TypeAdapter(Record, config=ConfigDict(defer_build=True))
+
+
+class ToolImage(_Frozen):
+    """An image name this tool put into the containerd store, as some migration of the
+    journal recorded it: staged (`name` as containerd has it) or imported (`name` as
+    `docker save` was given it; `dangling` when it had none)."""
+
+    name: str
+    # The manifest digest the name pointed at; only a name still pointing there is ours.
+    digest: str
+    staged: bool
+    dangling: bool = False
 
 
 class PhaseState(_Frozen):
@@ -169,9 +192,15 @@ class JournalState(_Frozen):
     done_phases: tuple[PhaseName, ...] = ()
     finished: bool = False
     outcome: Outcome | None = None
+    # `cleanup` ran after the migration finished (journals of 0.1.0 have no such record).
+    cleaned: bool = False
+    pruned: bool = False
     # Images that earlier, rolled-back migrations of this journal imported into the
     # containerd store (`rollback --purge-imported` removes them too).
     earlier_imports: tuple[JsonDict, ...] = ()
+    # Every image name any migration of this journal staged or imported (`cleanup` after a
+    # rollback removes those still pointing where they did).
+    tool_images: tuple[ToolImage, ...] = ()
 
     @property
     def resumed(self) -> bool:
@@ -180,10 +209,37 @@ class JournalState(_Frozen):
     def phase(self, name: PhaseName) -> PhaseState:
         return next(phase for phase in self.phases if phase.name == name)
 
+    def part_of_migration(self, name: PhaseName) -> bool:
+        """An opt-in phase (stage) never started is not part of this migration."""
+        return not (name in OPT_IN_PHASES and self.phase(name).status == "pending")
+
+    @property
+    def remaining(self) -> tuple[PhaseName, ...]:
+        """Phases of the migration in progress not done yet."""
+        if self.migration_id is None:
+            return ()
+        return tuple(p.name for p in self.phases
+                     if p.status != "done" and self.part_of_migration(p.name))
+
     @property
     def next_phase(self) -> PhaseName | None:
-        return next((p.name for p in self.phases if p.status != "done"
-                     and not (p.name in OPT_IN_PHASES and p.status == "pending")), None)
+        return next(iter(self.remaining), None)
+
+    @property
+    def half_rolled_back(self) -> bool:
+        """A rollback of the migration in progress began (or failed) and did not finish:
+        nothing may run forward until it does."""
+        return self.migration_id is not None and any(
+            p.status == "undone" or p.undo_error for p in self.phases)
+
+    def for_next_run(self) -> JournalState:
+        """The state a forward run plans from: a finished migration is history, so the next
+        run starts a migration of its own, with nothing staged or exported."""
+        if not self.finished:
+            return self
+        return JournalState(record_count=self.record_count, last_seq=self.last_seq,
+                            earlier_imports=self.earlier_imports,
+                            tool_images=self.tool_images)
 
     def phases_to_undo(self) -> tuple[PhaseState, ...]:
         """Phases that may have changed the host, most recent first; see `complete`."""
@@ -231,6 +287,7 @@ def compute_state(records: Sequence[Record], torn_tail: bool = False) -> Journal
     progress: dict[PhaseName, list[JsonDict]] = {name: [] for name in PHASE_ORDER}
     runs: list[RunStarted] = []
     outcome: Outcome | None = None
+    cleaned: CleanedUp | None = None
     earlier = _earlier_imports(records, last_id)
     for record in records:
         if record.migration_id != last_id:
@@ -239,6 +296,8 @@ def compute_state(records: Sequence[Record], torn_tail: bool = False) -> Journal
             runs.append(record)
         elif isinstance(record, MigrationFinished):
             outcome = record.outcome
+        elif isinstance(record, CleanedUp):
+            cleaned = record
         elif isinstance(record, Progress):
             progress[record.phase].append(record.data)
         elif record.phase is not None:
@@ -262,7 +321,10 @@ def compute_state(records: Sequence[Record], torn_tail: bool = False) -> Journal
         done_phases=tuple(done),
         finished=outcome is not None,
         outcome=outcome,
+        cleaned=cleaned is not None,
+        pruned=cleaned is not None and cleaned.pruned,
         earlier_imports=earlier,
+        tool_images=_tool_images(records),
     )
 
 
@@ -282,4 +344,46 @@ def _earlier_imports(records: Sequence[Record], current: str | None) -> tuple[Js
         for image in listed if isinstance(listed, list) else ():
             if isinstance(image, dict) and isinstance(image.get("id"), str):
                 found.setdefault(str(image["id"]), image)
+    return tuple(found.values())
+
+
+def _listed(record: Record, key: str) -> JsonValue:
+    """`key` of a stage/import record's intent, checkpoint or undo record."""
+    if isinstance(record, PhaseStarted):
+        return record.intent.get(key)
+    if isinstance(record, Progress):
+        return record.data.get(key)
+    if isinstance(record, PhaseDone):
+        return record.undo.get(key)
+    return None
+
+
+def _tool_images(records: Sequence[Record]) -> tuple[ToolImage, ...]:
+    """Every name staged or imported by any migration of the journal (pure)."""
+    before: dict[str, set[str]] = {}
+    found: dict[tuple[str, str], ToolImage] = {}
+    for record in records:
+        phase = getattr(record, "phase", None)
+        if phase == "stage":
+            listed_before = _listed(record, "before")
+            if isinstance(listed_before, list):
+                before.setdefault(record.migration_id, set()).update(map(str, listed_before))
+            names = _listed(record, "names")
+            for name, digest in (names.items() if isinstance(names, dict) else ()):
+                if name not in before.get(record.migration_id, ()):
+                    found[(name, str(digest))] = ToolImage(name=name, digest=str(digest),
+                                                           staged=True)
+        elif phase == "import":
+            images = _listed(record, "imported")
+            for image in images if isinstance(images, list) else ():
+                if not isinstance(image, dict) or not isinstance(image.get("id"), str):
+                    continue
+                digest = str(image["id"])
+                refs = image.get("refs")
+                for ref in refs if isinstance(refs, list) and refs else ():
+                    found[(str(ref), digest)] = ToolImage(name=str(ref), digest=digest,
+                                                          staged=False)
+                if not refs:
+                    found[("", digest)] = ToolImage(name="", digest=digest, staged=False,
+                                                    dangling=True)
     return tuple(found.values())

@@ -180,6 +180,15 @@ class StateDir:
             raise StateError(f"cannot create state dir {folder}: {error.strerror}",
                              hint=_OTHER_DIR_HINT) from error
 
+    def check_existing(self) -> StateDir:
+        """What `ensure()` checks, for the parts that exist; creates nothing (commands that
+        may have nothing to do read the journal without creating the dir)."""
+        for folder in (self.path, self.archives_dir, self.reports_dir):
+            if os.path.lexists(folder):
+                self._check_dir(folder)
+                self._check_entries(folder)
+        return self
+
     def problem(self) -> str | None:
         """Why `ensure()` would refuse this state dir, or None; creates and changes nothing."""
         probe = self.path

@@ -23,6 +23,7 @@ from migrate.host.fs import disk_full_guard, fsync_dir
 from migrate.journal.reader import open_nofollow, parse_journal, read_all
 from migrate.journal.records import (
     JOURNAL_VERSION,
+    CleanedUp,
     JournalState,
     JsonMap,
     MigrationFinished,
@@ -68,6 +69,16 @@ class PhaseHandle:
 
     def progress(self, data: JsonMap) -> None:
         self._journal.progress(self.name, data)
+
+
+class UndoHandle:
+    """Yielded by `Journal.undo`: an undo that could not do everything says so here."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def failed(self, error: str) -> None:
+        self.error = error
 
 
 def _is_interrupt(error: BaseException) -> bool:
@@ -224,6 +235,10 @@ class Journal:
     def finish(self, outcome: Outcome) -> None:
         self.append(MigrationFinished(migration_id=self.require_migration(), outcome=outcome))
 
+    def cleaned_up(self, *, pruned: bool = False, kept_images: bool = False) -> None:
+        self.append(CleanedUp(migration_id=self.require_migration(), pruned=pruned,
+                              kept_images=kept_images))
+
     @contextmanager
     def phase(self, name: PhaseName, intent: JsonMap) -> Iterator[PhaseHandle]:
         """phase_started now; phase_done via `handle.done()`; failures and interrupts
@@ -250,18 +265,24 @@ class Journal:
             raise missing
 
     @contextmanager
-    def undo(self, name: PhaseName) -> Iterator[None]:
-        """undo_started now, undo_done on a clean exit, undo_failed if anything escapes."""
+    def undo(self, name: PhaseName) -> Iterator[UndoHandle]:
+        """undo_started now; undo_done on a clean exit, undo_failed if anything escapes or
+        the undo said `handle.failed(...)` (it ran to its end, but did not do everything)."""
         mid = self.require_migration()
         self.append(UndoStarted(migration_id=mid, phase=name))
+        handle = UndoHandle()
         try:
-            yield
+            yield handle
         except BaseException as error:
             failed = _failure(mid, name, error)
             self._append_after(error, UndoFailed(
                 migration_id=mid, phase=name, error=failed.error, exit_code=failed.exit_code))
             raise
-        self.append(UndoDone(migration_id=mid, phase=name))
+        if handle.error is not None:
+            self.append(UndoFailed(migration_id=mid, phase=name, error=handle.error,
+                                   exit_code=int(errors.ExitCode.ERROR)))
+        else:
+            self.append(UndoDone(migration_id=mid, phase=name))
 
 
 def _failure(mid: str, name: PhaseName, error: BaseException) -> PhaseFailed:

@@ -9,11 +9,12 @@ Phases must be idempotent: a phase that was started but not finished is simply r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, get_args
 
+from migrate.archives.manifest import ArchiveManifest, read_manifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
@@ -109,6 +110,46 @@ def staged_images(stage_result: Mapping[str, Any] | None) -> tuple[ExpectedImage
     return tuple(ExpectedImage.model_validate(item) for item in items)
 
 
+def moved_image_ids(manifest: ArchiveManifest, staged: Iterable[ExpectedImage] = (),
+                    ) -> dict[str, str]:
+    """Legacy image ID -> its ID after the switch, for every image the migration moved:
+    exported (the archive manifest) or staged (proven by the same chain in the containerd
+    store). Verify expects these IDs and recreate creates containers from them."""
+    ids = manifest.new_ids()
+    ids.update({image.legacy_id: image.new_id for image in staged})
+    return ids
+
+
+def moved_image_ids_of(ctx: PhaseContext) -> dict[str, str]:
+    return moved_image_ids(read_manifest(ctx.archives_dir), staged_images(ctx.results.get(
+        "stage")))
+
+
+@dataclass(frozen=True)
+class UndoReport:
+    """What an undo did and what it could not do. A failure is a failure: the runner
+    journals `undo_failed` for the phase, the rollback exits non-zero, and `rollback`
+    again retries that phase (pip's `req_uninstall` reports failed restores the same way)."""
+
+    did: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __add__(self, other: UndoReport) -> UndoReport:
+        return UndoReport(self.did + other.did, self.failed + other.failed)
+
+    @classmethod
+    def done(cls, *lines: str) -> UndoReport:
+        return cls(did=lines)
+
+    @classmethod
+    def failure(cls, line: str, *did: str) -> UndoReport:
+        return cls(did=did, failed=(line,))
+
+
 @dataclass(frozen=True)
 class PhaseOutcome:
     undo: JSONDict = field(default_factory=dict)
@@ -140,8 +181,8 @@ class Phase(Protocol):
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome: ...
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
-        """Reverse the phase from its journal record; returns lines saying what it did."""
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+        """Reverse the phase from its journal record; says what it did and what failed."""
         ...
 
     def refuse_undo(self, ctx: UndoContext, record: JSONDict) -> None:

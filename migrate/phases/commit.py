@@ -17,7 +17,7 @@ from migrate.archives.manifest import covered_image_ids, read_manifest, write_ma
 from migrate.engine import Engine
 from migrate.errors import MigrateError, StateError
 from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.export import batch_cap, write_batches
 from migrate.preflight.containers import commits_layer
 from migrate.support import failpoints
@@ -101,18 +101,19 @@ class CommitPhase(Phase):
                     "written": written, "bytes_written": size},
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         # The intent lists what a half-done attempt may have committed; only a tag that
         # still carries our repository and the container's ID is ours to remove.
         entries = [e for e in record.get("commits") or () if isinstance(e, dict)]
         if not entries:
-            return ["commit: no writable layer was committed"]
+            return UndoReport.done("commit: no writable layer was committed")
         lines: list[str] = []
         try:
             with ctx.connect() as engine:
                 if engine.info().store is not Store.LEGACY:
-                    return ["commit: the daemon is not on the legacy store; the commit images "
-                            f"({', '.join(str(e['ref']) for e in entries)}) were NOT removed"]
+                    return UndoReport.failure(
+                        "commit: the daemon is not on the legacy store; the commit images "
+                        f"({', '.join(str(e['ref']) for e in entries)}) were not removed")
                 for entry in entries:
                     ref = str(entry["ref"])
                     if engine.raw_image(ref) is None:
@@ -122,8 +123,9 @@ class CommitPhase(Phase):
                                  f"layer of {entry.get('name')}, which is intact in the "
                                  "container)")
         except MigrateError as error:
-            return [*lines, f"commit: FAILED to remove the commit images: {error.message}"]
-        return lines or ["commit: no commit image left to remove"]
+            return UndoReport.failure(f"commit: could not remove the commit images: "
+                                      f"{error.message}", *lines)
+        return UndoReport.done(*(lines or ["commit: no commit image left to remove"]))
 
 
 PHASE = CommitPhase()

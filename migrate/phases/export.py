@@ -45,6 +45,7 @@ from migrate.phases.base import (
     PhaseContext,
     PhaseOutcome,
     UndoContext,
+    UndoReport,
     staged_images,
 )
 from migrate.preflight.estimate import RESERVE_BYTES, room_needed
@@ -271,15 +272,20 @@ class ExportPhase(Phase):
             },
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         lines = []
-        folder = record.get("archives_dir")
-        if folder and Path(str(folder)).is_dir():
-            removed = remove_partials(Path(str(folder)))
+        recorded = record.get("archives_dir")
+        folder = Path(str(recorded)) if recorded else None
+        if folder is not None and folder.is_dir():
+            removed = remove_partials(folder)
             lines += [f"export: removed the unfinished archive {name}" for name in removed]
-        lines.append("export: nothing to reverse on the host; the archives are kept for the "
-                     "next run (`containerd-migrate cleanup` deletes them)")
-        return lines
+        # Said only when true: a `cleanup` may have deleted them since.
+        if folder is not None and folder.is_dir() and read_manifest(folder).archives:
+            lines.append("export: nothing to reverse on the host; the archives are kept for "
+                         "the next run (`containerd-migrate cleanup` deletes them)")
+        else:
+            lines.append("export: nothing to reverse on the host")
+        return UndoReport.done(*lines)
 
 
 PHASE = ExportPhase()

@@ -22,7 +22,7 @@ from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
 from migrate.models import Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.commit import COMMIT_REPOSITORY
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -245,49 +245,55 @@ class ImportPhase(Phase):
                  bytes=entry.bytes, duration=round(time.monotonic() - started, 2))
         return images
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         images: list[JSONDict] = list(record.get("imported") or ())
         # Commit images (`--containers recreate`) serve only this migration: always removed.
         commits = [i for i in images if any(str(r).startswith(COMMIT_REPOSITORY + ":")
                                             for r in i.get("refs") or ())]
         if not ctx.purge_imported:
             kept = [i for i in images if i not in commits]
-            return [*(self._purge_commits(ctx, commits) if commits else []),
-                    f"import: kept {len(kept)} imported image(s) in the containerd store; "
-                    "the next forward run reuses them (--purge-imported removes them)"]
+            purged = self._purge_commits(ctx, commits) if commits else UndoReport()
+            return purged + UndoReport.done(
+                f"import: kept {len(kept)} imported image(s) in the containerd store; the next "
+                "forward run reuses them (`containerd-migrate cleanup` removes them)")
         ours = {str(i["id"]) for i in commits}
         rest = [i for i in _merge(images, [dict(i) for i in ctx.earlier_imports])
                 if str(i["id"]) not in ours]
-        lines = self._purge_commits(ctx, commits) if commits else []
-        return [*lines, *(self._purge_all(ctx, rest) if rest or not lines else [])]
+        purged = self._purge_commits(ctx, commits) if commits else UndoReport()
+        return purged + (self._purge_all(ctx, rest) if rest or not commits else UndoReport())
 
-    def _purge_commits(self, ctx: UndoContext, commits: list[JSONDict]) -> list[str]:
+    def _purge_commits(self, ctx: UndoContext, commits: list[JSONDict]) -> UndoReport:
         # A commit image lives in both stores: the commit phase's undo names each one when it
         # removes the legacy copy, so a clean removal here is one line, not a second listing.
-        lines = self._purge_all(ctx, commits)
-        if all(line.startswith("import: removed") for line in lines):
-            return [f"import: removed the {len(commits)} commit image(s) from the containerd "
-                    "store"]
-        return lines
+        report = self._purge_all(ctx, commits)
+        if report.ok and all(line.startswith("import: removed") for line in report.did):
+            return UndoReport.done(f"import: removed the {len(commits)} commit image(s) from "
+                                   "the containerd store")
+        return report
 
-    def _purge_all(self, ctx: UndoContext, images: list[JSONDict]) -> list[str]:
+    def _purge_all(self, ctx: UndoContext, images: list[JSONDict]) -> UndoReport:
         if not images:
-            return ["import: no imported images to remove"]
+            return UndoReport.done("import: no imported images to remove")
         try:
             with ctx.connect() as engine:
                 if engine.info().store is not Store.CONTAINERD:
                     # By name, a legacy-mode removal would delete the ORIGINAL images.
-                    return ["import: the daemon is not on the containerd store; imported "
-                            "images were NOT removed (they stay in its containerd content "
-                            "store)"]
-                return [line for image in images for line in _purge(engine, image)]
+                    return UndoReport.failure(
+                        "import: the daemon is not on the containerd store; the imported "
+                        "images were not removed (`containerd-migrate cleanup` removes them "
+                        "once the rollback is done)")
+                report = UndoReport()
+                for image in images:
+                    report += _purge(engine, image)
+                return report
         except MigrateError as error:
-            return [f"import: FAILED to remove imported images: {error.message}"]
+            return UndoReport.failure(f"import: could not remove the imported images: "
+                                      f"{error.message}")
 
 
-def _purge(engine: Engine, image: JSONDict) -> list[str]:
+def _purge(engine: Engine, image: JSONDict) -> UndoReport:
     new_id = str(image["id"])
-    lines = []
+    lines: list[str] = []
     try:
         for ref in image.get("refs") or ():
             raw = engine.raw_image(str(ref))
@@ -303,8 +309,9 @@ def _purge(engine: Engine, image: JSONDict) -> list[str]:
             engine.remove_image(new_id)
             lines.append(f"import: removed image {new_id[:19]}")
     except MigrateError as error:
-        lines.append(f"import: FAILED to remove {new_id[:19]}: {error.message}")
-    return lines
+        return UndoReport.failure(f"import: could not remove {new_id[:19]}: {error.message}",
+                                  *lines)
+    return UndoReport.done(*lines)
 
 
 PHASE = ImportPhase()

@@ -13,7 +13,7 @@ from typing import Any
 from migrate.engine import Engine
 from migrate.errors import BlockedError, EngineError, MigrateError
 from migrate.models import RUNNING_STATES, ContainerRecord
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 
 
 def _entry(container: ContainerRecord) -> JSONDict:
@@ -99,18 +99,19 @@ class QuiescePhase(Phase):
             result={"stopped": stopped, "containers": len(entries), "stopped_at": stopped_at},
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         entries: list[dict[str, Any]] = list(record.get("containers") or [])
         if not entries:
-            return ["quiesce: no containers were stopped, nothing to start"]
+            return UndoReport.done("quiesce: no containers were stopped, nothing to start")
         lines: list[str] = []
         try:
             with ctx.connect() as engine:
                 for entry in entries:
                     lines.append(_start_again(engine, entry))
         except MigrateError as error:
-            return [*lines, f"quiesce: FAILED to start {_names(entries)}: {error.message}"]
-        return lines
+            return UndoReport.failure(f"quiesce: could not start {_names(entries)}: "
+                                      f"{error.message}", *lines)
+        return UndoReport.done(*lines)
 
 
 PHASE = QuiescePhase()

@@ -25,12 +25,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from migrate.archives.manifest import read_manifest
 from migrate.engine import Engine
 from migrate.errors import BlockedError, MigrateError, StateError
 from migrate.host.fs import atomic_write_bytes
 from migrate.models import RUNNING_STATES, ContainerRecord, Inventory, Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import (
+    JSONDict,
+    Phase,
+    PhaseContext,
+    PhaseOutcome,
+    UndoContext,
+    UndoReport,
+    moved_image_ids_of,
+)
 from migrate.phases.commit import commit_ref
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
 from migrate.preflight.containers import creation_order
@@ -161,7 +168,8 @@ class _Recreation:
         self.ctx = ctx
         self.engine = engine
         self.inventory = inventory
-        self.image_ids = read_manifest(ctx.archives_dir).new_ids()
+        # Staged images are moved images too (the lifecycle issue: stage + recreate).
+        self.image_ids = moved_image_ids_of(ctx)
         self.committed = _committed(ctx)
         live = engine.list_containers(details=False)
         self.live = {c.name: c for c in live}
@@ -183,7 +191,8 @@ class _Recreation:
         if image is None:
             raise RecreateFailed(
                 f"no image for container {container.name}: its image {container.image_id} "
-                "was not exported", "roll back with `containerd-migrate rollback`")
+                "was neither exported nor staged", "roll back with `containerd-migrate "
+                "rollback`")
         body = create_body(container, _image_ref(self.engine, container, image),
                            self.new_ids, self.image_ids)
         self.ctx.checkpoint({"creating": {"id": container.id, "name": container.name}})
@@ -292,17 +301,18 @@ class RecreatePhase(Phase):
                     "volume_guard": list(remaining)},
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         entries = [e for e in record.get("containers") or () if isinstance(e, dict)]
         ours = {str(e["id"]) for e in entries}
         if not ours:
-            return ["recreate: no container was recreated"]
+            return UndoReport.done("recreate: no container was recreated")
         lines: list[str] = []
         try:
             with ctx.connect() as engine:
                 if engine.info().store is not Store.CONTAINERD:
-                    return ["recreate: the daemon is not on the containerd store; the "
-                            "recreated containers were NOT removed"]
+                    return UndoReport.failure(
+                        "recreate: the daemon is not on the containerd store; the recreated "
+                        "containers were not removed")
                 # By label, not by the recorded new IDs: a create whose answer was lost to
                 # a crash left a container the journal has no ID for.
                 for container in engine.list_containers(details=False):
@@ -312,8 +322,10 @@ class RecreatePhase(Phase):
                         lines.append(f"recreate: removed {container.name} "
                                      f"({container.id[:12]}) from the containerd store")
         except MigrateError as error:
-            return [*lines, f"recreate: FAILED to remove recreated containers: {error.message}"]
-        return lines or ["recreate: no recreated container was left to remove"]
+            return UndoReport.failure(f"recreate: could not remove the recreated containers: "
+                                      f"{error.message}", *lines)
+        return UndoReport.done(*(lines or ["recreate: no recreated container was left to "
+                                           "remove"]))
 
 
 PHASE = RecreatePhase()

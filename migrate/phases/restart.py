@@ -16,7 +16,7 @@ from typing import Any
 from migrate.engine import restart as daemon_control
 from migrate.errors import RestartFailed
 from migrate.models import EngineInfo, Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
@@ -81,11 +81,9 @@ class RestartPhase(Phase):
             result=_result(info, restarted=True, seconds=time.monotonic() - started)
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
-        return [
-            "restart: nothing to undo here; the switch undo restores daemon.json and "
-            "restarts the daemon on the legacy store"
-        ]
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+        return UndoReport.done("restart: nothing to undo here; the switch undo restores "
+                               "daemon.json and restarts the daemon on the legacy store")
 
 
 def wait_for_journaled_restarts(progress: Sequence[Mapping[str, Any]], timeout: float) -> None:

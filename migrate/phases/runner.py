@@ -24,10 +24,7 @@ from migrate.errors import (
     EngineUnreachable,
     ExitCode,
     MigrateError,
-    RestartFailed,
     RolledBack,
-    StateError,
-    VerificationFailed,
 )
 from migrate.journal import (
     OPT_IN_PHASES,
@@ -53,6 +50,13 @@ from migrate.phases import (
     verify,
 )
 from migrate.phases.base import Phase, PhaseContext, PreparedPlan, RunOptions, UndoContext
+from migrate.phases.lifecycle import (
+    Command,
+    CommandLine,
+    HostNow,
+    decide,
+    default_command_line,
+)
 from migrate.phases.recreate import RECREATED_LABEL
 from migrate.phases.rollback_check import check_restored, created_since_switch
 from migrate.phases.verify import VERIFY_LABEL
@@ -93,8 +97,10 @@ RESUME_HINT = ("once the daemon answers, `containerd-migrate run` resumes the mi
 
 def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = RUN_PHASES,
                  ) -> tuple[PhaseName, ...]:
-    """The phases a run executes now, in order (pure)."""
+    """The phases a run executes now, in order (pure). A finished migration is history: the
+    next run plans a migration of its own (`JournalState.for_next_run`)."""
     refuse_if_rolling_back(state)
+    state = state.for_next_run()
     frozen = state.phase(_FROZEN_FROM).status != "pending"
     steps: list[PhaseName] = []
     for name in PHASE_ORDER:
@@ -108,13 +114,8 @@ def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = RUN_PHASES
 
 
 def refuse_if_rolling_back(state: JournalState) -> None:
-    if state.migration_id is None:
-        return
-    if any(p.status == "undone" or p.undo_error for p in state.phases):
-        raise StateError(
-            f"migration {state.migration_id} is half rolled back",
-            "finish the rollback first: `containerd-migrate rollback`",
-        )
+    if state.half_rolled_back:
+        raise decide(state, "run").refusal(default_command_line)
 
 
 def _json(value: Mapping[str, Any]) -> JsonDict:
@@ -149,6 +150,8 @@ class RollbackOutcome:
     lines: tuple[str, ...] = ()
     ok: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    # Undos that failed (journaled `undo_failed`; `rollback` again retries them).
+    failed: tuple[str, ...] = ()
 
 
 # Called inside the lock, after the steps are known and before anything is journaled: the
@@ -162,47 +165,67 @@ class Runner:
     """Runs the migration of one host, recorded in one state dir."""
 
     def __init__(self, state_dir: StateDir, options: RunOptions,
-                 connect: Callable[[], Engine], say: Callable[[str], None] = print):
+                 connect: Callable[[], Engine], say: Callable[[str], None] = print,
+                 command_line: CommandLine = default_command_line):
         self.state_dir = state_dir
         self.options = options
         self.connect = connect
         self.say = say
+        # Renders a next step as a command for this host and state dir (lifecycle hints).
+        self.command_line = command_line
 
     # --- forward ----------------------------------------------------------------------
 
     def forward(self, wanted: tuple[PhaseName, ...], confirm: ConfirmForward,
-                argv: tuple[str, ...], *, auto_rollback: bool = True) -> ForwardOutcome:
+                argv: tuple[str, ...], *, auto_rollback: bool = True,
+                command: Command = "run") -> ForwardOutcome:
         """Run (or resume) the `wanted` phases that are not done yet.
 
-        A run that reaches the end of PHASE_ORDER finishes the migration as completed. When
-        the daemon does not come back on the containerd store, or verification fails, the
-        host is rolled back at once (unless `auto_rollback` is off) and RolledBack raised.
+        What `command` may do in the state dir's state is the lifecycle's decision
+        (`lifecycle.decide`), taken under the lock. A run that reaches the end of
+        PHASE_ORDER finishes the migration as completed. Any failure once containers are
+        stopped (quiesce started) rolls the host back at once, unless `auto_rollback` is
+        off, and raises RolledBack: a failed window never leaves the services down.
         """
         completes = wanted[-1:] == PHASE_ORDER[-1:]
         with self.state_dir.lock():
             journal = self.state_dir.journal()
             state = journal.state()
-            if completes and state.finished and state.outcome == "completed":
+            decision = decide(state, command)
+            if decision.action == "refuse":
+                raise decision.refusal(self.command_line)
+            if decision.action == "nothing":
                 return ForwardOutcome(state.last_migration_id, (), already_completed=True,
                                       state=state)
             steps = steps_to_run(state, wanted)
             with self._this_host(state):
+                # A new migration refused by its plan leaves nothing behind: the command
+                # raises here, before the journal knows of it.
                 prepared = confirm(steps, state)
                 record = journal.start_run(__version__, argv, _json(self.options.to_record()))
                 log.info("run started", migration=record.migration_id, steps=list(steps))
                 try:
                     for name in steps:
                         self._run_phase(journal, name, prepared)
-                except (RestartFailed, VerificationFailed) as failure:
-                    if not auto_rollback:
-                        raise
+                except MigrateError as failure:
+                    if not (auto_rollback and self._containers_down(journal)):
+                        raise self._resumable(failure) from failure
                     raise self._auto_rollback(journal, failure) from failure
-                except EngineUnreachable as lost:
-                    raise EngineUnreachable(lost.message,
-                                            f"{lost.hint}; {RESUME_HINT}") from lost
                 if completes:
                     journal.finish("completed")
                 return ForwardOutcome(record.migration_id, steps, state=journal.state())
+
+    @staticmethod
+    def _containers_down(journal: Journal) -> bool:
+        """Once quiesce has started, containers may be down: a failure from there on must
+        not leave them so (a restart that failed, a verification, an import, a recreate)."""
+        return journal.state().phase(_FROZEN_FROM).status != "pending"
+
+    @staticmethod
+    def _resumable(failure: MigrateError) -> MigrateError:
+        if isinstance(failure, EngineUnreachable):
+            return EngineUnreachable(failure.message, f"{failure.hint}; {RESUME_HINT}")
+        return failure
 
     @contextmanager
     def _this_host(self, state: JournalState) -> Iterator[None]:
@@ -257,12 +280,20 @@ class Runner:
         log.info("phase done", phase=name, **{k: v for k, v in outcome.result.items()
                                               if isinstance(v, int | float | str)})
 
-    def _auto_rollback(self, journal: Journal, failure: MigrateError) -> RolledBack:
+    def _auto_rollback(self, journal: Journal, failure: MigrateError) -> MigrateError:
         self.say(f"{failure.message}\nrolling back automatically ...")
-        lines = self._undo_all(journal, force=False, purge_imported=False)
-        ok, problems = self._check_restored()
-        self.say("\n".join(f"  {line}" for line in [*lines, *ok, *problems]))
         state_dir = self.state_dir
+        try:
+            lines, failed = self._undo_all(journal, force=False, purge_imported=False)
+            ok, problems = self._check_restored()
+        except MigrateError as undo_error:
+            return MigrateError(
+                f"{failure.message}; the automatic rollback failed too: {undo_error.message}",
+                f"{undo_error.hint}; then finish it with "
+                f"`{self.command_line(('rollback', '--yes'))}` (journal: "
+                f"{state_dir.journal_path})", exit_code=undo_error.exit_code)
+        problems = [*failed, *problems]
+        self.say("\n".join(f"  {line}" for line in [*lines, *ok, *problems]))
         if problems:
             return RolledBack(
                 f"{failure.message}; the automatic rollback finished but found problems: "
@@ -281,27 +312,37 @@ class Runner:
 
     def rollback(self, confirm: ConfirmRollback, argv: tuple[str, ...], *, force: bool = False,
                  purge_imported: bool = False) -> RollbackOutcome:
-        """Undo the current (or last completed) migration, then check the host is restored."""
+        """Undo the current (or last completed) migration, then check the host is restored.
+
+        An already rolled-back migration has nothing to undo (`cleanup` frees what it left in
+        the containerd store; the command routes `--purge-imported` there)."""
         with self.state_dir.lock():
             journal = self.state_dir.journal()
             state = journal.state()
             migration = state.last_migration_id
-            if migration is None:
-                return RollbackOutcome(None, nothing_to_do="no migration to roll back")
-            if state.outcome == "rolled_back":
-                return RollbackOutcome(migration, nothing_to_do=f"migration {migration} is "
-                                       "already rolled back")
+            legacy_pruned = self.state_dir.legacy_pruned_path.exists()
+            decision = decide(state, "rollback", HostNow(legacy_pruned=legacy_pruned))
+            if decision.action == "refuse":
+                raise decision.refusal(self.command_line)
+            if decision.action == "nothing" or state.outcome == "rolled_back":
+                return RollbackOutcome(migration, nothing_to_do=decision.reason or
+                                       f"migration {migration} is already rolled back")
             with self._this_host(state):
                 confirm(state)
                 journal.start_run(__version__, argv, _json(self.options.to_record()),
                                   migration_id=migration)
-                lines = self._undo_all(journal, force=force, purge_imported=purge_imported)
+                lines, failed = self._undo_all(journal, force=force,
+                                               purge_imported=purge_imported)
                 ok, problems = self._check_restored()
         return RollbackOutcome(migration, lines=tuple(lines), ok=tuple(ok),
-                               problems=tuple(problems))
+                               problems=tuple(problems), failed=tuple(failed))
 
-    def _undo_all(self, journal: Journal, *, force: bool, purge_imported: bool) -> list[str]:
-        """Undo every phase that may have touched the host, most recent first."""
+    def _undo_all(self, journal: Journal, *, force: bool, purge_imported: bool,
+                  ) -> tuple[list[str], list[str]]:
+        """Undo every phase that may have touched the host, most recent first; returns what
+        was done and what failed. An undo that fails is journaled as failed and the others
+        go on (bringing the legacy daemon back matters most); the migration is finished as
+        rolled back only when every undo succeeded, so `rollback` again retries the rest."""
         state = journal.state()
 
         def checkpoint(phase: str, data: Mapping[str, Any]) -> None:
@@ -322,13 +363,19 @@ class Runner:
             (*state.phase("restart").progress, *state.phase("switch").progress),
             resolve_restart_timeout(self.options.restart_timeout))
         lines = self._created_since_switch(to_undo)
+        failed: list[str] = []
         for phase_state in to_undo:
             name = phase_state.name
             log.info("undo started", phase=name, complete=phase_state.complete)
-            with journal.undo(name):
-                lines.extend(PHASES[name].undo(ctx, _undo_record(phase_state)))
-        journal.finish("rolled_back")
-        return lines
+            with journal.undo(name) as undo:
+                report = PHASES[name].undo(ctx, _undo_record(phase_state))
+                lines.extend(report.did)
+                if not report.ok:
+                    undo.failed("; ".join(report.failed))
+                    failed.extend(report.failed)
+        if not failed:
+            journal.finish("rolled_back")
+        return lines, failed
 
     def _created_since_switch(self, to_undo: tuple[PhaseState, ...]) -> list[str]:
         """Containers someone made in the containerd store stay there (the switch back hides

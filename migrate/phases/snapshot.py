@@ -20,6 +20,7 @@ from migrate.phases.base import (
     PreparedPlan,
     RunOptions,
     UndoContext,
+    UndoReport,
 )
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
@@ -92,8 +93,9 @@ class SnapshotPhase(Phase):
             },
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
-        return ["snapshot: nothing to undo (the stored inventory is kept for reference)"]
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+        return UndoReport.done("snapshot: nothing to undo (the stored inventory is kept for "
+                               "reference)")
 
 
 PHASE = SnapshotPhase()

@@ -51,7 +51,7 @@ from migrate.host.daemon_json import read_daemon_config
 from migrate.host.fs import flush_filesystem, free_bytes
 from migrate.host.launch import detect_launch
 from migrate.models import ImageRecord, Inventory
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext
+from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.export import batch_cap, closing_stream
 from migrate.preflight.estimate import room_needed
 from migrate.preflight.facts import StagingFacts, staging_facts
@@ -336,12 +336,12 @@ class StagePhase(Phase):
             ours.pop(name)
         return stale
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         names = _record_names(record)
         if not ctx.purge_imported:
-            return [f"stage: kept {len(names)} staged image name(s) in the containerd store at "
-                    f"{record.get('address')} (`containerd-migrate rollback --purge-imported` "
-                    "or `containerd-migrate cleanup` removes them)"]
+            return UndoReport.done(
+                f"stage: kept {len(names)} staged image name(s) in the containerd store at "
+                f"{record.get('address')} (`containerd-migrate cleanup` removes them)")
         return purge_staged(record)
 
 
@@ -373,32 +373,34 @@ def _record_names(record: Mapping[str, Any]) -> dict[str, str]:
     return names
 
 
-def purge_staged(record: Mapping[str, Any]) -> list[str]:
+def purge_staged(record: Mapping[str, Any]) -> UndoReport:
     """Remove the names this migration staged (and only those still pointing at what was
     staged); containerd's garbage collector then frees content and snapshots no other
     image uses. Works from the journal record alone."""
     names = _record_names(record)
     if not names:
-        return ["stage: nothing staged to remove"]
+        return UndoReport.done("stage: nothing staged to remove")
     address = str(record.get("address") or "")
     ctr = Path(str(record["ctr"])) if record.get("ctr") else None
     if ctr is None or not ctr.is_file():
         ctr = find_ctr(None)
     if ctr is None or not address:
-        return ["stage: FAILED to remove the staged images: no `ctr` to reach containerd"]
+        return UndoReport.failure("stage: could not remove the staged images: no `ctr` to "
+                                  "reach containerd")
     client = Containerd(ctr, address, str(record.get("namespace") or "moby"))
     try:
         current = client.images()
         gone = sorted(n for n, d in names.items() if current.get(n) == d)
         client.remove_images(gone)
     except ContainerdError as error:
-        return [f"stage: FAILED to remove the staged images: {error.message}"]
+        return UndoReport.failure(f"stage: could not remove the staged images: "
+                                  f"{error.message}")
     kept = sorted(set(names) - set(gone))
     lines = [f"stage: removed {len(gone)} staged image name(s) from the containerd store"]
     if kept:
         lines.append(f"stage: kept {len(kept)} name(s) changed since staging: "
                      + ", ".join(kept[:5]))
-    return lines
+    return UndoReport.done(*lines)
 
 
 PHASE = StagePhase()

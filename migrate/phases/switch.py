@@ -38,6 +38,7 @@ from migrate.phases.base import (
     PhaseOutcome,
     RunOptions,
     UndoContext,
+    UndoReport,
 )
 from migrate.support import failpoints
 
@@ -177,10 +178,10 @@ class SwitchPhase(Phase):
             },
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         lines = restore_config(record, force=ctx.force)
         lines.extend(_back_to_legacy(record, ctx))
-        return lines
+        return UndoReport.done(*lines)
 
     def refuse_undo(self, ctx: UndoContext, record: JSONDict) -> None:
         refuse_untrusted(record, ctx.options)

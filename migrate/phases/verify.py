@@ -26,9 +26,11 @@ from migrate.phases.base import (
     PhaseContext,
     PhaseOutcome,
     UndoContext,
+    UndoReport,
+    moved_image_ids,
     staged_images,
 )
-from migrate.phases.volume_guard import create_guard
+from migrate.phases.volume_guard import create_guard, remove_guard
 from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
@@ -148,9 +150,7 @@ def try_container(engine: Engine, image: str) -> list[str]:
 
 def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
            staged: Iterable[ExpectedImage] = ()) -> VerificationReport:
-    expected = manifest.new_ids()
-    # Staged images were proven by the same chain, read from the containerd store.
-    expected.update({i.legacy_id: i.new_id for i in staged})
+    expected = moved_image_ids(manifest, staged)
     info = engine.info()
     problems = []
     if info.store is not Store.CONTAINERD:
@@ -231,11 +231,22 @@ class VerifyPhase(Phase):
                     "report": str(paths["verification.txt"])},
         )
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> list[str]:
+    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
         where = record.get("reports_dir") or "the reports dir"
-        # The volume guard stays: until the daemon is back on the legacy store the volumes of
-        # hidden containers are protected by nothing else (phases/volume_guard.py).
-        return [f"verify: nothing to reverse; the reports stay in {where}"]
+        said = f"verify: nothing to reverse; the reports stay in {where}"
+        # The guard goes now, still on the containerd store, where it lives: the switch undo
+        # that follows brings back the legacy containers, which protect their volumes again.
+        # Left there it would stay hidden in the containerd store (or, with live-restore,
+        # keep running unseen under the legacy daemon).
+        try:
+            with ctx.connect() as engine:
+                if engine.info().store is not Store.CONTAINERD:
+                    return UndoReport.done(said)
+                removed = remove_guard(engine)
+        except MigrateError as error:
+            return UndoReport.failure(f"verify: could not remove the volume guard: "
+                                      f"{error.message}", said)
+        return UndoReport.done(said, *(["verify: removed the volume guard"] if removed else []))
 
 
 PHASE = VerifyPhase()

@@ -100,7 +100,9 @@ class Harness:
     def undo(self, phase: Any, record: JSONDict, force: bool = False) -> list[str]:
         ctx = UndoContext(options=self.options, connect=lambda: Engine(self.options.host),
                           inventory_path=self.inventory_path, force=force)  # fmt: skip
-        lines: list[str] = phase.undo(ctx, record)
+        report = phase.undo(ctx, record)
+        assert report.ok, report.failed
+        lines = list(report.did)
         return lines
 
 

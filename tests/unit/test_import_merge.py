@@ -118,11 +118,13 @@ def test_rollback_names_each_commit_image_once(tmp_path: Path, purge: bool) -> N
     containerd = _Store(Store.CONTAINERD, {ref: new_id, new_id: new_id,
                                            "app:1": "sha256:" + "3" * 64})
     legacy = _Store(Store.LEGACY, {ref: old_id, old_id: old_id})
-    lines = ImportPhase().undo(
+    report = ImportPhase().undo(
         UndoContext(options, lambda: cast(Engine, containerd), tmp_path, purge_imported=purge),
         {"imported": imported})
-    lines += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), tmp_path),
-                         {"commits": [{"ref": ref, "name": "job"}]})
+    report += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), tmp_path),
+                          {"commits": [{"ref": ref, "name": "job"}]})
+    assert report.ok, report
+    lines = report.did
     assert sum(ref in line for line in lines) == 1, lines
     assert "import: removed the 1 commit image(s) from the containerd store" in lines
     assert ref not in containerd.images and ref not in legacy.images

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from migrate.commands.status import HostNow, render_status, result_summary, status_document
-from migrate.errors import StateError
+from migrate.commands.status import render_status, result_summary, status_document
+from migrate.errors import BlockedError
 from migrate.journal import Journal, PhaseName, PhaseStarted, replay
+from migrate.phases.lifecycle import HostNow
 from migrate.phases.runner import PREPARE_PHASES, steps_to_run
 
 pytestmark = pytest.mark.unit
@@ -62,7 +63,7 @@ def test_half_rolled_back_migration_refuses_to_run_forward(tmp_path: Path) -> No
     journal = _journal(tmp_path / "j", "snapshot", "export", "quiesce", "commit", "switch")
     with journal.undo("switch"):
         pass
-    with pytest.raises(StateError, match="half rolled back"):
+    with pytest.raises(BlockedError, match="half rolled back"):
         steps_to_run(journal.state())
 
 
@@ -94,7 +95,8 @@ def test_status_after_export_lists_no_phase_as_both_done_and_remaining(tmp_path:
     doc = status_document(journal.state())
     done = {p["name"] for p in doc["phases"] if p["status"] == "done"}
     assert done == {"snapshot", "export"} and not done & set(doc["remaining"])
-    assert doc["next"].startswith("next, in the maintenance window: `containerd-migrate run`")
+    assert doc["next"].startswith("next: in the maintenance window: `containerd-migrate run "
+                                  "--yes`")
 
 
 def test_status_believes_the_host_over_the_journal_after_cleanup(tmp_path: Path) -> None:
@@ -116,7 +118,8 @@ def test_status_next_step_after_a_rollback_with_archives_left(tmp_path: Path) ->
     journal = _journal(tmp_path / "j", "snapshot", "export")
     journal.finish("rolled_back")
     doc = status_document(journal.state(), HostNow(store="legacy", archive_bytes=2_000_000))
-    assert doc["next"].startswith("next: `containerd-migrate cleanup` deletes the archives")
+    assert doc["next"].startswith("next: `containerd-migrate cleanup` deletes what the "
+                                  "migration left (2 MB of archives)")
 
 
 def test_status_result_column_has_counts_and_sizes_not_reprs() -> None:
