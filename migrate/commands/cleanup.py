@@ -22,6 +22,7 @@ from migrate.journal import JournalState
 from migrate.journal.state_dir import StateDir, host_lock
 from migrate.models import Inventory, Store
 from migrate.phases.base import UndoReport
+from migrate.phases.records import records_of
 from migrate.phases.tool_images import purge_tool_images
 from migrate.phases.volume_guard import remove_guard
 from migrate.support.sizes import human_bytes
@@ -145,9 +146,7 @@ def legacy_containers(data_root: str, driver: str) -> dict[str, tuple[str, Path]
 
 def _carried_over(state_dir: StateDir) -> set[str]:
     """Legacy containers that `--containers recreate` made again in the containerd store."""
-    entries = (state_dir.journal().state().phase("recreate").undo or {}).get("containers")
-    return {str(e["id"]) for e in entries if isinstance(e, dict)} if isinstance(
-        entries, list) else set()
+    return {entry.id for entry in records_of(state_dir.journal().state()).recreate_undo.containers}
 
 
 def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes: bool,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import cast
 
 from migrate.commands.cleanup import cleanup
 from migrate.commands.context import (
@@ -20,7 +21,13 @@ from migrate.engine.restart import parse_restart_command
 from migrate.errors import ExitCode, MigrateError
 from migrate.journal import JournalState
 from migrate.phases.base import RunOptions
+from migrate.phases.lifecycle import containers_policy_of
 from migrate.phases.runner import Runner
+from migrate.preflight.facts import (
+    CONTAINERS_POLICIES,
+    DEFAULT_CONTAINERS_POLICY,
+    ContainersPolicy,
+)
 
 
 @dataclass(frozen=True)
@@ -33,14 +40,20 @@ class RollbackArgs:
     interactive: bool = False
 
 
-def rollback_options(opts: GlobalOptions, args: RollbackArgs) -> RunOptions:
+def rollback_options(opts: GlobalOptions, args: RollbackArgs,
+                     state: JournalState | None = None) -> RunOptions:
     # Without --restart-command/--restart-timeout each undo uses what its journal record
     # names; given, they win (engine.restart.resolve_restart_command/_timeout).
     restart = parse_restart_command(args.restart_command) if args.restart_command else ()
+    # The rollback's run record keeps the migration's containers policy: the next-step hint
+    # after it ("run --containers <policy> migrates again") reads it from there.
+    policy = containers_policy_of(state) if state is not None else None
     return RunOptions(
         host=opts.host, daemon_config=opts.daemon_config, state_dir=opts.state_dir,
         restart_command=restart, restart_timeout=args.restart_timeout,
         follow_symlinks=opts.follow_symlinks,
+        containers=cast(ContainersPolicy, policy) if policy in CONTAINERS_POLICIES
+        else DEFAULT_CONTAINERS_POLICY,
     )
 
 
@@ -64,7 +77,7 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
                 f"({', '.join(p.name for p in state.phases_to_undo())})?",
                 yes=args.yes, interactive=args.interactive)
 
-    runner = Runner(state_dir, rollback_options(opts, args), lambda: connect(opts),
+    runner = Runner(state_dir, rollback_options(opts, args, state), lambda: connect(opts),
                     say=opts.console.emit, command_line=command_line(opts))
     outcome = runner.rollback(ask, tuple(sys.argv[1:]), force=args.force,
                               purge_imported=args.purge_imported)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from migrate.commands.context import (
     GlobalOptions,
@@ -22,6 +21,7 @@ from migrate.engine.restart import resolve_restart_command
 from migrate.errors import ExitCode
 from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import PreparedPlan, RunOptions
+from migrate.phases.records import records_of
 from migrate.phases.runner import RUN_PHASES, Runner
 from migrate.phases.snapshot import blocker_error, prepare_plan
 from migrate.preflight.checks import volatile_state_dir
@@ -132,30 +132,26 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
     return int(ExitCode.OK)
 
 
-def _list(value: object) -> list[object]:
-    return list(value) if isinstance(value, list) else []
-
-
-def _seconds(value: object) -> str:
-    return f"{value:.1f} s" if isinstance(value, int | float) else "unknown"
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f} s" if value is not None else "unknown"
 
 
 def containers_summary(opts: GlobalOptions, state: JournalState,
                        restart: tuple[str, ...]) -> list[str]:
     """What happened to the containers, and the next step when some are down."""
-    recreate: dict[str, Any] = dict(state.phase("recreate").result or {})
-    stopped = [str(n) for n in _list((state.phase("quiesce").result or {}).get("stopped"))]
-    if recreate.get("recreated"):
-        running = _list(recreate.get("running"))
-        downtime = dict(recreate.get("downtime_seconds") or {})
-        lines = [f"containers: {len(recreate['recreated'])} recreated in the containerd store "
-                 f"(map: {recreate.get('container_map')})"]
-        if running:
+    records = records_of(state)
+    recreate = records.recreate
+    stopped = records.quiesce.stopped
+    if recreate.recreated:
+        lines = [f"containers: {len(recreate.recreated)} recreated in the containerd store "
+                 f"(map: {recreate.container_map})"]
+        if recreate.running:
             lines.append("  running again: " + ", ".join(
-                f"{name} (down {_seconds(downtime.get(str(name)))})" for name in running))
-        if recreate.get("left_created"):
+                f"{name} (down {_seconds(recreate.downtime_seconds.get(name))})"
+                for name in recreate.running))
+        if recreate.left_created:
             lines.append("  created, not started (they were not running before): "
-                         + ", ".join(map(str, _list(recreate["left_created"]))))
+                         + ", ".join(recreate.left_created))
         return lines
     if not stopped:
         return ["containers: none was running; legacy containers (if any) stay hidden in the "

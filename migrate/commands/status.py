@@ -22,10 +22,12 @@ from migrate.phases.lifecycle import (
     CommandLine,
     HostNow,
     Lifecycle,
+    containers_policy_of,
     default_command_line,
     lifecycle_of,
 )
 from migrate.phases.lifecycle import next_step as lifecycle_next_step
+from migrate.phases.records import records_of
 from migrate.phases.tool_images import tool_images_now
 from migrate.phases.volume_guard import GUARD_LABEL, GUARD_NOTE
 from migrate.support.sizes import human_bytes
@@ -80,12 +82,10 @@ def next_step(state: JournalState, host: HostNow,
 def _guard_active(state: JournalState, host: HostNow) -> bool:
     if host.volume_guard is not None:
         return host.volume_guard
-    verify = state.phase("verify")
-    recreate = state.phase("recreate")
-    if recreate.status == "done" and not (recreate.result or {}).get("volume_guard", True):
+    records = records_of(state)
+    if records.recreate.volume_guard == ():
         return False  # the recreated containers use their volumes again: guard removed
-    return state.outcome != "rolled_back" and verify.status == "done" and bool(
-        (verify.result or {}).get("volume_guard"))
+    return state.outcome != "rolled_back" and bool(records.verify.volume_guard)
 
 
 def status_document(state: JournalState, host: HostNow | None = None,
@@ -98,6 +98,7 @@ def status_document(state: JournalState, host: HostNow | None = None,
     return {
         "migration_id": state.last_migration_id,
         "state": now.value,
+        "containers_policy": containers_policy_of(state),
         "active": state.migration_id is not None,
         "outcome": state.outcome,
         "runs": len(state.runs),

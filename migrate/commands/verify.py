@@ -7,7 +7,7 @@ from migrate.commands.context import GlobalOptions, connect, lifecycle_decision,
 from migrate.errors import BlockedError, ExitCode, StateError
 from migrate.journal.state_dir import StateDir
 from migrate.models import Store
-from migrate.phases.base import staged_images
+from migrate.phases.records import records_of
 from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
 
 
@@ -28,7 +28,7 @@ def verify_command(opts: GlobalOptions) -> int:
                 f"the daemon at {opts.host} is on the {store.value} image store although the "
                 "migration switched it: nothing to verify; the previous report is kept",
                 "see `containerd-migrate status`")
-        staged = staged_images(state.phase("stage").result)
+        staged = records_of(state).stage.expected
         report = verify(engine, inventory, read_manifest(state_dir.archives_dir), staged)
     paths = write_reports(report, state_dir.reports_dir)
     opts.console.emit(render_text(report))

@@ -301,6 +301,10 @@ def compute_state(records: Sequence[Record], torn_tail: bool = False) -> Journal
         elif isinstance(record, Progress):
             progress[record.phase].append(record.data)
         elif record.phase is not None:
+            if isinstance(record, UndoStarted):
+                # A completed migration being rolled back is in progress again until the
+                # rollback finishes (one whose undo failed is half rolled back).
+                outcome = None
             phases[record.phase] = _apply(phases[record.phase], record)
             if isinstance(record, PhaseDone):
                 done_seq[record.phase] = record.seq

@@ -20,6 +20,7 @@ from migrate.engine import Engine
 from migrate.errors import StateError
 from migrate.journal.state_dir import read_inventory
 from migrate.models import Inventory
+from migrate.phases.records import PhaseRecords
 from migrate.preflight.facts import ContainersPolicy, HostFacts
 from migrate.preflight.report import PlanReport
 
@@ -80,16 +81,15 @@ class PhaseContext:
     inventory_path: Path
     # Progress records this phase wrote in earlier, interrupted attempts (resume).
     previous_progress: tuple[JSONDict, ...] = ()
-    # Undo/result records of phases already done in this migration, by phase name.
-    done: Mapping[str, JSONDict] = field(default_factory=dict)
-    results: Mapping[str, JSONDict] = field(default_factory=dict)
+    # Typed undo records and results of the phases already done in this migration.
+    records: PhaseRecords = field(default_factory=lambda: PhaseRecords({}, {}))
     prepared: PreparedPlan | None = None
 
     @property
     def containers_policy(self) -> ContainersPolicy:
         """The policy the containers were stopped under. Once quiesce is done it decides, so
         a resumed run (or one without --containers) carries on as the migration started."""
-        journaled = (self.done.get("quiesce") or {}).get("policy")
+        journaled = self.records.quiesce_undo.policy
         if journaled in get_args(ContainersPolicy):
             return cast(ContainersPolicy, journaled)
         return self.options.containers
@@ -103,13 +103,6 @@ class PhaseContext:
         return inventory
 
 
-def staged_images(stage_result: Mapping[str, Any] | None) -> tuple[ExpectedImage, ...]:
-    """What the stage phase's result proves is in the containerd store, with the IDs the
-    images have after the switch; export skips them and verify expects them."""
-    items = (stage_result or {}).get("expected") or ()
-    return tuple(ExpectedImage.model_validate(item) for item in items)
-
-
 def moved_image_ids(manifest: ArchiveManifest, staged: Iterable[ExpectedImage] = (),
                     ) -> dict[str, str]:
     """Legacy image ID -> its ID after the switch, for every image the migration moved:
@@ -121,8 +114,7 @@ def moved_image_ids(manifest: ArchiveManifest, staged: Iterable[ExpectedImage] =
 
 
 def moved_image_ids_of(ctx: PhaseContext) -> dict[str, str]:
-    return moved_image_ids(read_manifest(ctx.archives_dir), staged_images(ctx.results.get(
-        "stage")))
+    return moved_image_ids(read_manifest(ctx.archives_dir), ctx.records.stage.expected)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ from migrate.phases.base import (
     PhaseOutcome,
     UndoContext,
     UndoReport,
-    staged_images,
 )
 from migrate.preflight.estimate import RESERVE_BYTES, room_needed
 from migrate.support import failpoints
@@ -248,7 +247,7 @@ class ExportPhase(Phase):
         reused = [entry.file for entry in manifest.archives]
         cap = batch_cap(inventory.engine.data_root, archives_dir)
         # Images staged into the containerd store need no archive (see phases/stage.py).
-        staged = {image.legacy_id for image in staged_images(ctx.results.get("stage"))}
+        staged = {image.legacy_id for image in ctx.records.stage.expected}
         covered = covered_image_ids(manifest.archives, inventory) | staged
         batches = plan_batches(inventory.images, covered, cap)
         total = sum(b.estimated_bytes for b in batches)

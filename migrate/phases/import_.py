@@ -43,12 +43,12 @@ def _image_json(image: ExpectedImage) -> JSONDict:
 
 
 def active_archives(ctx: PhaseContext) -> list[ArchiveEntry]:
-    names = (ctx.results.get("export") or {}).get("archives")
+    names = ctx.records.export.archives
     if names is None:
         raise StateError("the export phase has no result in the journal: nothing to import",
                          "run `containerd-migrate run` so the export phase runs first")
     # Committed writable layers (`--containers recreate`) travel in archives of their own.
-    names = [*names, *((ctx.results.get("commit") or {}).get("archives") or ())]
+    names = (*names, *ctx.records.commit.archives)
     manifest = read_manifest(ctx.archives_dir)
     entries = [manifest.entry(str(name)) for name in names]
     missing = [str(n) for n, e in zip(names, entries, strict=True) if e is None]

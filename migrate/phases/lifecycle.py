@@ -22,6 +22,7 @@ from typing import Final, Literal, TypeAlias, get_args
 from migrate.errors import BlockedError
 from migrate.journal import JournalState
 from migrate.models import Store
+from migrate.phases.records import records_of
 from migrate.support.sizes import human_bytes
 
 CommandLine: TypeAlias = Callable[[Sequence[str]], str]
@@ -126,9 +127,9 @@ def _run_again(state: JournalState) -> tuple[str, ...]:
     return ("run", "--yes", "--containers", policy)
 
 
-_START = NextStep("`containerd-migrate plan` first (a dry run); then, ahead of the window, "
-                  "{} and, in it, {}", (("stage", "--containers", "recreate"),
-                                         ("run", "--yes", "--containers", "recreate")))
+_START = NextStep("{} first (a dry run); then, ahead of the window, {} and, in it, {}",
+                  (("plan", "--containers", "recreate"), ("stage", "--containers", "recreate"),
+                   ("run", "--yes", "--containers", "recreate")))
 _RESUME = NextStep("resume with {}, or undo with {}", (("run", "--yes"), ("rollback", "--yes")))
 _FINISH_ROLLBACK = NextStep("finish the rollback with {}", (("rollback", "--yes"),))
 
@@ -164,11 +165,10 @@ def _completed_step(state: JournalState, host: HostNow) -> NextStep:
 
 def _hidden_containers(state: JournalState) -> int:
     """Containers the migration stopped and did not recreate (policy `leave`)."""
-    if state.phase("recreate").status == "done" and (state.phase("recreate").result or {}).get(
-            "recreated"):
+    records = records_of(state)
+    if records.recreate.recreated:
         return 0
-    count = (state.phase("quiesce").result or {}).get("containers")
-    return count if isinstance(count, int) else 0
+    return records.quiesce.containers
 
 
 def next_step(state: JournalState, host: HostNow | None = None) -> NextStep:

@@ -132,8 +132,7 @@ def image_for(container: ContainerRecord, committed: Mapping[str, str],
 # --- engine side ---------------------------------------------------------------------------
 
 def _committed(ctx: PhaseContext) -> dict[str, str]:
-    entries = (ctx.done.get("commit") or {}).get("commits") or ()
-    return {str(e["container"]): str(e["ref"]) for e in entries if isinstance(e, dict)}
+    return {entry.container: entry.ref for entry in ctx.records.commit_undo.commits}
 
 
 def _image_ref(engine: Engine, container: ContainerRecord, image: str) -> str:
@@ -260,7 +259,7 @@ class RecreatePhase(Phase):
             return PhaseOutcome(undo={"containers": []}, result={"recreated": []})
         inventory = ctx.load_inventory()
         order = creation_order(inventory.containers)
-        stopped_at = (ctx.results.get("quiesce") or {}).get("stopped_at") or {}
+        stopped_at = ctx.records.quiesce.stopped_at
         rows: dict[str, JSONDict] = {}
         with ctx.connect() as engine:
             if engine.info().store is not Store.CONTAINERD:
@@ -276,9 +275,8 @@ class RecreatePhase(Phase):
                                  "committed": container.id in work.committed}
                 if container.running:
                     at = work.start(container, new_id)
-                    since = stopped_at.get(container.id) if isinstance(stopped_at, dict) else None
-                    row.update(running_again_at=at,
-                               downtime_seconds=_seconds(str(since) if since else None, at))
+                    row.update(running_again_at=at, downtime_seconds=_seconds(
+                        stopped_at.get(container.id), at))
                 rows[container.id] = row
             # Volumes are in use by their own containers again: the guard has done its job
             # for every volume a recreated container mounts.

@@ -27,20 +27,18 @@ MIN_WAIT = 10.0
 
 
 def _restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
-    switch = ctx.done.get("switch") or {}
     return daemon_control.resolve_restart_command(ctx.options.restart_command,
-                                                  switch.get("restart_command"))
+                                                  ctx.records.switch_undo.restart_command)
 
 
 def _timeout(ctx: PhaseContext) -> float:
-    switch = ctx.done.get("switch") or {}
     return daemon_control.resolve_restart_timeout(ctx.options.restart_timeout,
-                                                  switch.get("restart_timeout"))
+                                                  ctx.records.switch_undo.restart_timeout)
 
 
 def _config_is_switched(ctx: PhaseContext) -> bool:
-    switch = ctx.done.get("switch") or {}
-    path, written = switch.get("path"), switch.get("written_sha256")
+    switch = ctx.records.switch_undo
+    path, written = switch.path, switch.written_sha256
     if not path or not written:
         return False
     try:

@@ -57,6 +57,7 @@ from migrate.phases.lifecycle import (
     decide,
     default_command_line,
 )
+from migrate.phases.records import records_of
 from migrate.phases.recreate import RECREATED_LABEL
 from migrate.phases.rollback_check import check_restored, created_since_switch
 from migrate.phases.verify import VERIFY_LABEL
@@ -246,9 +247,6 @@ class Runner:
     def _context(self, journal: Journal, name: PhaseName,
                  prepared: PreparedPlan | None = None) -> PhaseContext:
         state = journal.state()
-        finished = [p for p in state.phases if p.status == "done"]
-        done: dict[str, dict[str, Any]] = {p.name: dict(p.undo or {}) for p in finished}
-        results: dict[str, dict[str, Any]] = {p.name: dict(p.result or {}) for p in finished}
 
         def checkpoint(data: Mapping[str, Any]) -> None:
             journal.progress(name, _json(data))
@@ -261,8 +259,7 @@ class Runner:
             reports_dir=self.state_dir.reports_dir,
             inventory_path=self.state_dir.inventory_path,
             previous_progress=tuple(dict(p) for p in state.phase(name).progress),
-            done=done,
-            results=results,
+            records=records_of(state),
             prepared=prepared,
         )
 

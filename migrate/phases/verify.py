@@ -28,7 +28,6 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
     moved_image_ids,
-    staged_images,
 )
 from migrate.phases.volume_guard import create_guard, remove_guard
 from migrate.support.logconfig import get_logger
@@ -210,7 +209,7 @@ class VerifyPhase(Phase):
         manifest = read_manifest(ctx.archives_dir)
         with ctx.connect() as engine:
             report = verify(engine, inventory, manifest,
-                            staged_images(ctx.results.get("stage")))
+                            ctx.records.stage.expected)
             guarded: tuple[str, ...] = ()
             if report.store == Store.CONTAINERD:
                 try:

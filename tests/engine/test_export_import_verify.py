@@ -16,6 +16,7 @@ from migrate.errors import VerificationFailed
 from migrate.models import Store
 from migrate.phases import export, import_, verify
 from migrate.phases.base import JSONDict, PhaseContext, RunOptions, UndoContext
+from migrate.phases.records import PhaseRecords
 from migrate.phases.volume_guard import GUARD_IMAGE
 from migrate.sandbox import Sandbox, SandboxFactory, docker, sandbox_samples
 
@@ -89,7 +90,7 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
     sandbox.daemon_json.write_text(json.dumps({"features": {"containerd-snapshotter": True}}))
     sandbox.restart()
     assert sandbox.containerd_snapshotter()
-    ctx = replace(ctx, results={"export": third})
+    ctx = replace(ctx, records=PhaseRecords({}, {"export": third}))
 
     # A damaged archive is caught before anything is loaded.
     victim = ctx.archives_dir / first["archives"][0]

@@ -18,6 +18,7 @@ from migrate.errors import BlockedError, RestartFailed
 from migrate.models import Store
 from migrate.phases import quiesce, restart, switch
 from migrate.phases.base import JSONDict, PhaseContext, RunOptions, UndoContext
+from migrate.phases.records import PhaseRecords
 from migrate.sandbox import Sandbox, SandboxFactory
 from migrate.sandbox.samples import docker
 
@@ -85,7 +86,7 @@ class Harness:
             reports_dir=self.options.state_dir / "reports",
             inventory_path=self.inventory_path,
             previous_progress=tuple(progress),
-            done=dict(self.done),
+            records=PhaseRecords(dict(self.done), {}),
         )
 
     def run(self, phase: Any) -> tuple[JSONDict, JSONDict, JSONDict]:
