@@ -9,6 +9,7 @@ dir, a socket nobody answers on.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -307,6 +308,14 @@ def test_engine26_rm_container_restart_command_and_volatile_state_dir(
     assert "`/nonexistent/restart-docker` is not found" in checks["restart-command-fails"].message
     assert report.state_dir.fs_type == "tmpfs"
     assert checks["state-dir-volatile"].severity is Severity.WARNING
+    # systemctl where systemd is not PID 1 (as on this test machine, unless it booted systemd).
+    code, report = _json_plan(sandbox, state_dir, "--containers", "leave",
+                              "--restart-command", "systemctl restart docker")
+    fails = _checks(report).get("restart-command-fails")
+    if Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
+        assert fails is None or "not found" in fails.message
+    else:
+        assert fails is not None and "systemd is not running this host" in fails.message
     # The plan stopped nothing: the container is still there, running.
     assert docker(sandbox.host, "inspect", "-f", "{{.State.Running}}", "oneshot"
                   ).stdout.strip() == "true"
