@@ -14,8 +14,10 @@ from migrate.commands.context import (
     connect,
     lifecycle_decision,
     open_state,
+    require_confirmation,
 )
 from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
+from migrate.host.fs import tree_bytes
 from migrate.journal import JournalState
 from migrate.journal.state_dir import StateDir, host_lock
 from migrate.models import Inventory, Store
@@ -47,14 +49,14 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                 raise BlockedError("the daemon is not on the containerd store now",
                                    "run `containerd-migrate verify` to see why")
             with host_lock(info.data_root):
-                if prune_legacy:
-                    _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
-                                  remove_legacy_containers)
+                pruned = _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
+                                       remove_legacy_containers) if prune_legacy else ""
                 removed_guard = remove_guard(engine)
                 freed = delete_archives(state_dir.archives_dir)
                 journal.cleaned_up(pruned=prune_legacy)
     opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
-                      + ("; removed the volume guard" if removed_guard else ""))
+                      + ("; removed the volume guard" if removed_guard else "")
+                      + (f"\n{pruned}" if pruned else ""))
     return int(ExitCode.OK)
 
 
@@ -148,7 +150,8 @@ def _carried_over(state_dir: StateDir) -> set[str]:
 
 
 def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes: bool,
-                  interactive: bool, remove_containers: bool) -> None:
+                  interactive: bool, remove_containers: bool) -> str:
+    """Deletes the legacy store's data; returns what was deleted and how much was freed."""
     inventory = _snapshot(state_dir)
     legacy_driver = inventory.engine.legacy_driver
     if not legacy_driver:
@@ -166,22 +169,34 @@ def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes:
             "with the legacy data: `containerd-migrate cleanup --prune-legacy "
             "--remove-legacy-containers` (asks for confirmation)",
         )
+    # Said plainly before any question: a question is no sentence to end an error with.
+    require_confirmation("deleting the legacy data (no rollback after it)", yes=yes,
+                         interactive=interactive)
     if blocking:
         confirm(opts.console, f"delete the {len(blocking)} hidden legacy container(s) "
                 f"{names} for good (their writable layers and logs)?", yes=yes,
                 interactive=interactive)
     targets = [Path(data_root) / "image" / legacy_driver, Path(data_root) / legacy_driver]
-    confirm(opts.console, f"delete the legacy {legacy_driver} data "
-            f"({', '.join(map(str, targets))})? After this, rollback is no longer possible",
-            yes=yes, interactive=interactive)
+    folders = [folder for _, folder in legacy.values()]
+    size = human_bytes(tree_bytes([*targets, *folders]))
+    confirm(opts.console, f"delete the legacy {legacy_driver} data, {size} "
+            f"({', '.join(map(str, targets))}"
+            + (f", and the legacy store's copies of {len(legacy)} container(s)" if legacy
+               else "")
+            + ")? After this, rollback is no longer possible", yes=yes, interactive=interactive)
     # Written first: once the deletion has begun, a rollback could only restore a half.
     state_dir.write_file(state_dir.legacy_pruned_path, b"legacy data pruned\n")
     failed: list[str] = []
     # The legacy containers' own directories go too: without their layers they are dead.
-    for target in [*targets, *(folder for _, folder in legacy.values())]:
+    for target in [*targets, *folders]:
         shutil.rmtree(target, onerror=lambda _fn, path, exc: failed.append(f"{path}: {exc[1]}"))
     if failed:
         raise MigrateError(
             f"could not delete {len(failed)} path(s) of the legacy data: {'; '.join(failed[:3])}",
             "rollback is no longer possible; delete the rest by hand",
         )
+    containers = (f" and the legacy store's copies of {len(legacy)} container(s) "
+                  f"({', '.join(sorted(name or cid[:12] for cid, (name, _) in legacy.items()))})"
+                  if legacy else "")
+    return (f"cleanup: deleted the legacy {legacy_driver} data ({', '.join(map(str, targets))})"
+            f"{containers}, {size} freed; rollback is no longer possible")

@@ -24,6 +24,8 @@ from migrate.phases.base import PreparedPlan, RunOptions
 from migrate.phases.records import records_of
 from migrate.phases.runner import RUN_PHASES, Runner
 from migrate.phases.snapshot import blocker_error, prepare_plan
+from migrate.preflight.checks import volatile_state_dir
+from migrate.preflight.facts import probe_filesystem
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,16 @@ def confirmation_question(options: RunOptions, steps: tuple[PhaseName, ...],
     return "\n".join(lines) + "\nproceed?"
 
 
+def warn_volatile_state_dir(opts: GlobalOptions) -> None:
+    """Said before anything is written: plan's warning, for an operator who skipped plan."""
+    volatile = volatile_state_dir(probe_filesystem(opts.state_dir))
+    if volatile is not None:
+        opts.console.emit(f"warning: {volatile.message}\n  hint: {volatile.hint}")
+
+
 def run(opts: GlobalOptions, args: RunArgs) -> int:
     require_confirmation("the migration", yes=args.yes, interactive=args.interactive)
+    warn_volatile_state_dir(opts)
     restart = resolve_restart_command(chosen_restart_command(opts, args.restart_command))
     state_dir = open_state(opts)
     options = run_options(opts, args, restart)

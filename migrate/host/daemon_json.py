@@ -353,7 +353,7 @@ def load_for_edit(
     if p.is_symlink() and not follow_symlinks:
         raise DaemonConfigError(
             f"{p} is a symlink to {os.readlink(p)}",
-            hint="allow following symlinks to edit the target, or replace the link by a file",
+            hint="pass --follow-symlinks to edit the target, or replace the link by a file",
         )
     try:
         raw, st = read_regular(p)

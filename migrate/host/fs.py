@@ -13,7 +13,7 @@ import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -184,6 +184,57 @@ def free_bytes(path: str | os.PathLike[str]) -> int:
         probe = probe.parent
     stats = os.statvfs(probe)
     return stats.f_bavail * stats.f_frsize
+
+
+def tree_bytes(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Disk space the files under `paths` use (allocated blocks, a hard-linked file once):
+    what deleting them frees. Unreadable parts count as nothing."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def add(path: str) -> None:
+        nonlocal total
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+
+    for top in paths:
+        add(os.fspath(top))
+        for folder, dirs, files in os.walk(top):
+            for name in (*dirs, *files):
+                add(os.path.join(folder, name))
+    return total
+
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+# Filesystems whose content is gone after a reboot (or a power loss).
+VOLATILE_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def filesystem_type(device: int, mountinfo: str | None = None) -> str | None:
+    """The type (`ext4`, `tmpfs`, ...) of the mounted filesystem whose st_dev is `device`.
+
+    From /proc/self/mountinfo, whose third field is the st_dev of that mount's files as
+    `major:minor`; None when no mount has it (or mountinfo is unreadable).
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = MOUNTINFO.read_text()
+        except OSError:
+            return None
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        # ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        if len(fields) > 2 and fields[2] == wanted and "-" in fields[6:]:
+            separator = fields.index("-", 6)
+            if separator + 1 < len(fields):
+                return fields[separator + 1]
+    return None
 
 
 class HashingWriter:

@@ -119,8 +119,9 @@ class CommitPhase(Phase):
                     if engine.raw_image(ref) is None:
                         continue
                     engine.remove_image(ref)
-                    lines.append(f"commit: removed {ref} (the writable layer of "
-                                 f"{entry.get('name')}, which is intact in the container)")
+                    lines.append(f"commit: removed {ref} from the legacy store (the writable "
+                                 f"layer of {entry.get('name')}, which is intact in the "
+                                 "container)")
         except MigrateError as error:
             return UndoReport.failure(f"commit: could not remove the commit images: "
                                       f"{error.message}", *lines)

@@ -86,6 +86,27 @@ def _damaged(path: Path) -> ArchiveError:
         "from the export record); nothing was loaded from it", RERUN_HINT)
 
 
+# How `Engine.load` words what the daemon answered (an error in its load stream, or a
+# refused request).
+_DAEMON_SAID = ("the daemon failed to load", "the Docker daemon refused")
+
+
+def load_refused(error: EngineError, path: Path) -> EngineError:
+    """The daemon's refusal of an archive known to be intact: the cause is on its side."""
+    if not error.message.startswith(_DAEMON_SAID):
+        return error  # not the daemon's answer (e.g. the file changed while it was sent)
+    if "no space left" in error.message.lower():
+        hint = ("free space on the filesystem of dockerd's data root (or of the containerd "
+                "it imports into), then run the same command again")
+    else:
+        # containerd dying under the load looks like this; the archive and the disk are fine.
+        hint = (f"{path.name} is intact (it matched its export record): the daemon or its "
+                "containerd failed while loading it; check the daemon log (journalctl -u "
+                "docker) and that containerd runs, then run the same command again (images "
+                "already loaded are skipped)")
+    return EngineError(error.message, hint, exit_code=error.exit_code)
+
+
 def _check_all(entries: list[ArchiveEntry], archives_dir: Path) -> None:
     with byte_bar("checking archives", sum(e.bytes for e in entries)) as bar:
         for entry in entries:
@@ -191,7 +212,10 @@ class ImportPhase(Phase):
         started = time.monotonic()
         path = ctx.archives_dir / entry.file
         if not verify:
-            said = engine.load(_file_chunks(path, bar), entry.bytes)
+            try:
+                said = engine.load(_file_chunks(path, bar), entry.bytes)
+            except EngineError as error:
+                raise load_refused(error, path) from error  # checked intact before
         else:
             if not path.is_file() or path.stat().st_size != entry.bytes:
                 raise _damaged(path)
@@ -203,6 +227,8 @@ class ImportPhase(Phase):
                 # The daemon may reject damaged content (a blob digest) before we do.
                 if not archive_is_intact(entry, ctx.archives_dir):
                     raise _damaged(path) from error
+                if isinstance(error, EngineError):
+                    raise load_refused(error, path) from error
                 raise
         missing = [i for i in entry.images if not image_present(engine, i)]
         if missing:
@@ -226,11 +252,24 @@ class ImportPhase(Phase):
                                             for r in i.get("refs") or ())]
         if not ctx.purge_imported:
             kept = [i for i in images if i not in commits]
-            purged = self._purge_all(ctx, commits) if commits else UndoReport()
+            purged = self._purge_commits(ctx, commits) if commits else UndoReport()
             return purged + UndoReport.done(
                 f"import: kept {len(kept)} imported image(s) in the containerd store; the next "
                 "forward run reuses them (`containerd-migrate cleanup` removes them)")
-        return self._purge_all(ctx, _merge(images, [dict(i) for i in ctx.earlier_imports]))
+        ours = {str(i["id"]) for i in commits}
+        rest = [i for i in _merge(images, [dict(i) for i in ctx.earlier_imports])
+                if str(i["id"]) not in ours]
+        purged = self._purge_commits(ctx, commits) if commits else UndoReport()
+        return purged + (self._purge_all(ctx, rest) if rest or not commits else UndoReport())
+
+    def _purge_commits(self, ctx: UndoContext, commits: list[JSONDict]) -> UndoReport:
+        # A commit image lives in both stores: the commit phase's undo names each one when it
+        # removes the legacy copy, so a clean removal here is one line, not a second listing.
+        report = self._purge_all(ctx, commits)
+        if report.ok and all(line.startswith("import: removed") for line in report.did):
+            return UndoReport.done(f"import: removed the {len(commits)} commit image(s) from "
+                                   "the containerd store")
+        return report
 
     def _purge_all(self, ctx: UndoContext, images: list[JSONDict]) -> UndoReport:
         if not images:

@@ -57,8 +57,9 @@ def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
         if running:
             raise BlockedError(
                 f"{len(running)} container(s) are running: {_names(running)}",
-                "stop them yourself, or pass --containers leave to have them stopped now "
-                "and started again on rollback (they stay hidden in containerd mode)",
+                "pass --containers recreate to have them recreated in the containerd store, "
+                "or --containers leave to have them stopped now and started again on rollback "
+                "(they stay hidden in containerd mode), or stop them yourself",
             )
         return []
     return _to_stop(ctx, live)

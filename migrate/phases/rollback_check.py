@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from migrate.engine.client import Engine
-from migrate.models import Inventory, Store
+from migrate.models import ContainerRecord, Inventory, Store
+from migrate.preflight.containers import is_swarm_task
 
 
 def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[str], list[str]]:
@@ -33,22 +34,41 @@ def check_restored(engine: Engine, inventory: Inventory | None) -> tuple[list[st
     else:
         ok.append(f"all {len(inventory.images)} image(s) present by ID, "
                   f"{len(inventory.tags)} tag(s) checked")
-    live = {c.id: c for c in engine.list_containers(details=False)}
-    missing_containers = [c.name for c in inventory.containers if c.id not in live]
-    not_running = [c.name for c in inventory.containers
-                   if c.running and c.id in live and not live[c.id].running]
-    if missing_containers:
-        problems.append(f"container(s) missing: {', '.join(missing_containers)}")
-    elif inventory.containers:
-        ok.append(f"all {len(inventory.containers)} container(s) present")
-    if not_running:
-        problems.append(f"container(s) running before but not now: {', '.join(not_running)}")
+    fine, wrong = containers_restored(inventory.containers,
+                                      engine.list_containers(details=False))
+    ok += fine
+    problems += wrong
     live_volumes = {v.name for v in engine.list_volumes()}
     missing_volumes = [v.name for v in inventory.volumes if v.name not in live_volumes]
     if missing_volumes:
         problems.append(f"volume(s) missing: {', '.join(missing_volumes)}")
     elif inventory.volumes:
         ok.append(f"all {len(inventory.volumes)} volume(s) present")
+    return ok, problems
+
+
+def containers_restored(expected: Sequence[ContainerRecord], now: Iterable[ContainerRecord],
+                        ) -> tuple[list[str], list[str]]:
+    """(fine, problems) of the containers the snapshot saw, against the live ones (pure).
+
+    Swarm task containers are left out: swarm owns them and replaces a stopped task, so
+    one gone or not running is swarm's doing, not a failed restore.
+    """
+    live = {c.id: c for c in now}
+    tasks = [c.name for c in expected if is_swarm_task(c)]
+    ours = [c for c in expected if not is_swarm_task(c)]
+    ok: list[str] = []
+    problems: list[str] = []
+    missing = [c.name for c in ours if c.id not in live]
+    not_running = [c.name for c in ours if c.running and c.id in live and not live[c.id].running]
+    if missing:
+        problems.append(f"container(s) missing: {', '.join(missing)}")
+    elif ours:
+        ok.append(f"all {len(ours)} container(s) present")
+    if not_running:
+        problems.append(f"container(s) running before but not now: {', '.join(not_running)}")
+    if tasks:
+        ok.append(f"swarm task(s) left to swarm, not checked: {', '.join(tasks)}")
     return ok, problems
 
 

@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import os
 import shlex
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,12 +197,15 @@ def refuse_untrusted(record: JSONDict, options: RunOptions) -> None:
     """
     journaled = Path(os.path.abspath(str(record.get("path") or "")))
     if journaled != edited_path(options):
+        hint = ("pass --daemon-config with the file the migration switched, if that is really "
+                "the file dockerd reads; otherwise the journal is not this host's")
+        if edited_path(replace(options, follow_symlinks=True)) == journaled:
+            # The migration ran with --follow-symlinks and edited the link's target.
+            hint = (f"{options.daemon_config} is a symlink to {journaled}, the file the "
+                    "migration switched: pass --follow-symlinks, as the migration did")
         raise StateError(
             f"the journal's switch record names {journaled}, but the daemon.json given now "
-            f"is {edited_path(options)}; refusing to write a file that was not named",
-            "pass --daemon-config with the file the migration switched, if that is really "
-            "the file dockerd reads; otherwise the journal is not this host's",
-        )
+            f"is {edited_path(options)}; refusing to write a file that was not named", hint)
     mode = record.get("mode")
     if not isinstance(mode, int) or mode & ~SAFE_MODE_BITS:
         raise StateError(

@@ -22,6 +22,7 @@ from migrate.host.daemon_json import (
     DaemonConfigState,
     choose_snapshotter,
 )
+from migrate.host.fs import VOLATILE_FILESYSTEMS
 from migrate.host.launch import (
     DaemonLaunch,
     canonical_path,
@@ -30,8 +31,8 @@ from migrate.host.launch import (
     names_containerd,
 )
 from migrate.models import Frozen, Inventory, Store
-from migrate.preflight.containers import recreate_plan
-from migrate.preflight.estimate import Estimate, estimate
+from migrate.preflight.containers import is_swarm_task, recreate_plan, removed_by_stop
+from migrate.preflight.estimate import RESERVE_BYTES, Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
 
@@ -150,6 +151,22 @@ def state_dir_unusable(c: Ctx) -> Check | None:
         return None
     return _check("state-dir-unusable", BLOCKER, problem,
                   "pick a private directory of root's with --state-dir (see README, Security)")
+
+
+def volatile_state_dir(fs: FilesystemFacts) -> Check | None:
+    """The state dir on a filesystem a reboot empties; `run` warns with it too."""
+    if fs.fs_type not in VOLATILE_FILESYSTEMS:
+        return None
+    return _check("state-dir-volatile", WARNING,
+                  f"the state dir {fs.path} is on a {fs.fs_type}: a reboot before cleanup "
+                  "loses its journal, which holds the only copy of the original daemon.json "
+                  "(and with it the rollback)",
+                  "pick a --state-dir on a disk-backed filesystem (the default is "
+                  "/var/lib/containerd-migrate)")
+
+
+def state_dir_volatile(c: Ctx) -> Check | None:
+    return volatile_state_dir(c.facts.state_dir)
 
 
 def daemon_config_invalid(c: Ctx) -> Check | None:
@@ -336,6 +353,25 @@ def restart_command_unknown(c: Ctx) -> Check | None:
                   + " (or set CONTAINERD_MIGRATE_RESTART_COMMAND)")
 
 
+def restart_command_fails(c: Ctx) -> Check | None:
+    argv = c.facts.restart_command
+    if not argv:
+        return None  # restart-command says why there is none
+    program = argv[0]
+    if not c.facts.restart_program_found:
+        why = f"`{program}` is not found on PATH"
+    elif os.path.basename(program) == "systemctl" and not c.facts.systemd_booted:
+        why = ("`systemctl` needs systemd as PID 1, and systemd is not running this host (no "
+               "/run/systemd/system)")
+    else:
+        return None
+    # A warning: the operator may know better (a PATH of its own in the window), but a
+    # restart that fails costs a rollback with the containers down meanwhile.
+    return _check("restart-command-fails", WARNING,
+                  f"the restart command would fail in the window: {why}",
+                  RESTART_COMMAND_HINT + " (or set CONTAINERD_MIGRATE_RESTART_COMMAND)")
+
+
 def daemon_config_not_writable(c: Ctx) -> Check | None:
     if c.config.writable:
         return None
@@ -368,8 +404,9 @@ def containers_present(c: Ctx) -> Check | None:
                       f"{message}: they will be hidden after the switch, running ones stopped",
                       "they come back, writable layers intact, after a rollback", details)
     return _check("containers-present", BLOCKER, f"{message} would be hidden by the switch",
-                  "remove them, or pass --containers leave to stop and keep them in the "
-                  "legacy store", details)
+                  "pass --containers recreate to have them recreated in the containerd store "
+                  "(the README's way), or --containers leave to stop them and keep them hidden "
+                  "in the legacy store until a rollback, or remove them", details)
 
 
 def containers_not_recreatable(c: Ctx) -> Check | None:
@@ -383,6 +420,33 @@ def containers_not_recreatable(c: Ctx) -> Check | None:
                   "change or remove them (or migrate with --containers leave, which keeps "
                   "them hidden in the legacy store), then plan again",
                   [plan.describe() for plan in blocked])
+
+
+def containers_removed_by_stop(c: Ctx) -> Check | None:
+    # Under recreate, containers-not-recreatable names them among the rest.
+    if c.options.containers == "recreate":
+        return None
+    lost = [f"{ct.name}: {why}" for ct in c.inv.containers if (why := removed_by_stop(ct))]
+    if not lost:
+        return None
+    return _check("containers-removed-by-stop", BLOCKER,
+                  f"{len(lost)} running container(s) would be deleted by the stop before the "
+                  "switch", "stop them yourself before the window (keep what you need from "
+                  "them first), or start them again without --rm, then plan again", lost)
+
+
+def swarm_tasks(c: Ctx) -> Check | None:
+    # Under recreate, containers-not-recreatable blocks them; refuse blocks every container.
+    if c.options.containers != "leave":
+        return None
+    tasks = [ct.name for ct in c.inv.containers if is_swarm_task(ct)]
+    if not tasks:
+        return None
+    return _check("swarm-tasks", WARNING,
+                  f"{len(tasks)} container(s) are swarm tasks: swarm starts replacements while "
+                  "they are stopped and hidden",
+                  "swarm, not the tool, owns them: a rollback leaves them to swarm and does "
+                  "not count them as missing", tasks)
 
 
 def volumes_only_used_by_containers(c: Ctx) -> Check | None:
@@ -427,7 +491,12 @@ def _disk(id_: str, fs: FilesystemFacts, need: int, what: str, hint: str) -> Che
     if fs.free_bytes is None:
         return _check(id_, WARNING, f"cannot measure free space for {fs.path}",
                       f"make sure {_size(need)} are free for {what}")
-    text = f"{fs.path}: {_size(fs.free_bytes)} free, {what} needs {_size(need)}"
+    # The reserve (journal, reports, the daemon's own writes) is fixed: on a small host it is
+    # most of the need, which the number alone does not say.
+    reserve = _size(RESERVE_BYTES)
+    share = (f"most of it the fixed {reserve} reserve" if need <= RESERVE_BYTES * 2
+             else f"including a fixed {reserve} reserve")
+    text = f"{fs.path}: {_size(fs.free_bytes)} free, {_size(need)} needed for {what} ({share})"
     if fs.free_bytes < need:
         return _check(id_, BLOCKER, text, hint)
     if fs.free_bytes < need * DISK_HEADROOM:
@@ -484,10 +553,11 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
     external_containerd, live_restore, containers_present, containers_not_recreatable,
-    volumes_only_used_by_containers,
+    containers_removed_by_stop, swarm_tasks, volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
-    daemon_config_not_writable, restart_command_unknown, dockerd_rejects_config,
-    state_dir_unusable, no_images, staging,
+    daemon_config_not_writable, restart_command_unknown, restart_command_fails,
+    dockerd_rejects_config,
+    state_dir_unusable, state_dir_volatile, no_images, staging,
 )
 
 

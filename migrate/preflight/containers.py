@@ -115,6 +115,18 @@ def _missing_peers(container: ContainerRecord, containers: tuple[ContainerRecord
     return [ref for ref in peer_refs(container) if ref not in known]
 
 
+def removed_by_stop(container: ContainerRecord) -> str | None:
+    """Why stopping this container for the switch loses it (any policy that stops it)."""
+    if container.auto_remove and container.running:
+        return ("it runs with --rm (auto-remove): stopping it for the switch would delete it "
+                "and its anonymous volumes")
+    return None
+
+
+def is_swarm_task(container: ContainerRecord) -> bool:
+    return SWARM_TASK_LABEL in container.labels
+
+
 def _blockers(container: ContainerRecord, inventory: Inventory) -> list[str]:
     found: list[str] = []
     if not container.detailed:
@@ -125,10 +137,10 @@ def _blockers(container: ContainerRecord, inventory: Inventory) -> list[str]:
     missing = _missing_peers(container, inventory.containers)
     if missing:
         found.append(f"it needs container(s) {', '.join(missing)}, which do not exist")
-    if container.auto_remove and container.running:
-        found.append("it runs with --rm (auto-remove): stopping it for the switch would delete "
-                     "it and its anonymous volumes")
-    if SWARM_TASK_LABEL in container.labels:
+    removed = removed_by_stop(container)
+    if removed:
+        found.append(removed)
+    if is_swarm_task(container):
         found.append("it is a swarm task: swarm, not recreate, must place it")
     return found
 

@@ -8,6 +8,7 @@ is pure over these values.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
-from migrate.engine.restart import resolve_restart_command
+from migrate.engine.restart import SYSTEMD_RUNTIME_DIR, resolve_restart_command
 from migrate.errors import BlockedError, DaemonConfigError, UsageError
 from migrate.host.daemon_json import (
     DaemonConfigState,
@@ -29,7 +30,7 @@ from migrate.host.daemon_json import (
     target_config,
     validate_with_dockerd,
 )
-from migrate.host.fs import free_bytes
+from migrate.host.fs import filesystem_type, free_bytes
 from migrate.host.launch import (
     DaemonLaunch,
     containerd_endpoint,
@@ -59,6 +60,8 @@ class FilesystemFacts(Frozen):
     # st_dev: two paths with the same device compete for the same free space.
     device: int | None = None
     mount_point: str | None = None
+    # The filesystem's type (/proc/self/mountinfo): a tmpfs loses its content at a reboot.
+    fs_type: str | None = None
 
 
 class StagingFacts(Frozen):
@@ -110,6 +113,10 @@ class HostFacts(Frozen):
     # in `restart_problem` when it cannot be.
     restart_command: tuple[str, ...] = ()
     restart_problem: str | None = None
+    # What `plan` can see of that command before the window: whether its program is found
+    # (on PATH, or at the path given), and whether systemd is PID 1 (for a `systemctl`).
+    restart_program_found: bool = True
+    systemd_booted: bool = True
     # Which machine and which daemon: a change ticket names both.
     hostname: str = ""
     daemon_host: str = ""
@@ -137,7 +144,8 @@ def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
     mount = probe
     while mount != mount.parent and mount.parent.stat().st_dev == device:
         mount = mount.parent
-    return FilesystemFacts(path=str(path), free_bytes=free, device=device, mount_point=str(mount))
+    return FilesystemFacts(path=str(path), free_bytes=free, device=device, mount_point=str(mount),
+                           fs_type=filesystem_type(device))
 
 
 def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigState,
@@ -240,6 +248,8 @@ def gather_facts(
         is_root=os.geteuid() == 0,
         restart_command=restart,
         restart_problem=problem,
+        restart_program_found=not restart or shutil.which(restart[0]) is not None,
+        systemd_booted=SYSTEMD_RUNTIME_DIR.is_dir(),
         hostname=socket.gethostname(),
         daemon_host=engine.host,
         state_dir_problem=StateDir(state_dir).problem(),

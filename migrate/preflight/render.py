@@ -141,7 +141,14 @@ def estimate_table(report: PlanReport) -> Table:
 
 
 def _policy_args(report: PlanReport) -> str:
-    return f" with `--containers {report.options.containers}`" if report.containers else ""
+    if not report.containers:
+        return ""
+    policy = report.options.containers
+    if policy == "refuse":
+        # The policy that blocks this plan is no step: name the way out the README leads with
+        # (the containers-present check names the others).
+        policy = "recreate"
+    return f" with `--containers {policy}`"
 
 
 def steps_table(report: PlanReport) -> Table:
@@ -269,6 +276,7 @@ def md_escape(text: str) -> str:
     return text
 
 
+_TRAILING_PUNCTUATION = ".,;:"
 _PATHLIKE = re.compile(r"(?<![\w`])((?:unix|tcp|fd)://\S*|/[\w.@:+-][\w./@:+-]*)")
 
 
@@ -290,9 +298,11 @@ def md_text(text: str) -> str:
             continue
         last = 0
         for match in _PATHLIKE.finditer(part):
+            # Punctuation that ends the sentence or clause is prose, not the path's.
+            path = match.group(1).rstrip(_TRAILING_PUNCTUATION) or match.group(1)
             out.append(md_escape(part[last:match.start()]))
-            out.append(_code(match.group(1)))
-            last = match.end()
+            out.append(_code(path))
+            last = match.start() + len(path)
         out.append(md_escape(part[last:]))
     return "".join(out)
 

@@ -1,8 +1,10 @@
 """`python -m migrate.sandbox.demo` (`make demo`): the whole product on a throwaway sandbox engine.
 
 Builds a sample legacy host in a private dockerd (never the machine's own Docker), shows
-`plan`, migrates with progress bars, prints the verification report and `status`, then
-rolls back and shows every image and container back on the legacy store.
+`plan`, then the recommended path: `stage` before the window, `run --containers recreate`
+in it, with progress bars; prints the verification report, the containers running again
+on the containerd store and `status`, then rolls back and shows every image and container
+back on the legacy store.
 
 Every command is printed exactly as it runs: the tool is aimed at the sandbox with the
 CONTAINERD_MIGRATE_* variables printed first (`python -m migrate.sandbox env`), so each
@@ -73,14 +75,21 @@ def main(argv: list[str] | None = None) -> int:
         demo.docker("ps", "-a")
         _banner("dry run: what would move, what would break (exit 3 = blocked)")
         demo.cli("plan", check=False)
-        _banner("the plan again, accepting that containers are stopped and kept hidden")
-        demo.cli("plan", "--containers", "leave", "--format", "markdown")
-        _banner("the migration: snapshot, export, quiesce, switch, restart, import, verify")
-        demo.cli("run", "--yes", "--containers", "leave")
+        _banner("the plan again, with the containers recreated in the new store (as a "
+                "change ticket)")
+        demo.cli("plan", "--containers", "recreate", "--format", "markdown")
+        _banner("before the window: stage the images into the containerd store while the "
+                "daemon keeps serving")
+        demo.cli("stage", "--containers", "recreate")
+        _banner("the window: snapshot, quiesce, commit, switch, restart, import (staged: "
+                "skipped), verify, recreate")
+        demo.cli("run", "--yes", "--containers", "recreate")
         _banner("verification report")
         print((state_dir / "reports" / "verification.txt").read_text(), end="")
         demo.docker("info", "--format", "{{json .DriverStatus}}")
         demo.docker("images")
+        _banner("the containers are back, running again, on the containerd store")
+        demo.docker("ps", "-a")
         demo.cli("status")
         _banner("rolling back: the host returns to the legacy store")
         demo.cli("rollback", "--yes")

@@ -175,7 +175,8 @@ def test_plan_writes_one_fleet_report(fleet: Fleet) -> None:
 
     report = read_json(reports / "plan.json")
     assert report["by_state"] == {"ready": ["host1", "host2"], "blocked": ["host3"],
-                                  "error": ["host4"], "unreachable": []}  # fmt: skip
+                                  "migrated": [], "error": ["host4"],
+                                  "unreachable": []}  # fmt: skip
     rows = _rows(report)
     samples = sandbox_samples(fleet["host1"].sandbox)
     for name in ("host1", "host2", "host3"):
@@ -246,6 +247,16 @@ def test_migrate_a_healthy_fleet_then_roll_it_back(fleet: Fleet) -> None:
     assert "rollout complete: 4 migrated, 0 rolled back" in done.stdout
     assert "| host1 | canary | **migrated** |" in (reports / "migrate.md").read_text()
 
+    # The fleet plan of a migrated fleet: every host migrated, apart, nothing in the totals.
+    done = fleet.playbook("plan.yml", inventory, extra={"cm_report_dir": str(reports)})
+    assert done.returncode == 0, output(done)
+    plan = read_json(reports / "plan.json")
+    assert plan["by_state"]["migrated"] == [h.name for h in fleet.hosts], plan["by_state"]
+    assert plan["by_blocker"] == [] and plan["totals"]["blocked"] == 0
+    assert plan["totals"]["downtime_seconds"] == 0 and plan["totals"]["images"] == 0
+    assert "fleet plan: 4 host(s), 0 ready, 0 blocked, 4 already migrated" in done.stdout
+    assert "### host1: ALREADY MIGRATED" in (reports / "plan.md").read_text()
+
     done = fleet.playbook("rollback.yml", inventory,
                           extra={"cm_report_dir": str(reports), "cm_targets": "all"})
     assert done.returncode == 0, output(done)
@@ -258,6 +269,9 @@ def test_migrate_a_healthy_fleet_then_roll_it_back(fleet: Fleet) -> None:
         assert any("legacy store" in line for line in row["checked"]), row
         _restored(host, originals)
     assert "## host1: restored" in (reports / "rollback.md").read_text()
+    # The summary gives each thing restored a line of its own, not one line per host.
+    shown = re.search(r'"  (switch: restored the original [^"]*)"', done.stdout)
+    assert shown and ";" not in shown.group(1), output(done)
 
 
 def test_rollback_needs_chosen_hosts(fleet: Fleet) -> None:

@@ -80,8 +80,8 @@ def test_plan_fleet_groups_hosts_by_state_and_blocker() -> None:
                cm.plan_record(_result(3, BLOCKED_PLAN), "h3"),
                None]  # fmt: skip
     fleet = cm.plan_fleet(records, ["h1", "h2", "h3", "h4"])
-    assert fleet["by_state"] == {"ready": ["h1"], "blocked": ["h2", "h3"], "error": ["h4"],
-                                 "unreachable": []}  # fmt: skip
+    assert fleet["by_state"] == {"ready": ["h1"], "blocked": ["h2", "h3"], "migrated": [],
+                                 "error": ["h4"], "unreachable": []}  # fmt: skip
     groups = {g["id"]: [h["host"] for h in g["hosts"]] for g in fleet["by_blocker"]}
     assert groups == {"containers-present": ["h2", "h3"], "plan-failed": ["h4"]}
     assert fleet["by_blocker"][0]["id"] == "containers-present"  # the most hosts first
@@ -139,8 +139,26 @@ def test_an_already_migrated_canary_lets_a_rerun_go_on() -> None:
     done = {**BLOCKED_PLAN, "checks": [already]}
     record = _migrate(SKIPPED, plan=_result(3, done), wave="canary")
     assert record["outcome"] == "already_migrated" and not record["failed"]
+    # On the containerd store, checks about a migration that will not happen change nothing.
     other = {**BLOCKED_PLAN, "checks": [already, *BLOCKED_PLAN["checks"]]}
-    assert _migrate(SKIPPED, plan=_result(3, other), wave="canary")["failed"]
+    assert _migrate(SKIPPED, plan=_result(3, other), wave="canary")["outcome"] == (
+        "already_migrated")
+
+
+def test_fleet_plan_shows_a_migrated_host_apart_and_leaves_it_out_of_the_totals() -> None:
+    already = {"id": "already-containerd", "severity": "blocker", "message": "nothing to do",
+               "hint": ""}  # fmt: skip
+    migrated = {**BLOCKED_PLAN, "engine": {**READY_PLAN["engine"], "store": "containerd"},
+                "checks": [already, *BLOCKED_PLAN["checks"]]}  # fmt: skip
+    records = [cm.plan_record(_result(0, READY_PLAN), "h1"),
+               cm.plan_record(_result(3, migrated), "h2")]  # fmt: skip
+    assert records[1]["state"] == "migrated"
+    fleet = cm.plan_fleet(records, ["h1", "h2"])
+    assert fleet["by_state"]["migrated"] == ["h2"] and fleet["by_state"]["blocked"] == []
+    assert fleet["by_blocker"] == []
+    assert (fleet["totals"]["migrated"], fleet["totals"]["blocked"]) == (1, 0)
+    assert fleet["totals"]["downtime_seconds"] == 12.5  # h1's alone
+    assert fleet["totals"]["images"] == 2
 
 
 def test_failed_prepare_and_verify() -> None:
@@ -209,3 +227,43 @@ def test_small_helpers() -> None:
     assert cm.exit_name(10) == "rolled_back" and cm.exit_name(42) == "exit_42"
     assert cm.md_cell("a|b\nc") == "a\\|b c"
     assert cm.host_facts({"a": {"x": 1}, "b": {}}, ["a", "b", "c"], "x") == [1, None, None]
+
+
+def _render(template: str, **data: Any) -> list[str]:
+    """A role template rendered as Ansible's template lookup does (trim_blocks)."""
+    jinja2 = pytest.importorskip("jinja2")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PLUGIN.parents[1] / "templates"),
+                             trim_blocks=True)  # fmt: skip
+    env.filters.update(cm.FilterModule().filters())
+    text: str = env.get_template(template).render(cm_report_dir="/r", **data)
+    return text.strip().split("\n")
+
+
+def test_rollback_summary_gives_each_thing_restored_a_line() -> None:
+    restored = _result(0, "rollback:\n  did: recreate: removed web\n  did: switch: restored the "
+                          "original /etc/docker/daemon.json\nchecked:\n  ok: legacy store")
+    record = cm.rollback_record("h1", None, restored, None)
+    lines = _render("rollback-summary.j2", cm_rollback_report=cm.rollback_summary([record]))
+    assert lines == ["rollback on 1 host(s): 1 restored", "h1: restored",
+                     "  recreate: removed web",
+                     "  switch: restored the original /etc/docker/daemon.json",
+                     "report: /r/rollback.md, /r/rollback.json"]
+
+
+def test_plan_summary_and_markdown_show_a_migrated_host_apart() -> None:
+    already = {"id": "already-containerd", "severity": "blocker", "message": "nothing to do",
+               "hint": ""}  # fmt: skip
+    migrated = {**BLOCKED_PLAN, "checks": [already]}
+    fleet = cm.plan_fleet([cm.plan_record(_result(0, READY_PLAN), "h1"),
+                           cm.plan_record(_result(3, BLOCKED_PLAN), "h2"),
+                           cm.plan_record(_result(3, migrated), "h3")], ["h1", "h2", "h3"])
+    lines = _render("plan-summary.j2", cm_plan_report=fleet)
+    assert lines[0] == ("fleet plan: 3 host(s), 1 ready, 1 blocked, 1 already migrated, "
+                        "0 error/unreachable")
+    assert lines[1:4] == ["h1: ready", "h2: blocked (containers-present)",
+                          "h3: already migrated (on the containerd store; not in the totals)"]
+    markdown = "\n".join(_render("plan.md.j2", cm_plan_report=fleet))
+    assert "### h3: ALREADY MIGRATED" in markdown
+    assert "| h3 | **already migrated** |" in markdown
+    assert "- **already migrated** (1): h3" in markdown
+    assert "leave out the 1 already migrated host(s)" in markdown

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from migrate.errors import ExitCode
+from migrate.commands import GlobalOptions
+from migrate.commands.cleanup import cleanup
+from migrate.errors import ExitCode, UsageError
+from migrate.host.fs import tree_bytes
 from migrate.phases.volume_guard import GUARD_NAME
 from migrate.sandbox import SandboxFactory
 from migrate.sandbox.daemon import Sandbox
@@ -20,6 +24,19 @@ from tests.engine.cli import cli, run_args
 pytestmark = pytest.mark.engine
 
 CD_CONFIG = b'{"features": {"containerd-snapshotter": true}}\n'
+
+
+@dataclass
+class _Answering:
+    answer: bool
+    asked: list[str] = field(default_factory=list)
+
+    def emit(self, text: str) -> None:
+        pass
+
+    def ask(self, question: str) -> bool:
+        self.asked.append(question)
+        return self.answer
 
 
 def _names(sandbox: Sandbox) -> set[str]:
@@ -86,11 +103,25 @@ def test_prune_legacy_deletes_the_old_driver_data_and_ends_rollback(
 
     unconfirmed = cli(sandbox, state, "cleanup", "--prune-legacy")
     assert unconfirmed.returncode == ExitCode.USAGE
+    assert "deleting the legacy data (no rollback after it) needs confirmation, and there " \
+           "is no terminal" in unconfirmed.stderr
+    assert all(p.exists() for p in legacy)
+    # On a terminal the question says how much goes; a "no" deletes nothing.
+    console = _Answering(answer=False)
+    opts = GlobalOptions(host=sandbox.host, daemon_config=sandbox.daemon_json, state_dir=state,
+                         console=console)
+    with pytest.raises(UsageError, match="not confirmed"):
+        cleanup(opts, prune_legacy=True, interactive=True)
+    size = human_bytes(tree_bytes(legacy))
+    assert console.asked == [f"delete the legacy overlay2 data, {size} ({legacy[0]}, "
+                             f"{legacy[1]})? After this, rollback is no longer possible"]
     assert all(p.exists() for p in legacy)
 
     pruned = cli(sandbox, state, "cleanup", "--prune-legacy", "--yes")
     assert pruned.returncode == 0, pruned.stderr
     assert not any(p.exists() for p in legacy)
+    assert f"cleanup: deleted the legacy overlay2 data ({legacy[0]}, {legacy[1]}), {size} " \
+           "freed; rollback is no longer possible" in pruned.stdout
     assert set(tags) <= _tags(sandbox)
     assert cli(sandbox, state, "verify").returncode == 0
 

@@ -664,8 +664,8 @@ def test_disk_full_during_export(host: Host, rec: Recorder, tmp_path: Path) -> N
     try:
         # a) The snapshot's plan check: blocker disk-state-dir, nothing written.
         out = expect(cli(sandbox, state, *run_args(sandbox)), ExitCode.BLOCKED)
-        assert re.search(r"disk-state-dir: \S+: \d+\.\d MiB free, the export archives needs "
-                         r"\d+\.\d MiB", out), out
+        assert re.search(r"disk-state-dir: \S+: \d+\.\d MiB free, \d+\.\d MiB needed for the "
+                         r"export archives \(most of it the fixed 256\.0 MiB reserve\)", out), out
         assert phase_status(state)["snapshot"] == "failed"
         assert_untouched(host, state)
         rec.row("exit 3, plan blocker disk-state-dir", "-", scenario="disk too small (plan)")

@@ -9,6 +9,7 @@ dir, a socket nobody answers on.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ from migrate.models import Store
 from migrate.preflight.checks import Check, Severity
 from migrate.preflight.render import short_id
 from migrate.preflight.report import PlanReport
-from migrate.sandbox import SampleHost, Sandbox, SandboxFactory
+from migrate.sandbox import SampleHost, Sandbox, SandboxFactory, docker, sandbox_samples
 
 from .cli import cli
 
@@ -285,6 +286,39 @@ def test_engine26_storage_driver_flag(fresh_sandbox: SandboxFactory, tmp_path: P
     flag_check = _checks(report)["storage-driver-flag"]
     assert "dockerd flag --storage-driver overlay2" in flag_check.details
     assert report.verdict == "BLOCKED: 1 blocker(s): storage-driver-flag"
+
+
+def test_engine26_rm_container_restart_command_and_volatile_state_dir(
+    fresh_sandbox: SandboxFactory, tmpfs: Mount
+) -> None:
+    """A running `--rm` container blocks `leave` (the stop would delete it), a restart command
+    whose program is missing is a warning, a state dir on a tmpfs too (issues 21, 23)."""
+    sandbox = fresh_sandbox(engine="26", samples=True)
+    base = sandbox_samples(sandbox).base_image
+    docker(sandbox.host, "run", "-d", "--rm", "--name", "oneshot", base, "sleep", "3600")
+    state_dir = tmpfs("512m") / "state"
+
+    code, report = _json_plan(sandbox, state_dir, "--containers", "leave",
+                              "--restart-command", "/nonexistent/restart-docker now")
+    checks = _checks(report)
+    assert code == 3
+    assert _blockers(report) == {"containers-removed-by-stop"}
+    assert checks["containers-removed-by-stop"].details[0].startswith("oneshot: it runs with --rm")
+    assert checks["restart-command-fails"].severity is Severity.WARNING
+    assert "`/nonexistent/restart-docker` is not found" in checks["restart-command-fails"].message
+    assert report.state_dir.fs_type == "tmpfs"
+    assert checks["state-dir-volatile"].severity is Severity.WARNING
+    # systemctl where systemd is not PID 1 (as on this test machine, unless it booted systemd).
+    code, report = _json_plan(sandbox, state_dir, "--containers", "leave",
+                              "--restart-command", "systemctl restart docker")
+    fails = _checks(report).get("restart-command-fails")
+    if Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
+        assert fails is None or "not found" in fails.message
+    else:
+        assert fails is not None and "systemd is not running this host" in fails.message
+    # The plan stopped nothing: the container is still there, running.
+    assert docker(sandbox.host, "inspect", "-f", "{{.State.Running}}", "oneshot"
+                  ).stdout.strip() == "true"
 
 
 # --- errors ------------------------------------------------------------------------------

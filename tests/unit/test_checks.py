@@ -27,6 +27,10 @@ APP = ImageRecord(id="sha256:" + "a" * 64, tags=("acme/app:1",), diff_ids=("sha2
                   layer_sizes=(100 * MB,), size=100 * MB)
 CONTAINER = ContainerRecord(id="c1", name="web", image="acme/app:1", image_id=APP.id,
                             state="running")
+RM = CONTAINER.model_copy(update={"id": "c3", "name": "oneshot", "auto_remove": True,
+                                 "config": {"Image": "acme/app:1"}})
+TASK = CONTAINER.model_copy(update={"id": "c4", "name": "svc.1.abc",
+                                   "labels": {"com.docker.swarm.task.id": "abc"}})
 
 
 def facts(
@@ -42,6 +46,9 @@ def facts(
     restart_problem: str | None = None,
     verdict: DockerdVerdict | None = None,
     state_dir_problem: str | None = None,
+    state_fs_type: str | None = "ext4",
+    restart: tuple[str, ...] = ("systemctl", "restart", "docker"),
+    **more: Any,
 ) -> HostFacts:
     """A host that is ready to migrate, with the given parts changed."""
     eng = EngineInfo.model_validate({
@@ -58,14 +65,15 @@ def facts(
         daemon_config=cfg,
         launch=launch or parse_dockerd_argv(["dockerd", "-H", "fd://"], source="systemd"),
         state_dir=FilesystemFacts(path="/var/lib/containerd-migrate", free_bytes=state_free,
-                                  device=1),
+                                  device=1, fs_type=state_fs_type),
         data_root=FilesystemFacts(path="/var/lib/docker", free_bytes=data_free,
                                   device=1 if same_fs else 2),
         is_root=is_root,
-        restart_command=() if restart_problem else ("systemctl", "restart", "docker"),
+        restart_command=() if restart_problem else restart,
         restart_problem=restart_problem,
         dockerd_verdict=verdict,
         state_dir_problem=state_dir_problem,
+        **more,
     )
 
 
@@ -151,6 +159,14 @@ CASES: list[Case] = [
     ("containers-present", lambda: facts(inventory={"containers": (CONTAINER,)}), {}, B),
     ("containers-present", lambda: facts(inventory={"containers": (CONTAINER,)}),
      {"containers": "leave"}, W),
+    ("containers-removed-by-stop", lambda: facts(inventory={"containers": (RM,)}),
+     {"containers": "leave"}, B),
+    ("swarm-tasks", lambda: facts(inventory={"containers": (TASK,)}), {"containers": "leave"}, W),
+    ("restart-command-fails", lambda: facts(systemd_booted=False), {}, W),
+    ("restart-command-fails",
+     lambda: facts(restart=("/opt/bin/restart-docker",), restart_program_found=False), {}, W),
+    ("state-dir-volatile", lambda: facts(state_fs_type="tmpfs"), {}, W),
+    ("state-dir-volatile", lambda: facts(state_fs_type="ramfs"), {}, W),
     ("volumes-only-used-by-containers",
      lambda: facts(inventory={"volumes": (VolumeRecord(name="db", used_by=("web",)),)}), {}, W),
     ("registry-digests",
@@ -198,6 +214,13 @@ def test_check_fires(check_id: str, make: Callable[[], HostFacts], options: dict
          lambda: facts(engine={"containerd_address": "/run/e/containerd/containerd.sock"},
                        config={"data": {"exec-root": "/run/e"}})),
         ("disk-state-dir", lambda: facts(state_free=10 * MB, same_fs=True, data_free=10 * GIB)),
+        # Stopping a stopped --rm container deletes nothing.
+        ("containers-removed-by-stop",
+         lambda: facts(inventory={"containers": (RM.model_copy(update={"state": "exited"}),)})),
+        # systemd is not needed by another restart command; `service` works with init.d.
+        ("restart-command-fails",
+         lambda: facts(restart=("service", "docker", "restart"), systemd_booted=False)),
+        ("state-dir-volatile", lambda: facts(state_fs_type=None)),
     ],
 )
 def test_check_stays_quiet(check_id: str, make: Callable[[], HostFacts]) -> None:
@@ -295,3 +318,55 @@ def test_dev_null_config_with_no_daemon_json_is_a_warning() -> None:
                  launch=parse_dockerd_argv(["dockerd", "--config-file", "/dev/null"],
                                            source="proc"))
     assert severity(host, "daemon-config-not-read") is Severity.WARNING
+
+
+def test_containers_blocker_names_every_way_out() -> None:
+    hint = run(facts(inventory={"containers": (CONTAINER,)}))["containers-present"].hint
+    assert hint.index("--containers recreate") < hint.index("--containers leave")
+    assert "remove them" in hint
+
+
+@pytest.mark.parametrize("policy", ["leave", "refuse"])
+def test_running_auto_remove_container_blocks_every_policy_that_stops_it(policy: str) -> None:
+    found = run(facts(inventory={"containers": (RM, CONTAINER)}), containers=policy)
+    check = found["containers-removed-by-stop"]
+    assert check.details == ("oneshot: it runs with --rm (auto-remove): stopping it for the "
+                             "switch would delete it and its anonymous volumes",)
+    assert "without --rm" in check.hint
+
+
+def test_running_auto_remove_container_under_recreate_is_blocked_once() -> None:
+    found = run(facts(inventory={"containers": (RM,)}), containers="recreate")
+    assert "containers-removed-by-stop" not in found
+    assert "--rm" in found["containers-not-recreatable"].details[0]
+
+
+def test_swarm_tasks_warning_names_them_only_under_leave() -> None:
+    host = facts(inventory={"containers": (TASK, CONTAINER)})
+    assert run(host, containers="leave")["swarm-tasks"].details == ("svc.1.abc",)
+    assert "swarm-tasks" not in run(host, containers="recreate")
+    assert "swarm-tasks" not in run(host)
+
+
+def test_restart_command_fails_says_why() -> None:
+    check = run(facts(systemd_booted=False))["restart-command-fails"]
+    assert "systemd is not running this host" in check.message
+    assert "--restart-command" in check.hint
+    missing = run(facts(restart=("rc-service", "docker", "restart"),
+                        restart_program_found=False))["restart-command-fails"]
+    assert "`rc-service` is not found on PATH" in missing.message
+
+
+def test_volatile_state_dir_says_what_a_reboot_loses() -> None:
+    check = run(facts(state_fs_type="tmpfs"))["state-dir-volatile"]
+    assert "tmpfs" in check.message and "original daemon.json" in check.message
+
+
+def test_disk_message_says_how_much_of_the_need_is_the_fixed_reserve() -> None:
+    small = run(facts(state_free=300 * MB))["disk-state-dir"].message
+    assert small.startswith("/var/lib/containerd-migrate: 286.1 MiB free, 351.4 MiB needed "
+                            "for the export archives (most of it the fixed 256.0 MiB reserve)")
+    big = facts(inventory={"images": (APP.model_copy(update={"layer_sizes": (2 * GIB,),
+                                                             "size": 2 * GIB}),)},
+                state_free=GIB)
+    assert "(including a fixed 256.0 MiB reserve)" in run(big)["disk-state-dir"].message

@@ -10,8 +10,10 @@ import pytest
 
 from migrate import commands
 from migrate.commands.context import confirm
+from migrate.commands.run import RunArgs, run
 from migrate.commands.status import status
-from migrate.errors import UsageError
+from migrate.errors import MigrateError, UsageError
+from migrate.preflight import facts as facts_module
 
 pytestmark = pytest.mark.unit
 
@@ -55,3 +57,14 @@ def test_yes_skips_the_question_and_no_terminal_refuses(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no terminal"):
         confirm(console, "switch?", yes=False, interactive=False)
     assert console.asked == []
+
+
+def test_run_warns_of_a_volatile_state_dir_before_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(facts_module, "filesystem_type", lambda device: "tmpfs")
+    console = RecordingConsole()
+    with pytest.raises(MigrateError):
+        run(_opts(tmp_path, console), RunArgs(yes=True, restart_command="true"))
+    assert console.shown[0].startswith(f"warning: the state dir {tmp_path / 'state'} is on a "
+                                       "tmpfs")
+    assert "--state-dir" in console.shown[0]

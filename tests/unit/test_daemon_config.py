@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migrate.errors import DaemonConfigError, ExitCode
+from migrate.errors import DaemonConfigError, ExitCode, StateError
 from migrate.host.daemon_json import (
     DaemonConfigState,
     feature_typos,
@@ -17,6 +18,8 @@ from migrate.host.daemon_json import (
     render_config,
     target_config,
 )
+from migrate.phases.base import RunOptions
+from migrate.phases.switch import refuse_untrusted
 
 pytestmark = pytest.mark.unit
 
@@ -311,3 +314,28 @@ def test_symlink_loop_is_described(tmp_path: Path) -> None:
     assert state.is_symlink
     assert not state.writable
     assert state.parse_error is not None
+
+
+def test_rollback_of_a_followed_symlink_names_follow_symlinks(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    real.write_text("{}")
+    link = tmp_path / "daemon.json"
+    link.symlink_to(real)
+    record = {"path": str(real), "mode": 0o644}
+    options = RunOptions(host="unix:///x.sock", daemon_config=link, state_dir=tmp_path / "s")
+    with pytest.raises(StateError) as refused:
+        refuse_untrusted(record, options)
+    assert "--follow-symlinks" in refused.value.hint
+    refuse_untrusted(record, replace(options, follow_symlinks=True))  # as the migration ran
+    # A journal naming another file altogether: no --follow-symlinks would help.
+    with pytest.raises(StateError) as other:
+        refuse_untrusted({"path": str(tmp_path / "other.json"), "mode": 0o644}, options)
+    assert "--follow-symlinks" not in other.value.hint
+
+
+def test_load_for_edit_of_a_symlink_names_the_option(tmp_path: Path) -> None:
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "daemon.json").symlink_to(tmp_path / "real.json")
+    with pytest.raises(DaemonConfigError) as refused:
+        load_for_edit(tmp_path / "daemon.json")
+    assert "--follow-symlinks" in refused.value.hint

@@ -192,3 +192,28 @@ def test_flush_filesystem_falls_back_to_sync_without_syncfs(
     monkeypatch.setattr(os, "sync", lambda: synced.append(True))
     assert fsutil.flush_filesystem(tmp_path) == "sync"
     assert synced == [True]
+
+
+MOUNTINFO = """\
+22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+35 22 0:31 / /run rw,nosuid shared:5 - tmpfs tmpfs rw,size=200k
+36 22 0:40 / /srv/state rw master:1 - ramfs none rw
+"""
+
+
+@pytest.mark.parametrize(("device", "fs_type"), [
+    (os.makedev(254, 1), "ext4"), (os.makedev(0, 31), "tmpfs"), (os.makedev(0, 40), "ramfs"),
+    (os.makedev(8, 3), None)])
+def test_filesystem_type_from_mountinfo(device: int, fs_type: str | None) -> None:
+    assert fsutil.filesystem_type(device, MOUNTINFO) == fs_type
+
+
+
+def test_tree_bytes_counts_allocated_blocks_and_a_hard_link_once(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "data").write_bytes(os.urandom(64 * 1024))
+    alone = fsutil.tree_bytes([tree])
+    os.link(tree / "sub" / "data", tree / "link")
+    assert fsutil.tree_bytes([tree]) == alone >= 64 * 1024
+    assert fsutil.tree_bytes([tmp_path / "missing"]) == 0

@@ -18,7 +18,14 @@ from migrate.models import (
     VolumeRecord,
 )
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
-from migrate.preflight.render import human_bytes, human_duration, md_escape, render, short_id
+from migrate.preflight.render import (
+    human_bytes,
+    human_duration,
+    md_escape,
+    md_text,
+    render,
+    short_id,
+)
 from migrate.preflight.report import PlanReport, build_plan
 
 pytestmark = pytest.mark.unit
@@ -238,3 +245,19 @@ def test_impact_says_what_the_containers_policy_does(policy: str, says: str,
         impact = out[out.index("impact"):out.index("rollback")]
         assert says in impact, (fmt, impact)
         assert never not in impact, (fmt, impact)
+
+
+def test_markdown_heading_keeps_punctuation_out_of_the_code_span() -> None:
+    report = blocked().model_copy(update={"daemon_host": "unix:///var/run/docker.sock"})
+    md = render(report, "markdown")
+    assert "at `unix:///var/run/docker.sock`; facts from" in md
+    assert md_text("see /etc/docker/daemon.json.") == "see `/etc/docker/daemon.json`."
+
+
+def test_blocked_steps_name_a_way_out_not_the_refusing_policy() -> None:
+    text = render(blocked(), "text")
+    assert "--containers refuse" not in text
+    steps = text[text.index("STEPS"):text.index("IMPACT")]
+    assert "`containerd-migrate export` with `--containers recreate`" in steps
+    leave = render(build_plan(host(), PlanOptions(containers="leave")), "text")
+    assert "with `--containers leave`" in leave

@@ -201,6 +201,10 @@ def plan_record(result: Mapping[str, Any] | None, host: str) -> dict[str, Any]:
         record["state"] = "error"
     elif plan.get("ready") and rc == 0:
         record["state"] = "ready"
+    elif any(c["id"] == ALREADY_DONE for c in _checks(plan, "blocker")):
+        # On the containerd store already: nothing to migrate, whatever else the plan says
+        # about a migration that will not happen.
+        record["state"] = "migrated"
     else:
         record["state"] = "blocked"
     if plan is None:
@@ -272,11 +276,14 @@ def plan_fleet(
     given = list(records)
     order = list(names) if names is not None else [r["host"] for r in given if r]
     hosts = [dict(r) if r else _missing(h, "plan") for h, r in zip(order, given, strict=False)]
-    by_state: dict[str, list[str]] = {"ready": [], "blocked": [], "error": [], "unreachable": []}
+    by_state: dict[str, list[str]] = {"ready": [], "blocked": [], "migrated": [], "error": [],
+                                      "unreachable": []}  # fmt: skip
     by_blocker: dict[str, dict[str, Any]] = {}
     by_warning: dict[str, dict[str, Any]] = {}
     for record in hosts:
         by_state.setdefault(record["state"], []).append(record["host"])
+        if record["state"] == "migrated":
+            continue  # listed apart: its checks are about a migration that will not happen
         for key, group in (("blockers", by_blocker), ("warnings", by_warning)):
             for check in record.get(key) or []:
                 entry = group.setdefault(
@@ -294,7 +301,8 @@ def plan_fleet(
                 if r["host"] in by_blocker_errors
             ],
         }
-    planned = [r for r in hosts if "estimate" in r]
+    # A migrated host moves nothing: its estimates would only inflate the fleet's.
+    planned = [r for r in hosts if "estimate" in r and r["state"] != "migrated"]
     totals = {
         "hosts": len(hosts),
         **{state: len(names) for state, names in by_state.items()},
@@ -403,11 +411,10 @@ def _ran(result: Mapping[str, Any]) -> bool:
 def _migrate_outcome(
     plan: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
 ) -> tuple[str, str]:
+    if plan["state"] == "migrated":
+        return "already_migrated", "already on the containerd store: nothing to do"
     if plan["state"] != "ready":
-        ids = [b["id"] for b in plan.get("blockers") or []]
-        if ids == [ALREADY_DONE]:
-            return "already_migrated", "already on the containerd store: nothing to do"
-        blockers = ", ".join(ids)
+        blockers = ", ".join(b["id"] for b in plan.get("blockers") or [])
         why = f"blocked: {blockers}" if blockers else f"{plan['exit']}: {plan.get('error')}"
         return "skipped", f"plan not ready ({why})"
     for name in ("prepare", "run"):
