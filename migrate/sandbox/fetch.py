@@ -117,6 +117,11 @@ def compose_cli(key: str) -> str:
                / "docker-compose")
 
 
+def buildx_plugin(key: str) -> Path:
+    """The docker buildx plugin of the engine's Debian suite (0.13 for 26, 0.29 for 28)."""
+    return ensure_engine(key) / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-buildx"
+
+
 def mirror_uri() -> str:
     """First Debian mirror URI this machine's apt is configured with."""
     if DEBIAN_SOURCES.is_file():
