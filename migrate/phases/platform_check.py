@@ -31,7 +31,7 @@ from functools import cache
 from typing import Any
 
 from migrate.engine.client import Engine
-from migrate.errors import MigrateError
+from migrate.errors import EngineError, MigrateError
 from migrate.models import Frozen
 from migrate.phases.volume_guard import GUARD_COMMAND, guard_tarball, oci_architecture
 
@@ -151,41 +151,43 @@ def remove_probe(engine: Engine) -> list[str]:
     return failed
 
 
-def _platforms_kept(engine: Engine, layout: ProbeLayout) -> tuple[list[str], str, list[str]]:
-    """(platforms the name holds, how that was read, problems)."""
-    problems = []
+def _platforms_listed(engine: Engine, layout: ProbeLayout) -> tuple[list[str] | None, list[str]]:
+    """(the platforms the name's manifest list holds, None when the API has no such list;
+    problems). Raises EngineError when the name is missing."""
     image = engine.inspect_image(PROBE_IMAGE, sizes=False)
     if image is None:
-        return [], "", [f"{PROBE_IMAGE} is missing after `docker load` reported it"]
+        raise EngineError(f"{PROBE_IMAGE} is missing after `docker load` reported it")
+    problems = []
     if image.id != layout.index_digest:
         problems.append(f"{PROBE_IMAGE} is {image.id}, not the index {layout.index_digest}: "
                         "the store kept one platform of it")
     manifests = engine.image_manifests(PROBE_IMAGE)
     if manifests is None:
-        # Engine 26: only the creates below can tell.
-        return list(PROBE_PLATFORMS), "its ID is the index and each platform creates", problems
-    kept = [m.platform for m in manifests if m.available]
+        return None, problems
+    listed = [m.platform for m in manifests if m.available]
     problems += [f"the image's manifest list lacks {p}" for p in PROBE_PLATFORMS
-                 if p not in kept]
-    return kept, "from the image's manifest list", problems
+                 if p not in listed]
+    return listed, problems
 
 
-def _run_platforms(engine: Engine, native: str, labels: Mapping[str, str]) -> list[str]:
-    """Create a container for each platform and run the native one; their removal is
-    remove_probe's."""
-    problems = []
+def _create_platforms(engine: Engine, native: str, labels: Mapping[str, str],
+                      ) -> tuple[list[str], list[str]]:
+    """(the platforms a container could be created for, problems): a container for each
+    platform, the native one started; their removal is remove_probe's."""
+    created, problems = [], []
     for platform in PROBE_PLATFORMS:
         name = f"containerd-migrate-multi-platform-{uuid.uuid4().hex[:12]}"
         try:
             container = engine.create_for_platform(PROBE_IMAGE, platform, name,
                                                    {**labels, PROBE_LABEL: "1"}, GUARD_COMMAND)
+            created.append(platform)
             if platform == native:
                 engine.start_container(container)
                 if not engine.running(container):
                     problems.append(f"the {platform} program did not stay running")
         except MigrateError as error:
             problems.append(f"{platform}: {error.message}")
-    return problems
+    return created, problems
 
 
 def check_multi_platform(engine: Engine, machine: str,
@@ -207,10 +209,14 @@ def check_multi_platform(engine: Engine, machine: str,
         problems += [f"cannot remove {what} left by an earlier verify"
                      for what in remove_probe(engine)]
         engine.load([layout.tar], size=len(layout.tar))
-        kept, evidence, found = _platforms_kept(engine, layout)
-        problems += found
-        if kept:
-            problems += _run_platforms(engine, native, labels)
+        listed, found = _platforms_listed(engine, layout)
+        created, refused = _create_platforms(engine, native, labels)
+        problems += found + refused
+        if listed is None:
+            # Engine 26: no manifest list; a create succeeds only for a platform it holds.
+            kept, evidence = created, "its ID is the index and each platform's create works"
+        else:
+            kept, evidence = listed, "from the image's manifest list"
     except MigrateError as error:
         problems.append(error.message)
     finally:

@@ -107,8 +107,10 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
 
     outcome = verify.PHASE.run(ctx)
     assert outcome.result["images"] == len(new_ids)
+    assert outcome.result["multi_platform"] == "supported"
     report = json.loads((ctx.reports_dir / "verification.json").read_text())
     assert report["ok"] and report["store"] == Store.CONTAINERD
+    assert report["multi_platform"]["supported"] is True
     id_map = json.loads((ctx.reports_dir / "id-map.json").read_text())
     assert {old: v["new_id"] for old, v in id_map.items()} == new_ids
     for tag, legacy_id in {**samples.image_ids, "cm-sample/extra:1": base_id}.items():
@@ -126,7 +128,10 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
     with pytest.raises(VerificationFailed, match="snapshotter not loaded: overlay2") as failed:
         verify.PHASE.run(ctx)
     assert str(ctx.reports_dir / "verification.txt") in failed.value.hint
-    assert "PROBLEM cannot create" in (ctx.reports_dir / "verification.txt").read_text()
+    text = (ctx.reports_dir / "verification.txt").read_text()
+    assert "PROBLEM cannot create" in text
+    # The capability check fails too, on its own line, and removed its image all the same.
+    assert "multi-platform: NOT SUPPORTED: linux/" in text
 
     # rollback --purge-imported removes exactly what import brought in.
     undo = UndoContext(options=ctx.options, connect=ctx.connect,

@@ -8,15 +8,19 @@ import io
 import json
 import tarfile
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 
+from migrate.engine.client import Engine
 from migrate.engine.convert import image_manifests, platform_name
-from migrate.models import ImageManifest
+from migrate.errors import EngineError
+from migrate.models import ImageManifest, ImageRecord
 from migrate.phases.platform_check import (
     PROBE_IMAGE,
     PROBE_PLATFORMS,
     PlatformCheck,
+    check_multi_platform,
     multi_platform_status,
     probe_layout,
 )
@@ -126,3 +130,69 @@ def test_capability_lines() -> None:
     assert [multi_platform_status(c) for c in (ok, unchecked, None)] == [
         "supported", "unchecked", "unchecked"]
     assert "multi-platform" not in render_text(_report(None))
+
+
+class _Store:
+    """A daemon as the check sees it: it loads the probe, and may lack a platform."""
+
+    def __init__(self, api_lists: bool, holds: tuple[str, ...], image_id: str) -> None:
+        self.api_lists, self.holds, self.image_id = api_lists, holds, image_id
+        self.images: set[str] = set()
+        self.containers: dict[str, str] = {}
+        self.started: list[str] = []
+
+    def containers_with_label(self, label: str) -> list[str]:
+        return list(self.containers)
+
+    def discard_container(self, container: str) -> None:
+        del self.containers[container]
+
+    def inspect_image(self, ref: str, sizes: bool = True) -> ImageRecord | None:
+        return ImageRecord(id=self.image_id) if ref in self.images else None
+
+    def remove_image(self, ref: str, force: bool = False) -> None:
+        self.images.discard(ref)
+
+    def load(self, chunks: list[bytes], size: int) -> list[str]:
+        self.images.add(PROBE_IMAGE)
+        return [PROBE_IMAGE]
+
+    def image_manifests(self, ref: str) -> tuple[ImageManifest, ...] | None:
+        if not self.api_lists:
+            return None
+        return tuple(ImageManifest(digest="sha256:x", platform=p, available=True)
+                     for p in self.holds)
+
+    def create_for_platform(self, image: str, platform: str, name: str,
+                            labels: dict[str, str], command: tuple[str, ...]) -> str:
+        if platform not in self.holds:
+            raise EngineError(f"No such image: {image}")
+        self.containers[name] = platform
+        return name
+
+    def start_container(self, container: str) -> None:
+        self.started.append(self.containers[container])
+
+    def running(self, container: str) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("api_lists", [False, True], ids=["api-1.45", "api-1.51"])
+def test_a_store_that_keeps_one_platform_is_reported_and_cleaned(api_lists: bool) -> None:
+    store = _Store(api_lists, ("linux/amd64",), image_id=probe_layout().manifests["linux/amd64"])
+    check = check_multi_platform(cast(Engine, store), "x86_64", {"verify": "1"})
+    assert check.supported is False
+    assert any("the store kept one platform" in p for p in check.problems)
+    assert "linux/arm64: No such image: " + PROBE_IMAGE in check.problems
+    assert check.platforms == ("linux/amd64",) and store.started == ["linux/amd64"]
+    assert store.images == set() and store.containers == {}
+
+
+def test_a_store_that_keeps_both_platforms_passes() -> None:
+    store = _Store(False, PROBE_PLATFORMS, image_id=probe_layout().index_digest)
+    check = check_multi_platform(cast(Engine, store), "aarch64", {})
+    assert check.supported and check.ran == "linux/arm64" and store.started == ["linux/arm64"]
+    assert check.evidence == "its ID is the index and each platform's create works"
+    assert store.images == set() and store.containers == {}
+    unknown = check_multi_platform(cast(Engine, store), "s390x", {})
+    assert unknown.supported is None and unknown.note == "no test program for the s390x machine"
