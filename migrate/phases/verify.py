@@ -34,6 +34,7 @@ from migrate.phases.platform_check import (
     PlatformCheck,
     check_multi_platform,
     multi_platform_status,
+    remove_probe,
 )
 from migrate.phases.volume_guard import create_guard
 from migrate.support.logconfig import get_logger
@@ -256,7 +257,21 @@ class VerifyPhase(Phase):
         where = record.get("reports_dir") or "the reports dir"
         # The volume guard stays: until the daemon is back on the legacy store the volumes of
         # hidden containers are protected by nothing else (phases/volume_guard.py).
-        return [f"verify: nothing to reverse; the reports stay in {where}"]
+        return [f"verify: nothing to reverse; the reports stay in {where}",
+                *_remove_killed_probe(ctx)]
+
+
+def _remove_killed_probe(ctx: UndoContext) -> list[str]:
+    """A verify killed during its multi-platform check left the probe in the containerd
+    store, where nothing else would remove it after the rollback."""
+    try:
+        with ctx.connect() as engine:
+            if engine.info().store is not Store.CONTAINERD:
+                return []
+            left = remove_probe(engine)
+    except MigrateError as error:
+        left = [f"the multi-platform probe ({error.message})"]
+    return [f"verify: FAILED to remove {what}" for what in left]
 
 
 PHASE = VerifyPhase()
