@@ -102,6 +102,17 @@ class ImageRecord(Frozen):
         return dict.fromkeys(self.diff_ids, share)
 
 
+class ImageManifest(Frozen):
+    """One platform's manifest in a multi-platform image (`docker image inspect` with its
+    manifest list, API 1.48+)."""
+
+    digest: str
+    # os/architecture[/variant], as `--platform` takes it.
+    platform: str
+    # The daemon holds its content (a pull may fetch only the native platform).
+    available: bool
+
+
 def unique_layer_bytes(images: Iterable[ImageRecord]) -> int:
     """Bytes of distinct layers: shared base layers are counted once."""
     seen: dict[str, int] = {}

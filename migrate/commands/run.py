@@ -128,8 +128,24 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
         f"store.\nreports: {state_dir.reports_dir / 'verification.txt'}, "
         f"{state_dir.reports_dir / 'id-map.json'}")
     if outcome.state is not None:
+        capability = multi_platform_summary(outcome.state)
+        if capability:
+            opts.console.emit(capability)
         opts.console.emit("\n".join(containers_summary(opts, outcome.state, restart)))
     return int(ExitCode.OK)
+
+
+def multi_platform_summary(state: JournalState) -> str:
+    """What verify's multi-platform check found, for the end of a run (see platform_check)."""
+    found = records_of(state).verify.multi_platform
+    if found == "supported":
+        return ("multi-platform: supported (verify loaded a two-platform image, ran the "
+                "native one and removed it)")
+    if found == "unsupported":
+        return ("multi-platform: NOT SUPPORTED by this store (see the report): the migration "
+                "is complete and its images are fine; a rollback would not bring the "
+                "capability back")
+    return ""
 
 
 def _seconds(value: float | None) -> str:

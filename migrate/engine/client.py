@@ -42,6 +42,7 @@ from migrate.engine.convert import (
     chain_ids,
     container_record,
     engine_info,
+    image_manifests,
     image_record,
     writable_layer,
 )
@@ -49,6 +50,7 @@ from migrate.errors import EngineError, EngineUnreachable, UsageError
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
+    ImageManifest,
     ImageRecord,
     Inventory,
     VolumeRecord,
@@ -916,6 +918,45 @@ class Engine:
         found = self._read("list containers", "/containers/json",
                            {"all": "1", "filters": json.dumps({"label": [label]})})
         return [str(c["Id"]) for c in found]
+
+    # --- multi-platform images (the verify phase's capability check) --------------------
+
+    def image_manifests(self, ref: str) -> tuple[ImageManifest, ...] | None:
+        """The platforms an image holds, from its inspect with the manifest list
+        (`manifests=1`, API 1.48+, Engine 28); None when the daemon's API has no such list:
+        Engine 26's inspect describes the native platform only (docs/engine-facts.md)."""
+        if _api_at_least(self.api_version, MANIFESTS_API):
+            inspect = self._read(f"inspect image {ref}", f"/images/{ref}/json",
+                                 {"manifests": "1"})
+            return image_manifests(inspect)
+        return None
+
+    def create_for_platform(self, image: str, platform: str, name: str,
+                            labels: dict[str, str], command: tuple[str, ...]) -> str:
+        """Create (not start) a container from `platform`'s manifest of a multi-platform
+        image: the daemon refuses when the image does not hold that platform."""
+        created = self._call(f"create a {platform} container from {image}",
+                             self._api.create_container, image, command=list(command),
+                             name=name, labels=labels, platform=platform)
+        return str(created["Id"])
+
+    def discard_container(self, container: str) -> None:
+        """Remove a throw-away container with its anonymous volumes: without `v`, every
+        container of an image that declares VOLUME leaves an empty volume behind."""
+        self._call(f"remove container {container}", self._api.remove_container, container,
+                   force=True, v=True)
+
+
+# The first API version whose image inspect lists an image's manifests (Engine 28.0).
+MANIFESTS_API = (1, 48)
+
+
+def _api_at_least(version: str, wanted: tuple[int, int]) -> bool:
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= wanted
 
 
 def probe(host: str, timeout: float = PROBE_TIMEOUT) -> EngineInfo:

@@ -16,6 +16,7 @@ from migrate.models import (
     ContainerRecord,
     EngineInfo,
     ImageConfigSummary,
+    ImageManifest,
     ImageRecord,
     MountRecord,
     NetworkAttachment,
@@ -105,6 +106,28 @@ def image_record(inspect: JSON, history: list[JSON],
         size=int(inspect.get("Size") or 0),
         config=_config_summary(inspect.get("Config")),
     )
+
+
+def platform_name(platform: JSON) -> str:
+    """An OCI platform object as `--platform` spells it: os/architecture[/variant]."""
+    parts = (platform.get("os"), platform.get("architecture"), platform.get("variant"))
+    return "/".join(str(part) for part in parts if part)
+
+
+def image_manifests(inspect: JSON) -> tuple[ImageManifest, ...]:
+    """The image manifests of an inspect answer asked with `manifests=1`, in its order;
+    attestations and other kinds of manifest are left out."""
+    found = []
+    for entry in inspect.get("Manifests") or ():
+        if not isinstance(entry, dict) or entry.get("Kind") != "image":
+            continue
+        descriptor = entry.get("Descriptor") or {}
+        platform = (entry.get("ImageData") or {}).get("Platform") or descriptor.get(
+            "platform") or {}
+        found.append(ImageManifest(digest=str(entry.get("ID") or descriptor.get("digest", "")),
+                                   platform=platform_name(platform),
+                                   available=bool(entry.get("Available"))))
+    return tuple(found)
 
 
 def engine_info(info: JSON, version: JSON) -> EngineInfo:

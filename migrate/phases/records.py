@@ -77,6 +77,8 @@ class SwitchUndo(_Record):
 class VerifyResult(_Record):
     # The volumes the guard container protects (empty: no guard was needed).
     volume_guard: tuple[str, ...] = ()
+    # The multi-platform check: "supported", "unsupported" or "unchecked" (None: not run).
+    multi_platform: str | None = None
 
 
 class RecreatedEntry(_Record):

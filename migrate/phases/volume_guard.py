@@ -56,6 +56,12 @@ _CODE = {
 _MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
+def oci_architecture(machine: str) -> str | None:
+    """`uname -m` (docker info's Architecture) as OCI platforms name it; None when the guard
+    has no program for it."""
+    return next((arch for arch, name in _MACHINES.items() if machine in (arch, name)), None)
+
+
 def pause_binary(machine: str) -> bytes:
     """A static ELF executable for `machine` that sleeps forever (pure)."""
     key = _MACHINES.get(machine, machine)

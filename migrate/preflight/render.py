@@ -204,6 +204,12 @@ def impact_table(report: PlanReport) -> Table:
     return Table("Impact", ("", ""), rows, key_value=True)
 
 
+def switch_table(report: PlanReport) -> Table:
+    """What the store switch brings and costs for good (`report.switch_effects`)."""
+    rows = tuple((effect.kind, effect.text) for effect in report.switch)
+    return Table("What the switch brings and costs", ("", ""), rows, key_value=True)
+
+
 def rollback_table(report: PlanReport) -> Table:
     rows = (
         ("command", "`containerd-migrate rollback --yes` (works from any phase; "
@@ -218,7 +224,7 @@ def rollback_table(report: PlanReport) -> Table:
 
 def tables(report: PlanReport) -> tuple[Table, ...]:
     builders: tuple[Callable[[PlanReport], Table], ...] = (
-        engine_table, steps_table, impact_table, rollback_table, images_table,
+        engine_table, steps_table, impact_table, switch_table, rollback_table, images_table,
         containers_table, volumes_table, estimate_table)
     return tuple(build(report) for build in builders)
 

@@ -9,7 +9,7 @@ as values and
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from migrate.errors import DaemonConfigError
 from migrate.host.daemon_json import DaemonConfigState, redact, target_config
@@ -24,11 +24,20 @@ from migrate.models import (
 from migrate.preflight.checks import Check, Severity, evaluate_checks
 from migrate.preflight.estimate import Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
+from migrate.support.sizes import human_binary_bytes
 
 PLAN_SCHEMA_VERSION = 1
 # Environment variables that change how dockerd stores images; the rest may hold secrets
 # and has no place in a report pasted into a ticket.
 _REPORTED_ENV_PREFIXES = ("DOCKER_", "CONTAINERD_")
+
+class SwitchEffect(Frozen):
+    """One thing the containerd image store brings, costs or needs, for the change ticket."""
+
+    kind: Literal["brings", "costs", "needs"]
+    id: str
+    text: str
+
 
 class PlanReport(Frozen):
     schema_version: int = PLAN_SCHEMA_VERSION
@@ -50,6 +59,9 @@ class PlanReport(Frozen):
     volumes: tuple[VolumeRecord, ...] = ()
     estimate: Estimate
     checks: tuple[Check, ...] = ()
+    # What the store switch changes for good, whatever the checks say (not a check: nothing
+    # here blocks or needs fixing, but the change ticket must say it).
+    switch: tuple[SwitchEffect, ...] = ()
     ready: bool
     verdict: str
 
@@ -91,6 +103,35 @@ def public_config(config: DaemonConfigState) -> DaemonConfigState:
     return config.model_copy(update={"data": redact(config.data)})
 
 
+def switch_effects(images: tuple[ImageRecord, ...], est: Estimate) -> tuple[SwitchEffect, ...]:
+    """What moving to the containerd image store brings and costs from then on (pure)."""
+    pulled = sum(1 for image in images if image.repo_digests)
+    digests = (f"{pulled} image(s) lose their registry digests (RepoDigests) until pulled "
+               "again: `image@sha256:<digest>` references to them stop resolving"
+               if pulled else "no image has a registry digest now; images pulled later keep "
+               "theirs")
+    return (
+        SwitchEffect(kind="brings", id="multi-platform",
+                     text="multi-platform images: one name for an index of several platforms "
+                          "(`docker buildx build --platform linux/amd64,linux/arm64` with the "
+                          "default builder, `docker pull --platform`), which the legacy store "
+                          "cannot keep"),
+        SwitchEffect(kind="brings", id="attestations",
+                     text="build attestations (provenance, SBOM) stored with the image"),
+        SwitchEffect(kind="costs", id="registry-digests", text=digests),
+        SwitchEffect(kind="costs", id="disk",
+                     text="images take about twice the disk from now on (the compressed "
+                          "content plus the unpacked snapshot): about "
+                          f"{human_binary_bytes(est.new_store_bytes)} for these images, on top "
+                          "of the legacy data until `containerd-migrate cleanup "
+                          "--prune-legacy`"),
+        SwitchEffect(kind="needs", id="buildx",
+                     text="multi-platform builds need the buildx plugin (`docker buildx`; "
+                          "Debian: docker-buildx, Docker's packages: docker-buildx-plugin); the "
+                          "classic builder (DOCKER_BUILDKIT=0) builds one platform"),
+    )
+
+
 def build_plan(
     facts: HostFacts, options: PlanOptions, *, generated_at: datetime | None = None
 ) -> PlanReport:
@@ -115,6 +156,7 @@ def build_plan(
         volumes=inventory.volumes,
         estimate=est,
         checks=checks,
+        switch=switch_effects(inventory.images, est),
         ready=not any(check.severity is Severity.BLOCKER for check in checks),
         verdict=verdict(checks, len(inventory.images)),
     )

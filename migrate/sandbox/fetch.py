@@ -35,8 +35,9 @@ class EngineSpec:
 
 
 # docker-cli too: a fresh Debian 12 machine has no docker CLI, and these builds run on it;
-# docker-compose for the compose tests (an older cache without it is fetched again).
-PACKAGES = ("docker.io", "containerd", "docker-cli", "docker-compose")
+# docker-compose for the compose tests, docker-buildx for the runbook's multi-platform build
+# (an older cache without one of them is fetched again).
+PACKAGES = ("docker.io", "containerd", "docker-cli", "docker-compose", "docker-buildx")
 ENGINES: dict[str, EngineSpec] = {
     "26": EngineSpec("26", "trixie", PACKAGES, "Engine 26.1 + containerd 1.7"),
     "28": EngineSpec("28", "sid", PACKAGES, "Engine 28.5 + containerd 2.1"),
@@ -114,6 +115,11 @@ def compose_cli(key: str) -> str:
     aimed with DOCKER_HOST)."""
     return str(ensure_engine(key) / "usr" / "libexec" / "docker" / "cli-plugins"
                / "docker-compose")
+
+
+def buildx_plugin(key: str) -> Path:
+    """The docker buildx plugin of the engine's Debian suite (0.13 for 26, 0.29 for 28)."""
+    return ensure_engine(key) / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-buildx"
 
 
 def mirror_uri() -> str:

@@ -16,8 +16,8 @@ from migrate.errors import VerificationFailed
 from migrate.models import Store
 from migrate.phases import export, import_, verify
 from migrate.phases.base import JSONDict, PhaseContext, RunOptions, UndoContext
+from migrate.phases.platform_check import probe_layout
 from migrate.phases.records import PhaseRecords
-from migrate.phases.volume_guard import GUARD_IMAGE
 from migrate.sandbox import Sandbox, SandboxFactory, docker, sandbox_samples
 
 pytestmark = pytest.mark.engine
@@ -108,8 +108,10 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
 
     outcome = verify.PHASE.run(ctx)
     assert outcome.result["images"] == len(new_ids)
+    assert outcome.result["multi_platform"] == "supported"
     report = json.loads((ctx.reports_dir / "verification.json").read_text())
     assert report["ok"] and report["store"] == Store.CONTAINERD
+    assert report["multi_platform"]["supported"] is True
     id_map = json.loads((ctx.reports_dir / "id-map.json").read_text())
     assert {old: v["new_id"] for old, v in id_map.items()} == new_ids
     for tag, legacy_id in {**samples.image_ids, "cm-sample/extra:1": base_id}.items():
@@ -127,13 +129,23 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
     with pytest.raises(VerificationFailed, match="snapshotter not loaded: overlay2") as failed:
         verify.PHASE.run(ctx)
     assert str(ctx.reports_dir / "verification.txt") in failed.value.hint
-    assert "PROBLEM cannot create" in (ctx.reports_dir / "verification.txt").read_text()
+    text = (ctx.reports_dir / "verification.txt").read_text()
+    assert "PROBLEM cannot create" in text
+    # The capability check fails too, on its own line, and removed its image all the same.
+    assert "multi-platform: NOT SUPPORTED: linux/" in text
 
     # rollback --purge-imported removes exactly what import brought in.
     undo = UndoContext(options=ctx.options, connect=ctx.connect,
                        inventory_path=ctx.inventory_path, purge_imported=True)
+    # A verify killed during its multi-platform check left the probe: the undo removes it,
+    # and the volume guard with it (the switch undo brings the legacy containers back).
+    probe = probe_layout()
+    with Engine(sandbox.host) as engine:
+        engine.load([probe.tar], size=len(probe.tar))
+    verified = verify.PHASE.undo(undo, {})
+    assert verified.ok, verified.failed
     report = import_.PHASE.undo(undo, imported.undo)
     assert report.ok, report.failed
     with Engine(sandbox.host) as engine:
-        # Only the running volume guard's own one-file image is left: it was not imported.
-        assert [i.tags for i in engine.list_images()] == [(GUARD_IMAGE,)]
+        # Nothing is left: the guard went with the verify undo, the imports with theirs.
+        assert [i.tags for i in engine.list_images()] == []

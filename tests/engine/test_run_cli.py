@@ -246,10 +246,16 @@ def test_run_end_to_end(fresh_sandbox: SandboxFactory, engine: str, tmp_path: Pa
     journal = _journal(state)
     assert _result(journal, "quiesce")["stopped"] == [WEB]
     assert _result(journal, "restart")["restarted"] is True
+    assert _result(journal, "verify")["multi_platform"] == "supported"
+    assert "multi-platform: supported" in done.stdout
 
     verify = cli(sandbox, state, "verify")
     assert verify.returncode == 0, _out(verify)
     assert "FAIL" not in verify.stdout and "OK" in verify.stdout.splitlines()[0]
+    assert ("multi-platform: supported (linux/amd64 and linux/arm64 under one name"
+            in verify.stdout)
+    report = json.loads((state / "reports" / "verification.json").read_text())
+    assert report["multi_platform"]["supported"] is True
 
 
 def _run(sandbox: Sandbox, state: Path, failpoint: str | None = None) -> JournalState:

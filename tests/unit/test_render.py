@@ -261,3 +261,39 @@ def test_blocked_steps_name_a_way_out_not_the_refusing_policy() -> None:
     assert "`containerd-migrate export` with `--containers recreate`" in steps
     leave = render(build_plan(host(), PlanOptions(containers="leave")), "text")
     assert "with `--containers leave`" in leave
+
+
+# --- what the switch brings and costs ------------------------------------------------------
+
+
+def test_plan_says_what_the_switch_brings_and_costs() -> None:
+    report = ready()
+    effects = {effect.id: effect for effect in report.switch}
+    assert [e.kind for e in report.switch] == ["brings", "brings", "costs", "costs", "needs"]
+    assert "linux/amd64,linux/arm64" in effects["multi-platform"].text
+    assert "attestations" in effects["attestations"].text
+    # One of the three images came from a registry; 2 x 300 MiB of unique layers.
+    assert effects["registry-digests"].text.startswith("1 image(s) lose their registry digests")
+    assert "twice the disk" in effects["disk"].text and "600.0 MiB" in effects["disk"].text
+    assert "docker-buildx" in effects["buildx"].text
+    without = build_plan(host(containers=False).model_copy(update={"inventory": Inventory(
+        taken_at=TAKEN, engine=ready().engine, images=IMAGES[1:])}), PlanOptions())
+    assert "no image has a registry digest" in {e.id: e for e in without.switch}[
+        "registry-digests"].text
+
+
+def test_switch_effects_in_every_format() -> None:
+    report = ready()
+    text = render(report, "text")
+    assert "WHAT THE SWITCH BRINGS AND COSTS\n  brings  multi-platform images" in text
+    assert "  costs   images take about twice the disk" in text
+    assert text.index("WHAT THE SWITCH") < text.index("ROLLBACK")
+    markdown = render(report, "markdown")
+    assert "## What the switch brings and costs" in markdown
+    assert ("| needs | multi-platform builds need the buildx plugin (`docker buildx`; Debian: "
+            "docker-buildx") in markdown
+    assert "`docker buildx build --platform linux/amd64,linux/arm64`" in markdown
+    body = json.loads(render(report, "json"))
+    assert [e["id"] for e in body["switch"]] == [
+        "multi-platform", "attestations", "registry-digests", "disk", "buildx"]
+    assert body["switch"][3]["kind"] == "costs"
