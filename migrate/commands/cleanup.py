@@ -49,6 +49,8 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                 raise BlockedError("the daemon is not on the containerd store now",
                                    "run `containerd-migrate verify` to see why")
             with host_lock(info.data_root):
+                if prune_legacy:
+                    _refuse_if_not_carried(info.data_root, state_dir, engine.image_tags())
                 pruned = _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
                                        remove_legacy_containers) if prune_legacy else ""
                 removed_guard = remove_guard(engine)
@@ -147,6 +149,44 @@ def legacy_containers(data_root: str, driver: str) -> dict[str, tuple[str, Path]
 def _carried_over(state_dir: StateDir) -> set[str]:
     """Legacy containers that `--containers recreate` made again in the containerd store."""
     return {entry.id for entry in records_of(state_dir.journal().state()).recreate_undo.containers}
+
+
+def legacy_tags(data_root: str, driver: str) -> dict[str, str]:
+    """Tag -> image ID, as the legacy store keeps them (`repositories.json`); {} if none.
+    Digest references (`repo@sha256:...`) are not tags: a re-pull brings them back."""
+    path = Path(data_root, "image", driver, "repositories.json")
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise BlockedError(f"cannot read the legacy store's tags in {path}: {error}; "
+                           "refusing to prune what may not have been carried over",
+                           "nothing was deleted; check the file, then run cleanup again") \
+            from error
+    repositories = data.get("Repositories") if isinstance(data, dict) else None
+    return {str(ref): str(image) for refs in (repositories or {}).values()
+            if isinstance(refs, dict) for ref, image in refs.items() if "@" not in str(ref)}
+
+
+def _refuse_if_not_carried(data_root: str, state_dir: StateDir,
+                           live: dict[str, tuple[str, ...]]) -> None:
+    """Fail closed: a tag the legacy store holds and the containerd store lacks (built,
+    pulled or tagged after the snapshot) would be gone for good after the prune."""
+    inventory = _snapshot(state_dir)
+    driver = inventory.engine.legacy_driver
+    if not driver:
+        return  # _prune_legacy refuses, saying why
+    carried = {tag for tags in live.values() for tag in tags}
+    missing = sorted(tag for tag in legacy_tags(data_root, driver) if tag not in carried)
+    if missing:
+        raise BlockedError(
+            f"the legacy store holds {len(missing)} tag(s) the containerd store lacks: "
+            f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}; pruning would "
+            "delete them for good; nothing was deleted",
+            "roll back and migrate again to carry them over (`containerd-migrate rollback "
+            "--yes`, then `containerd-migrate run --yes --containers recreate`), or remove "
+            "them on purpose before pruning")
 
 
 def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes: bool,

@@ -712,6 +712,12 @@ class Engine:
                              [s["Id"] for s in summaries if read.get(s["Id"]) is None])
         return tuple(sorted((r for r in records if r), key=lambda r: (r.tags, r.id)))
 
+    def image_tags(self) -> dict[str, tuple[str, ...]]:
+        """Image ID -> its tags, from the list call alone (what changed since a snapshot)."""
+        summaries = self._read("list images", "/images/json")
+        return {str(s["Id"]): tuple(t for t in s.get("RepoTags") or () if t != "<none>:<none>")
+                for s in summaries}
+
     def list_containers(self, details: bool = True) -> tuple[ContainerRecord, ...]:
         """`details=False` skips the per-container inspect and diff calls (the full spec,
         changed writable layer): the inventory needs them, state checks do not."""

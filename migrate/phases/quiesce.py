@@ -7,12 +7,13 @@ first gives them their stop timeout, and the journal remembers whom to start aga
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from migrate.engine import Engine
 from migrate.errors import BlockedError, EngineError, MigrateError
-from migrate.models import RUNNING_STATES, ContainerRecord
+from migrate.models import RUNNING_STATES, ContainerRecord, Inventory
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.preflight.containers import creation_order
 
@@ -65,6 +66,41 @@ def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
     return _to_stop(ctx, live)
 
 
+class HostChanged(BlockedError):
+    """Images, tags or containers appeared after the snapshot, while the migration was
+    preparing: switching now would leave them behind in the hidden legacy store."""
+
+
+def changed_since_snapshot(inventory: Inventory, images: dict[str, tuple[str, ...]],
+                           containers: Iterable[ContainerRecord]) -> list[str]:
+    """What the live legacy store holds that the snapshot does not (pure): images built or
+    pulled, tags added or moved, containers created. Removals lose nothing: not listed."""
+    known_images = {image.id for image in inventory.images}
+    known_tags = {(tag, image.id) for image in inventory.images for tag in image.tags}
+    known_containers = {container.id for container in inventory.containers}
+    changes = [f"image {tags[0] if tags else image_id[:19]} (new since the snapshot)"
+               for image_id, tags in sorted(images.items()) if image_id not in known_images]
+    changes += [f"tag {tag} (added or moved)" for image_id, tags in sorted(images.items())
+                if image_id in known_images for tag in tags if (tag, image_id) not in known_tags]
+    changes += [f"container {c.name} (created since the snapshot)" for c in containers
+                if c.id not in known_containers]
+    return changes
+
+
+def _refuse_if_changed(ctx: PhaseContext, engine: Engine) -> None:
+    if not ctx.inventory_path.exists():
+        return
+    changes = changed_since_snapshot(ctx.load_inventory(), engine.image_tags(),
+                                     engine.list_containers(details=False))
+    if changes:
+        raise HostChanged(
+            f"the host changed while the migration was preparing: {'; '.join(changes[:8])}"
+            + (f" and {len(changes) - 8} more" if len(changes) > 8 else "")
+            + "; switching now would leave them behind",
+            "run the same command again: a new snapshot takes them in (archives and staged "
+            "images already done are reused)")
+
+
 def _start_again(engine: Engine, entry: JSONDict) -> UndoReport:
     label = f"{entry.get('name')} ({str(entry.get('id'))[:12]})"
     try:
@@ -102,6 +138,10 @@ class QuiescePhase(Phase):
                 entry["stopped_at"] = datetime.now(UTC).isoformat()
                 ctx.checkpoint({"stopped": entry})
                 stopped.append(str(entry["name"]))
+            # Nothing changes any more once the containers are stopped: what appeared while
+            # the migration prepared (a build, a tag, a container) is caught before the switch.
+            # The runner then rolls back, which starts the stopped containers again.
+            _refuse_if_changed(ctx, engine)
         # When each one stopped: recreate measures every container's downtime from here.
         stopped_at = {str(e["id"]): e["stopped_at"] for e in entries if e.get("stopped_at")}
         return PhaseOutcome(
