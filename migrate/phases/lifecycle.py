@@ -112,10 +112,15 @@ class Decision:
 
 
 def containers_policy_of(state: JournalState) -> str | None:
-    """The containers policy the last migration ran (or was prepared) with."""
+    """The containers policy the last migration ran (or was prepared) with: the one its
+    containers were stopped under, else the one its last forward run was given (a rollback
+    run of 0.1.0 journaled the default policy, not the migration's)."""
+    stopped_under = state.phase("quiesce").intent.get("policy")
+    if isinstance(stopped_under, str):
+        return stopped_under
     for run in reversed(state.runs):
         policy = run.options.get("containers")
-        if isinstance(policy, str):
+        if isinstance(policy, str) and "rollback" not in run.argv:
             return policy
     return None
 
