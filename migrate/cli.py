@@ -6,6 +6,7 @@ them, so they stay usable (and testable) without click.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -105,11 +106,33 @@ def _format_option(*choices: str) -> Callable[[F], F]:
     )
 
 
+class _PositiveNumber(click.ParamType[float]):
+    """A finite number of at least `least`: click's FloatRange lets NaN and infinity through
+    (every comparison with NaN is false), and either would reach the journal and a deadline."""
+
+    name = "number"
+
+    def __init__(self, least: float, unit: str):
+        self.least = least
+        self.unit = unit
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None,
+                ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of {self.unit}", param, ctx)
+        if not math.isfinite(number) or number < self.least:
+            self.fail(f"{value!r} is not a finite number of {self.unit} of at least "
+                      f"{self.least:g}", param, ctx)
+        return number
+
+
 def _restart_options(f: F) -> F:
     f = _restart_command_option(f)
     # default None: an explicit value must be told from the default, since on rollback it
     # beats the journaled one (engine.restart.resolve_restart_timeout).
-    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=None,
+    f = click.option("--restart-timeout", type=_PositiveNumber(1, "seconds"), default=None,
                      envvar="CONTAINERD_MIGRATE_RESTART_TIMEOUT",
                      help="Seconds to wait for the daemon to come back [default: the "
                      "journaled value, else 120].")(f)
@@ -206,7 +229,7 @@ def _terminated(signum: int, frame: object) -> None:
 @_format_option("text", "json", "markdown")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the report to this file instead of stdout.")
-@click.option("--throughput", type=click.FloatRange(min=0.1), default=None,
+@click.option("--throughput", type=_PositiveNumber(0.1, "MB/s"), default=None,
               help="MB/s used for time estimates.")
 @_containers_option
 @_snapshotter_option

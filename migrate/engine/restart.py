@@ -8,6 +8,7 @@ command line, makes it start happily in the wrong store (docs/engine-facts.md).
 
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 import subprocess
@@ -79,7 +80,8 @@ def resolve_restart_timeout(explicit: float | None = None, recorded: object = No
     """
     if explicit is not None:
         return float(explicit)
-    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and recorded > 0:
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and recorded > 0 \
+            and math.isfinite(recorded):
         return float(recorded)
     return DEFAULT_RESTART_TIMEOUT
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from migrate.cli import hoist_global_options, main
 from migrate.commands import CONTAINERS_POLICIES
 from migrate.engine.client import base_url
+from migrate.engine.restart import DEFAULT_RESTART_TIMEOUT, resolve_restart_timeout
 from migrate.errors import ExitCode, UsageError
 from migrate.journal import Journal
 
@@ -196,3 +197,38 @@ def test_containers_choices_live_in_one_place() -> None:
                      if p.name == "containers")
         assert tuple(param.type.choices) == CONTAINERS_POLICIES  # type: ignore[attr-defined]
         assert param.default is None  # None: the journaled policy, else the default
+
+
+# --- hostile input: numbers, daemon addresses, state dirs (issue 23) ---------------------
+
+NOT_POSITIVE_FINITE = ("nan", "NaN", "inf", "-inf", "infinity", "0", "-5", "1e999", "ten")
+
+
+@pytest.mark.parametrize("value", NOT_POSITIVE_FINITE)
+@pytest.mark.parametrize("command", [("run", "--yes", "--restart-timeout"),
+                                     ("rollback", "--yes", "--restart-timeout"),
+                                     ("plan", "--throughput")])
+def test_numbers_that_are_not_positive_and_finite_are_usage_errors(
+        tmp_path: Path, command: tuple[str, ...], value: str) -> None:
+    result = _invoke(tmp_path, *command, value)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert command[-1] in result.output
+    _no_traceback(result)
+    assert not (tmp_path / "state").exists()  # refused before anything was touched
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_restart_timeout_from_its_variable_is_checked_the_same(tmp_path: Path,
+                                                               value: str) -> None:
+    result = CliRunner().invoke(
+        main, ["--host", NOWHERE, "--state-dir", str(tmp_path / "state"), "rollback", "--yes"],
+        env={"CONTAINERD_MIGRATE_RESTART_TIMEOUT": value})
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--restart-timeout" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_journaled_timeout_that_is_not_finite_is_not_used() -> None:
+    for recorded in (float("nan"), float("inf"), -3.0, 0):
+        assert resolve_restart_timeout(None, recorded) == DEFAULT_RESTART_TIMEOUT
+    assert resolve_restart_timeout(None, 30) == 30.0
