@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__, commands
-from migrate.errors import ExitCode, Interrupted, MigrateError, Terminated
+from migrate.engine.client import base_url
+from migrate.errors import ExitCode, Interrupted, MigrateError, Terminated, UsageError
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 
@@ -26,13 +27,43 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
-def _default_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+def _host(given: str | None) -> str:
+    """--host, else DOCKER_HOST (empty counts as unset, as for the docker CLI), else the
+    default; a UsageError when it is not an address containerd-migrate can use."""
+    if given is not None:
+        base_url(given, "--host")
+        return given
+    from_env = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    base_url(from_env, "DOCKER_HOST")
+    return from_env
+
+
+def _refuse_empty(ctx: click.Context) -> None:
+    """An option given as "" (or its variable set to "") is a mistake, never a request for
+    the default: an empty --state-dir must not quietly become /var/lib/containerd-migrate."""
+    for context in (ctx.find_root(), ctx):
+        for param in context.command.params:
+            if not isinstance(param, click.Option) or param.is_flag or param.count \
+                    or param.name is None:
+                continue
+            envvar = param.envvar or (f"{context.auto_envvar_prefix}_{param.name.upper()}"
+                                      if context.auto_envvar_prefix else None)
+            source = context.get_parameter_source(param.name)
+            if context.params.get(param.name) == "":
+                raise UsageError(f"{max(param.opts, key=len)} is empty",
+                                 "give it a value, or leave it out for the default")
+            if source is click.core.ParameterSource.DEFAULT and isinstance(envvar, str) \
+                    and os.environ.get(envvar) == "":
+                raise UsageError(f"{envvar} is set but empty",
+                                 f"unset it for the default of {max(param.opts, key=len)}, "
+                                 "or give "
+                                 "it a value")
 
 
 def _run(ctx: click.Context, fn: Callable[[], int]) -> None:
     debug = bool(ctx.find_root().params.get("debug"))
     try:
+        _refuse_empty(ctx)
         code = fn()
     except MigrateError as exc:
         if debug:
@@ -61,7 +92,7 @@ class ClickConsole:
 def _globals(ctx: click.Context) -> commands.GlobalOptions:
     params = ctx.find_root().params
     return commands.GlobalOptions(
-        host=params["host"] or _default_host(),
+        host=_host(params["host"]),
         daemon_config=Path(params["daemon_config"]),
         state_dir=Path(params["state_dir"]),
         follow_symlinks=params["follow_symlinks"],

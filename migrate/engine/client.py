@@ -96,16 +96,48 @@ def _reason(exc: BaseException) -> str:
     return "no answer"
 
 
-def base_url(host: str) -> str:
-    """The SDK's address for `host`; a bare socket path is taken as unix://PATH."""
+# What a unix socket address holds (sun_path is 108 bytes with its closing NUL).
+MAX_SOCKET_PATH = 107
+_SUPPORTED_ADDRESSES = ("supported: unix:///path/to/docker.sock (or the absolute path itself), "
+                        "or tcp://HOST:PORT")
+
+
+def base_url(host: str, given_as: str = "--host") -> str:
+    """The SDK's address for `host` (a bare socket path is unix://PATH), or a UsageError
+    saying what is wrong with it: only a unix socket and tcp:// are spoken here."""
+    def refuse(why: str, hint: str = _SUPPORTED_ADDRESSES) -> UsageError:
+        return UsageError(f"{given_as} {host!r} {why}", hint)
+
+    if not host:
+        raise refuse("is empty")
+    scheme, found, rest = host.partition("://")
     if host.startswith("/"):
-        return f"unix://{host}"
-    if "://" not in host:
-        raise UsageError(
-            f"--host {host!r} is neither a URL nor an absolute socket path",
-            "use unix:///path/to/docker.sock (or the path itself), or tcp://HOST:2375",
-        )
-    return host
+        scheme, rest = "unix", host
+    elif not found:
+        raise refuse("is neither a URL nor an absolute socket path")
+    if scheme == "unix":
+        if not rest.startswith("/"):
+            raise refuse("does not name a socket by its absolute path")
+        size = len(os.fsencode(rest))
+        if size > MAX_SOCKET_PATH or "\0" in rest:
+            raise refuse(f"is not a usable socket path ({size} bytes; a unix socket address "
+                         f"holds at most {MAX_SOCKET_PATH}, without NUL bytes)",
+                         "pass a shorter path to the same socket, e.g. a symlink to it; "
+                         + _SUPPORTED_ADDRESSES)
+        return f"unix://{rest}"
+    if scheme == "tcp":
+        try:
+            parsed = urllib.parse.urlsplit(host)
+            port = parsed.port
+        except ValueError as error:
+            raise refuse(f"is not a valid address: {error}") from error
+        if not parsed.hostname or port is None or not 0 < port <= 65535 \
+                or parsed.username is not None or parsed.path not in ("", "/") \
+                or parsed.query or parsed.fragment:
+            raise refuse("is not of the form tcp://HOST:PORT (port 1 to 65535)")
+        return host
+    raise refuse(f"uses {scheme}://, which containerd-migrate does not speak",
+                 f"run it on the daemon's host, against its socket; {_SUPPORTED_ADDRESSES}")
 
 
 class ReadFailed(Exception):
