@@ -225,7 +225,7 @@ def render_status(doc: dict[str, Any], state: JournalState) -> str:
 
 
 def status(opts: GlobalOptions, fmt: str = "text") -> int:
-    state_dir = StateDir(opts.state_dir)
+    state_dir = StateDir(opts.state_dir).check_usable()
     state = replay(state_dir.journal_path)
     host = read_host(opts, state_dir) if state.last_migration_id else HostNow()
     doc = status_document(state, host)
