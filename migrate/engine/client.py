@@ -39,9 +39,21 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar, cast
 
 from migrate.engine.convert import (
     JSON,
+    Change,
+    ContainerInspect,
+    ContainerSummary,
+    HistoryEntry,
+    IdAnswer,
+    ImageInspect,
+    ImageSummary,
+    InfoAnswer,
+    VersionAnswer,
+    VolumesAnswer,
     chain_ids,
+    checked,
     container_record,
     engine_info,
+    fits,
     image_record,
     writable_layer,
 )
@@ -333,7 +345,7 @@ class _UnixReads:
     def negotiate(self) -> JSON:
         """Ask `/version` (unversioned, as the SDK's `version="auto"` does) and send every
         later call to the daemon's own API version; returns that answer."""
-        answer = cast(JSON, self.get("/version"))
+        answer = cast(JSON, checked(VersionAnswer, self.get("/version"), "/version"))
         self._prefix = f"/v{answer.get('ApiVersion', '')}"
         return answer
 
@@ -683,8 +695,9 @@ class Engine:
             return self._get_json(path, params)
 
     def info(self) -> EngineInfo:
-        info = self._read("read `docker info`", "/info")
-        version = self._read("read `docker version`", "/version")
+        info = checked(InfoAnswer, self._read("read `docker info`", "/info"), "/info")
+        version = checked(VersionAnswer, self._read("read `docker version`", "/version"),
+                          "/version")
         return engine_info(info, version)
 
     def inspect_image(self, ref: str, sizes: bool = True,
@@ -709,7 +722,9 @@ class Engine:
         # History only feeds size estimates; with `storage-driver: overlay2` left in a
         # containerd-mode config it fails (`snapshotter not loaded`) while inspect works.
         try:
-            return cast(list[JSON], self._get_json(f"/images/{image_id}/history"))
+            path = f"/images/{image_id}/history"
+            return cast(list[JSON], checked(HistoryEntry, self._get_json(path), path,
+                                            many=True))
         except ReadFailed:
             return []
 
@@ -717,7 +732,8 @@ class Engine:
         """The image's inspect answer as the daemon sent it; None when there is no such image."""
         with _mapped_errors(self.host, f"inspect image {ref}"):
             try:
-                return cast(JSON, self._get_json(f"/images/{ref}/json"))
+                path = f"/images/{ref}/json"
+                return cast(JSON, checked(ImageInspect, self._get_json(path), path))
             except ReadNotFound:
                 return None
 
@@ -728,13 +744,17 @@ class Engine:
         `configs_from_disk` also reads each image's config there instead of inspecting it
         (`plan` on a big host); images whose config is not plainly readable are inspected."""
         # `all=False` hides intermediate build parents, which are not separate images to move.
-        summaries = self._read("list images", "/images/json")
+        summaries = checked(ImageSummary, self._read("list images", "/images/json"),
+                            "/images/json", many=True)
         layerdb = _legacy_store(info, "layerdb", "sha256") if info is not None else None
         layer_sizes = _LayerSizes(layerdb) if layerdb is not None else None
         imagedb = (_legacy_store(info, "imagedb", "content", "sha256")
                    if info is not None and configs_from_disk else None)
 
         read = {s["Id"]: _inspect_from_disk(imagedb, s) for s in summaries} if imagedb else {}
+        # A config on disk the API's shape does not fit is asked of the daemon instead.
+        read = {key: inspect if fits(ImageInspect, inspect) else None
+                for key, inspect in read.items()}
         records: list[ImageRecord | None] = [
             self._image_record(inspect, layer_sizes=layer_sizes)
             for inspect in read.values() if inspect is not None]
@@ -745,10 +765,15 @@ class Engine:
     def list_containers(self, details: bool = True) -> tuple[ContainerRecord, ...]:
         """`details=False` skips the per-container inspect and diff calls (the full spec,
         changed writable layer): the inventory needs them, state checks do not."""
-        summaries = self._read("list containers", "/containers/json", {"all": "1"})
+        summaries = checked(ContainerSummary, self._read(
+            "list containers", "/containers/json", {"all": "1"}), "/containers/json", many=True)
         if not details:
             return tuple(sorted((container_record(s) for s in summaries), key=lambda r: r.name))
-        inspects = self._get_many([f"/containers/{s['Id']}/json" for s in summaries])
+        paths = [f"/containers/{s['Id']}/json" for s in summaries]
+        inspects: list[Any] = [
+            inspected if isinstance(inspected, ReadFailed)
+            else checked(ContainerInspect, inspected, path)
+            for path, inspected in zip(paths, self._get_many(paths), strict=True)]
         found = [_known_layer(inspected) for inspected in inspects]
         # Only the containers whose writable layer must be asked about take more calls.
         asked = iter(self._map(self._diffed, [inspected for inspected, known
@@ -778,8 +803,9 @@ class Engine:
         """The container and its writable layer, from `docker diff` (and its size)."""
         container_id = str(inspect["Id"])
         try:
+            path = f"/containers/{container_id}/changes"
             diff = cast(list[JSON] | None,
-                        self._get_json(f"/containers/{container_id}/changes")) or []
+                        checked(Change, self._get_json(path) or [], path, many=True))
         except ReadFailed:
             return inspect, None
         points = [str(m.get("Destination", "")) for m in inspect.get("Mounts") or ()]
@@ -792,7 +818,8 @@ class Engine:
     def _size_rw(self, container_id: str) -> int | None:
         # The SDK's inspect_container cannot ask for sizes.
         try:
-            answer = self._get_json(f"/containers/{container_id}/json", {"size": "1"})
+            path = f"/containers/{container_id}/json"
+            answer = checked(ContainerInspect, self._get_json(path, {"size": "1"}), path)
             return int(answer.get("SizeRw") or 0)
         except ReadFailed:
             return None
@@ -801,7 +828,8 @@ class Engine:
         """One container with its full spec; None when there is no such container."""
         with _mapped_errors(self.host, f"inspect container {ref}"):
             try:
-                inspect = cast(JSON, self._get_json(f"/containers/{ref}/json"))
+                path = f"/containers/{ref}/json"
+                inspect = cast(JSON, checked(ContainerInspect, self._get_json(path), path))
             except ReadNotFound:
                 return None
         summary = {"Id": inspect["Id"], "Names": [inspect.get("Name", "")],
@@ -813,7 +841,7 @@ class Engine:
         """`POST /containers/create` with a whole Config + HostConfig + NetworkingConfig."""
         created = self._call(f"create container {name}", self._api.create_container_from_config,
                              body, name=name)
-        return str(created["Id"])
+        return str(checked(IdAnswer, created, "/containers/create")["Id"])
 
     def pause_container(self, container: str) -> None:
         self._call(f"pause container {container}", self._api.pause, container)
@@ -822,10 +850,10 @@ class Engine:
         """`docker commit` without pausing (the tool commits stopped containers only)."""
         answer = self._call(f"commit container {container}", self._api.commit, container,
                             repository=repository, tag=tag, pause=False)
-        return str(answer["Id"])
+        return str(checked(IdAnswer, answer, "/commit")["Id"])
 
     def list_volumes(self, containers: Iterable[ContainerRecord] = ()) -> tuple[VolumeRecord, ...]:
-        answer = self._read("list volumes", "/volumes") or {}
+        answer = checked(VolumesAnswer, self._read("list volumes", "/volumes") or {}, "/volumes")
         users: dict[str, list[str]] = {}
         for container in containers:
             for mount in container.mounts:
@@ -883,6 +911,8 @@ class Engine:
                 self._api._url("/images/load"), data=body, stream=True, timeout=None
             )
             for message in self._api._stream_helper(response, decode=True):
+                if not isinstance(message, dict):
+                    continue  # not a progress message: nothing in it is read
                 if "error" in message or "errorDetail" in message:
                     detail = message.get("error") or message.get("errorDetail")
                     raise EngineError(
@@ -917,7 +947,7 @@ class Engine:
             host_config=host_config,
             stop_signal=stop_signal,
         )
-        return str(created["Id"])
+        return str(checked(IdAnswer, created, "/containers/create")["Id"])
 
     def import_image(self, tarball: bytes, repository: str, tag: str) -> None:
         """`docker import`: an image whose single layer is `tarball`."""
@@ -925,7 +955,9 @@ class Engine:
                    repository=repository, tag=tag)
 
     def running(self, container: str) -> bool:
-        found = self._read(f"inspect container {container}", f"/containers/{container}/json")
+        path = f"/containers/{container}/json"
+        found = checked(ContainerInspect, self._read(f"inspect container {container}", path),
+                        path)
         return bool((found.get("State") or {}).get("Running"))
 
     def remove_container(self, container: str, force: bool = False) -> None:
@@ -945,8 +977,10 @@ class Engine:
         self._call(f"tag {image}", self._api.tag, image, repository, tag)
 
     def containers_with_label(self, label: str) -> list[str]:
-        found = self._read("list containers", "/containers/json",
-                           {"all": "1", "filters": json.dumps({"label": [label]})})
+        found = checked(ContainerSummary, self._read(
+            "list containers", "/containers/json",
+            {"all": "1", "filters": json.dumps({"label": [label]})}), "/containers/json",
+            many=True)
         return [str(c["Id"]) for c in found]
 
 

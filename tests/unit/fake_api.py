@@ -93,3 +93,34 @@ def fake_api(folder: Path, routes: dict[str, Any]) -> Iterator[FakeApi]:
         yield api
     finally:
         api.close()
+
+
+IMAGE_ID = "sha256:" + "a" * 64
+CONTAINER_ID = "c" * 64
+
+
+def populated_daemon(data_root: Path) -> dict[str, Any]:
+    """`empty_daemon` with one image and one stopped container made from it."""
+    routes = empty_daemon(data_root)
+    config = {"Env": ["PATH=/bin"], "Cmd": ["sh"], "Labels": {"a": "b"}}
+    routes["/images/json"] = [{"Id": IMAGE_ID, "RepoTags": ["app:1"], "RepoDigests": [],
+                               "Size": 10}]
+    routes[f"/images/{IMAGE_ID}/json"] = {
+        "Id": IMAGE_ID, "RepoTags": ["app:1"], "RepoDigests": [],
+        "Created": "2024-05-06T07:08:09Z", "Os": "linux", "Architecture": "amd64",
+        "RootFS": {"Type": "layers", "Layers": ["sha256:" + "1" * 64]}, "Size": 10,
+        "Config": config}
+    routes[f"/images/{IMAGE_ID}/history"] = [{"Id": IMAGE_ID, "Size": 10}]
+    routes["/containers/json"] = [{
+        "Id": CONTAINER_ID, "Names": ["/web"], "Image": "app:1", "ImageID": IMAGE_ID,
+        "State": "exited", "Labels": {}, "Mounts": []}]
+    routes[f"/containers/{CONTAINER_ID}/json"] = {
+        "Id": CONTAINER_ID, "Name": "/web", "Image": IMAGE_ID,
+        "Config": {**config, "Image": "app:1"},
+        "HostConfig": {"RestartPolicy": {"Name": "no"}, "NetworkMode": "bridge",
+                       "Links": None, "VolumesFrom": None, "Devices": []},
+        "NetworkSettings": {"Networks": {"bridge": {"Aliases": None}}},
+        "State": {"Status": "exited", "Running": False}, "Mounts": [],
+        "GraphDriver": {"Name": "overlay2", "Data": {}}}
+    routes[f"/containers/{CONTAINER_ID}/changes"] = None
+    return routes
