@@ -22,12 +22,14 @@ range for that reason.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -241,6 +243,47 @@ class _Disconnected(ConnectionError):
     """The daemon closed the connection before answering (e.g. an idle keep-alive one)."""
 
 
+MiB = 1 << 20
+# The largest answer read from each endpoint: whatever answers on the socket, memory stays
+# bounded (a 3 GB `docker info` once took 6.3 GB). Far above what a daemon sends: an image
+# with a 1 MiB label inspects in about 1 MiB, 10,000 images list in about 10 MB.
+SMALL_ANSWER_LIMIT = 4 * MiB      # /_ping, /version, /info
+OBJECT_ANSWER_LIMIT = 64 * MiB    # one inspect, one history
+LIST_ANSWER_LIMIT = 256 * MiB     # every image, container or volume; a container's changes
+
+
+def answer_limit(path: str) -> int:
+    """The size limit for the answer to `path` (without its /vX.Y prefix and query)."""
+    if path in ("/_ping", "/version", "/info"):
+        return SMALL_ANSWER_LIMIT
+    if path in ("/images/json", "/containers/json", "/volumes") or path.endswith("/changes"):
+        return LIST_ANSWER_LIMIT
+    return OBJECT_ANSWER_LIMIT
+
+
+class _TooLarge(Exception):
+    """An answer longer than its limit: nothing more is read from it."""
+
+
+class _DeadlineSocket(io.RawIOBase):
+    """A socket's reads that end at `deadline` (time.monotonic()) however slowly the peer
+    sends: a per-read timeout alone lets an answer trickled one byte a second last for ever."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self.deadline = float("inf")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the daemon's answer did not arrive in time")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
 def _read_line(reader: BinaryIO) -> bytes:
     line = reader.readline(_MAX_LINE + 1)
     if len(line) > _MAX_LINE:
@@ -248,7 +291,9 @@ def _read_line(reader: BinaryIO) -> bytes:
     return line
 
 
-def _read_exactly(reader: BinaryIO, size: int) -> bytes:
+def _read_exactly(reader: BinaryIO, size: int, limit: int) -> bytes:
+    if size > limit:
+        raise _TooLarge
     data = reader.read(size)
     if len(data) != size:
         raise _Disconnected("the daemon closed the connection mid-answer")
@@ -265,9 +310,11 @@ def _number(text: bytes, base: int = 10) -> int:
     return value
 
 
-def _read_response(reader: BinaryIO) -> tuple[int, bytes, bool]:
+def _read_response(reader: BinaryIO, limit: int = LIST_ANSWER_LIMIT,
+                   ) -> tuple[int, bytes, bool]:
     """(status, body, keep-alive) of one HTTP/1.1 answer: what Go's net/http sends, i.e.
-    a Content-Length or chunked body, or one that ends with the connection."""
+    a Content-Length or chunked body, or one that ends with the connection; _TooLarge as
+    soon as the body is known to be longer than `limit` bytes."""
     status_line = _read_line(reader)
     if not status_line:
         raise _Disconnected("the daemon closed the connection")
@@ -289,15 +336,20 @@ def _read_response(reader: BinaryIO) -> tuple[int, bytes, bool]:
             keep_alive = keep_alive and b"close" not in value.lower()
     if chunked:
         pieces = []
+        read = 0
         while (size := _number(_read_line(reader).split(b";")[0], 16)) > 0:
-            pieces.append(_read_exactly(reader, size))
+            pieces.append(_read_exactly(reader, size, limit - read))
+            read += size
             _read_line(reader)
         while _read_line(reader) not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return status, b"".join(pieces), keep_alive
     if length is not None:
-        return status, _read_exactly(reader, length), keep_alive
-    return status, reader.read(), False
+        return status, _read_exactly(reader, length, limit), keep_alive
+    body = reader.read(limit + 1)
+    if len(body) > limit:
+        raise _TooLarge
+    return status, body, False
 
 
 class _Connection:
@@ -305,29 +357,43 @@ class _Connection:
 
     def __init__(self, path: str, timeout: float):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._timeout = timeout
         try:
             self._sock.settimeout(timeout)
             self._sock.connect(path)
         except BaseException:
             self._sock.close()
             raise
-        self._reader = self._sock.makefile("rb")
+        self._raw = _DeadlineSocket(self._sock)
+        self._reader = io.BufferedReader(self._raw, 65536)
 
     def send(self, urls: Iterable[str]) -> None:
+        self._sock.settimeout(self._timeout)  # reads may have left it shorter
         self._sock.sendall(b"".join(f"GET {url} HTTP/1.1\r\nHost: docker\r\n"
                                     "User-Agent: containerd-migrate\r\n\r\n".encode()
                                     for url in urls))
 
-    def read(self) -> tuple[int, bytes, bool]:
-        return _read_response(cast(BinaryIO, self._reader))
+    def read(self, limit: int) -> tuple[int, bytes, bool]:
+        """The next answer, read whole within the timeout (not per read: in all)."""
+        self._raw.deadline = time.monotonic() + self._timeout
+        return _read_response(cast(BinaryIO, self._reader), limit)
 
-    def get(self, url: str) -> tuple[int, bytes, bool]:
+    def get(self, url: str, limit: int) -> tuple[int, bytes, bool]:
         self.send([url])
-        return self.read()
+        return self.read(limit)
 
     def close(self) -> None:
         self._reader.close()
         self._sock.close()
+
+
+def _too_large(path: str) -> EngineError:
+    limit = answer_limit(path)
+    return EngineError(
+        f"the Docker daemon's answer to {path} is larger than {limit // MiB} MiB; it was "
+        "not read further",
+        "check that --host is a Docker daemon and that nothing between us and it rewrites "
+        "its answers (a daemon's answers are far smaller)")
 
 
 class _UnixReads:
@@ -372,13 +438,16 @@ class _UnixReads:
             conn.close()
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        url = self._url(path, params)
+        url, limit = self._url(path, params), answer_limit(path)
         try:
             try:
-                status, body, keep_alive = self._connection().get(url)
+                status, body, keep_alive = self._connection().get(url, limit)
             except (_Disconnected, BrokenPipeError, ConnectionResetError):
                 # The daemon closed an idle keep-alive connection: one fresh try.
-                status, body, keep_alive = self._connection(fresh=True).get(url)
+                status, body, keep_alive = self._connection(fresh=True).get(url, limit)
+        except _TooLarge:
+            self._drop()
+            raise _too_large(path) from None
         except BaseException:
             # Whatever stopped the exchange midway (a timeout, a signal) may have left part
             # of an answer unread: the next request must not read it as its own.
@@ -403,7 +472,11 @@ class _UnixReads:
                 conn = self._connection()
                 conn.send(window)
                 while keep_alive and len(answers) - before < len(window):
-                    status, body, keep_alive = conn.read()
+                    asked = paths[len(answers)]
+                    try:
+                        status, body, keep_alive = conn.read(answer_limit(asked))
+                    except _TooLarge:
+                        raise _too_large(asked) from None
                     try:
                         answers.append(_answer(status, body))
                     except ReadFailed as failed:

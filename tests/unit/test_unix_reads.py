@@ -207,11 +207,11 @@ def test_an_exchange_stopped_midway_never_hands_its_answer_to_the_next_request(
     original = client._read_response
     calls = {"n": 0}
 
-    def interrupted_once(reader: Any) -> tuple[int, bytes, bool]:
+    def interrupted_once(reader: Any, limit: int) -> tuple[int, bytes, bool]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise Terminated
-        return original(reader)
+        return original(reader, limit)
 
     monkeypatch.setattr(client, "_read_response", interrupted_once)
     with pytest.raises(Terminated):
