@@ -266,9 +266,13 @@ def _terminated(signum: int, frame: object) -> None:
 @_containers_option
 @_snapshotter_option
 @_restart_command_option
+@click.option("--show-env", is_flag=True,
+              help="Show the values of containers' and images' environment variables in the "
+              "report (masked as NAME=*** by default: they hold passwords and tokens).")
 @click.pass_context
 def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | None,
-         containers: str | None, snapshotter: str | None, restart_command: str | None) -> None:
+         containers: str | None, snapshotter: str | None, restart_command: str | None,
+         show_env: bool) -> None:
     """Dry run: inventory, checks, disk and time estimates. Changes nothing.
 
     Exit code 0 when the host is ready, 3 when a blocker was found."""
@@ -276,7 +280,8 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
 
     _run(ctx, lambda: command(_globals(ctx), commands.PlanArgs(
         fmt=fmt, output=Path(output) if output else None, throughput=throughput,
-        containers=containers, snapshotter=snapshotter, restart_command=restart_command)))
+        containers=containers, snapshotter=snapshotter, restart_command=restart_command,
+        show_env=show_env)))
 
 
 @main.command()

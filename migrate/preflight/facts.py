@@ -51,6 +51,8 @@ class PlanOptions(Frozen):
     snapshotter: str | None = None
     throughput_mbps: float | None = Field(default=None, gt=0)
     follow_symlinks: bool = False
+    # Containers' and images' Env values in the report (`plan --show-env`); masked otherwise.
+    show_env: bool = False
 
 
 class FilesystemFacts(Frozen):
