@@ -6,6 +6,7 @@ them, so they stay usable (and testable) without click.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -16,7 +17,8 @@ from typing import Any, TypeVar
 import click
 
 from migrate import __version__, commands
-from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminated
+from migrate.engine.client import base_url
+from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminated, UsageError
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 from migrate.support.streams import survive_lost_output
@@ -26,13 +28,43 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
-def _default_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+def _host(given: str | None) -> str:
+    """--host, else DOCKER_HOST (empty counts as unset, as for the docker CLI), else the
+    default; a UsageError when it is not an address containerd-migrate can use."""
+    if given is not None:
+        base_url(given, "--host")
+        return given
+    from_env = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    base_url(from_env, "DOCKER_HOST")
+    return from_env
+
+
+def _refuse_empty(ctx: click.Context) -> None:
+    """An option given as "" (or its variable set to "") is a mistake, never a request for
+    the default: an empty --state-dir must not quietly become /var/lib/containerd-migrate."""
+    for context in (ctx.find_root(), ctx):
+        for param in context.command.params:
+            if not isinstance(param, click.Option) or param.is_flag or param.count \
+                    or param.name is None:
+                continue
+            envvar = param.envvar or (f"{context.auto_envvar_prefix}_{param.name.upper()}"
+                                      if context.auto_envvar_prefix else None)
+            source = context.get_parameter_source(param.name)
+            if context.params.get(param.name) == "":
+                raise UsageError(f"{max(param.opts, key=len)} is empty",
+                                 "give it a value, or leave it out for the default")
+            if source is click.core.ParameterSource.DEFAULT and isinstance(envvar, str) \
+                    and os.environ.get(envvar) == "":
+                raise UsageError(f"{envvar} is set but empty",
+                                 f"unset it for the default of {max(param.opts, key=len)}, "
+                                 "or give "
+                                 "it a value")
 
 
 def _run(ctx: click.Context, fn: Callable[[], int]) -> None:
     debug = bool(ctx.find_root().params.get("debug"))
     try:
+        _refuse_empty(ctx)
         code = fn()
     except MigrateError as exc:
         if debug:
@@ -62,7 +94,7 @@ class ClickConsole:
 def _globals(ctx: click.Context) -> commands.GlobalOptions:
     params = ctx.find_root().params
     return commands.GlobalOptions(
-        host=params["host"] or _default_host(),
+        host=_host(params["host"]),
         daemon_config=Path(params["daemon_config"]),
         state_dir=Path(params["state_dir"]),
         follow_symlinks=params["follow_symlinks"],
@@ -107,11 +139,33 @@ def _format_option(*choices: str) -> Callable[[F], F]:
     )
 
 
+class _PositiveNumber(click.ParamType[float]):
+    """A finite number of at least `least`: click's FloatRange lets NaN and infinity through
+    (every comparison with NaN is false), and either would reach the journal and a deadline."""
+
+    name = "number"
+
+    def __init__(self, least: float, unit: str):
+        self.least = least
+        self.unit = unit
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None,
+                ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of {self.unit}", param, ctx)
+        if not math.isfinite(number) or number < self.least:
+            self.fail(f"{value!r} is not a finite number of {self.unit} of at least "
+                      f"{self.least:g}", param, ctx)
+        return number
+
+
 def _restart_options(f: F) -> F:
     f = _restart_command_option(f)
     # default None: an explicit value must be told from the default, since on rollback it
     # beats the journaled one (engine.restart.resolve_restart_timeout).
-    f = click.option("--restart-timeout", type=click.FloatRange(min=1), default=None,
+    f = click.option("--restart-timeout", type=_PositiveNumber(1, "seconds"), default=None,
                      envvar="CONTAINERD_MIGRATE_RESTART_TIMEOUT",
                      help="Seconds to wait for the daemon to come back [default: the "
                      "journaled value, else 120].")(f)
@@ -183,8 +237,9 @@ class _GlobalsAnywhere(click.Group):
               f"{DEFAULT_HOST}]")
 @click.option("--daemon-config", default="/etc/docker/daemon.json", show_default=True,
               type=click.Path(dir_okay=False), help="The daemon.json that dockerd reads.")
+# click.Path() checks nothing: StateDir refuses every unusable shape alike (exit 7).
 @click.option("--state-dir", default="/var/lib/containerd-migrate", show_default=True,
-              type=click.Path(file_okay=False), help="Journal, inventory, archives, reports.")
+              type=click.Path(), help="Journal, inventory, archives, reports.")
 @click.option("--follow-symlinks", is_flag=True, help="Allow a daemon.json that is a symlink.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
               show_default=True)
@@ -220,14 +275,18 @@ def _hung_up(signum: int, frame: object) -> None:
 @_format_option("text", "json", "markdown")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the report to this file instead of stdout.")
-@click.option("--throughput", type=click.FloatRange(min=0.1), default=None,
+@click.option("--throughput", type=_PositiveNumber(0.1, "MB/s"), default=None,
               help="MB/s used for time estimates.")
 @_containers_option
 @_snapshotter_option
 @_restart_command_option
+@click.option("--show-env", is_flag=True,
+              help="Show the values of containers' and images' environment variables in the "
+              "report (masked as NAME=*** by default: they hold passwords and tokens).")
 @click.pass_context
 def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | None,
-         containers: str | None, snapshotter: str | None, restart_command: str | None) -> None:
+         containers: str | None, snapshotter: str | None, restart_command: str | None,
+         show_env: bool) -> None:
     """Dry run: inventory, checks, disk and time estimates. Changes nothing.
 
     Exit code 0 when the host is ready, 3 when a blocker was found."""
@@ -235,7 +294,8 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
 
     _run(ctx, lambda: command(_globals(ctx), commands.PlanArgs(
         fmt=fmt, output=Path(output) if output else None, throughput=throughput,
-        containers=containers, snapshotter=snapshotter, restart_command=restart_command)))
+        containers=containers, snapshotter=snapshotter, restart_command=restart_command,
+        show_env=show_env)))
 
 
 @main.command()

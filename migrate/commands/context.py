@@ -66,7 +66,7 @@ def command_line(opts: GlobalOptions) -> CommandLine:
 def read_state(opts: GlobalOptions) -> JournalState:
     """The journal, read-only: a state dir that does not exist is an empty journal, and
     is not created by a command that has nothing to do in it."""
-    return replay(StateDir(opts.state_dir).check_existing().journal_path)
+    return replay(StateDir(opts.state_dir).check_usable().journal_path)
 
 
 def lifecycle_decision(opts: GlobalOptions, what: Command, state: JournalState | None = None,

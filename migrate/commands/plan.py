@@ -13,6 +13,7 @@ from migrate.commands.context import (
     containers_policy,
 )
 from migrate.errors import ExitCode, UsageError
+from migrate.host.fs import write_private
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport, build_plan
@@ -27,6 +28,7 @@ class PlanArgs:
     containers: str | None = None
     snapshotter: str | None = None
     restart_command: str | None = None
+    show_env: bool = False
 
 
 def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
@@ -35,6 +37,7 @@ def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
         snapshotter=args.snapshotter,
         throughput_mbps=args.throughput,
         follow_symlinks=opts.follow_symlinks,
+        show_env=args.show_env,
     )
 
 
@@ -54,7 +57,7 @@ def plan(opts: GlobalOptions, args: PlanArgs) -> int:
         opts.console.emit(text)
     else:
         try:
-            args.output.write_text(text + ("" if text.endswith("\n") else "\n"))
+            write_private(args.output, (text + ("" if text.endswith("\n") else "\n")).encode())
         except OSError as exc:
             raise UsageError(f"cannot write the report to {args.output}: {exc.strerror}",
                              "choose a writable --output path") from exc

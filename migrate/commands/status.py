@@ -191,8 +191,8 @@ def render_status(doc: dict[str, Any], state: JournalState) -> str:
 
 
 def status(opts: GlobalOptions, fmt: str = "text") -> int:
+    state = read_state(opts)  # refuses an unusable state dir (exit 7), creates nothing
     state_dir = StateDir(opts.state_dir)
-    state = read_state(opts)
     host = read_host(opts, state_dir, state) if state.last_migration_id else HostNow()
     doc = status_document(state, host, command_line(opts))
     opts.console.emit(json.dumps(doc, indent=2) if fmt == "json" else render_status(doc, state))

@@ -22,12 +22,14 @@ range for that reason.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,9 +41,21 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar, cast
 
 from migrate.engine.convert import (
     JSON,
+    Change,
+    ContainerInspect,
+    ContainerSummary,
+    HistoryEntry,
+    IdAnswer,
+    ImageInspect,
+    ImageSummary,
+    InfoAnswer,
+    VersionAnswer,
+    VolumesAnswer,
     chain_ids,
+    checked,
     container_record,
     engine_info,
+    fits,
     image_manifests,
     image_record,
     writable_layer,
@@ -98,16 +112,48 @@ def _reason(exc: BaseException) -> str:
     return "no answer"
 
 
-def base_url(host: str) -> str:
-    """The SDK's address for `host`; a bare socket path is taken as unix://PATH."""
+# What a unix socket address holds (sun_path is 108 bytes with its closing NUL).
+MAX_SOCKET_PATH = 107
+_SUPPORTED_ADDRESSES = ("supported: unix:///path/to/docker.sock (or the absolute path itself), "
+                        "or tcp://HOST:PORT")
+
+
+def base_url(host: str, given_as: str = "--host") -> str:
+    """The SDK's address for `host` (a bare socket path is unix://PATH), or a UsageError
+    saying what is wrong with it: only a unix socket and tcp:// are spoken here."""
+    def refuse(why: str, hint: str = _SUPPORTED_ADDRESSES) -> UsageError:
+        return UsageError(f"{given_as} {host!r} {why}", hint)
+
+    if not host:
+        raise refuse("is empty")
+    scheme, found, rest = host.partition("://")
     if host.startswith("/"):
-        return f"unix://{host}"
-    if "://" not in host:
-        raise UsageError(
-            f"--host {host!r} is neither a URL nor an absolute socket path",
-            "use unix:///path/to/docker.sock (or the path itself), or tcp://HOST:2375",
-        )
-    return host
+        scheme, rest = "unix", host
+    elif not found:
+        raise refuse("is neither a URL nor an absolute socket path")
+    if scheme == "unix":
+        if not rest.startswith("/"):
+            raise refuse("does not name a socket by its absolute path")
+        size = len(os.fsencode(rest))
+        if size > MAX_SOCKET_PATH or "\0" in rest:
+            raise refuse(f"is not a usable socket path ({size} bytes; a unix socket address "
+                         f"holds at most {MAX_SOCKET_PATH}, without NUL bytes)",
+                         "pass a shorter path to the same socket, e.g. a symlink to it; "
+                         + _SUPPORTED_ADDRESSES)
+        return f"unix://{rest}"
+    if scheme == "tcp":
+        try:
+            parsed = urllib.parse.urlsplit(host)
+            port = parsed.port
+        except ValueError as error:
+            raise refuse(f"is not a valid address: {error}") from error
+        if not parsed.hostname or port is None or not 0 < port <= 65535 \
+                or parsed.username is not None or parsed.path not in ("", "/") \
+                or parsed.query or parsed.fragment:
+            raise refuse("is not of the form tcp://HOST:PORT (port 1 to 65535)")
+        return host
+    raise refuse(f"uses {scheme}://, which containerd-migrate does not speak",
+                 f"run it on the daemon's host, against its socket; {_SUPPORTED_ADDRESSES}")
 
 
 class ReadFailed(Exception):
@@ -199,6 +245,47 @@ class _Disconnected(ConnectionError):
     """The daemon closed the connection before answering (e.g. an idle keep-alive one)."""
 
 
+MiB = 1 << 20
+# The largest answer read from each endpoint: whatever answers on the socket, memory stays
+# bounded (a 3 GB `docker info` once took 6.3 GB). Far above what a daemon sends: an image
+# with a 1 MiB label inspects in about 1 MiB, 10,000 images list in about 10 MB.
+SMALL_ANSWER_LIMIT = 4 * MiB      # /_ping, /version, /info
+OBJECT_ANSWER_LIMIT = 64 * MiB    # one inspect, one history
+LIST_ANSWER_LIMIT = 256 * MiB     # every image, container or volume; a container's changes
+
+
+def answer_limit(path: str) -> int:
+    """The size limit for the answer to `path` (without its /vX.Y prefix and query)."""
+    if path in ("/_ping", "/version", "/info"):
+        return SMALL_ANSWER_LIMIT
+    if path in ("/images/json", "/containers/json", "/volumes") or path.endswith("/changes"):
+        return LIST_ANSWER_LIMIT
+    return OBJECT_ANSWER_LIMIT
+
+
+class _TooLarge(Exception):
+    """An answer longer than its limit: nothing more is read from it."""
+
+
+class _DeadlineSocket(io.RawIOBase):
+    """A socket's reads that end at `deadline` (time.monotonic()) however slowly the peer
+    sends: a per-read timeout alone lets an answer trickled one byte a second last for ever."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self.deadline = float("inf")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the daemon's answer did not arrive in time")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
 def _read_line(reader: BinaryIO) -> bytes:
     line = reader.readline(_MAX_LINE + 1)
     if len(line) > _MAX_LINE:
@@ -206,7 +293,9 @@ def _read_line(reader: BinaryIO) -> bytes:
     return line
 
 
-def _read_exactly(reader: BinaryIO, size: int) -> bytes:
+def _read_exactly(reader: BinaryIO, size: int, limit: int) -> bytes:
+    if size > limit:
+        raise _TooLarge
     data = reader.read(size)
     if len(data) != size:
         raise _Disconnected("the daemon closed the connection mid-answer")
@@ -223,9 +312,11 @@ def _number(text: bytes, base: int = 10) -> int:
     return value
 
 
-def _read_response(reader: BinaryIO) -> tuple[int, bytes, bool]:
+def _read_response(reader: BinaryIO, limit: int = LIST_ANSWER_LIMIT,
+                   ) -> tuple[int, bytes, bool]:
     """(status, body, keep-alive) of one HTTP/1.1 answer: what Go's net/http sends, i.e.
-    a Content-Length or chunked body, or one that ends with the connection."""
+    a Content-Length or chunked body, or one that ends with the connection; _TooLarge as
+    soon as the body is known to be longer than `limit` bytes."""
     status_line = _read_line(reader)
     if not status_line:
         raise _Disconnected("the daemon closed the connection")
@@ -247,15 +338,20 @@ def _read_response(reader: BinaryIO) -> tuple[int, bytes, bool]:
             keep_alive = keep_alive and b"close" not in value.lower()
     if chunked:
         pieces = []
+        read = 0
         while (size := _number(_read_line(reader).split(b";")[0], 16)) > 0:
-            pieces.append(_read_exactly(reader, size))
+            pieces.append(_read_exactly(reader, size, limit - read))
+            read += size
             _read_line(reader)
         while _read_line(reader) not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return status, b"".join(pieces), keep_alive
     if length is not None:
-        return status, _read_exactly(reader, length), keep_alive
-    return status, reader.read(), False
+        return status, _read_exactly(reader, length, limit), keep_alive
+    body = reader.read(limit + 1)
+    if len(body) > limit:
+        raise _TooLarge
+    return status, body, False
 
 
 class _Connection:
@@ -263,29 +359,43 @@ class _Connection:
 
     def __init__(self, path: str, timeout: float):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._timeout = timeout
         try:
             self._sock.settimeout(timeout)
             self._sock.connect(path)
         except BaseException:
             self._sock.close()
             raise
-        self._reader = self._sock.makefile("rb")
+        self._raw = _DeadlineSocket(self._sock)
+        self._reader = io.BufferedReader(self._raw, 65536)
 
     def send(self, urls: Iterable[str]) -> None:
+        self._sock.settimeout(self._timeout)  # reads may have left it shorter
         self._sock.sendall(b"".join(f"GET {url} HTTP/1.1\r\nHost: docker\r\n"
                                     "User-Agent: containerd-migrate\r\n\r\n".encode()
                                     for url in urls))
 
-    def read(self) -> tuple[int, bytes, bool]:
-        return _read_response(cast(BinaryIO, self._reader))
+    def read(self, limit: int) -> tuple[int, bytes, bool]:
+        """The next answer, read whole within the timeout (not per read: in all)."""
+        self._raw.deadline = time.monotonic() + self._timeout
+        return _read_response(cast(BinaryIO, self._reader), limit)
 
-    def get(self, url: str) -> tuple[int, bytes, bool]:
+    def get(self, url: str, limit: int) -> tuple[int, bytes, bool]:
         self.send([url])
-        return self.read()
+        return self.read(limit)
 
     def close(self) -> None:
         self._reader.close()
         self._sock.close()
+
+
+def _too_large(path: str) -> EngineError:
+    limit = answer_limit(path)
+    return EngineError(
+        f"the Docker daemon's answer to {path} is larger than {limit // MiB} MiB; it was "
+        "not read further",
+        "check that --host is a Docker daemon and that nothing between us and it rewrites "
+        "its answers (a daemon's answers are far smaller)")
 
 
 class _UnixReads:
@@ -303,7 +413,7 @@ class _UnixReads:
     def negotiate(self) -> JSON:
         """Ask `/version` (unversioned, as the SDK's `version="auto"` does) and send every
         later call to the daemon's own API version; returns that answer."""
-        answer = cast(JSON, self.get("/version"))
+        answer = cast(JSON, checked(VersionAnswer, self.get("/version"), "/version"))
         self._prefix = f"/v{answer.get('ApiVersion', '')}"
         return answer
 
@@ -330,13 +440,16 @@ class _UnixReads:
             conn.close()
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        url = self._url(path, params)
+        url, limit = self._url(path, params), answer_limit(path)
         try:
             try:
-                status, body, keep_alive = self._connection().get(url)
+                status, body, keep_alive = self._connection().get(url, limit)
             except (_Disconnected, BrokenPipeError, ConnectionResetError):
                 # The daemon closed an idle keep-alive connection: one fresh try.
-                status, body, keep_alive = self._connection(fresh=True).get(url)
+                status, body, keep_alive = self._connection(fresh=True).get(url, limit)
+        except _TooLarge:
+            self._drop()
+            raise _too_large(path) from None
         except BaseException:
             # Whatever stopped the exchange midway (a timeout, a signal) may have left part
             # of an answer unread: the next request must not read it as its own.
@@ -361,7 +474,11 @@ class _UnixReads:
                 conn = self._connection()
                 conn.send(window)
                 while keep_alive and len(answers) - before < len(window):
-                    status, body, keep_alive = conn.read()
+                    asked = paths[len(answers)]
+                    try:
+                        status, body, keep_alive = conn.read(answer_limit(asked))
+                    except _TooLarge:
+                        raise _too_large(asked) from None
                     try:
                         answers.append(_answer(status, body))
                     except ReadFailed as failed:
@@ -653,8 +770,9 @@ class Engine:
             return self._get_json(path, params)
 
     def info(self) -> EngineInfo:
-        info = self._read("read `docker info`", "/info")
-        version = self._read("read `docker version`", "/version")
+        info = checked(InfoAnswer, self._read("read `docker info`", "/info"), "/info")
+        version = checked(VersionAnswer, self._read("read `docker version`", "/version"),
+                          "/version")
         return engine_info(info, version)
 
     def inspect_image(self, ref: str, sizes: bool = True,
@@ -679,7 +797,9 @@ class Engine:
         # History only feeds size estimates; with `storage-driver: overlay2` left in a
         # containerd-mode config it fails (`snapshotter not loaded`) while inspect works.
         try:
-            return cast(list[JSON], self._get_json(f"/images/{image_id}/history"))
+            path = f"/images/{image_id}/history"
+            return cast(list[JSON], checked(HistoryEntry, self._get_json(path), path,
+                                            many=True))
         except ReadFailed:
             return []
 
@@ -687,7 +807,8 @@ class Engine:
         """The image's inspect answer as the daemon sent it; None when there is no such image."""
         with _mapped_errors(self.host, f"inspect image {ref}"):
             try:
-                return cast(JSON, self._get_json(f"/images/{ref}/json"))
+                path = f"/images/{ref}/json"
+                return cast(JSON, checked(ImageInspect, self._get_json(path), path))
             except ReadNotFound:
                 return None
 
@@ -698,13 +819,17 @@ class Engine:
         `configs_from_disk` also reads each image's config there instead of inspecting it
         (`plan` on a big host); images whose config is not plainly readable are inspected."""
         # `all=False` hides intermediate build parents, which are not separate images to move.
-        summaries = self._read("list images", "/images/json")
+        summaries = checked(ImageSummary, self._read("list images", "/images/json"),
+                            "/images/json", many=True)
         layerdb = _legacy_store(info, "layerdb", "sha256") if info is not None else None
         layer_sizes = _LayerSizes(layerdb) if layerdb is not None else None
         imagedb = (_legacy_store(info, "imagedb", "content", "sha256")
                    if info is not None and configs_from_disk else None)
 
         read = {s["Id"]: _inspect_from_disk(imagedb, s) for s in summaries} if imagedb else {}
+        # A config on disk the API's shape does not fit is asked of the daemon instead.
+        read = {key: inspect if fits(ImageInspect, inspect) else None
+                for key, inspect in read.items()}
         records: list[ImageRecord | None] = [
             self._image_record(inspect, layer_sizes=layer_sizes)
             for inspect in read.values() if inspect is not None]
@@ -721,10 +846,15 @@ class Engine:
     def list_containers(self, details: bool = True) -> tuple[ContainerRecord, ...]:
         """`details=False` skips the per-container inspect and diff calls (the full spec,
         changed writable layer): the inventory needs them, state checks do not."""
-        summaries = self._read("list containers", "/containers/json", {"all": "1"})
+        summaries = checked(ContainerSummary, self._read(
+            "list containers", "/containers/json", {"all": "1"}), "/containers/json", many=True)
         if not details:
             return tuple(sorted((container_record(s) for s in summaries), key=lambda r: r.name))
-        inspects = self._get_many([f"/containers/{s['Id']}/json" for s in summaries])
+        paths = [f"/containers/{s['Id']}/json" for s in summaries]
+        inspects: list[Any] = [
+            inspected if isinstance(inspected, ReadFailed)
+            else checked(ContainerInspect, inspected, path)
+            for path, inspected in zip(paths, self._get_many(paths), strict=True)]
         found = [_known_layer(inspected) for inspected in inspects]
         # Only the containers whose writable layer must be asked about take more calls.
         asked = iter(self._map(self._diffed, [inspected for inspected, known
@@ -754,8 +884,9 @@ class Engine:
         """The container and its writable layer, from `docker diff` (and its size)."""
         container_id = str(inspect["Id"])
         try:
+            path = f"/containers/{container_id}/changes"
             diff = cast(list[JSON] | None,
-                        self._get_json(f"/containers/{container_id}/changes")) or []
+                        checked(Change, self._get_json(path) or [], path, many=True))
         except ReadFailed:
             return inspect, None
         points = [str(m.get("Destination", "")) for m in inspect.get("Mounts") or ()]
@@ -768,7 +899,8 @@ class Engine:
     def _size_rw(self, container_id: str) -> int | None:
         # The SDK's inspect_container cannot ask for sizes.
         try:
-            answer = self._get_json(f"/containers/{container_id}/json", {"size": "1"})
+            path = f"/containers/{container_id}/json"
+            answer = checked(ContainerInspect, self._get_json(path, {"size": "1"}), path)
             return int(answer.get("SizeRw") or 0)
         except ReadFailed:
             return None
@@ -777,7 +909,8 @@ class Engine:
         """One container with its full spec; None when there is no such container."""
         with _mapped_errors(self.host, f"inspect container {ref}"):
             try:
-                inspect = cast(JSON, self._get_json(f"/containers/{ref}/json"))
+                path = f"/containers/{ref}/json"
+                inspect = cast(JSON, checked(ContainerInspect, self._get_json(path), path))
             except ReadNotFound:
                 return None
         summary = {"Id": inspect["Id"], "Names": [inspect.get("Name", "")],
@@ -789,7 +922,7 @@ class Engine:
         """`POST /containers/create` with a whole Config + HostConfig + NetworkingConfig."""
         created = self._call(f"create container {name}", self._api.create_container_from_config,
                              body, name=name)
-        return str(created["Id"])
+        return str(checked(IdAnswer, created, "/containers/create")["Id"])
 
     def pause_container(self, container: str) -> None:
         self._call(f"pause container {container}", self._api.pause, container)
@@ -798,10 +931,10 @@ class Engine:
         """`docker commit` without pausing (the tool commits stopped containers only)."""
         answer = self._call(f"commit container {container}", self._api.commit, container,
                             repository=repository, tag=tag, pause=False)
-        return str(answer["Id"])
+        return str(checked(IdAnswer, answer, "/commit")["Id"])
 
     def list_volumes(self, containers: Iterable[ContainerRecord] = ()) -> tuple[VolumeRecord, ...]:
-        answer = self._read("list volumes", "/volumes") or {}
+        answer = checked(VolumesAnswer, self._read("list volumes", "/volumes") or {}, "/volumes")
         users: dict[str, list[str]] = {}
         for container in containers:
             for mount in container.mounts:
@@ -859,6 +992,8 @@ class Engine:
                 self._api._url("/images/load"), data=body, stream=True, timeout=None
             )
             for message in self._api._stream_helper(response, decode=True):
+                if not isinstance(message, dict):
+                    continue  # not a progress message: nothing in it is read
                 if "error" in message or "errorDetail" in message:
                     detail = message.get("error") or message.get("errorDetail")
                     raise EngineError(
@@ -893,7 +1028,7 @@ class Engine:
             host_config=host_config,
             stop_signal=stop_signal,
         )
-        return str(created["Id"])
+        return str(checked(IdAnswer, created, "/containers/create")["Id"])
 
     def import_image(self, tarball: bytes, repository: str, tag: str) -> None:
         """`docker import`: an image whose single layer is `tarball`."""
@@ -901,7 +1036,9 @@ class Engine:
                    repository=repository, tag=tag)
 
     def running(self, container: str) -> bool:
-        found = self._read(f"inspect container {container}", f"/containers/{container}/json")
+        path = f"/containers/{container}/json"
+        found = checked(ContainerInspect, self._read(f"inspect container {container}", path),
+                        path)
         return bool((found.get("State") or {}).get("Running"))
 
     def remove_container(self, container: str, force: bool = False) -> None:
@@ -921,8 +1058,10 @@ class Engine:
         self._call(f"tag {image}", self._api.tag, image, repository, tag)
 
     def containers_with_label(self, label: str) -> list[str]:
-        found = self._read("list containers", "/containers/json",
-                           {"all": "1", "filters": json.dumps({"label": [label]})})
+        found = checked(ContainerSummary, self._read(
+            "list containers", "/containers/json",
+            {"all": "1", "filters": json.dumps({"label": [label]})}), "/containers/json",
+            many=True)
         return [str(c["Id"]) for c in found]
 
     # --- multi-platform images (the verify phase's capability check) --------------------

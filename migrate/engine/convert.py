@@ -10,6 +10,9 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from migrate.errors import EngineError
 from migrate.models import (
     CONTAINERD_DRIVER_TYPE,
     EMPTY_LAYER_DIFF_ID,
@@ -30,6 +33,214 @@ COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 # `docker diff` kinds.
 _DIFF_KINDS = {0: "changed", 1: "added", 2: "deleted"}
+
+
+# --- the shape of every answer read, checked before anything reads it -------------------
+# Only the fields this package reads are declared, with the types the conversions below
+# rely on; anything else passes as it is (extra="allow": a newer daemon adds fields).
+# A daemon, proxy or impostor answering another shape (a string where the API has a list)
+# is then one EngineError naming the field, not a ValueError deep in a conversion.
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+class VersionAnswer(_Shape):
+    Version: str | None = None
+    ApiVersion: str | None = None
+
+
+class _ContainerdInfo(_Shape):
+    Address: str | None = None
+
+
+class InfoAnswer(_Shape):
+    ID: str | None = None
+    Driver: str | None = None
+    DriverStatus: list[tuple[str, str]] | None = None
+    DockerRootDir: str | None = None
+    OSType: str | None = None
+    Architecture: str | None = None
+    KernelVersion: str | None = None
+    LiveRestoreEnabled: bool | None = None
+    SecurityOptions: list[str] | None = None
+    Containerd: _ContainerdInfo | None = None
+
+
+class _ImageConfig(_Shape):
+    Env: list[str] | None = None
+    Cmd: list[str] | None = None
+    Entrypoint: list[str] | None = None
+    Labels: dict[str, str] | None = None
+    WorkingDir: str | None = None
+    User: str | None = None
+    ExposedPorts: dict[str, Any] | None = None
+    Volumes: dict[str, Any] | None = None
+
+
+class _RootFS(_Shape):
+    Layers: list[str] | None = None
+
+
+class ImageSummary(_Shape):
+    Id: str
+    RepoTags: list[str] | None = None
+    RepoDigests: list[str] | None = None
+    Size: int | None = None
+
+
+class ImageInspect(ImageSummary):
+    Created: str | None = None
+    Os: str | None = None
+    Architecture: str | None = None
+    Variant: str | None = None
+    RootFS: _RootFS | None = None
+    Config: _ImageConfig | None = None
+
+
+class HistoryEntry(_Shape):
+    Size: int | None = None
+
+
+class _Mount(_Shape):
+    Type: str | None = None
+    Name: str | None = None
+    Source: str | None = None
+    Destination: str | None = None
+    RW: bool | None = None
+
+
+class ContainerSummary(_Shape):
+    Id: str
+    Names: list[str] | None = None
+    Image: str | None = None
+    ImageID: str | None = None
+    State: str | None = None
+    Labels: dict[str, str] | None = None
+    Mounts: list[_Mount] | None = None
+
+
+class _ContainerConfig(_Shape):
+    Image: str | None = None
+    Labels: dict[str, str] | None = None
+    Env: list[str] | None = None
+    Cmd: list[str] | None = None
+    Entrypoint: list[str] | None = None
+
+
+class _RestartPolicy(_Shape):
+    Name: str | None = None
+
+
+class _Device(_Shape):
+    PathOnHost: str | None = None
+
+
+class _HostConfig(_Shape):
+    RestartPolicy: _RestartPolicy | None = None
+    NetworkMode: str | None = None
+    Links: list[str] | None = None
+    VolumesFrom: list[str] | None = None
+    Devices: list[_Device] | None = None
+    Runtime: str | None = None
+    AutoRemove: bool | None = None
+
+
+class _IPAMConfig(_Shape):
+    IPv4Address: str | None = None
+    IPv6Address: str | None = None
+
+
+class _Endpoint(_Shape):
+    Aliases: list[str] | None = None
+    IPAMConfig: _IPAMConfig | None = None
+    Links: list[str] | None = None
+    DriverOpts: dict[str, str] | None = None
+    IPAddress: str | None = None
+
+
+class _NetworkSettings(_Shape):
+    Networks: dict[str, _Endpoint | None] | None = None
+
+
+class _State(_Shape):
+    Status: str | None = None
+    Running: bool | None = None
+
+
+class _GraphDriver(_Shape):
+    Name: str | None = None
+    Data: dict[str, Any] | None = None
+
+
+class ContainerInspect(_Shape):
+    Id: str
+    Name: str | None = None
+    Image: str | None = None
+    Config: _ContainerConfig | None = None
+    HostConfig: _HostConfig | None = None
+    NetworkSettings: _NetworkSettings | None = None
+    State: _State | None = None
+    Mounts: list[_Mount] | None = None
+    GraphDriver: _GraphDriver | None = None
+    SizeRw: int | None = None
+
+
+class Change(_Shape):
+    Path: str | None = None
+    Kind: int | None = None
+
+
+class _Volume(_Shape):
+    Name: str
+    Driver: str | None = None
+    Mountpoint: str | None = None
+    Labels: dict[str, str] | None = None
+
+
+class VolumesAnswer(_Shape):
+    Volumes: list[_Volume] | None = None
+
+
+class IdAnswer(_Shape):
+    Id: str
+
+
+def fits(shape: type[_Shape], value: Any) -> bool:
+    try:
+        shape.model_validate(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _where(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "the answer"
+
+
+def checked(shape: type[_Shape], answer: Any, what: str, *, many: bool = False) -> Any:
+    """`answer` itself once it has `shape` (each item of a list with `many`); else an
+    EngineError saying which field of which answer was wrong."""
+    problem = None
+    if many and not isinstance(answer, list):
+        problem = f"a list was expected, not {type(answer).__name__}"
+    else:
+        for index, item in enumerate(answer if many else [answer]):
+            try:
+                shape.model_validate(item)
+            except ValidationError as error:
+                first = error.errors()[0]
+                location = (index, *first["loc"]) if many else first["loc"]
+                problem = f"{_where(location)}: {first['msg']}"
+                break
+    if problem is not None:
+        raise EngineError(
+            f"the Docker daemon's answer to {what} does not have the shape of the Docker "
+            f"API: {problem}",
+            "check that --host is a Docker daemon of a supported version (`docker version`) "
+            "and that nothing between us and it rewrites its answers")
+    return answer
 
 
 def _tuple(value: Any) -> tuple[str, ...]:

@@ -8,12 +8,18 @@ command line, makes it start happily in the wrong store (docs/engine-facts.md).
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import shlex
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 from migrate.engine.client import PROBE_TIMEOUT, probe
 from migrate.errors import BlockedError, MigrateError, RestartFailed, UsageError
@@ -79,7 +85,8 @@ def resolve_restart_timeout(explicit: float | None = None, recorded: object = No
     """
     if explicit is not None:
         return float(explicit)
-    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and recorded > 0:
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and recorded > 0 \
+            and math.isfinite(recorded):
         return float(recorded)
     return DEFAULT_RESTART_TIMEOUT
 
@@ -95,6 +102,16 @@ def parse_restart_command(text: str) -> tuple[str, ...]:
     if not argv:
         raise UsageError("--restart-command is empty", RESTART_COMMAND_HINT)
     return argv
+
+
+# Read back from the end of the command's output: enough for STDERR_TAIL_LINES lines.
+OUTPUT_TAIL_BYTES = 64 * 1024
+
+
+def _read_tail(output: IO[bytes]) -> str:
+    output.seek(0, os.SEEK_END)
+    output.seek(max(0, output.tell() - OUTPUT_TAIL_BYTES))
+    return output.read(OUTPUT_TAIL_BYTES).decode(errors="replace")
 
 
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
@@ -136,9 +153,30 @@ def run_restart_command(argv: Sequence[str], timeout: float,
     shown = shlex.join(argv)
     if not argv:
         raise UsageError("the restart command is empty", RESTART_COMMAND_HINT)
+    # Output goes to files, not pipes: a child the command leaves in the background (an init
+    # script's daemon) may hold them open for ever, and waiting for a pipe's end ignored the
+    # deadline; closing a pipe under it would kill it (SIGPIPE) at its next log line.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        returncode = _run_within(argv, shown, timeout, started, out, err)
+        if returncode != 0:
+            tail = _tail(_read_tail(err)) or _tail(_read_tail(out)) or "(no output)"
+            raise RestartFailed(
+                f"the restart command `{shown}` exited with status {returncode}:\n{tail}",
+                "check `journalctl -u docker` (or the daemon log) for why dockerd did not "
+                "start; after several quick restarts systemd may need `systemctl reset-failed "
+                "docker`",
+            )
+
+
+def _run_within(argv: Sequence[str], shown: str, timeout: float,
+                started: Callable[[int, int], None] | None, out: IO[bytes], err: IO[bytes],
+                ) -> int:
+    """The command's exit status once it has exited; at the deadline, its process group
+    (the command and whatever it started there, nothing else) is killed: RestartFailed."""
     try:
-        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, stdin=subprocess.DEVNULL)
+        # A process group of its own, so that a timeout ends what the command started too.
+        process = subprocess.Popen(list(argv), stdout=out, stderr=err,
+                                   stdin=subprocess.DEVNULL, process_group=0)
     except FileNotFoundError as error:
         raise RestartFailed(f"the restart command `{shown}` was not found: {error}",
                             RESTART_COMMAND_HINT) from error
@@ -150,22 +188,16 @@ def run_restart_command(argv: Sequence[str], timeout: float,
             start_time = process_start_time(process.pid)
             if start_time is not None:
                 started(process.pid, start_time)
-        stdout, stderr = process.communicate(timeout=timeout)
+        return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired as error:
-        process.kill()
-        process.communicate()
+        with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()  # the command itself, dead: no pipe to wait on
         raise RestartFailed(
             f"the restart command `{shown}` did not finish within {timeout:.0f} s",
             "check `journalctl -u docker` for what dockerd is waiting on; raise "
             "--restart-timeout if this host is just slow",
         ) from error
-    if process.returncode != 0:
-        tail = _tail(stderr) or _tail(stdout) or "(no output)"
-        raise RestartFailed(
-            f"the restart command `{shown}` exited with status {process.returncode}:\n{tail}",
-            "check `journalctl -u docker` (or the daemon log) for why dockerd did not start; "
-            "after several quick restarts systemd may need `systemctl reset-failed docker`",
-        )
 
 
 def current_info(host: str) -> EngineInfo | None:

@@ -12,6 +12,7 @@ import errno
 import functools
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -21,6 +22,8 @@ from typing import BinaryIO
 from migrate.errors import DiskFullError
 
 CHUNK_SIZE = 1024 * 1024
+# Every report the tool writes: they name every image, container and host path.
+PRIVATE_FILE_MODE = 0o600
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -123,6 +126,21 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a file the operator named (`plan --output`): a regular file ends up 0600,
+    even one that existed; a FIFO or /dev/stdout is written to as it is."""
+    target = Path(path)
+    with disk_full_guard(target.parent, f"writing {target}"):
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     PRIVATE_FILE_MODE)
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchmod(fd, PRIVATE_FILE_MODE)
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(

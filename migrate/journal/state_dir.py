@@ -180,17 +180,14 @@ class StateDir:
             raise StateError(f"cannot create state dir {folder}: {error.strerror}",
                              hint=_OTHER_DIR_HINT) from error
 
-    def check_existing(self) -> StateDir:
-        """What `ensure()` checks, for the parts that exist; creates nothing (commands that
-        may have nothing to do read the journal without creating the dir)."""
-        for folder in (self.path, self.archives_dir, self.reports_dir):
-            if os.path.lexists(folder):
-                self._check_dir(folder)
-                self._check_entries(folder)
-        return self
-
     def problem(self) -> str | None:
         """Why `ensure()` would refuse this state dir, or None; creates and changes nothing."""
+        try:
+            os.lstat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # not there yet, or a file on the way there: the walk below says which
+        except OSError as error:  # a name too long, a loop of symlinks, no permission
+            return f"state dir {self.path} cannot be used: {error.strerror}"
         probe = self.path
         while not os.path.lexists(probe) and probe != probe.parent:
             probe = probe.parent
@@ -210,6 +207,14 @@ class StateDir:
         if not os.access(self.path, os.W_OK):
             return f"state dir {self.path} is not writable"
         return None
+
+    def check_usable(self) -> StateDir:
+        """For a command that only reads: the same refusals as `ensure()` (StateError, one
+        line), without creating anything."""
+        problem = self.problem()
+        if problem is not None:
+            raise StateError(problem, hint=_OTHER_DIR_HINT)
+        return self
 
     def _check_dir(self, folder: Path) -> None:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from migrate.engine import Engine
 from migrate.errors import BlockedError, MigrateError, StateError
-from migrate.host.fs import atomic_write_bytes
+from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes
 from migrate.models import RUNNING_STATES, ContainerRecord, Inventory, Store
 from migrate.phases.base import (
     JSONDict,
@@ -248,7 +248,8 @@ def _entries(inventory: Inventory) -> list[JSONDict]:
 def write_container_map(reports_dir: Path, rows: Mapping[str, JSONDict]) -> Path:
     reports_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = reports_dir / CONTAINER_MAP
-    atomic_write_bytes(path, (json.dumps(rows, indent=2) + "\n").encode(), mode=0o644)
+    atomic_write_bytes(path, (json.dumps(rows, indent=2) + "\n").encode(),
+                       mode=PRIVATE_FILE_MODE)
     return path
 
 

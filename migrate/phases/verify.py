@@ -20,7 +20,7 @@ from migrate.archives.manifest import ArchiveManifest, read_manifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine.client import Engine
 from migrate.errors import MigrateError, VerificationFailed
-from migrate.host.fs import atomic_write_bytes
+from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes
 from migrate.models import Frozen, ImageRecord, Inventory, Store
 from migrate.phases.base import (
     JSONDict,
@@ -195,10 +195,11 @@ def write_reports(report: VerificationReport, reports_dir: Path) -> dict[str, Pa
              for name in ("id-map.json", "verification.json", "verification.txt")}
     body = {**report.model_dump(mode="json"), "ok": report.ok}
     atomic_write_bytes(paths["id-map.json"], json.dumps(report.id_map(), indent=2).encode(),
-                       mode=0o644)
+                       mode=PRIVATE_FILE_MODE)
     atomic_write_bytes(paths["verification.json"], json.dumps(body, indent=2).encode(),
-                       mode=0o644)
-    atomic_write_bytes(paths["verification.txt"], render_text(report).encode(), mode=0o644)
+                       mode=PRIVATE_FILE_MODE)
+    atomic_write_bytes(paths["verification.txt"], render_text(report).encode(),
+                       mode=PRIVATE_FILE_MODE)
     return paths
 
 

@@ -52,6 +52,8 @@ class PlanOptions(Frozen):
     snapshotter: str | None = None
     throughput_mbps: float | None = Field(default=None, gt=0)
     follow_symlinks: bool = False
+    # Containers' and images' Env values in the report (`plan --show-env`); masked otherwise.
+    show_env: bool = False
 
 
 class FilesystemFacts(Frozen):
@@ -134,7 +136,8 @@ class HostFacts(Frozen):
 def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
     """Free space, device and mount point of the filesystem that will hold `path`."""
     probe = Path(os.path.abspath(path))
-    while not probe.exists() and probe != probe.parent:
+    # os.path.exists: False for a name too long too (Path.exists raises there).
+    while not os.path.exists(probe) and probe != probe.parent:
         probe = probe.parent
     try:
         device = probe.stat().st_dev

@@ -30,6 +30,9 @@ PLAN_SCHEMA_VERSION = 1
 # Environment variables that change how dockerd stores images; the rest may hold secrets
 # and has no place in a report pasted into a ticket.
 _REPORTED_ENV_PREFIXES = ("DOCKER_", "CONTAINERD_")
+# What an Env value becomes in a report: passwords and tokens live in containers' and
+# images' Env, and reports get pasted into tickets. The names stay: they say what is set.
+MASKED_ENV_VALUE = "***"
 
 class SwitchEffect(Frozen):
     """One thing the containerd image store brings, costs or needs, for the change ticket."""
@@ -132,6 +135,26 @@ def switch_effects(images: tuple[ImageRecord, ...], est: Estimate) -> tuple[Swit
     )
 
 
+def masked_env(env: Any) -> Any:
+    """`NAME=value` entries as `NAME=***` (an entry without `=` names a variable only)."""
+    if not isinstance(env, list | tuple):
+        return env
+    return type(env)(f"{entry.partition('=')[0]}={MASKED_ENV_VALUE}"
+                     if isinstance(entry, str) and "=" in entry else entry for entry in env)
+
+
+def public_image(image: ImageRecord) -> ImageRecord:
+    config = image.config.model_copy(update={"env": masked_env(image.config.env)})
+    return image.model_copy(update={"config": config})
+
+
+def public_container(container: ContainerRecord) -> ContainerRecord:
+    if "Env" not in container.config:
+        return container
+    config = {**container.config, "Env": masked_env(container.config["Env"])}
+    return container.model_copy(update={"config": config})
+
+
 def build_plan(
     facts: HostFacts, options: PlanOptions, *, generated_at: datetime | None = None
 ) -> PlanReport:
@@ -151,8 +174,10 @@ def build_plan(
         state_dir=facts.state_dir,
         data_root=facts.data_root,
         restart_command=tuple(redact(word) for word in facts.restart_command),
-        images=inventory.images,
-        containers=inventory.containers,
+        images=inventory.images if options.show_env
+        else tuple(public_image(image) for image in inventory.images),
+        containers=inventory.containers if options.show_env
+        else tuple(public_container(container) for container in inventory.containers),
         volumes=inventory.volumes,
         estimate=est,
         checks=checks,

@@ -191,6 +191,8 @@ def test_plan_writes_one_fleet_report(fleet: Fleet) -> None:
         assert {w["id"] for w in row["warnings"]} >= {"volumes-only-used-by-containers"}
         assert all(w["hint"] for w in row["warnings"])
         assert read_json(reports / "plan-hosts" / f"{name}.json")["ready"] == (name != "host3")
+        # Private, as the tool's own reports (issue 23 item 20).
+        assert (reports / "plan-hosts" / f"{name}.json").stat().st_mode & 0o777 == 0o600
     assert [b["id"] for b in rows["host3"]["blockers"]] == ["containers-present"]
     assert rows["host3"]["blockers"][0]["hint"]
     assert rows["host4"]["exit_code"] == 5

@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from migrate.cli import hoist_global_options, main
 from migrate.commands import CONTAINERS_POLICIES
 from migrate.engine.client import base_url
+from migrate.engine.restart import DEFAULT_RESTART_TIMEOUT, resolve_restart_timeout
 from migrate.errors import ExitCode, UsageError
 from migrate.journal import Journal
 
@@ -196,3 +197,89 @@ def test_containers_choices_live_in_one_place() -> None:
                      if p.name == "containers")
         assert tuple(param.type.choices) == CONTAINERS_POLICIES  # type: ignore[attr-defined]
         assert param.default is None  # None: the journaled policy, else the default
+
+
+# --- hostile input: numbers, daemon addresses, state dirs (issue 23) ---------------------
+
+NOT_POSITIVE_FINITE = ("nan", "NaN", "inf", "-inf", "infinity", "0", "-5", "1e999", "ten")
+
+
+@pytest.mark.parametrize("value", NOT_POSITIVE_FINITE)
+@pytest.mark.parametrize("command", [("run", "--yes", "--restart-timeout"),
+                                     ("rollback", "--yes", "--restart-timeout"),
+                                     ("plan", "--throughput")])
+def test_numbers_that_are_not_positive_and_finite_are_usage_errors(
+        tmp_path: Path, command: tuple[str, ...], value: str) -> None:
+    result = _invoke(tmp_path, *command, value)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert command[-1] in result.output
+    _no_traceback(result)
+    assert not (tmp_path / "state").exists()  # refused before anything was touched
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_restart_timeout_from_its_variable_is_checked_the_same(tmp_path: Path,
+                                                               value: str) -> None:
+    result = CliRunner().invoke(
+        main, ["--host", NOWHERE, "--state-dir", str(tmp_path / "state"), "rollback", "--yes"],
+        env={"CONTAINERD_MIGRATE_RESTART_TIMEOUT": value})
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--restart-timeout" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_journaled_timeout_that_is_not_finite_is_not_used() -> None:
+    for recorded in (float("nan"), float("inf"), -3.0, 0):
+        assert resolve_restart_timeout(None, recorded) == DEFAULT_RESTART_TIMEOUT
+    assert resolve_restart_timeout(None, 30) == 30.0
+
+
+LONG_SOCKET = "/" + "s" * 107  # 108 bytes: one more than a unix socket address holds
+
+
+@pytest.mark.parametrize("host", [
+    "unix://", "unix://relative/docker.sock", f"unix://{LONG_SOCKET}", LONG_SOCKET,
+    "tcp://[::1:bad", "tcp://127.0.0.1:70000", "tcp://127.0.0.1:0", "tcp://", "tcp://host",
+    "tcp://127.0.0.1:2375/path", "ssh://user@host", "npipe:////./pipe/docker_engine", "fd://",
+    "https://host:2376", "docker.sock", ""])
+@pytest.mark.parametrize("command", ["plan", "status", "run"])
+def test_unusable_daemon_addresses_are_usage_errors(tmp_path: Path, host: str,
+                                                    command: str) -> None:
+    result = _invoke(tmp_path, command, host=host)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    error, hint = result.output.strip().splitlines()
+    assert error.startswith("error: --host"), error
+    assert "daemon log" not in result.output
+    assert ("unix://" in hint and "tcp://" in hint) or "value" in hint, hint
+    assert not (tmp_path / "state").exists()
+
+
+def test_docker_host_is_checked_like_host(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--state-dir", str(tmp_path / "s"), "status"],
+                                env={"DOCKER_HOST": "ssh://user@host"})
+    assert result.exit_code == ExitCode.USAGE
+    assert result.output.startswith("error: DOCKER_HOST 'ssh://user@host'")
+
+
+def test_addresses_that_are_usable() -> None:
+    longest = "/" + "s" * 106
+    assert base_url(longest) == f"unix://{longest}"
+    assert base_url("tcp://[::1]:2375") == "tcp://[::1]:2375"
+    assert base_url("tcp://localhost:65535/") == "tcp://localhost:65535/"
+
+
+@pytest.mark.parametrize(("env", "args", "named"), [
+    ({"CONTAINERD_MIGRATE_STATE_DIR": ""}, ["status"], "CONTAINERD_MIGRATE_STATE_DIR"),
+    ({"CONTAINERD_MIGRATE_HOST": ""}, ["status"], "CONTAINERD_MIGRATE_HOST"),
+    ({"CONTAINERD_MIGRATE_RESTART_TIMEOUT": ""}, ["rollback", "--yes"],
+     "CONTAINERD_MIGRATE_RESTART_TIMEOUT"),
+    ({}, ["--state-dir", "", "status"], "--state-dir"),
+    ({}, ["--daemon-config", "", "status"], "--daemon-config"),
+    ({}, ["plan", "--output", ""], "--output"),
+    ({}, ["run", "--yes", "--restart-command", ""], "--restart-command"),
+])
+def test_empty_values_are_errors_not_the_default(tmp_path: Path, env: dict[str, str],
+                                                 args: list[str], named: str) -> None:
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.output.startswith(f"error: {named} is"), result.output

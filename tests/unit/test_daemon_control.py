@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -154,6 +156,45 @@ def test_run_restart_command_timeout() -> None:
     with pytest.raises(RestartFailed, match="did not finish"):
         run_restart_command([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
     assert time.monotonic() - started < 10
+
+
+def _background_child(pidfile: Path, then: str) -> list[str]:
+    """A command that leaves a child in the background holding its stdout and stderr."""
+    return ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; echo started >&2; {then}"]
+
+
+def _alive(pid: int) -> bool:
+    return daemon_control.process_start_time(pid) is not None
+
+
+def test_a_background_child_holding_the_output_does_not_hold_the_command(
+        tmp_path: Path) -> None:
+    """The command exits at once: it is done, whatever its child does with the pipes."""
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    try:
+        with pytest.raises(RestartFailed) as caught:
+            run_restart_command(_background_child(pidfile, "exit 4"), timeout=20)
+        assert time.monotonic() - started < 5
+        assert "status 4" in caught.value.message and "started" in caught.value.message
+        child = int(pidfile.read_text())
+        assert _alive(child), "a child of a command that finished is left alone"
+    finally:
+        if pidfile.exists() and _alive(child := int(pidfile.read_text())):
+            os.kill(child, signal.SIGKILL)  # the test's own child: we started it
+
+
+def test_the_deadline_holds_and_ends_what_the_command_started(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    with pytest.raises(RestartFailed, match="did not finish within 1 s"):
+        run_restart_command(_background_child(pidfile, "sleep 60"), timeout=1)
+    assert time.monotonic() - started < 5
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the command's process group is killed at the deadline"
 
 
 # --- wait_for_daemon -------------------------------------------------------------------

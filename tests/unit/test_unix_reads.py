@@ -9,6 +9,7 @@ import io
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,11 @@ def test_pipelined_reads_survive_closed_connections_and_keep_order(
     reads.close()
     assert [a["path"] for a in answers[:8]] == paths[:8]
     assert isinstance(answers[8], ReadNotFound) and answers[8].explanation == "no such thing"
+    # The server thread counts a connection's answers after sending the last one: under
+    # load the client can be done first, so wait (with a deadline) for its bookkeeping.
+    deadline = time.monotonic() + 10
+    while sum(served) < len(paths) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert sum(served) == len(paths) and len(served) >= 3, "went on over new connections"
 
 
@@ -207,11 +213,11 @@ def test_an_exchange_stopped_midway_never_hands_its_answer_to_the_next_request(
     original = client._read_response
     calls = {"n": 0}
 
-    def interrupted_once(reader: Any) -> tuple[int, bytes, bool]:
+    def interrupted_once(reader: Any, limit: int) -> tuple[int, bytes, bool]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise Terminated
-        return original(reader)
+        return original(reader, limit)
 
     monkeypatch.setattr(client, "_read_response", interrupted_once)
     with pytest.raises(Terminated):
