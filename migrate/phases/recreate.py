@@ -40,7 +40,11 @@ from migrate.phases.base import (
 )
 from migrate.phases.commit import commit_ref
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
-from migrate.preflight.containers import creation_order, shared_namespaces
+from migrate.preflight.containers import (
+    creation_order,
+    shared_namespaces,
+    volumes_from_sources,
+)
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
@@ -72,9 +76,12 @@ def _rewrite_ref(ref: str, new_ids: Mapping[str, str]) -> str:
     return ref if new is None else f"{new}{':' if rest else ''}{rest}"
 
 
-def _extra_volume_mounts(container: ContainerRecord) -> list[JSONDict]:
+def _extra_volume_mounts(container: ContainerRecord,
+                         inherited: frozenset[str] = frozenset()) -> list[JSONDict]:
     """Volume mounts that neither Binds nor Mounts name: anonymous volumes (image VOLUME,
-    `-v /path`). Given again by name, so the new container mounts the same data."""
+    `-v /path`). Given again by name, so the new container mounts the same data. Volumes it
+    has through `--volumes-from` (`inherited`) are not: VolumesFrom brings them again, with
+    the source's mode, and an explicit mount next to it would change that mode."""
     host: dict[str, Any] = dict(container.host_config)
     named = {str(b).split(":")[1] for b in host.get("Binds") or () if isinstance(b, str)
              and ":" in b}
@@ -82,15 +89,17 @@ def _extra_volume_mounts(container: ContainerRecord) -> list[JSONDict]:
     return [{"Type": "volume", "Source": m.name, "Target": m.destination,
              "ReadOnly": not m.rw}
             for m in container.mounts
-            if m.type == "volume" and m.name and m.destination not in named]
+            if m.type == "volume" and m.name and m.destination not in named
+            and m.name not in inherited]
 
 
 def create_body(container: ContainerRecord, image: str, new_ids: Mapping[str, str],
-                image_ids: Mapping[str, str], migration_id: str = "") -> JSONDict:
+                image_ids: Mapping[str, str], migration_id: str = "",
+                inherited: frozenset[str] = frozenset()) -> JSONDict:
     """The `POST /containers/create` body that makes `container` again (pure).
 
     `new_ids` maps old container IDs to recreated ones (those created so far), `image_ids`
-    old image IDs to new ones.
+    old image IDs to new ones; `inherited` names the volumes it has via `--volumes-from`.
     """
     config: dict[str, Any] = dict(container.config)
     config["Image"] = image
@@ -110,7 +119,7 @@ def create_body(container: ContainerRecord, image: str, new_ids: Mapping[str, st
         for key in _SHARED_NETWORK_KEYS:
             config.pop(key, None)
     host["VolumesFrom"] = [_rewrite_ref(v, new_ids) for v in container.volumes_from] or None
-    mounts = [*(host.get("Mounts") or ()), *_extra_volume_mounts(container)]
+    mounts = [*(host.get("Mounts") or ()), *_extra_volume_mounts(container, inherited)]
     host["Mounts"] = mounts or None
     endpoints: dict[str, Any] = {}
     if not mode.startswith("container:") and mode not in ("host", "none"):
@@ -199,7 +208,8 @@ class _Recreation:
                 "was neither exported nor staged", "roll back with `containerd-migrate "
                 "rollback`")
         body = create_body(container, _image_ref(self.engine, container, image),
-                           self.new_ids, self.image_ids, self.ctx.migration_id)
+                           self.new_ids, self.image_ids, self.ctx.migration_id,
+                           volumes_from_sources(container, self.inventory.containers))
         self.ctx.checkpoint({"creating": {"id": container.id, "name": container.name}})
         try:
             new_id = self.engine.create_container_from_spec(container.name, body)

@@ -48,6 +48,15 @@ def peer_refs(container: ContainerRecord) -> list[str]:
     return refs
 
 
+def volumes_from_sources(container: ContainerRecord, containers: Iterable[ContainerRecord],
+                         ) -> frozenset[str]:
+    """The volume names `container` has through `--volumes-from` (its sources' volumes)."""
+    wanted = {_target(source) for source in container.volumes_from}
+    return frozenset(mount.name for other in containers
+                     if other.name in wanted or other.id in wanted or other.id[:12] in wanted
+                     for mount in other.mounts if mount.type == "volume" and mount.name)
+
+
 def dependencies(container: ContainerRecord, containers: Iterable[ContainerRecord],
                  ) -> set[str]:
     """IDs of the containers this one needs created (and started) before it."""

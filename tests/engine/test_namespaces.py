@@ -69,3 +69,25 @@ def test_shared_namespaces_and_paused_containers_survive_migration_and_rollback(
     rolled = cli(sandbox, state2, "rollback", "--yes")
     assert rolled.returncode == 0, _out(rolled)
     assert _states(sandbox) == before
+
+
+def test_volumes_from_is_recreated_with_volumes_from_only(fresh_sandbox: SandboxFactory,
+                                                          tmp_path: Path) -> None:
+    """Hostile round 3, item 15: no explicit mounts of the source's volumes appear."""
+    sandbox = fresh_sandbox("28")
+    (tag,) = build_bulk_images(sandbox.host, 1, prefix="cm-vf/app", workdir=sandbox.dir)
+    docker(sandbox.host, "run", "-d", "--name", "vf-src", "-v", "vf-data:/data", "-v", "/anon",
+           tag, "sh", "-c", BUSY_LOOP)
+    docker(sandbox.host, "run", "-d", "--name", "vf-reader", "--volumes-from", "vf-src:ro",
+           tag, "sh", "-c", BUSY_LOOP)
+    before = inspect(sandbox.host, "container", "vf-reader")
+    modes = sorted((m["Destination"], m["Mode"], m["RW"]) for m in before["Mounts"])
+
+    ran = cli(sandbox, tmp_path / "state", "run", "--yes", "--containers", "recreate",
+              "--restart-command", sandbox.restart_command)
+
+    assert ran.returncode == 0, _out(ran)
+    after = inspect(sandbox.host, "container", "vf-reader")
+    assert not after["HostConfig"].get("Mounts"), after["HostConfig"]["Mounts"]
+    assert after["HostConfig"]["VolumesFrom"] == ["vf-src:ro"]
+    assert sorted((m["Destination"], m["Mode"], m["RW"]) for m in after["Mounts"]) == modes
