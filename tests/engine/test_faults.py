@@ -729,17 +729,18 @@ def test_corrupted_archive(host: Host, rec: Recorder, tmp_path: Path) -> None:
     manifest = read_manifest(state / "archives")
     path = state / "archives" / damaged
     os.truncate(path, path.stat().st_size // 2)
-    out = expect(cli(sandbox, state, *run_args(sandbox)), ExitCode.ERROR)
+    # After the switch a failure never leaves the services down: rolled back at once.
+    out = expect(cli(sandbox, state, *run_args(sandbox)), ExitCode.ROLLED_BACK)
     assert f"the archive {path} is missing, truncated or corrupted" in out
-    assert "nothing was loaded from it" in out
-    assert journal(state).phase("import").status == "failed"
+    assert "nothing was loaded from it" in out and "rolled back automatically" in out
+    assert journal(state).phase("import").status == "undone"
     for entry in manifest.archives:  # checked before any load: nothing at all came in
         for image in entry.images:
             assert _image_id(sandbox, image.new_id) is None, f"{image.new_id} was loaded"
-    assert sandbox.daemon_json.read_bytes() != host.original
     assert_status_truthful(sandbox, state)
-    expect(cli(sandbox, state, "rollback", "--yes"), 0)
-    rec.done("exit 1 naming the archive -> rolled back", assert_rolled_back(host, state))
+    expect(cli(sandbox, state, "rollback", "--yes"), 0)  # nothing left to roll back
+    rec.done("exit 10 naming the archive, rolled back automatically",
+             assert_rolled_back(host, state))
 
 
 def test_daemon_dies_during_import(host: Host, rec: Recorder, tmp_path: Path) -> None:
@@ -747,7 +748,19 @@ def test_daemon_dies_during_import(host: Host, rec: Recorder, tmp_path: Path) ->
     daemon is back, `run` resumes and completes."""
     sandbox = host.sandbox
     state = tmp_path / "state"
+    # By default the host is rolled back at once (the rollback restarts the daemon).
     with paused(sandbox, state, "import:archive-loaded", *run_args(sandbox)) as (pause, proc):
+        pause.wait(proc)
+        _kill_daemon(sandbox)
+        pause.release()
+        out = expect(finish(proc), ExitCode.ROLLED_BACK)
+    assert "cannot reach the Docker daemon" in out and "rolled back automatically" in out
+    expect(cli(sandbox, state, "cleanup"), 0)  # the imports it kept leave the store too
+    assert_rolled_back(host, state)
+    # With --no-auto-rollback the operator keeps the choice: resume once it answers.
+    state = tmp_path / "state-no-auto"
+    with paused(sandbox, state, "import:archive-loaded", *run_args(sandbox),
+                "--no-auto-rollback") as (pause, proc):
         pause.wait(proc)
         _kill_daemon(sandbox)
         pause.release()
@@ -760,7 +773,8 @@ def test_daemon_dies_during_import(host: Host, rec: Recorder, tmp_path: Path) ->
     sandbox.start()  # the switched daemon.json: back on the containerd store
     expect(cli(sandbox, state, *run_args(sandbox)), 0)
     assert journal(state).phase("import").attempts == 2
-    rec.done("exit 5 -> resumed -> completed -> rolled back",
+    rec.done("exit 10 rolled back; with --no-auto-rollback exit 5 -> resumed -> completed "
+             "-> rolled back",
              complete_then_roll_back(host, state))
 
 
