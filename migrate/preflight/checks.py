@@ -31,7 +31,12 @@ from migrate.host.launch import (
     names_containerd,
 )
 from migrate.models import Frozen, Inventory, Store
-from migrate.preflight.containers import is_swarm_task, recreate_plan, removed_by_stop
+from migrate.preflight.containers import (
+    commit_bytes,
+    is_swarm_task,
+    recreate_plan,
+    removed_by_stop,
+)
 from migrate.preflight.estimate import RESERVE_BYTES, Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
@@ -561,11 +566,17 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
 )
 
 
+def plan_estimate(facts: HostFacts, options: PlanOptions) -> Estimate:
+    """The estimate a plan and its checks use: one rule, the commits included."""
+    inventory = facts.inventory
+    return estimate(inventory, options.throughput_mbps, shared_filesystem=facts.shared_filesystem,
+                    commit_bytes=commit_bytes(inventory, options.containers))
+
+
 def evaluate_checks(
     facts: HostFacts, options: PlanOptions, est: Estimate | None = None
 ) -> tuple[Check, ...]:
     if est is None:
-        est = estimate(facts.inventory, options.throughput_mbps,
-                       shared_filesystem=facts.shared_filesystem)
+        est = plan_estimate(facts, options)
     ctx = Ctx(facts, options, est)
     return tuple(check for fn in CHECKS if (check := fn(ctx)) is not None)

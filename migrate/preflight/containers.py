@@ -99,6 +99,14 @@ def commits_layer(container: ContainerRecord) -> bool:
     return container.has_changes is not False
 
 
+def commit_bytes(inventory: Inventory, policy: str) -> int:
+    """What `--containers recreate` commits of the writable layers (0 under other policies)."""
+    if policy != "recreate":
+        return 0
+    return sum(c.writable_layer.size_bytes for c in inventory.containers
+               if commits_layer(c) and c.writable_layer is not None)
+
+
 class ContainerPlan(Frozen):
     """One container under `--containers recreate`: what happens to it, or why it cannot."""
 

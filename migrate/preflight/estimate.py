@@ -85,18 +85,24 @@ def _throughputs(throughput_mbps: float | None) -> tuple[float, float]:
 
 
 def estimate(
-    inventory: Inventory, throughput_mbps: float | None = None, *, shared_filesystem: bool = False
+    inventory: Inventory, throughput_mbps: float | None = None, *, shared_filesystem: bool = False,
+    commit_bytes: int = 0,
 ) -> Estimate:
-    """Disk needs and durations; `shared_filesystem` = state dir and data root on one fs."""
+    """Disk needs and durations; `shared_filesystem` = state dir and data root on one fs.
+
+    `commit_bytes`: the writable layers `--containers recreate` commits. Each is committed
+    to an image in the legacy store (data root), saved to an archive (state dir) and loaded
+    into the new store (data root, twice: content and snapshot)."""
     save_mbps, load_mbps = _throughputs(throughput_mbps)
     batches = batch_bytes(inventory)
-    archive = sum(batches)
-    staging = max(batches, default=0)
+    archive = sum(batches) + commit_bytes
+    staging = max([*batches, commit_bytes], default=0)
     unique = inventory.unique_layer_bytes()
-    new_store = NEW_STORE_FACTOR * unique
-    state_need, data_need = room_needed(archive), room_needed(staging + new_store)
+    new_store = NEW_STORE_FACTOR * (unique + commit_bytes)
+    state_need = room_needed(archive)
+    data_need = room_needed(staging + new_store + commit_bytes)
     if shared_filesystem:
-        state_need = data_need = room_needed(archive + staging + new_store)
+        state_need = data_need = room_needed(archive + staging + new_store + commit_bytes)
     running = any(container.running for container in inventory.containers)
     export_s = _seconds(archive, save_mbps, len(batches))
     restart_s = RESTART_SECONDS + (CONTAINER_STOP_SECONDS if running else 0.0)

@@ -21,8 +21,8 @@ from migrate.models import (
     ImageRecord,
     VolumeRecord,
 )
-from migrate.preflight.checks import Check, Severity, evaluate_checks
-from migrate.preflight.estimate import Estimate, estimate
+from migrate.preflight.checks import Check, Severity, evaluate_checks, plan_estimate
+from migrate.preflight.estimate import Estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 from migrate.support.sizes import human_binary_bytes
 
@@ -160,7 +160,7 @@ def build_plan(
 ) -> PlanReport:
     """The plan for these facts. `generated_at` defaults to the inventory time (pure)."""
     inventory = facts.inventory
-    est = estimate(inventory, options.throughput_mbps, shared_filesystem=facts.shared_filesystem)
+    est = plan_estimate(facts, options)
     checks = evaluate_checks(facts, options, est)
     return PlanReport(
         generated_at=(generated_at or inventory.taken_at).replace(microsecond=0),

@@ -15,6 +15,7 @@ from migrate.models import (
     Inventory,
     Store,
     VolumeRecord,
+    WritableLayer,
 )
 from migrate.preflight.checks import CHECKS, Check, Severity, evaluate_checks, parse_version
 from migrate.preflight.estimate import MB
@@ -370,3 +371,16 @@ def test_disk_message_says_how_much_of_the_need_is_the_fixed_reserve() -> None:
                                                              "size": 2 * GIB}),)},
                 state_free=GIB)
     assert "(including a fixed 256.0 MiB reserve)" in run(big)["disk-state-dir"].message
+
+
+def test_the_disk_checks_count_the_writable_layers_recreate_commits() -> None:
+    """Hostile round 3, item 6: a 315 MB writable layer on a small state dir passed plan,
+    then the commit phase ran out of room."""
+    changed = CONTAINER.model_copy(update={"writable_layer": WritableLayer(
+        added=1, size_bytes=315 * MB)})
+    host = facts(inventory={"containers": (changed,)}, state_free=400 * 1024 * 1024,
+                 data_free=100 * GIB)
+    by_policy = {policy: {c.id: c.severity for c in evaluate_checks(
+        host, PlanOptions(containers=policy))} for policy in ("recreate", "leave")}
+    assert by_policy["recreate"].get("disk-state-dir") == "blocker"
+    assert by_policy["leave"].get("disk-state-dir") != "blocker"
