@@ -220,3 +220,8 @@ class Inventory(Frozen):
 
     def unique_layer_bytes(self) -> int:
         return unique_layer_bytes(self.images)
+
+
+# The name of the volume guard container the verify phase creates in the containerd store
+# (phases/volume_guard.py); a container of the host's own with this name cannot be recreated.
+VOLUME_GUARD_NAME = "containerd-migrate-volume-guard"

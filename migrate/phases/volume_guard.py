@@ -24,10 +24,10 @@ import tarfile
 
 from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError
-from migrate.models import Inventory
+from migrate.models import VOLUME_GUARD_NAME, Inventory
 
 GUARD_LABEL = "io.containerd-migrate.volume-guard"
-GUARD_NAME = "containerd-migrate-volume-guard"
+GUARD_NAME = VOLUME_GUARD_NAME
 GUARD_REPOSITORY = "containerd-migrate/volume-guard"
 GUARD_TAG = "1"
 GUARD_IMAGE = f"{GUARD_REPOSITORY}:{GUARD_TAG}"

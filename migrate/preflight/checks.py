@@ -30,7 +30,7 @@ from migrate.host.launch import (
     containerd_endpoint,
     names_containerd,
 )
-from migrate.models import Frozen, Inventory, Store
+from migrate.models import VOLUME_GUARD_NAME, Frozen, Inventory, Store
 from migrate.preflight.containers import (
     commit_bytes,
     is_swarm_task,
@@ -440,6 +440,19 @@ def containers_removed_by_stop(c: Ctx) -> Check | None:
                   "them first), or start them again without --rm, then plan again", lost)
 
 
+def reserved_container_name(c: Ctx) -> Check | None:
+    # Recreated containers and the tool's volume guard share the containerd store.
+    if c.options.containers != "recreate":
+        return None
+    if not any(ct.name == VOLUME_GUARD_NAME for ct in c.inv.containers):
+        return None
+    return _check("reserved-container-name", BLOCKER,
+                  f"a container is named {VOLUME_GUARD_NAME}, the name of the volume guard the "
+                  "migration creates in the containerd store: recreating it would collide",
+                  f"rename it before the window (`docker rename {VOLUME_GUARD_NAME} "
+                  f"{VOLUME_GUARD_NAME}-own`), then plan again")
+
+
 def swarm_tasks(c: Ctx) -> Check | None:
     # Under recreate, containers-not-recreatable blocks them; refuse blocks every container.
     if c.options.containers != "leave":
@@ -558,7 +571,8 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
     external_containerd, live_restore, containers_present, containers_not_recreatable,
-    containers_removed_by_stop, swarm_tasks, volumes_only_used_by_containers,
+    containers_removed_by_stop, reserved_container_name, swarm_tasks,
+    volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
     daemon_config_not_writable, restart_command_unknown, restart_command_fails,
     dockerd_rejects_config,

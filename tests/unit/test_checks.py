@@ -384,3 +384,14 @@ def test_the_disk_checks_count_the_writable_layers_recreate_commits() -> None:
         host, PlanOptions(containers=policy))} for policy in ("recreate", "leave")}
     assert by_policy["recreate"].get("disk-state-dir") == "blocker"
     assert by_policy["leave"].get("disk-state-dir") != "blocker"
+
+
+def test_a_container_named_like_the_volume_guard_blocks_recreate() -> None:
+    """Hostile round 3, item 7: found after the switch, it stranded every service."""
+    named = CONTAINER.model_copy(update={"name": "containerd-migrate-volume-guard"})
+    host = facts(inventory={"containers": (named,)})
+    recreate = {c.id: c for c in evaluate_checks(host, PlanOptions(containers="recreate"))}
+    assert recreate["reserved-container-name"].severity == "blocker"
+    assert "docker rename" in recreate["reserved-container-name"].hint
+    leave = {c.id for c in evaluate_checks(host, PlanOptions(containers="leave"))}
+    assert "reserved-container-name" not in leave
