@@ -153,6 +153,8 @@ class ToolImage(_Frozen):
     digest: str
     staged: bool
     dangling: bool = False
+    # The migration that put it there (the last one, when several did).
+    migration_id: str = ""
 
 
 class PhaseState(_Frozen):
@@ -375,8 +377,9 @@ def _tool_images(records: Sequence[Record]) -> tuple[ToolImage, ...]:
             names = _listed(record, "names")
             for name, digest in (names.items() if isinstance(names, dict) else ()):
                 if name not in before.get(record.migration_id, ()):
-                    found[(name, str(digest))] = ToolImage(name=name, digest=str(digest),
-                                                           staged=True)
+                    found[(name, str(digest))] = ToolImage(
+                        name=name, digest=str(digest), staged=True,
+                        migration_id=record.migration_id)
         elif phase == "import":
             images = _listed(record, "imported")
             for image in images if isinstance(images, list) else ():
@@ -385,9 +388,11 @@ def _tool_images(records: Sequence[Record]) -> tuple[ToolImage, ...]:
                 digest = str(image["id"])
                 refs = image.get("refs")
                 for ref in refs if isinstance(refs, list) and refs else ():
-                    found[(str(ref), digest)] = ToolImage(name=str(ref), digest=digest,
-                                                          staged=False)
+                    found[(str(ref), digest)] = ToolImage(
+                        name=str(ref), digest=digest, staged=False,
+                        migration_id=record.migration_id)
                 if not refs:
                     found[("", digest)] = ToolImage(name="", digest=digest, staged=False,
-                                                    dangling=True)
+                                                    dangling=True,
+                                                    migration_id=record.migration_id)
     return tuple(found.values())

@@ -18,6 +18,7 @@ from migrate.archives.manifest import ArchiveManifest, read_manifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
+from migrate.journal import ToolImage
 from migrate.journal.state_dir import read_inventory
 from migrate.models import Inventory
 from migrate.phases.records import PhaseRecords
@@ -86,6 +87,8 @@ class PhaseContext:
     prepared: PreparedPlan | None = None
     # The migration this run belongs to (labels what it creates as its own).
     migration_id: str = ""
+    # What earlier migrations of the state dir put into the containerd store.
+    earlier_tool_images: tuple[ToolImage, ...] = ()
 
     @property
     def containers_policy(self) -> ContainersPolicy:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from migrate.archives.manifest import ArchiveEntry, archive_is_intact, read_manifest
-from migrate.archives.saved_tar import ArchiveError, ExpectedImage
+from migrate.archives.saved_tar import ArchiveError, ExpectedImage, qualified_name
 from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
@@ -175,6 +175,26 @@ def _require_containerd(engine: Engine) -> None:
                          "run `containerd-migrate run` so the switch and restart happen")
 
 
+def drop_earlier_images(engine: Engine, ctx: PhaseContext) -> list[str]:
+    """A migration moves its own snapshot, nothing more: names an earlier, rolled-back
+    migration put into the containerd store for a tag the legacy store no longer has (deleted
+    since) would otherwise come back. Only names still pointing where that migration left
+    them are removed; the legacy store is not touched."""
+    wanted = {qualified_name(tag) for tag in ctx.load_inventory().tags}
+    dropped = []
+    for image in ctx.earlier_tool_images:
+        if image.dangling or "@" in image.name or qualified_name(image.name) in wanted:
+            continue  # untagged (by digest) names carry nothing a tag could bring back
+        raw = engine.raw_image(image.name)
+        if raw is None or raw.get("Id") != image.digest:
+            continue  # gone already, or someone's own image by now
+        engine.remove_image(image.name)
+        dropped.append(image.name)
+    if dropped:
+        log.info("names of earlier migrations dropped", phase="import", names=dropped)
+    return dropped
+
+
 class ImportPhase(Phase):
     name = "import"
 
@@ -199,11 +219,13 @@ class ImportPhase(Phase):
             with byte_bar("import", sum(e.bytes for e in todo)) as bar:
                 for entry in order:
                     imported += self._load(ctx, engine, entry, bar, verify=entry is streamed)
+            dropped = drop_earlier_images(engine, ctx)
         everything = _merge(_previously_imported(ctx), imported)
         return PhaseOutcome(
             undo={"imported": everything},
             result={"loaded": [e.file for e in todo], "skipped": skipped,
-                    "imported": everything, "bytes_loaded": sum(e.bytes for e in todo)},
+                    "imported": everything, "bytes_loaded": sum(e.bytes for e in todo),
+                    "dropped_earlier": dropped},
         )
 
     def _load(self, ctx: PhaseContext, engine: Engine, entry: ArchiveEntry,

@@ -261,6 +261,8 @@ class Runner:
             previous_progress=tuple(dict(p) for p in state.phase(name).progress),
             records=records_of(state),
             migration_id=state.migration_id or "",
+            earlier_tool_images=tuple(i for i in state.tool_images
+                                      if i.migration_id != state.migration_id),
             prepared=prepared,
         )
 

@@ -312,3 +312,21 @@ def test_a_refused_run_leaves_no_migration_behind(fresh_sandbox: SandboxFactory,
     assert _journal(state).last_migration_id is None
     status = cli(sandbox, state, "status").stdout
     assert "no migration has been started" in status, status
+
+
+def test_a_tag_deleted_after_a_rollback_does_not_come_back(fresh_sandbox: SandboxFactory,
+                                                          tmp_path: Path) -> None:
+    """Hostile round 3, item 18: a migration moves its own snapshot, nothing more."""
+    sandbox = fresh_sandbox("28")
+    _small_host(sandbox)
+    docker(sandbox.host, "tag", "cm-life/app-0000:1", "cm-life/gone:1")
+    state = tmp_path / "state"
+    assert cli(sandbox, state, "run", "--yes", *RECREATE, *_restart(sandbox)).returncode == 0
+    assert cli(sandbox, state, "rollback", "--yes").returncode == 0  # keeps the imports
+    docker(sandbox.host, "rmi", "cm-life/gone:1")
+
+    again = cli(sandbox, state, "run", "--yes", *RECREATE, *_restart(sandbox))
+
+    assert again.returncode == 0, _out(again)
+    tags = docker(sandbox.host, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert "cm-life/gone:1" not in tags and "cm-life/app-0000:1" in tags, tags
