@@ -102,6 +102,25 @@ def entry_matches_inventory(entry: ArchiveEntry, inventory: Inventory) -> bool:
     return bool(entry.images)
 
 
+def written_bytes(archives_dir: Path, inventory: Inventory) -> int:
+    """Bytes of the archives already written that a run would reuse for this host (by name
+    and size; the export checks their sha256 before reusing them). Never raises: a plan
+    that cannot tell credits nothing."""
+    try:
+        manifest = read_manifest(archives_dir)
+    except (ArchiveError, OSError):
+        return 0
+    total = 0
+    for entry in manifest.archives:
+        try:
+            size = (archives_dir / entry.file).stat().st_size
+        except OSError:
+            continue
+        if size == entry.bytes and entry_matches_inventory(entry, inventory):
+            total += entry.bytes
+    return total
+
+
 def covered_image_ids(entries: Iterable[ArchiveEntry], inventory: Inventory) -> set[str]:
     """Images whose every current tag (or, dangling, the image itself) is in an archive."""
     archived: dict[str, set[str]] = {}

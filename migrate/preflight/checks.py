@@ -522,18 +522,28 @@ def _disk(id_: str, fs: FilesystemFacts, need: int, what: str, hint: str) -> Che
     return None
 
 
+def _credited(need: int, c: Ctx) -> tuple[int, str]:
+    """The need less the archives already written (reused by the run), and a note."""
+    written = min(c.facts.archives_written_bytes, max(need - RESERVE_BYTES, 0))
+    note = f", {_size(written)} of it already written" if written else ""
+    return need - written, note
+
+
 def disk_state_dir(c: Ctx) -> Check | None:
     if c.facts.shared_filesystem:
         return None  # disk-data-root reports the combined need of the shared filesystem
-    return _disk("disk-state-dir", c.facts.state_dir, c.estimate.state_dir_need_bytes,
-                 "the export archives", "free space there or pick another --state-dir")
+    need, note = _credited(c.estimate.state_dir_need_bytes, c)
+    return _disk("disk-state-dir", c.facts.state_dir, need, f"the export archives{note}",
+                 "free space there or pick another --state-dir")
 
 
 def disk_data_root(c: Ctx) -> Check | None:
-    what = "save staging + the new store"
+    what, need, note = "save staging + the new store", c.estimate.data_root_need_bytes, ""
     if c.facts.shared_filesystem:
-        what = "archives + save staging + the new store (state dir on the same filesystem)"
-    return _disk("disk-data-root", c.facts.data_root, c.estimate.data_root_need_bytes, what,
+        need, note = _credited(need, c)
+        what = ("archives + save staging + the new store (state dir on the same "
+                f"filesystem{note})")
+    return _disk("disk-data-root", c.facts.data_root, need, what,
                  "free space on the data-root filesystem; the legacy data stays until cleanup")
 
 

@@ -17,6 +17,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
+from migrate.archives.manifest import written_bytes
 from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.engine.restart import SYSTEMD_RUNTIME_DIR, resolve_restart_command
@@ -126,6 +127,9 @@ class HostFacts(Frozen):
     state_dir_problem: str | None = None
     dockerd_verdict: DockerdVerdict | None = None
     staging: StagingFacts | None = None
+    # Archives already in the state dir that a run reuses (an export that stopped on a full
+    # disk, say): they need no room again.
+    archives_written_bytes: int = 0
 
     @property
     def shared_filesystem(self) -> bool:
@@ -241,6 +245,7 @@ def gather_facts(
         staging_result = staged.result() if staged is not None else None
         dockerd_verdict = verdict.result()
     data_root = info.data_root
+    problem = StateDir(state_dir).problem()
     return HostFacts(
         inventory=inventory,
         daemon_config=config,
@@ -255,6 +260,8 @@ def gather_facts(
         systemd_booted=SYSTEMD_RUNTIME_DIR.is_dir(),
         hostname=socket.gethostname(),
         daemon_host=engine.host,
-        state_dir_problem=StateDir(state_dir).problem(),
+        state_dir_problem=problem,
         dockerd_verdict=dockerd_verdict,
+        archives_written_bytes=0 if problem else written_bytes(
+            StateDir(state_dir).archives_dir, inventory),
     )

@@ -395,3 +395,14 @@ def test_a_container_named_like_the_volume_guard_blocks_recreate() -> None:
     assert "docker rename" in recreate["reserved-container-name"].hint
     leave = {c.id for c in evaluate_checks(host, PlanOptions(containers="leave"))}
     assert "reserved-container-name" not in leave
+
+
+def test_archives_already_written_need_no_room_again() -> None:
+    """Hostile round 3, item 19: after an export stopped on a full disk and space was
+    freed, the archive already written counts for what it is."""
+    short = facts(state_free=300 * MB)
+    credited = short.model_copy(update={"archives_written_bytes": 100 * MB})
+    before = {c.id: c for c in evaluate_checks(short, PlanOptions())}
+    after = {c.id: c for c in evaluate_checks(credited, PlanOptions())}
+    assert before["disk-state-dir"].severity == "blocker"
+    assert after.get("disk-state-dir") is None or after["disk-state-dir"].severity != "blocker"
