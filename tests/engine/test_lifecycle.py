@@ -330,3 +330,25 @@ def test_a_tag_deleted_after_a_rollback_does_not_come_back(fresh_sandbox: Sandbo
     assert again.returncode == 0, _out(again)
     tags = docker(sandbox.host, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     assert "cm-life/gone:1" not in tags and "cm-life/app-0000:1" in tags, tags
+
+
+def test_with_live_restore_no_guard_keeps_running_after_the_rollback(
+        fresh_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    """Hostile round 3, item 17: the volume guard (a container of the containerd store)
+    went on running invisibly under the legacy daemon after a rollback."""
+    sandbox = fresh_sandbox("28", daemon_json={"live-restore": True})
+    _small_host(sandbox)
+    state = tmp_path / "state"
+    ran = cli(sandbox, state, "run", "--yes", "--containers", "leave", *_restart(sandbox))
+    assert ran.returncode == 0, _out(ran)
+    assert "volume guard" in cli(sandbox, state, "status").stdout  # hidden volumes guarded
+
+    rolled = cli(sandbox, state, "rollback", "--yes")
+
+    assert rolled.returncode == 0, _out(rolled)
+    client = _ctr(sandbox)
+    tasks = subprocess.run([str(client.ctr), "--address", client.address, "-n",
+                            client.namespace, "tasks", "ls", "-q"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    legacy = docker(sandbox.host, "ps", "-q", "--no-trunc").stdout.split()
+    assert set(tasks) <= set(legacy), (tasks, legacy)
