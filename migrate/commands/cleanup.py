@@ -22,6 +22,7 @@ from migrate.journal import JournalState
 from migrate.journal.state_dir import StateDir, host_lock
 from migrate.models import Inventory, Store
 from migrate.phases.base import UndoReport
+from migrate.phases.platform_check import remove_probe
 from migrate.phases.records import records_of
 from migrate.phases.tool_images import purge_tool_images
 from migrate.phases.volume_guard import remove_guard
@@ -54,6 +55,11 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                 pruned = _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
                                        remove_legacy_containers) if prune_legacy else ""
                 removed_guard = remove_guard(engine)
+                # What a verify killed during its multi-platform check left behind.
+                left = remove_probe(engine)
+                if left:
+                    raise MigrateError(f"cleanup could not remove {'; '.join(left)}",
+                                       f"run `{command(opts, 'cleanup')}` again")
                 freed = delete_archives(state_dir.archives_dir)
                 journal.cleaned_up(pruned=prune_legacy)
     opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
