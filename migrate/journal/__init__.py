@@ -10,6 +10,7 @@ identity.
 from migrate.journal.reader import replay
 from migrate.journal.records import (
     JOURNAL_VERSION,
+    KEPT_IN_CONTAINERD,
     OPT_IN_PHASES,
     PHASE_ORDER,
     CleanedUp,
@@ -38,8 +39,8 @@ from migrate.journal.state_dir import StateDir
 from migrate.journal.writer import Journal, PhaseHandle, new_migration_id
 
 __all__ = [
-    "JOURNAL_VERSION", "OPT_IN_PHASES", "PHASE_ORDER", "CleanedUp", "Journal", "JournalState",
-    "JsonDict", "JsonMap",
+    "JOURNAL_VERSION", "KEPT_IN_CONTAINERD", "OPT_IN_PHASES", "PHASE_ORDER", "CleanedUp",
+    "Journal", "JournalState", "JsonDict", "JsonMap",
     "MigrationFinished", "Outcome", "PhaseDone", "PhaseFailed", "PhaseHandle", "PhaseName",
     "PhaseStarted", "PhaseState", "PhaseStatus", "Progress", "Record", "RunInterrupted",
     "RunStarted", "StateDir", "ToolImage", "UndoDone", "UndoFailed", "UndoStarted", "compute_state",

@@ -29,6 +29,9 @@ PHASE_ORDER: Final[tuple[PhaseName, ...]] = get_args(PhaseName)
 # Phases a migration runs only once asked for (`containerd-migrate stage`); a pending one
 # is not "next", it is simply not part of this migration.
 OPT_IN_PHASES: Final[tuple[PhaseName, ...]] = ("stage",)
+# The key of the progress record in which a rollback journals the containers it kept in the
+# containerd store (someone created them there after the switch).
+KEPT_IN_CONTAINERD: Final = "kept_in_containerd"
 PhaseStatus: TypeAlias = Literal["pending", "started", "done", "failed", "interrupted", "undone"]
 Outcome: TypeAlias = Literal["completed", "rolled_back"]
 JsonDict: TypeAlias = dict[str, JsonValue]
@@ -203,6 +206,9 @@ class JournalState(_Frozen):
     # Every image name any migration of this journal staged or imported (`cleanup` after a
     # rollback removes those still pointing where they did).
     tool_images: tuple[ToolImage, ...] = ()
+    # Containers someone created in the containerd store after a switch that a rollback
+    # kept there (hidden until the next switch), by name, across migrations.
+    kept_in_containerd: tuple[str, ...] = ()
 
     @property
     def resumed(self) -> bool:
@@ -241,7 +247,8 @@ class JournalState(_Frozen):
             return self
         return JournalState(record_count=self.record_count, last_seq=self.last_seq,
                             earlier_imports=self.earlier_imports,
-                            tool_images=self.tool_images)
+                            tool_images=self.tool_images,
+                            kept_in_containerd=self.kept_in_containerd)
 
     def phases_to_undo(self) -> tuple[PhaseState, ...]:
         """Phases that may have changed the host, most recent first; see `complete`."""
@@ -331,6 +338,9 @@ def compute_state(records: Sequence[Record], torn_tail: bool = False) -> Journal
         pruned=cleaned is not None and cleaned.pruned,
         earlier_imports=earlier,
         tool_images=_tool_images(records),
+        kept_in_containerd=tuple(sorted({
+            str(name) for r in records if isinstance(r, Progress)
+            for name in _names(r.data.get(KEPT_IN_CONTAINERD))})),
     )
 
 
@@ -396,3 +406,7 @@ def _tool_images(records: Sequence[Record]) -> tuple[ToolImage, ...]:
                                                     dangling=True,
                                                     migration_id=record.migration_id)
     return tuple(found.values())
+
+
+def _names(value: JsonValue) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []

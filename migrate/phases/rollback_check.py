@@ -72,11 +72,11 @@ def containers_restored(expected: Sequence[ContainerRecord], now: Iterable[Conta
     return ok, problems
 
 
-def created_since_switch(engine: Engine, ours: Iterable[str]) -> list[str]:
+def created_since_switch(engine: Engine, ours: Iterable[str]) -> list[ContainerRecord]:
     """Containers in the containerd store that no phase of the migration made (a label in
     `ours` marks those that one did): someone created them after the switch."""
     labels = tuple(ours)
     if engine.info().store is not Store.CONTAINERD:
         return []
-    return [f"{c.name} ({c.id[:12]}, {c.state})" for c in engine.list_containers(details=False)
+    return [c for c in engine.list_containers(details=False)
             if not any(label in c.labels for label in labels)]

@@ -27,6 +27,7 @@ from migrate.errors import (
     RolledBack,
 )
 from migrate.journal import (
+    KEPT_IN_CONTAINERD,
     OPT_IN_PHASES,
     PHASE_ORDER,
     Journal,
@@ -57,6 +58,7 @@ from migrate.phases.lifecycle import (
     decide,
     default_command_line,
 )
+from migrate.phases.platform_check import PROBE_LABEL
 from migrate.phases.records import records_of
 from migrate.phases.recreate import RECREATED_LABEL
 from migrate.phases.rollback_check import check_restored, created_since_switch
@@ -362,7 +364,7 @@ class Runner:
         restart.wait_for_journaled_restarts(
             (*state.phase("restart").progress, *state.phase("switch").progress),
             resolve_restart_timeout(self.options.restart_timeout))
-        lines = self._created_since_switch(to_undo)
+        lines = self._created_since_switch(journal, to_undo)
         failed: list[str] = []
         for phase_state in to_undo:
             name = phase_state.name
@@ -377,21 +379,25 @@ class Runner:
             journal.finish("rolled_back")
         return lines, failed
 
-    def _created_since_switch(self, to_undo: tuple[PhaseState, ...]) -> list[str]:
+    def _created_since_switch(self, journal: Journal, to_undo: tuple[PhaseState, ...],
+                              ) -> list[str]:
         """Containers someone made in the containerd store stay there (the switch back hides
-        them, never deletes them); say which, before they disappear from view."""
+        them, never deletes them); say which, before they disappear from view, and journal
+        their names: the next migration's plan sees them collide with recreated ones."""
         if not any(p.name == "restart" for p in to_undo):
             return []
         try:
             with self.connect() as engine:
                 found = created_since_switch(engine, (RECREATED_LABEL, GUARD_LABEL,
-                                                      VERIFY_LABEL))
+                                                      VERIFY_LABEL, PROBE_LABEL))
         except MigrateError as error:
             return [f"could not list the containers of the containerd store: {error.message}"]
         if not found:
             return []
-        return [f"kept in the containerd store (created there after the switch; hidden on the "
-                f"legacy store, back at the next switch): {', '.join(found)}"]
+        journal.progress("recreate", {KEPT_IN_CONTAINERD: [c.name for c in found]})
+        return ["kept in the containerd store (created there after the switch; hidden on the "
+                "legacy store, back at the next switch): "
+                + ", ".join(f"{c.name} ({c.id[:12]}, {c.state})" for c in found)]
 
     def _check_restored(self) -> tuple[list[str], list[str]]:
         with self.connect() as engine:

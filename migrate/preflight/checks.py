@@ -453,6 +453,22 @@ def reserved_container_name(c: Ctx) -> Check | None:
                   f"{VOLUME_GUARD_NAME}-own`), then plan again")
 
 
+def names_kept_in_containerd(c: Ctx) -> Check | None:
+    # The containerd store is hidden now; its containers are there again after the switch.
+    if c.options.containers != "recreate" or not c.facts.kept_in_containerd:
+        return None
+    taken = sorted(set(c.facts.kept_in_containerd) & {ct.name for ct in c.inv.containers})
+    if not taken:
+        return None
+    return _check("names-kept-in-containerd", BLOCKER,
+                  f"{len(taken)} container name(s) are taken in the containerd store by "
+                  "containers created there after an earlier switch and kept by its rollback: "
+                  f"{', '.join(taken)}; recreating these containers would collide",
+                  "migrate with `--containers leave`, then remove or rename those in the "
+                  "containerd store and recreate yours (e.g. `docker compose up -d`); or switch "
+                  "once by hand to remove them first")
+
+
 def swarm_tasks(c: Ctx) -> Check | None:
     # Under recreate, containers-not-recreatable blocks them; refuse blocks every container.
     if c.options.containers != "leave":
@@ -581,7 +597,7 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
     external_containerd, live_restore, containers_present, containers_not_recreatable,
-    containers_removed_by_stop, reserved_container_name, swarm_tasks,
+    containers_removed_by_stop, reserved_container_name, names_kept_in_containerd, swarm_tasks,
     volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
     daemon_config_not_writable, restart_command_unknown, restart_command_fails,

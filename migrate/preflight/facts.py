@@ -39,6 +39,7 @@ from migrate.host.launch import (
     dockerd_binary,
     names_containerd,
 )
+from migrate.journal import replay
 from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, Frozen, Inventory
 
@@ -130,6 +131,9 @@ class HostFacts(Frozen):
     # Archives already in the state dir that a run reuses (an export that stopped on a full
     # disk, say): they need no room again.
     archives_written_bytes: int = 0
+    # Containers an earlier rollback of this state dir kept in the containerd store (by
+    # name): hidden now, they are there again after the switch.
+    kept_in_containerd: tuple[str, ...] = ()
 
     @property
     def shared_filesystem(self) -> bool:
@@ -264,4 +268,6 @@ def gather_facts(
         dockerd_verdict=dockerd_verdict,
         archives_written_bytes=0 if problem else written_bytes(
             StateDir(state_dir).archives_dir, inventory),
+        kept_in_containerd=() if problem else replay(
+            StateDir(state_dir).journal_path).kept_in_containerd,
     )

@@ -352,3 +352,26 @@ def test_with_live_restore_no_guard_keeps_running_after_the_rollback(
                            text=True, check=True).stdout.split()
     legacy = docker(sandbox.host, "ps", "-q", "--no-trunc").stdout.split()
     assert set(tasks) <= set(legacy), (tasks, legacy)
+
+
+def test_plan_sees_a_name_a_rollback_kept_in_the_containerd_store(
+        fresh_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    """Hostile round 3, item 7: a container made in the containerd store after the switch
+    (e.g. `compose up --force-recreate`) stays there after a rollback; the next recreate
+    would collide with it after the switch, so the plan blocks before."""
+    sandbox = fresh_sandbox("28")
+    _small_host(sandbox)
+    state = tmp_path / "state"
+    assert cli(sandbox, state, "run", "--yes", *RECREATE, *_restart(sandbox)).returncode == 0
+    docker(sandbox.host, "rm", "-f", CREATED)
+    docker(sandbox.host, "create", "--name", CREATED, "cm-life/app-0000:1", "true")
+    rolled = cli(sandbox, state, "rollback", "--yes")
+    assert rolled.returncode == 0, _out(rolled)
+    assert "kept in the containerd store" in rolled.stdout and CREATED in rolled.stdout
+
+    plan = cli(sandbox, state, "plan", *RECREATE, *_restart(sandbox))
+
+    assert plan.returncode == ExitCode.BLOCKED, _out(plan)
+    assert "names-kept-in-containerd" in plan.stdout and CREATED in plan.stdout
+    leave = cli(sandbox, state, "plan", "--containers", "leave", *_restart(sandbox))
+    assert "names-kept-in-containerd" not in leave.stdout
