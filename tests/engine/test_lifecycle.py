@@ -156,15 +156,15 @@ def test_a_recreate_that_fails_rolls_back_and_the_next_migration_starts_clean(
     _assert_legacy_restored(sandbox, ids)
     assert _journal(state).outcome == "rolled_back"
 
-    # The next migration needs no fresh state dir and does not stage (that was the last
-    # one's): the collision is still in the containerd store, so it rolls back again.
+    # The colliding container stays (hidden) in the containerd store: the rollback journaled
+    # it, so the next run's plan refuses before anything stops, naming it.
     first = _journal(state).last_migration_id
     argv = _next_step(sandbox, state)
     assert argv[argv.index("--state-dir") + 2:][:1] == ["cleanup"], argv
     again = cli(sandbox, state, "run", "--yes", *RECREATE, *_restart(sandbox))
-    assert again.returncode == ExitCode.ROLLED_BACK, _out(again)
-    assert _journal(state).last_migration_id != first
-    assert _journal(state).phase("stage").status == "pending"
+    assert again.returncode == ExitCode.BLOCKED, _out(again)
+    assert "names-kept-in-containerd" in again.stderr and RUNNING in again.stderr
+    assert _journal(state).last_migration_id == first  # refused: no migration opened
     _assert_legacy_restored(sandbox, ids)
 
 
