@@ -29,6 +29,7 @@ from migrate.host.launch import (
     containerd_endpoint,
     names_containerd,
 )
+from migrate.host.systemd import SERVICE, SOCKET, describe_limit
 from migrate.models import Frozen, Inventory, Store
 from migrate.preflight.containers import recreate_plan
 from migrate.preflight.estimate import Estimate, estimate
@@ -336,6 +337,42 @@ def restart_command_unknown(c: Ctx) -> Check | None:
                   + " (or set CONTAINERD_MIGRATE_RESTART_COMMAND)")
 
 
+# A migration starts docker.service once, its rollback once more.
+STARTS_PER_MIGRATION = 2
+
+
+def start_limit(c: Ctx) -> Check | None:
+    """docker.service's start limit (Debian: 3 starts in 60 s, the boot start counts)."""
+    unit = c.facts.docker_unit
+    if unit is None or not unit.loaded or not unit.limited:
+        return None
+    limit, ago = describe_limit(unit), c.facts.docker_started_ago
+    window = unit.start_limit_interval_us / 1_000_000
+    # The journal counts every start in the window; the last start alone is at least one.
+    recent = max(1 if ago is not None and ago < window else 0,
+                 c.facts.docker_recent_starts or 0)
+    details = [f"StartLimitBurst={unit.start_limit_burst}, StartLimitIntervalSec={window:g}s",
+               f"last start: {'unknown' if ago is None else f'{ago:.0f} s ago'}",
+               f"starts in the last {window:g} s: "
+               + ("unknown" if c.facts.docker_recent_starts is None else str(recent)),
+               f"automatic restarts since loaded: {unit.n_restarts}"]
+    hint = ("if systemd refuses a restart (result start-limit-hit), the tool runs "
+            f"`systemctl reset-failed {SERVICE} {SOCKET}` once and restarts again, and "
+            "journals it")
+    if unit.start_limit_hit or recent + STARTS_PER_MIGRATION > unit.start_limit_burst:
+        if unit.start_limit_hit:
+            why = " (its last start was refused: start-limit-hit)"
+        elif recent and ago is not None:
+            why = f" ({recent} start(s) in the last {window:g} s, the last {ago:.0f} s ago)"
+            hint += f"; not restarting docker for {window:g} s before `run` avoids it"
+        else:
+            why = ""
+        return _check("start-limit", WARNING, f"{SERVICE} allows {limit}: the restart and a "
+                      f"rollback may exceed it{why}", hint, details)
+    return _check("start-limit", INFO, f"{SERVICE} allows {limit}; a migration and its "
+                  f"rollback start it {STARTS_PER_MIGRATION} times", hint, details)
+
+
 def daemon_config_not_writable(c: Ctx) -> Check | None:
     if c.config.writable:
         return None
@@ -486,7 +523,7 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     external_containerd, live_restore, containers_present, containers_not_recreatable,
     volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
-    daemon_config_not_writable, restart_command_unknown, dockerd_rejects_config,
+    daemon_config_not_writable, restart_command_unknown, start_limit, dockerd_rejects_config,
     state_dir_unusable, no_images, staging,
 )
 

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -20,6 +20,7 @@ from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.engine.restart import resolve_restart_command
 from migrate.errors import DaemonConfigError, UsageError
+from migrate.host import systemd
 from migrate.host.daemon_json import (
     DaemonConfigState,
     choose_snapshotter,
@@ -37,6 +38,7 @@ from migrate.host.launch import (
     dockerd_binary,
     names_containerd,
 )
+from migrate.host.systemd import UnitState
 from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, Frozen, Inventory
 
@@ -117,6 +119,12 @@ class HostFacts(Frozen):
     state_dir_problem: str | None = None
     dockerd_verdict: DockerdVerdict | None = None
     staging: StagingFacts | None = None
+    # docker.service when systemd runs this daemon: its start limit, and seconds since its
+    # last start (None: unknown), which counts towards that limit.
+    docker_unit: UnitState | None = None
+    docker_started_ago: float | None = None
+    # Its start attempts within the start-limit interval, from the journal (None: unread).
+    docker_recent_starts: int | None = None
 
     @property
     def shared_filesystem(self) -> bool:
@@ -244,4 +252,17 @@ def gather_facts(
         daemon_host=engine.host,
         state_dir_problem=StateDir(state_dir).problem(),
         dockerd_verdict=dockerd_verdict,
+        **_docker_unit_facts(launch),
     )
+
+
+def _docker_unit_facts(launch: DaemonLaunch) -> dict[str, Any]:
+    """docker.service's start limit and last start, when systemd runs this daemon."""
+    if launch.source != "systemd":
+        return {}
+    unit = systemd.unit_state()
+    if unit is None:
+        return {}
+    return {"docker_unit": unit,
+            "docker_started_ago": systemd.seconds_since_start(unit, systemd.monotonic_us()),
+            "docker_recent_starts": systemd.recent_starts(unit) if unit.limited else None}
