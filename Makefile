@@ -48,7 +48,7 @@ lint: venv
 
 # pytest exits 5 when nothing is selected; that is not a failure of the suite.
 test: setup lint
-	$(VENV)/bin/pytest -m "unit or engine" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(VENV)/bin/pytest -m "unit or engine or host" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 unit: venv
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS) || [ $$? -eq 5 ]

@@ -4,8 +4,8 @@ Session fixtures (engine26, engine28, engine_sandbox, sample_host) share one dae
 with the sample host built once: treat them as read-only. Tests that restart a daemon, edit
 daemon.json or change images/containers use the function-scoped `fresh_sandbox` factory.
 
-Set CONTAINERD_MIGRATE_SKIP_ENGINE=1 to skip engine-marked tests; otherwise missing engines
-are fetched automatically on first use.
+Set CONTAINERD_MIGRATE_SKIP_ENGINE=1 to skip engine- and host-marked tests; otherwise missing
+engines are fetched automatically on first use.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"{SKIP_ENV}=1")
     for item in items:
-        if "engine" in item.keywords:
+        if "engine" in item.keywords or "host" in item.keywords:
             item.add_marker(skip)
 
 

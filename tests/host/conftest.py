@@ -1,0 +1,186 @@
+"""The `host` tier: one systemd-managed Debian host per engine, booted once per session.
+
+Debian's docker.io runs under systemd there (docker.service, docker.socket, the separate
+containerd.service) and the CLI runs INSIDE with its defaults only: no --host, no
+--daemon-config, no --restart-command. Each test starts from a host on the legacy store with
+no migration state, and leaves it so (the `systemd_host` fixture checks and repairs).
+Host dirs are BASE_DIR/ph-<pytest pid>-..., reaped by a later session once that pid is gone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from migrate.sandbox import BASE_DIR, SandboxError
+from migrate.sandbox.layers import ArchiveImage, load_images, random_layer, rootfs_layer
+from migrate.sandbox.samples import APPLETS, BUSY_LOOP, BUSYBOX
+from migrate.sandbox.systemd_host import SystemdHost
+
+ENGINE_KEYS = ("26", "28")
+SKIP_ENV = "CONTAINERD_MIGRATE_SKIP_ENGINE"
+OWNER_PREFIX = "ph-"
+STATE_DIR = "/var/lib/containerd-migrate"
+DAEMON_JSON = "/etc/docker/daemon.json"
+DROP_IN_DIR = "/etc/systemd/system/docker.service.d"
+BASE_IMAGE = "cm-host/base:1"
+APP_TAGS = ("cm-host/app:1", "cm-host/app:latest")
+RUNNING = "web"
+EXITED = "batch"
+VOLUME = "webdata"
+_names = itertools.count()
+
+
+def _reap_stale_hosts() -> None:
+    for directory in BASE_DIR.glob(f"{OWNER_PREFIX}*"):
+        owner = directory.name.removeprefix(OWNER_PREFIX).split("-", 1)[0]
+        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+            continue
+        try:
+            SystemdHost.open(directory).destroy()
+        except SandboxError:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class Host:
+    """A booted host and the ways a test drives it from inside."""
+
+    box: SystemdHost
+
+    def sh(self, *argv: str, env: Mapping[str, str] | None = None,
+           check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        done = self.box.exec(argv, env=env, timeout=timeout)
+        if check:
+            assert done.returncode == 0, (
+                f"{argv} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def cli(self, *args: str, env: Mapping[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """`containerd-migrate ARGS` inside the host, with its defaults."""
+        return self.sh("containerd-migrate", *args, env=env, check=False, timeout=timeout)
+
+    def spawn(self, *args: str, env: Mapping[str, str] | None = None,
+              ) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.box.exec_argv(["containerd-migrate", *args], env),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def inside(self, path: str) -> Path:
+        """A path inside the host as seen from the machine (through its mounts)."""
+        pid = self.box.init_pid()
+        assert pid is not None, "the host is not running"
+        return Path(f"/proc/{pid}/root") / path.lstrip("/")
+
+    def unit(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.sh("systemctl", "show", unit, *(f"-p{p}" for p in props)).stdout
+        return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+
+    def restart_docker(self) -> None:
+        """Set-up restarts, not the tool's: cleared of the start limit first."""
+        self.sh("systemctl", "reset-failed", "docker.service", "docker.socket")
+        self.sh("systemctl", "restart", "docker")
+
+    def info(self) -> dict[str, object]:
+        info: dict[str, object] = json.loads(
+            self.sh("docker", "info", "--format", "{{json .}}").stdout)
+        return info
+
+    def store(self) -> str:
+        status = self.info().get("DriverStatus") or []
+        snapshotter = ["driver-type", "io.containerd.snapshotter.v1"] in status  # type: ignore[operator]
+        return "containerd" if snapshotter else "legacy"
+
+    def containers(self) -> dict[str, str]:
+        out = self.sh("docker", "ps", "-a", "--format", "{{.Names}} {{.State}}").stdout
+        return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+    def image_tags(self) -> set[str]:
+        out = self.sh("docker", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+        return {line for line in out.splitlines() if line}
+
+    def populate(self) -> None:
+        """Images built FROM scratch around busybox, a running container with a named
+        volume and an exited one (no registry: the images are loaded through the inner
+        docker CLI)."""
+        with tempfile.TemporaryDirectory(prefix="cm-host-img-") as tmp:
+            work = Path(tmp)
+            base = rootfs_layer(work, BUSYBOX, APPLETS)
+            extra = random_layer(work, "app", 512 * 1024)
+            load_images("", [ArchiveImage((BASE_IMAGE,), (base,)),
+                             ArchiveImage(APP_TAGS, (base, extra))],
+                        docker_argv=self.box.exec_argv(["docker"]))
+        self.sh("docker", "volume", "create", VOLUME)
+        self.sh("docker", "run", "-d", "--name", RUNNING, "-v", f"{VOLUME}:/data",
+                APP_TAGS[0], "sh", "-c", f"echo kept > /data/file; {BUSY_LOOP}")
+        self.sh("docker", "run", "--name", EXITED, BASE_IMAGE, "true")
+
+    def reset_to_legacy(self) -> None:
+        """Back to the start state if a failed test left the host elsewhere, with the
+        start-limit counter cleared: each test counts its own starts (a run and its
+        rollback make two), as on a host nobody restarted within the last minute."""
+        self.sh("rm", "-rf", f"{DROP_IN_DIR}", STATE_DIR)
+        self.sh("systemctl", "daemon-reload")
+        self.sh("systemctl", "reset-failed", "docker.service", "docker.socket")
+        active = self.unit("docker.service", "ActiveState")["ActiveState"] == "active"
+        if self.sh("test", "-e", DAEMON_JSON, check=False).returncode == 0 or not active:
+            self.sh("rm", "-f", DAEMON_JSON)
+            self.restart_docker()
+        if self.containers().get(RUNNING) != "running":
+            self.sh("docker", "start", RUNNING)
+
+
+def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Poll until `path` exists (a failpoint's `.reached` file); fail if the CLI ends."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"CLI exited early: {process.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def _booted_hosts() -> Iterator[dict[str, Host]]:
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"{SKIP_ENV}=1")
+    _reap_stale_hosts()
+    booted: dict[str, Host] = {}
+    yield booted
+    errors = []
+    for host in booted.values():
+        try:
+            host.box.destroy()
+        except SandboxError as error:
+            errors.append(str(error))
+    assert not errors, errors
+
+
+@pytest.fixture(scope="session", params=ENGINE_KEYS, ids=[f"host{k}" for k in ENGINE_KEYS])
+def _session_host(request: pytest.FixtureRequest, _booted_hosts: dict[str, Host]) -> Host:
+    engine: str = request.param
+    if engine not in _booted_hosts:
+        directory = BASE_DIR / f"{OWNER_PREFIX}{os.getpid()}-{engine}-{next(_names)}"
+        host = Host(SystemdHost(directory, engine))
+        _booted_hosts[engine] = host
+        host.box.start()
+        host.populate()
+    return _booted_hosts[engine]
+
+
+@pytest.fixture
+def systemd_host(_session_host: Host) -> Host:
+    """The session's host of the current engine, on the legacy store with no migration
+    state (Engine 26 on trixie, Engine 28 on sid, in turn)."""
+    _session_host.reset_to_legacy()
+    return _session_host
