@@ -337,7 +337,8 @@ class SystemdHost:
 
     def _install_tool(self) -> None:
         """The checkout, installed editable into a venv over Debian's packages (offline)."""
-        if (self.rootfs / INNER_CLI.lstrip("/")).exists():
+        # A symlink into the venv, absolute inside the host: not followed from outside.
+        if (self.rootfs / INNER_CLI.lstrip("/")).is_symlink():
             return
         self.checked("python3", "-m", "venv", "--system-site-packages", INNER_VENV)
         # compat mode: a plain path entry, as the Makefile's install (see there why).
