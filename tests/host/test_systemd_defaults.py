@@ -17,6 +17,7 @@ from migrate.errors import ExitCode
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV
 
+from ..engine.test_runbooks import ROOT, RUNBOOKS, shell_blocks
 from .conftest import (
     APP_TAGS,
     BASE_IMAGE,
@@ -234,3 +235,19 @@ def test_start_limit_is_survived(systemd_host: Host) -> None:
     assert [r["phase"] for r in start_limit_resets(host)] == ["restart", "switch"]
     # The operator's restarts stopped the container (no restart policy) before the run.
     assert_back_on_legacy(host, web="exited")
+
+
+def test_runbooks_work_as_printed_on_the_host(systemd_host: Host) -> None:
+    """Every shell block of the runbooks, inside the host with no CONTAINERD_MIGRATE_*
+    variable at all: the defaults an operator has on a systemd host."""
+    host = systemd_host
+    blocks = [block for name in RUNBOOKS
+              for block in shell_blocks((ROOT / "runbooks" / name).read_text())]
+    assert len(blocks) >= 5
+    host.sh("mkdir", "-p", "/root/runbook")
+    for block in blocks:
+        done = host.sh("sh", "-c", 'cd /root/runbook && exec bash -euo pipefail -c "$0"', block,
+                       check=False)
+        assert done.returncode == 0, f"$ {block}\n{done.stdout}\n{done.stderr}"
+    assert host.sh("cat", "/root/runbook/plan.md").stdout.count("## ") >= 4
+    assert_back_on_legacy(host)
