@@ -100,6 +100,36 @@ def engine_too_old(c: Ctx) -> Check | None:
                   "upgrade Docker Engine first; the containerd image store needs 24.0+")
 
 
+SNAP_PREFIXES = ("/snap/", "/var/snap/")
+
+
+def unsupported_setup(c: Ctx) -> Check | None:
+    """Rootless Docker, the snap and Docker Desktop: their daemon.json, data root and
+    restart are not the system daemon's that the tool edits and restarts (README, "Tested
+    host set-ups")."""
+    engine = c.inv.engine
+    if "name=rootless" in engine.security_options:
+        what, why = "rootless Docker", (
+            "its daemon runs as a user, reads ~/.config/docker/daemon.json and is restarted "
+            "with `systemctl --user restart docker`")
+    elif engine.data_root.startswith(SNAP_PREFIXES) or (
+            c.launch.argv and c.launch.argv[0].startswith(SNAP_PREFIXES)):
+        what, why = "the Docker snap", (
+            "its daemon.json is /var/snap/docker/current/config/daemon.json, its data root "
+            "lives under /var/snap/docker, and `snap restart docker` restarts it")
+    elif engine.operating_system == "Docker Desktop":
+        what, why = "Docker Desktop", (
+            "its daemon runs in Desktop's own VM, whose daemon.json and image store are "
+            "Desktop settings")
+    else:
+        return None
+    return _check("unsupported-setup", BLOCKER,
+                  f"this daemon is {what}, which containerd-migrate does not support: {why}",
+                  "the tool migrates a system dockerd (docker.service, a daemon.json in "
+                  "/etc/docker); Docker Desktop switches stores itself (Settings, General, "
+                  "'Use containerd for pulling and storing images')")
+
+
 def already_containerd(c: Ctx) -> Check | None:
     if c.inv.engine.store is not Store.CONTAINERD:
         return None
@@ -516,7 +546,8 @@ def no_images(c: Ctx) -> Check | None:
 
 
 CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
-    engine_too_old, already_containerd, config_already_switched, daemon_config_invalid,
+    engine_too_old, unsupported_setup, already_containerd, config_already_switched,
+    daemon_config_invalid,
     daemon_config_not_read, daemon_config_symlink, storage_driver_rewrite,
     storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,

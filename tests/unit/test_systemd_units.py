@@ -1,4 +1,5 @@
-"""docker.service's start limit: systemctl's answers, the plan's check, the restart retry."""
+"""docker.service's start limit (systemctl's answers, the plan's check, the restart retry),
+and the set-ups plan refuses: rootless Docker, the snap, Docker Desktop."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from migrate.engine.restart import run_restart_with_recovery
 from migrate.errors import RestartFailed
 from migrate.host import systemd
+from migrate.host.launch import parse_dockerd_argv
 from migrate.host.systemd import (
     UnitState,
     describe_limit,
@@ -177,3 +179,34 @@ def test_reset_only_after_start_limit_hit(monkeypatch: pytest.MonkeyPatch) -> No
     calls.clear()
     assert not systemd.reset_start_limit_if_hit(lambda _state, units: journaled.append(units))
     assert calls == []
+
+
+# --- set-ups the tool does not support ---------------------------------------------------
+
+
+def _setup_check(engine: dict[str, object], argv: tuple[str, ...] = ("dockerd",),
+                 ) -> tuple[Severity, str] | None:
+    host = facts(engine=engine, launch=parse_dockerd_argv(list(argv), source="proc"))
+    found = [c for c in evaluate_checks(host, PlanOptions()) if c.id == "unsupported-setup"]
+    return (found[0].severity, found[0].message + " " + found[0].hint) if found else None
+
+
+@pytest.mark.parametrize(("engine", "argv", "named"), [
+    ({"security_options": ("name=seccomp,profile=builtin", "name=rootless")}, ("dockerd",),
+     "rootless Docker"),
+    ({"data_root": "/var/snap/docker/common/var-lib-docker"}, ("dockerd",), "the Docker snap"),
+    ({}, ("/snap/docker/2932/bin/dockerd",), "the Docker snap"),
+    ({"operating_system": "Docker Desktop"}, ("dockerd",), "Docker Desktop"),
+])
+def test_unsupported_setups_block_with_the_reason(engine: dict[str, object],
+                                                  argv: tuple[str, ...], named: str) -> None:
+    found = _setup_check(engine, argv)
+    assert found is not None
+    severity, text = found
+    assert severity is Severity.BLOCKER
+    assert f"this daemon is {named}, which containerd-migrate does not support" in text
+
+
+def test_a_system_daemon_is_supported() -> None:
+    assert _setup_check({"operating_system": "Debian GNU/Linux 13 (trixie)",
+                         "security_options": ("name=seccomp,profile=builtin",)}) is None
