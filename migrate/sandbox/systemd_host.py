@@ -33,6 +33,8 @@ from pathlib import Path
 
 from migrate.sandbox.daemon import BASE_DIR, SYSTEM_PATH, SandboxError
 from migrate.sandbox.fetch import KEYRING, REPO_ROOT, locked, mirror_uri, run_checked, spec
+from migrate.sandbox.layers import ArchiveImage, load_images, random_layer, rootfs_layer
+from migrate.sandbox.samples import APPLETS, BUSY_LOOP, BUSYBOX
 from migrate.sandbox.system import (
     POLL,
     is_alive,
@@ -72,6 +74,12 @@ mount -t tmpfs -o mode=0755 tmpfs /run/systemd
 exec "$@"
 """
 BOOT_STATES = ("running", "degraded")
+# The sample host inside (populate_host).
+BASE_IMAGE = "cm-host/base:1"
+APP_TAGS = ("cm-host/app:1", "cm-host/app:latest")
+RUNNING = "web"
+EXITED = "batch"
+VOLUME = "webdata"
 
 
 def ensure_host_tools() -> None:
@@ -404,3 +412,20 @@ def _cgroup_pids(cgroup: Path) -> list[int]:
     except FileNotFoundError:
         return []
 
+
+
+def populate_host(host: SystemdHost) -> None:
+    """A small sample host inside: images built FROM scratch around busybox (loaded through
+    the inner docker CLI: no registry, no network inside), a running container writing to a
+    named volume, and an exited one."""
+    with tempfile.TemporaryDirectory(prefix="cm-host-img-") as tmp:
+        work = Path(tmp)
+        base = rootfs_layer(work, BUSYBOX, APPLETS)
+        extra = random_layer(work, "app", 512 * 1024)
+        load_images("", [ArchiveImage((BASE_IMAGE,), (base,)),
+                         ArchiveImage(APP_TAGS, (base, extra))],
+                    docker_argv=host.exec_argv(["docker"]))
+    host.checked("docker", "volume", "create", VOLUME)
+    host.checked("docker", "run", "-d", "--name", RUNNING, "-v", f"{VOLUME}:/data",
+                 APP_TAGS[0], "sh", "-c", f"echo kept > /data/file; {BUSY_LOOP}")
+    host.checked("docker", "run", "--name", EXITED, BASE_IMAGE, "true")

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,9 +22,11 @@ from pathlib import Path
 import pytest
 
 from migrate.sandbox import BASE_DIR, SandboxError
-from migrate.sandbox.layers import ArchiveImage, load_images, random_layer, rootfs_layer
-from migrate.sandbox.samples import APPLETS, BUSY_LOOP, BUSYBOX
-from migrate.sandbox.systemd_host import SystemdHost
+from migrate.sandbox.systemd_host import (
+    RUNNING,
+    SystemdHost,
+    populate_host,
+)
 
 ENGINE_KEYS = ("26", "28")
 SKIP_ENV = "CONTAINERD_MIGRATE_SKIP_ENGINE"
@@ -33,11 +34,6 @@ OWNER_PREFIX = "ph-"
 STATE_DIR = "/var/lib/containerd-migrate"
 DAEMON_JSON = "/etc/docker/daemon.json"
 DROP_IN_DIR = "/etc/systemd/system/docker.service.d"
-BASE_IMAGE = "cm-host/base:1"
-APP_TAGS = ("cm-host/app:1", "cm-host/app:latest")
-RUNNING = "web"
-EXITED = "batch"
-VOLUME = "webdata"
 _names = itertools.count()
 
 
@@ -110,22 +106,6 @@ class Host:
         out = self.sh("docker", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
         return {line for line in out.splitlines() if line}
 
-    def populate(self) -> None:
-        """Images built FROM scratch around busybox, a running container with a named
-        volume and an exited one (no registry: the images are loaded through the inner
-        docker CLI)."""
-        with tempfile.TemporaryDirectory(prefix="cm-host-img-") as tmp:
-            work = Path(tmp)
-            base = rootfs_layer(work, BUSYBOX, APPLETS)
-            extra = random_layer(work, "app", 512 * 1024)
-            load_images("", [ArchiveImage((BASE_IMAGE,), (base,)),
-                             ArchiveImage(APP_TAGS, (base, extra))],
-                        docker_argv=self.box.exec_argv(["docker"]))
-        self.sh("docker", "volume", "create", VOLUME)
-        self.sh("docker", "run", "-d", "--name", RUNNING, "-v", f"{VOLUME}:/data",
-                APP_TAGS[0], "sh", "-c", f"echo kept > /data/file; {BUSY_LOOP}")
-        self.sh("docker", "run", "--name", EXITED, BASE_IMAGE, "true")
-
     def reset_to_legacy(self) -> None:
         """Back to the start state if a failed test left the host elsewhere, with the
         start-limit counter cleared: each test counts its own starts (a run and its
@@ -174,7 +154,7 @@ def _session_host(request: pytest.FixtureRequest, _booted_hosts: dict[str, Host]
         host = Host(SystemdHost(directory, engine))
         _booted_hosts[engine] = host
         host.box.start()
-        host.populate()
+        populate_host(host.box)
     return _booted_hosts[engine]
 
 

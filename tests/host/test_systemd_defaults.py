@@ -14,22 +14,12 @@ import re
 import pytest
 
 from migrate.errors import ExitCode
+from migrate.sandbox.systemd_host import APP_TAGS, BASE_IMAGE, EXITED, RUNNING, VOLUME
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV
 
 from ..engine.test_runbooks import ROOT, RUNBOOKS, shell_blocks
-from .conftest import (
-    APP_TAGS,
-    BASE_IMAGE,
-    DAEMON_JSON,
-    DROP_IN_DIR,
-    EXITED,
-    RUNNING,
-    STATE_DIR,
-    VOLUME,
-    Host,
-    wait_for,
-)
+from .conftest import DAEMON_JSON, DROP_IN_DIR, STATE_DIR, Host, wait_for
 
 pytestmark = pytest.mark.host
 
