@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -50,17 +50,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _reap_stale_sandboxes() -> None:
+def reap_stale(prefix: str, destroy: Callable[[Path], None]) -> None:
+    """Destroy BASE_DIR/<prefix><pid>-... dirs whose pytest session (pid) has ended."""
     if not BASE_DIR.is_dir():
         return
-    for directory in BASE_DIR.glob(f"{OWNER_PREFIX}*"):
-        owner = directory.name.removeprefix(OWNER_PREFIX).split("-", 1)[0]
+    for directory in BASE_DIR.glob(f"{prefix}*"):
+        owner = directory.name.removeprefix(prefix).split("-", 1)[0]
         if not owner.isdigit() or Path(f"/proc/{owner}").exists():
             continue
         try:
-            Sandbox.open(directory).destroy()
+            destroy(directory)
         except SandboxError:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _reap_stale_sandboxes() -> None:
+    reap_stale(OWNER_PREFIX, lambda directory: Sandbox.open(directory).destroy())
 
 
 _names = itertools.count()

@@ -39,27 +39,6 @@ def _systemd_host(args: argparse.Namespace) -> SystemdHost | None:
     return SystemdHost.open(directory) if SystemdHost.is_host(directory) else None
 
 
-def _run_host(args: argparse.Namespace, host: SystemdHost) -> int:
-    if args.command == "start":
-        host.start(args.timeout)
-        print(f"export DOCKER_HOST={shlex.quote(host.host)}")
-    elif args.command == "stop":
-        host.stop(args.timeout)
-    elif args.command == "restart":
-        host.stop()
-        host.start(args.timeout)
-    elif args.command == "destroy":
-        host.destroy()
-    elif args.command == "exec":
-        # stdin, stdout and stderr pass through; the exit status is the command's.
-        return subprocess.run(host.exec_argv(args.argv), check=False).returncode
-    else:
-        raise SandboxError(f"`{args.command}` is for plain sandboxes; inside a systemd host "
-                           "the tool runs with its defaults (`exec --dir D containerd-migrate "
-                           "...`)")
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.command == "fetch":
         for key in sorted(ENGINES) if args.engine == "all" else [args.engine]:
@@ -67,29 +46,34 @@ def _run(args: argparse.Namespace) -> int:
             print(f"engine {key}: {engine_dir(key)} {fetched_versions(key)}")
         return 0
     host = _systemd_host(args)
-    if host is not None:
-        return _run_host(args, host)
     if args.command == "exec":
-        raise SandboxError(f"{args.dir} is not a systemd host; a plain sandbox runs no "
-                           "commands of its own (use DOCKER_HOST)")
-    sandbox = _sandbox(args)
+        if host is None:
+            raise SandboxError(f"{args.dir} is not a systemd host; a plain sandbox runs no "
+                               "commands of its own (use DOCKER_HOST)")
+        # stdin, stdout and stderr pass through; the exit status is the command's.
+        return subprocess.run(host.exec_argv(args.argv), check=False).returncode
+    target: Sandbox | SystemdHost = host if host is not None else _sandbox(args)
     if args.command == "start":
-        sandbox.start(args.timeout)
-        print(f"export DOCKER_HOST={shlex.quote(sandbox.host)}")
+        target.start(args.timeout)
+        print(f"export DOCKER_HOST={shlex.quote(target.host)}")
     elif args.command == "stop":
-        sandbox.stop(args.timeout)
+        target.stop(args.timeout)
     elif args.command == "restart":
-        sandbox.stop()
-        sandbox.start(args.timeout)
+        target.stop()
+        target.start(args.timeout)
     elif args.command == "destroy":
-        sandbox.destroy()
+        target.destroy()
+    elif isinstance(target, SystemdHost):
+        raise SandboxError(f"`{args.command}` is for plain sandboxes; inside a systemd host "
+                           "the tool runs with its defaults (`exec --dir D containerd-migrate "
+                           "...`)")
     elif args.command == "samples":
-        samples = populate_sandbox(sandbox, big_layer_bytes=args.big_mib * MIB)
+        samples = populate_sandbox(target, big_layer_bytes=args.big_mib * MIB)
         print(f"{len(samples.tags)} tags, {len(samples.containers)} containers -> "
-              f"{sandbox.dir / 'samples.json'}")  # fmt: skip
+              f"{target.dir / 'samples.json'}")  # fmt: skip
     elif args.command == "env":
-        state_dir = Path(args.state_dir).absolute() if args.state_dir else sandbox.dir / "state"
-        for name, value in sandbox.migrate_env(state_dir).items():
+        state_dir = Path(args.state_dir).absolute() if args.state_dir else target.dir / "state"
+        for name, value in target.migrate_env(state_dir).items():
             print(f"export {name}={shlex.quote(value)}")
     return 0
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,8 @@ from migrate.sandbox.systemd_host import (
     populate_host,
 )
 
+from ..conftest import reap_stale
+
 ENGINE_KEYS = ("26", "28")
 SKIP_ENV = "CONTAINERD_MIGRATE_SKIP_ENGINE"
 OWNER_PREFIX = "ph-"
@@ -35,17 +35,6 @@ STATE_DIR = "/var/lib/containerd-migrate"
 DAEMON_JSON = "/etc/docker/daemon.json"
 DROP_IN_DIR = "/etc/systemd/system/docker.service.d"
 _names = itertools.count()
-
-
-def _reap_stale_hosts() -> None:
-    for directory in BASE_DIR.glob(f"{OWNER_PREFIX}*"):
-        owner = directory.name.removeprefix(OWNER_PREFIX).split("-", 1)[0]
-        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
-            continue
-        try:
-            SystemdHost.open(directory).destroy()
-        except SandboxError:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass
@@ -121,20 +110,11 @@ class Host:
             self.sh("docker", "start", RUNNING)
 
 
-def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 120) -> None:
-    """Poll until `path` exists (a failpoint's `.reached` file); fail if the CLI ends."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"CLI exited early: {process.communicate()}"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="session")
 def _booted_hosts() -> Iterator[dict[str, Host]]:
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"{SKIP_ENV}=1")
-    _reap_stale_hosts()
+    reap_stale(OWNER_PREFIX, lambda directory: SystemdHost.open(directory).destroy())
     booted: dict[str, Host] = {}
     yield booted
     errors = []

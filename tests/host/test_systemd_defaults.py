@@ -18,8 +18,9 @@ from migrate.sandbox.systemd_host import APP_TAGS, BASE_IMAGE, EXITED, RUNNING, 
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV
 
+from ..engine.cli import wait_for_file
 from ..engine.test_runbooks import ROOT, RUNBOOKS, shell_blocks
-from .conftest import DAEMON_JSON, DROP_IN_DIR, STATE_DIR, Host, wait_for
+from .conftest import DAEMON_JSON, DROP_IN_DIR, STATE_DIR, Host
 
 pytestmark = pytest.mark.host
 
@@ -101,7 +102,7 @@ def test_failed_verification_rolls_back_automatically(systemd_host: Host) -> Non
     process = host.spawn(*RUN_LEAVE, env={FAILPOINTS_ENV: "after:import=pause",
                                           RESUME_ENV: resume, PAUSE_TIMEOUT_ENV: "120"})
     try:
-        wait_for(host.inside(resume + ".reached"), process)
+        wait_for_file(host.inside(resume + ".reached"), process)
         host.sh("docker", "rmi", APP_TAGS[0])
         host.inside(resume).write_text("")
         stdout, stderr = process.communicate(timeout=300)
