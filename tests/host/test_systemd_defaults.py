@@ -242,3 +242,42 @@ def test_runbooks_work_as_printed_on_the_host(systemd_host: Host) -> None:
         assert done.returncode == 0, f"$ {block}\n{done.stdout}\n{done.stderr}"
     assert host.sh("cat", "/root/runbook/plan.md").stdout.count("## ") >= 4
     assert_back_on_legacy(host)
+
+
+def test_daemon_refusing_the_switch_is_rolled_back_under_systemd(systemd_host: Host) -> None:
+    """dockerd refuses the switched daemon.json (a `--feature` flag, added by a drop-in
+    while the run is held before its restart, conflicts with the `features` key): the
+    restart fails, systemd's Restart=always keeps retrying (every 2 s, using up the start
+    limit), and the automatic rollback's restart still brings the legacy daemon back.
+    Engine 28 only (26 has no `--feature` flag)."""
+    host = systemd_host
+    if host.box.engine == "26":
+        pytest.skip("Engine 26 has no --feature flag")
+    resume = "/run/cm-resume-restart"
+    process = host.spawn(*RUN_LEAVE, env={FAILPOINTS_ENV: "before:restart=pause",
+                                          RESUME_ENV: resume, PAUSE_TIMEOUT_ENV: "120"})
+    try:
+        wait_for_file(host.inside(resume + ".reached"), process)
+        host.sh("mkdir", "-p", DROP_IN_DIR)
+        host.box.exec(["sh", "-c", f"cat > {DROP_IN_DIR}/cm-feature.conf"], input_text=(
+            "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// "
+            "--containerd=/run/containerd/containerd.sock "
+            "--feature containerd-snapshotter=false\n"))
+        host.sh("systemctl", "daemon-reload")
+        host.inside(resume).write_text("")
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    try:
+        out = f"{stdout}\n{stderr}"
+        assert process.returncode == ExitCode.ROLLED_BACK, out
+        assert "rolled back automatically" in out
+        # Whether Restart=always used up the start limit before the rollback's restart
+        # depends on timing (a retry every 2 s); if it did, the reset is journaled.
+        assert {r["phase"] for r in start_limit_resets(host)} <= {"switch"}
+        assert host.store() == "legacy"
+        assert host.unit("docker.service", "ActiveState")["ActiveState"] == "active"
+    finally:
+        _remove_drop_in(host)
