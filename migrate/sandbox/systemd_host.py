@@ -70,6 +70,7 @@ CGROUP_FS = Path("/sys/fs/cgroup")
 LAUNCHER = """set -e
 cgroups=$1; shift
 for cg in $cgroups; do echo $$ > "$cg/cgroup.procs"; done
+[ -d /run/systemd ] || mkdir /run/systemd
 mount -t tmpfs -o mode=0755 tmpfs /run/systemd
 exec "$@"
 """
