@@ -15,6 +15,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from migrate.models import Frozen
 
@@ -156,6 +157,18 @@ def recent_starts(state: UnitState) -> int | None:
 def monotonic_us() -> int:
     """CLOCK_MONOTONIC in µs: the clock of systemd's *TimestampMonotonic properties."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000
+
+
+def restarts_docker_service(argv: Sequence[str]) -> bool:
+    """Whether a restart command goes through systemd's docker.service (pure):
+    `systemctl restart docker[.service]`, or `service docker restart`, which systemd hosts
+    redirect to systemctl. Only then is the unit's start limit the restart's business."""
+    if not argv:
+        return False
+    program, args = Path(argv[0]).name, list(argv[1:])
+    if program == "systemctl":
+        return any(word in ("docker", SERVICE) for word in args)
+    return program == "service" and args[:1] == ["docker"]
 
 
 def reset_start_limit_if_hit(before_reset: Callable[[UnitState, tuple[str, ...]], None],

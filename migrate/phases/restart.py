@@ -76,7 +76,8 @@ class RestartPhase(Phase):
             failpoints.hit("restart:command-started")
 
         daemon_control.run_restart_with_recovery(
-            argv, timeout, started=journal_pid, recover=start_limit_recovery(ctx.checkpoint))
+            argv, timeout, started=journal_pid,
+            recover=start_limit_recovery(argv, ctx.checkpoint))
         remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
         info = daemon_control.wait_for_daemon(host, Store.CONTAINERD, remaining)
         return PhaseOutcome(
@@ -90,12 +91,15 @@ class RestartPhase(Phase):
         ]
 
 
-def start_limit_recovery(journal: Callable[[JSONDict], None],
+def start_limit_recovery(argv: Sequence[str], journal: Callable[[JSONDict], None],
                          say: Callable[[str], None] | None = None,
-                         ) -> Callable[[RestartFailed], bool]:
-    """The `recover` hook of a restart: when systemd refused to start docker.service
-    because of its start limit, journal it, reset it (host/systemd.py) and let the restart
-    run once more, as an operator would."""
+                         ) -> Callable[[RestartFailed], bool] | None:
+    """The `recover` hook of a restart through docker.service (None for other restart
+    commands): when systemd refused to start the unit because of its start limit, journal
+    it, reset it (host/systemd.py) and let the restart run once more, as an operator
+    would."""
+    if not systemd.restarts_docker_service(argv):
+        return None
 
     def before_reset(state: systemd.UnitState, units: tuple[str, ...]) -> None:
         limit = systemd.describe_limit(state)

@@ -304,7 +304,8 @@ def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
         ctx.checkpoint("switch", {"restart_pid": pid, "restart_started": start_time})
         failpoints.hit("rollback:restart-command-started")
 
-    recover = start_limit_recovery(lambda data: ctx.checkpoint("switch", data), ctx.say)
+    recover = start_limit_recovery(argv, lambda data: ctx.checkpoint("switch", data),
+                                   ctx.say)
     daemon_control.run_restart_with_recovery(argv, timeout, started=journal_pid,
                                              recover=recover)
     info = daemon_control.wait_for_daemon(host, Store.LEGACY, timeout)
