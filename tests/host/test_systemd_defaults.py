@@ -14,7 +14,14 @@ import re
 import pytest
 
 from migrate.errors import ExitCode
-from migrate.sandbox.systemd_host import APP_TAGS, BASE_IMAGE, EXITED, RUNNING, VOLUME
+from migrate.sandbox.systemd_host import (
+    APP_TAGS,
+    BASE_IMAGE,
+    EXITED,
+    INNER_VENV,
+    RUNNING,
+    VOLUME,
+)
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 from migrate.support.failpoints import PAUSE_TIMEOUT_ENV, RESUME_ENV
 
@@ -281,3 +288,12 @@ def test_daemon_refusing_the_switch_is_rolled_back_under_systemd(systemd_host: H
         assert host.unit("docker.service", "ActiveState")["ActiveState"] == "active"
     finally:
         _remove_drop_in(host)
+
+
+def test_debian_packages_fit_the_pins(systemd_host: Host) -> None:
+    """The tool runs on the suite's own python3-docker, -click, -pydantic, -structlog and
+    -tqdm: `pip check` holds them against pyproject.toml's requirements."""
+    done = systemd_host.sh(f"{INNER_VENV}/bin/pip", "check", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = systemd_host.sh(f"{INNER_VENV}/bin/pip", "show", "containerd-migrate").stdout
+    assert "Requires: click, docker, pydantic, structlog, tqdm" in shown
