@@ -19,6 +19,8 @@ setup: system-deps venv engines
 system-deps:
 	@need=""; \
 	command -v runc >/dev/null 2>&1 || need="$$need runc"; \
+	command -v debootstrap >/dev/null 2>&1 || need="$$need debootstrap"; \
+	command -v systemd-nspawn >/dev/null 2>&1 || need="$$need systemd-container"; \
 	dpkg-query -W -f='$${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
 		|| need="$$need busybox-static"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || need="$$need python3-venv"; \
@@ -46,7 +48,7 @@ lint: venv
 
 # pytest exits 5 when nothing is selected; that is not a failure of the suite.
 test: setup lint
-	$(VENV)/bin/pytest -m "unit or engine" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(VENV)/bin/pytest -m "unit or engine or host" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 unit: venv
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS) || [ $$? -eq 5 ]

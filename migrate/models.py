@@ -43,6 +43,8 @@ class EngineInfo(Frozen):
     kernel_version: str = ""
     live_restore: bool = False
     security_options: tuple[str, ...] = ()
+    # `docker info` OperatingSystem: "Debian GNU/Linux 13 (trixie)", "Docker Desktop", ...
+    operating_system: str = ""
     # Set when dockerd runs against an external containerd (`--containerd=SOCK`).
     containerd_address: str | None = None
     pid: int | None = None

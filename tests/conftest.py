@@ -4,8 +4,8 @@ Session fixtures (engine26, engine28, engine_sandbox, sample_host) share one dae
 with the sample host built once: treat them as read-only. Tests that restart a daemon, edit
 daemon.json or change images/containers use the function-scoped `fresh_sandbox` factory.
 
-Set CONTAINERD_MIGRATE_SKIP_ENGINE=1 to skip engine-marked tests; otherwise missing engines
-are fetched automatically on first use.
+Set CONTAINERD_MIGRATE_SKIP_ENGINE=1 to skip engine- and host-marked tests; otherwise missing
+engines are fetched automatically on first use.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -46,21 +46,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"{SKIP_ENV}=1")
     for item in items:
-        if "engine" in item.keywords:
+        if "engine" in item.keywords or "host" in item.keywords:
             item.add_marker(skip)
 
 
-def _reap_stale_sandboxes() -> None:
+def reap_stale(prefix: str, destroy: Callable[[Path], None]) -> None:
+    """Destroy BASE_DIR/<prefix><pid>-... dirs whose pytest session (pid) has ended."""
     if not BASE_DIR.is_dir():
         return
-    for directory in BASE_DIR.glob(f"{OWNER_PREFIX}*"):
-        owner = directory.name.removeprefix(OWNER_PREFIX).split("-", 1)[0]
+    for directory in BASE_DIR.glob(f"{prefix}*"):
+        owner = directory.name.removeprefix(prefix).split("-", 1)[0]
         if not owner.isdigit() or Path(f"/proc/{owner}").exists():
             continue
         try:
-            Sandbox.open(directory).destroy()
+            destroy(directory)
         except SandboxError:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _reap_stale_sandboxes() -> None:
+    reap_stale(OWNER_PREFIX, lambda directory: Sandbox.open(directory).destroy())
 
 
 _names = itertools.count()

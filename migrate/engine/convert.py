@@ -361,6 +361,7 @@ def engine_info(info: JSON, version: JSON) -> EngineInfo:
         kernel_version=str(info.get("KernelVersion", "")),
         live_restore=bool(info.get("LiveRestoreEnabled", False)),
         security_options=_tuple(info.get("SecurityOptions")),
+        operating_system=str(info.get("OperatingSystem", "")),
         containerd_address=containerd.get("Address") if isinstance(containerd, dict) else None,
         daemon_id=str(info.get("ID", "")),
     )

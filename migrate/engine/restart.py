@@ -200,6 +200,20 @@ def _run_within(argv: Sequence[str], shown: str, timeout: float,
         ) from error
 
 
+def run_restart_with_recovery(argv: Sequence[str], timeout: float,
+                              started: Callable[[int, int], None] | None = None,
+                              recover: Callable[[RestartFailed], bool] | None = None) -> None:
+    """`run_restart_command`, once more if it failed and `recover(failure)` cleared the
+    cause (systemd's start limit: host/systemd.py). Only one retry: a cause that comes
+    back is the operator's to see."""
+    try:
+        run_restart_command(argv, timeout, started)
+    except RestartFailed as failure:
+        if recover is None or not recover(failure):
+            raise
+        run_restart_command(argv, timeout, started)
+
+
 def current_info(host: str) -> EngineInfo | None:
     """What the daemon at `host` answers right now; None when it does not answer."""
     try:

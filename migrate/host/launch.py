@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ from typing import Literal
 from pydantic import Field
 
 from migrate.host.daemon_json import DEFAULT_PATH
+from migrate.host.systemd import systemctl_show
 from migrate.models import Frozen
 
 LaunchSource = Literal["systemd", "proc", "unknown"]
@@ -298,14 +298,8 @@ def systemd_booted() -> bool:
 
 def from_systemd(unit: str = SYSTEMD_UNIT) -> DaemonLaunch | None:
     props = ("LoadState", "ExecStart", "Environment", "MainPID", "FragmentPath", "DropInPaths")
-    command = ["systemctl", "show", unit, "--no-pager"]
-    for prop in props:
-        command += ["-p", prop]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_systemctl_show(done.stdout) if done.returncode == 0 else None
+    text = systemctl_show(unit, props)
+    return parse_systemctl_show(text) if text is not None else None
 
 
 def find_dockerd_pid(

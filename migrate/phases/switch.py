@@ -40,6 +40,7 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
 )
+from migrate.phases.restart import start_limit_recovery
 from migrate.support import failpoints
 
 NEW_DIR_MODE = 0o755
@@ -308,7 +309,10 @@ def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
         ctx.checkpoint("switch", {"restart_pid": pid, "restart_started": start_time})
         failpoints.hit("rollback:restart-command-started")
 
-    daemon_control.run_restart_command(argv, timeout, started=journal_pid)
+    recover = start_limit_recovery(argv, lambda data: ctx.checkpoint("switch", data),
+                                   ctx.say)
+    daemon_control.run_restart_with_recovery(argv, timeout, started=journal_pid,
+                                             recover=recover)
     info = daemon_control.wait_for_daemon(host, Store.LEGACY, timeout)
     return [f"switch: restarted the daemon; Docker {info.version} is back on the legacy store"]
 

@@ -30,6 +30,7 @@ from migrate.host.launch import (
     containerd_endpoint,
     names_containerd,
 )
+from migrate.host.systemd import SERVICE, SOCKET, describe_limit
 from migrate.models import VOLUME_GUARD_NAME, Frozen, Inventory, Store
 from migrate.preflight.containers import (
     commit_bytes,
@@ -103,6 +104,36 @@ def engine_too_old(c: Ctx) -> Check | None:
         return None
     return _check("engine-too-old", BLOCKER, f"Docker Engine {version} is older than 24.0",
                   "upgrade Docker Engine first; the containerd image store needs 24.0+")
+
+
+SNAP_PREFIXES = ("/snap/", "/var/snap/")
+
+
+def unsupported_setup(c: Ctx) -> Check | None:
+    """Rootless Docker, the snap and Docker Desktop: their daemon.json, data root and
+    restart are not the system daemon's that the tool edits and restarts (README, "Tested
+    host set-ups")."""
+    engine = c.inv.engine
+    if "name=rootless" in engine.security_options:
+        what, why = "rootless Docker", (
+            "its daemon runs as a user, reads ~/.config/docker/daemon.json and is restarted "
+            "with `systemctl --user restart docker`")
+    elif engine.data_root.startswith(SNAP_PREFIXES) or (
+            c.launch.argv and c.launch.argv[0].startswith(SNAP_PREFIXES)):
+        what, why = "the Docker snap", (
+            "its daemon.json is /var/snap/docker/current/config/daemon.json, its data root "
+            "lives under /var/snap/docker, and `snap restart docker` restarts it")
+    elif engine.operating_system == "Docker Desktop":
+        what, why = "Docker Desktop", (
+            "its daemon runs in Desktop's own VM, whose daemon.json and image store are "
+            "Desktop settings")
+    else:
+        return None
+    return _check("unsupported-setup", BLOCKER,
+                  f"this daemon is {what}, which containerd-migrate does not support: {why}",
+                  "the tool migrates a system dockerd (docker.service, a daemon.json in "
+                  "/etc/docker); Docker Desktop switches stores itself (Settings, General, "
+                  "'Use containerd for pulling and storing images')")
 
 
 def already_containerd(c: Ctx) -> Check | None:
@@ -377,6 +408,42 @@ def restart_command_fails(c: Ctx) -> Check | None:
                   RESTART_COMMAND_HINT + " (or set CONTAINERD_MIGRATE_RESTART_COMMAND)")
 
 
+# A migration starts docker.service once, its rollback once more.
+STARTS_PER_MIGRATION = 2
+
+
+def start_limit(c: Ctx) -> Check | None:
+    """docker.service's start limit (Debian: 3 starts in 60 s, the boot start counts)."""
+    unit = c.facts.docker_unit
+    if unit is None or not unit.loaded or not unit.limited:
+        return None
+    limit, ago = describe_limit(unit), c.facts.docker_started_ago
+    window = unit.start_limit_interval_us / 1_000_000
+    # The journal counts every start in the window; the last start alone is at least one.
+    recent = max(1 if ago is not None and ago < window else 0,
+                 c.facts.docker_recent_starts or 0)
+    details = [f"StartLimitBurst={unit.start_limit_burst}, StartLimitIntervalSec={window:g}s",
+               f"last start: {'unknown' if ago is None else f'{ago:.0f} s ago'}",
+               f"starts in the last {window:g} s: "
+               + ("unknown" if c.facts.docker_recent_starts is None else str(recent)),
+               f"automatic restarts since loaded: {unit.n_restarts}"]
+    hint = ("if systemd refuses a restart (result start-limit-hit), the tool runs "
+            f"`systemctl reset-failed {SERVICE} {SOCKET}` once and restarts again, and "
+            "journals it")
+    if unit.start_limit_hit or recent + STARTS_PER_MIGRATION > unit.start_limit_burst:
+        if unit.start_limit_hit:
+            why = " (its last start was refused: start-limit-hit)"
+        elif recent and ago is not None:
+            why = f" ({recent} start(s) in the last {window:g} s, the last {ago:.0f} s ago)"
+            hint += f"; not restarting docker for {window:g} s before `run` avoids it"
+        else:
+            why = ""
+        return _check("start-limit", WARNING, f"{SERVICE} allows {limit}: the restart and a "
+                      f"rollback may exceed it{why}", hint, details)
+    return _check("start-limit", INFO, f"{SERVICE} allows {limit}; a migration and its "
+                  f"rollback start it {STARTS_PER_MIGRATION} times", hint, details)
+
+
 def daemon_config_not_writable(c: Ctx) -> Check | None:
     if c.config.writable:
         return None
@@ -592,7 +659,8 @@ def no_images(c: Ctx) -> Check | None:
 
 
 CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
-    engine_too_old, already_containerd, config_already_switched, daemon_config_invalid,
+    engine_too_old, unsupported_setup, already_containerd, config_already_switched,
+    daemon_config_invalid,
     daemon_config_not_read, daemon_config_symlink, storage_driver_rewrite,
     storage_driver_unmappable,
     storage_driver_flag, feature_flag_conflict, feature_typo, userns_remap,
@@ -600,7 +668,7 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
     containers_removed_by_stop, reserved_container_name, names_kept_in_containerd, swarm_tasks,
     volumes_only_used_by_containers,
     registry_digests, dangling_images, disk_state_dir, disk_data_root, not_root,
-    daemon_config_not_writable, restart_command_unknown, restart_command_fails,
+    daemon_config_not_writable, restart_command_unknown, restart_command_fails, start_limit,
     dockerd_rejects_config,
     state_dir_unusable, state_dir_volatile, no_images, staging,
 )

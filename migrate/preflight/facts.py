@@ -13,7 +13,7 @@ import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -22,6 +22,7 @@ from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.engine.restart import SYSTEMD_RUNTIME_DIR, resolve_restart_command
 from migrate.errors import BlockedError, DaemonConfigError, UsageError
+from migrate.host import systemd
 from migrate.host.daemon_json import (
     DaemonConfigState,
     choose_snapshotter,
@@ -39,6 +40,7 @@ from migrate.host.launch import (
     dockerd_binary,
     names_containerd,
 )
+from migrate.host.systemd import UnitState
 from migrate.journal import replay
 from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, Frozen, Inventory
@@ -134,6 +136,12 @@ class HostFacts(Frozen):
     # Containers an earlier rollback of this state dir kept in the containerd store (by
     # name): hidden now, they are there again after the switch.
     kept_in_containerd: tuple[str, ...] = ()
+    # docker.service when systemd runs this daemon: its start limit, and seconds since its
+    # last start (None: unknown), which counts towards that limit.
+    docker_unit: UnitState | None = None
+    docker_started_ago: float | None = None
+    # Its start attempts within the start-limit interval, from the journal (None: unread).
+    docker_recent_starts: int | None = None
 
     @property
     def shared_filesystem(self) -> bool:
@@ -270,4 +278,17 @@ def gather_facts(
             StateDir(state_dir).archives_dir, inventory),
         kept_in_containerd=() if problem else replay(
             StateDir(state_dir).journal_path).kept_in_containerd,
+        **_docker_unit_facts(launch),
     )
+
+
+def _docker_unit_facts(launch: DaemonLaunch) -> dict[str, Any]:
+    """docker.service's start limit and last start, when systemd runs this daemon."""
+    if launch.source != "systemd":
+        return {}
+    unit = systemd.unit_state()
+    if unit is None:
+        return {}
+    return {"docker_unit": unit,
+            "docker_started_ago": systemd.seconds_since_start(unit, systemd.monotonic_us()),
+            "docker_recent_starts": systemd.recent_starts(unit) if unit.limited else None}

@@ -29,11 +29,12 @@ from migrate.sandbox.containerd import ContainerdStartError, ExternalContainerd
 from migrate.sandbox.fetch import engine_bin_dirs, ensure_engine, spec
 from migrate.sandbox.system import (
     POLL,
-    UnixHTTPConnection,
     kill_matching,
     log_tail,
     pid_from_file,
     start_logged,
+    unix_ping,
+    unix_request,
     unmount_under,
     wait_exit,
 )
@@ -290,20 +291,10 @@ class Sandbox:
         unmount_under(self.dir)
 
     def request(self, method: str, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
-        conn = UnixHTTPConnection(self.socket_path, timeout)
-        try:
-            conn.request(method, path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+        return unix_request(self.socket_path, method, path, timeout)
 
     def ping(self) -> bool:
-        try:
-            status, body = self.request("GET", "/_ping", timeout=2.0)
-        except OSError:
-            return False
-        return status == 200 and body.strip() == b"OK"
+        return unix_ping(self.socket_path)
 
     def api(self, path: str, **query: str) -> Any:
         """GET a Docker API path (query values URL-encoded) and decode the JSON answer."""

@@ -9,6 +9,11 @@ back on the legacy store.
 Every command is printed exactly as it runs: the tool is aimed at the sandbox with the
 CONTAINERD_MIGRATE_* variables printed first (`python -m migrate.sandbox env`), so each
 line can be pasted into a shell that has evaluated them.
+
+`--systemd` runs the same story where an operator runs it: inside a systemd-managed Debian
+host (Debian's docker.io under docker.service, booted with systemd-nspawn; the first time
+debootstraps its rootfs, about a minute), with the tool's defaults only: no variable, and
+`systemctl restart docker` as the restart.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from migrate.sandbox.daemon import Sandbox
 from migrate.sandbox.fetch import docker_cli
 from migrate.sandbox.samples import populate_sandbox
+from migrate.sandbox.systemd_host import SystemdHost, populate_host
 
 
 def _banner(text: str) -> None:
@@ -50,13 +56,73 @@ class _Demo:
         subprocess.run([docker_cli(), *args], env=self.env, check=False)
 
 
+class _HostDemo:
+    """The demo's commands, run inside a systemd host exactly as printed."""
+
+    def __init__(self, host: SystemdHost):
+        self.host = host
+
+    def run(self, *argv: str, check: bool = True) -> int:
+        print(f"$ {shlex.join(argv)}", flush=True)
+        code = subprocess.run(self.host.exec_argv(argv), check=False).returncode
+        if check and code != 0:
+            raise SystemExit(f"demo: `{shlex.join(argv)}` exited {code}")
+        return code
+
+
+def _systemd_demo(engine: str, keep: bool) -> int:
+    base = Path(tempfile.mkdtemp(prefix="cm-demo-", dir="/tmp"))
+    host = SystemdHost(base / "host", engine)
+    demo = _HostDemo(host)
+    try:
+        _banner(f"booting a systemd-managed Debian host with Docker Engine {engine} "
+                f"(docker.io under docker.service) in {host.dir}")
+        host.start()
+        print("# every command below runs inside the host as printed; for a shell there: "
+              + shlex.join([sys.executable, "-m", "migrate.sandbox", "exec", "--dir",
+                            str(host.dir), "bash"]))
+        demo.run("systemctl", "--no-pager", "status", "docker.service", "docker.socket",
+                 "containerd.service", check=False)
+        _banner("a small sample host: images, a running container with a volume, an "
+                "exited one")
+        populate_host(host)
+        demo.run("docker", "ps", "-a")
+        _banner("dry run with the defaults: the daemon systemd runs, /etc/docker/daemon.json, "
+                "`systemctl restart docker`")
+        demo.run("containerd-migrate", "plan", "--containers", "recreate")
+        _banner("the migration, containers recreated on the containerd store")
+        demo.run("containerd-migrate", "run", "--yes", "--containers", "recreate")
+        demo.run("docker", "info", "--format", "{{json .DriverStatus}}")
+        demo.run("docker", "ps", "-a")
+        demo.run("containerd-migrate", "status")
+        _banner("rolling back: the host returns to the legacy store")
+        demo.run("containerd-migrate", "rollback", "--yes")
+        demo.run("docker", "ps", "-a")
+        _banner("demo done: every image and container is back where it was")
+    finally:
+        if keep:
+            print(f"\nkept: the host (running) in {host.dir}; remove it with: "
+                  + shlex.join([sys.executable, "-m", "migrate.sandbox", "destroy", "--dir",
+                                str(host.dir)]))
+        else:
+            host.destroy()
+            shutil.rmtree(base, ignore_errors=True)
+            print(f"\nremoved: the host under {base} (--keep leaves it)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m migrate.sandbox.demo")
     parser.add_argument("--engine", default=os.environ.get("DEMO_ENGINE", "28"),
                         choices=["26", "28"])
     parser.add_argument("--keep", action="store_true",
                         help="leave the sandbox running and its state on disk")
+    parser.add_argument("--systemd", action="store_true",
+                        help="run the demo inside a systemd-managed Debian host with the "
+                             "tool's defaults (as on a real host)")
     args = parser.parse_args(argv)
+    if args.systemd:
+        return _systemd_demo(args.engine, args.keep)
     base = Path(tempfile.mkdtemp(prefix="cm-demo-", dir="/tmp"))
     sandbox = Sandbox(base / "engine", args.engine)
     state_dir = base / "state"
@@ -97,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         demo.docker("ps", "-a")
         demo.cli("status")
         _banner("demo done: every image and container is back where it was")
+        print("# on a real host the defaults apply (no variable): the daemon systemd runs, "
+              "/etc/docker/daemon.json, `systemctl restart docker`; `--systemd` runs this "
+              "demo inside such a host")
     finally:
         if args.keep:
             print(f"\nkept: the sandbox (running) in {sandbox.dir}, the state dir in "

@@ -91,7 +91,7 @@ def ensure_engine(key: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Several pytest sessions may run at once in one checkout: only one may download.
-    with _locked(target.parent / f".{key}.lock"):
+    with locked(target.parent / f".{key}.lock"):
         if is_fetched(key):
             return target
         _fetch_into(spec(key), target)
@@ -142,7 +142,8 @@ def mirror_uri() -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`: one builder of a cache at a time, across processes."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -163,9 +164,9 @@ def _fetch_into(engine: EngineSpec, target: Path) -> None:
         try:
             versions: dict[str, str] = {}
             for deb in debs:
-                _run(["dpkg-deb", "-x", str(deb), str(staging)])
-                name = _run(["dpkg-deb", "-f", str(deb), "Package"]).strip()
-                versions[name] = _run(["dpkg-deb", "-f", str(deb), "Version"]).strip()
+                run_checked(["dpkg-deb", "-x", str(deb), str(staging)])
+                name = run_checked(["dpkg-deb", "-f", str(deb), "Package"]).strip()
+                versions[name] = run_checked(["dpkg-deb", "-f", str(deb), "Version"]).strip()
             missing = [p for p in engine.packages if p not in versions]
             if missing:
                 raise FetchError(f"apt-get download did not fetch {missing}")
@@ -201,15 +202,16 @@ def _download(engine: EngineSpec, work: Path) -> list[Path]:
         "-o", f"Dir::Cache={work / 'cache'}",
         "-o", "APT::Sandbox::User=root",
     ]  # fmt: skip
-    _run([*apt, "update"])
-    _run([*apt, "download", *engine.packages], cwd=downloads)
+    run_checked([*apt, "update"])
+    run_checked([*apt, "download", *engine.packages], cwd=downloads)
     debs = sorted(downloads.glob("*.deb"))
     if not debs:
         raise FetchError(f"apt-get download produced no .deb files for {engine.packages}")
     return debs
 
 
-def _run(argv: list[str], cwd: Path | None = None) -> str:
+def run_checked(argv: list[str], cwd: Path | None = None) -> str:
+    """Run a tool; its stdout, or FetchError with the tail of its output."""
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])

@@ -16,6 +16,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -128,12 +129,17 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(_info(name, len(data)), io.BytesIO(data))
 
 
-def load_images(host: str, images: list[ArchiveImage]) -> None:
-    """Stream one archive holding every image (shared layers once) into `docker load`."""
+def load_images(host: str, images: list[ArchiveImage],
+                docker_argv: Sequence[str] | None = None) -> None:
+    """Stream one archive holding every image (shared layers once) into `docker load`.
+
+    `docker_argv` replaces `docker -H host` (e.g. the docker CLI inside a systemd host).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    docker = list(docker_argv) if docker_argv else [docker_cli(), "-H", host]
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
-            [docker_cli(), "-H", host, "load", "-q"],
+            [*docker, "load", "-q"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env,
         )  # fmt: skip
         if proc.stdin is None:

@@ -136,3 +136,24 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         sock.connect(self._sock_path)
         self.sock = sock
+
+
+def unix_request(sock_path: Path, method: str, path: str, timeout: float = 30.0,
+                 ) -> tuple[int, bytes]:
+    """One HTTP request over a unix socket: (status, body)."""
+    conn = UnixHTTPConnection(sock_path, timeout)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def unix_ping(sock_path: Path) -> bool:
+    """Whether a Docker daemon answers `/_ping` on `sock_path`."""
+    try:
+        status, body = unix_request(sock_path, "GET", "/_ping", timeout=2.0)
+    except OSError:
+        return False
+    return status == 200 and body.strip() == b"OK"
