@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -139,7 +139,13 @@ def _format_option(*choices: str) -> Callable[[F], F]:
     )
 
 
-class _PositiveNumber(click.ParamType[float]):
+if TYPE_CHECKING:
+    _FloatParam = click.ParamType[float]
+else:  # click 8.1 (Debian 13's, which the systemd host tier installs) is not generic
+    _FloatParam = click.ParamType
+
+
+class _PositiveNumber(_FloatParam):
     """A finite number of at least `least`: click's FloatRange lets NaN and infinity through
     (every comparison with NaN is false), and either would reach the journal and a deadline."""
 
