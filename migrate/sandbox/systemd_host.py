@@ -48,8 +48,10 @@ from migrate.sandbox.system import (
 HOSTFS_DIR = BASE_DIR / "hostfs"
 # docker-cli is its own package since trixie, and debootstrap installs no Recommends.
 # python3-setuptools: `pip install --no-build-isolation -e` builds with it, offline.
+# docker-buildx: the runbook's multi-platform proof, as an operator would install it.
 HOST_PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "docker.io", "docker-cli", "containerd", "iproute2",
+    "systemd", "systemd-sysv", "dbus", "docker.io", "docker-cli", "docker-buildx",
+    "containerd", "iproute2",
     "procps", "busybox-static", "python3", "python3-venv", "python3-setuptools",
     "python3-docker", "python3-click", "python3-pydantic", "python3-structlog",
     "python3-tqdm",
