@@ -279,7 +279,8 @@ class ExportPhase(Phase):
             removed = remove_partials(folder)
             lines += [f"export: removed the unfinished archive {name}" for name in removed]
         # Said only when true: a `cleanup` may have deleted them since.
-        if folder is not None and folder.is_dir() and read_manifest(folder).archives:
+        if folder is not None and folder.is_dir() and any(
+                (folder / entry.file).is_file() for entry in read_manifest(folder).archives):
             lines.append("export: nothing to reverse on the host; the archives are kept for "
                          "the next run (`containerd-migrate cleanup` deletes them)")
         else:

@@ -243,9 +243,9 @@ def gather_facts(
     """
     info = inventory.engine if inventory is not None else engine.info()
     try:
-        restart, problem = resolve_restart_command(restart_command), None
+        restart, restart_problem = resolve_restart_command(restart_command), None
     except (BlockedError, UsageError) as error:
-        restart, problem = (), error.message
+        restart, restart_problem = (), error.message
     config = read_daemon_config(daemon_config)
     launch = detect_launch(info.pid, engine.host)
     target = _target_bytes(config, snapshotter, info.legacy_driver)
@@ -257,7 +257,7 @@ def gather_facts(
         staging_result = staged.result() if staged is not None else None
         dockerd_verdict = verdict.result()
     data_root = info.data_root
-    problem = StateDir(state_dir).problem()
+    state_problem = StateDir(state_dir).problem()
     return HostFacts(
         inventory=inventory,
         daemon_config=config,
@@ -267,16 +267,16 @@ def gather_facts(
         data_root=probe_filesystem(data_root) if data_root else probe_filesystem("/"),
         is_root=os.geteuid() == 0,
         restart_command=restart,
-        restart_problem=problem,
+        restart_problem=restart_problem,
         restart_program_found=not restart or shutil.which(restart[0]) is not None,
         systemd_booted=SYSTEMD_RUNTIME_DIR.is_dir(),
         hostname=socket.gethostname(),
         daemon_host=engine.host,
-        state_dir_problem=problem,
+        state_dir_problem=state_problem,
         dockerd_verdict=dockerd_verdict,
-        archives_written_bytes=0 if problem else written_bytes(
+        archives_written_bytes=0 if state_problem else written_bytes(
             StateDir(state_dir).archives_dir, inventory),
-        kept_in_containerd=() if problem else replay(
+        kept_in_containerd=() if state_problem else replay(
             StateDir(state_dir).journal_path).kept_in_containerd,
         **_docker_unit_facts(launch),
     )

@@ -14,6 +14,8 @@ from migrate.sandbox.daemon import Sandbox
 from migrate.support.failpoints import ENV as FAILPOINTS_ENV
 
 RESTART_ENV = "CONTAINERD_MIGRATE_RESTART_COMMAND"
+# An `env` value for cli()/spawn() that removes the variable from the CLI's environment.
+UNSET = "\0unset"
 
 
 def child_signals() -> None:
@@ -73,6 +75,9 @@ def _env(sandbox: Sandbox, failpoints: str | None, env: Mapping[str, str] | None
     full_env = {k: v for k, v in os.environ.items() if k != FAILPOINTS_ENV}
     full_env[RESTART_ENV] = sandbox.restart_command
     full_env.update(env or {})
+    # UNSET as a value removes the variable (an empty value is an error of its own).
+    for name in [name for name, value in full_env.items() if value == UNSET]:
+        del full_env[name]
     if failpoints:
         full_env[FAILPOINTS_ENV] = failpoints
     return full_env

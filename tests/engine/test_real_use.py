@@ -21,7 +21,7 @@ from migrate.journal import replay
 from migrate.sandbox import SandboxFactory
 from migrate.sandbox.daemon import Sandbox
 from migrate.sandbox.samples import build_bulk_images, docker, sandbox_samples
-from tests.engine.cli import cli, restart_command
+from tests.engine.cli import UNSET, cli, restart_command
 
 pytestmark = pytest.mark.engine
 
@@ -71,7 +71,7 @@ def test_plan_predicts_run_config_file_restart_command_and_socket_path(
         default_restart_command()
     except BlockedError:
         code, report = _json_plan(sandbox, state, "--containers", "leave",
-                                  env={RESTART_ENV: ""})
+                                  env={RESTART_ENV: UNSET})
         assert code == ExitCode.BLOCKED and _check_ids(report) == {"restart-command"}
     assert not state.exists() or not (state / "journal.jsonl").exists(), "plan wrote state"
 
@@ -135,16 +135,17 @@ def test_one_policy_honest_verify_and_status_and_cleanup_after_rollback(
 
     exported = cli(sandbox, state, "export", "--containers", "leave", env=env)
     assert exported.returncode == 0, exported.stderr
-    assert "{" not in exported.stdout and "containerd-migrate run" in exported.stdout
+    assert "{" not in exported.stdout and " run --yes`" in exported.stdout
 
     status = _status(sandbox, state)
     done = {p["name"] for p in status["phases"] if p["status"] == "done"}
     assert done == {"snapshot", "export"} and not done & set(status["remaining"])
-    assert "`containerd-migrate run`" in status["next"]
+    assert " run --yes`" in status["next"]  # printed with this host's options
 
     early = cli(sandbox, state, "verify")
     assert early.returncode == ExitCode.BLOCKED, early.stdout + early.stderr
-    assert len((early.stdout + early.stderr).strip().splitlines()) == 1
+    said = (early.stdout + early.stderr).strip().splitlines()  # one refusal and its hint
+    assert said[0].startswith("error: ") and len(said) == 2, said
     assert not _verification(state).exists()
 
     # Item 5: export's policy and restart command are the run's; the advice works as given.
@@ -157,19 +158,20 @@ def test_one_policy_honest_verify_and_status_and_cleanup_after_rollback(
     assert back.returncode == 0, back.stdout + back.stderr
     after = cli(sandbox, state, "verify")
     assert after.returncode == ExitCode.BLOCKED
-    assert "legacy image store" in after.stdout and len(after.stdout.splitlines()) == 1
+    assert "rolled back" in after.stderr and "legacy store" in after.stderr
     assert _verification(state).read_bytes() == report, "verify overwrote the good report"
 
     status = _status(sandbox, state)
     assert status["store_now"] == "legacy" and status["volume_guard"] is False
-    assert status["next"].startswith("next: `containerd-migrate cleanup` deletes the archives")
+    assert status["next"].startswith("next: `containerd-migrate ")
+    assert "cleanup` deletes what the migration left" in status["next"]
     assert list((state / "archives").glob("*.tar"))
 
     cleaned = cli(sandbox, state, "cleanup")
     assert cleaned.returncode == 0, cleaned.stderr
     assert not list((state / "archives").glob("*.tar"))
     status = _status(sandbox, state)
-    assert "containerd-migrate plan" in status["next"]
+    assert " plan --containers leave`" in status["next"]
     assert set(sandbox_samples(sandbox).tags) <= _tags(sandbox)
 
 

@@ -127,7 +127,7 @@ def test_forward_and_rollback_with_drift_guard(
     _import_busybox(host, tmp_path)
     legacy_id = _docker(host, "image", "inspect", "-f", "{{.Id}}", IMAGE)
     running = _docker(host, "run", "-d", "--name", "worker", IMAGE, "sh", "-c", LOOP)
-    _docker(host, "run", "-d", "--name", "frozen", IMAGE, "sh", "-c", LOOP)
+    frozen = _docker(host, "run", "-d", "--name", "frozen", IMAGE, "sh", "-c", LOOP)
     _docker(host, "pause", "frozen")
     _docker(host, "create", "--name", "idle", IMAGE, "true")
     h = Harness(sandbox, tmp_path, containers="leave")
@@ -191,9 +191,9 @@ def test_forward_and_rollback_with_drift_guard(
 
     lines = h.undo(quiesce.PHASE, q_undo)
     assert lines[1] == f"quiesce: started container worker ({running[:12]})"
-    assert "was paused before" in lines[0]
+    assert lines[0] == f"quiesce: started container frozen ({frozen[:12]}) and paused it again"
     assert _docker(host, "inspect", "-f", "{{.State.Status}}", "worker") == "running"
-    assert _docker(host, "inspect", "-f", "{{.State.Status}}", "frozen") == "running"
+    assert _docker(host, "inspect", "-f", "{{.State.Status}}", "frozen") == "paused"
     assert _docker(host, "inspect", "-f", "{{.State.Running}}", "idle") == "false"
 
 
