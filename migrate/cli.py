@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +22,9 @@ from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminat
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 from migrate.support.streams import survive_lost_output
+
+if TYPE_CHECKING:
+    from migrate.commands.output import Format
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,6 +140,13 @@ def _format_option(*choices: str) -> Callable[[F], F]:
         "--format", "fmt", type=click.Choice(list(choices)), default=choices[0],
         show_default=True, help="Output format.",
     )
+
+
+def _result_format_option(f: F) -> F:
+    return click.option(
+        "--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+        show_default=True,
+        help="json: one document on stdout, also on failure (schema in the README).")(f)
 
 
 class _PositiveNumber(click.ParamType[float]):
@@ -305,17 +315,18 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
 @_restart_options
 @click.option("--no-auto-rollback", is_flag=True,
               help="Leave the host as it is when the restart or verification fails.")
+@_result_format_option
 @click.pass_context
 def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str | None,
         restart_command: str | None, restart_timeout: float | None,
-        no_auto_rollback: bool) -> None:
+        no_auto_rollback: bool, fmt: Format) -> None:
     """Run (or resume) the whole migration."""
     from migrate.commands.run import run as command
 
     _run(ctx, lambda: command(_globals(ctx), commands.RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
         restart_command=restart_command, restart_timeout=restart_timeout,
-        auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty())))
+        auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty(), fmt=fmt)))
 
 
 @main.command()
@@ -371,15 +382,16 @@ def verify(ctx: click.Context) -> None:
 @click.option("--purge-imported", is_flag=True,
               help="Also remove the images this migration imported into the containerd store.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_result_format_option
 @click.pass_context
 def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float | None,
-             force: bool, purge_imported: bool, yes: bool) -> None:
+             force: bool, purge_imported: bool, yes: bool, fmt: Format) -> None:
     """Undo the current migration and bring the host back to the legacy store."""
     from migrate.commands.rollback import rollback as command
 
     _run(ctx, lambda: command(_globals(ctx), commands.RollbackArgs(
         restart_command=restart_command, restart_timeout=restart_timeout, force=force,
-        purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty())))
+        purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty(), fmt=fmt)))
 
 
 @main.command()
@@ -392,9 +404,10 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
               help="After a rollback: keep the images this tool put into the containerd "
               "store (a later migration reuses them).")
 @click.option("--yes", "-y", is_flag=True, help="Confirm without asking.")
+@_result_format_option
 @click.pass_context
 def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bool,
-            keep_images: bool, yes: bool) -> None:
+            keep_images: bool, yes: bool, fmt: Format) -> None:
     """After a verified migration: delete the archives (and optionally legacy data). After
     a rollback: delete the archives and the tool's images in the containerd store."""
     from migrate.commands.cleanup import cleanup as command
@@ -402,4 +415,4 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
     _run(ctx, lambda: command(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
                               interactive=sys.stdin.isatty(),
                               remove_legacy_containers=remove_legacy_containers,
-                              keep_images=keep_images))
+                              keep_images=keep_images, fmt=fmt))
