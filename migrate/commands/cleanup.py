@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from migrate.archives.manifest import delete_archives
 from migrate.commands.context import (
@@ -18,6 +16,7 @@ from migrate.commands.context import (
     require_confirmation,
 )
 from migrate.commands.output import Format, Report
+from migrate.engine.legacy_store import legacy_containers, legacy_data, legacy_tags
 from migrate.errors import BlockedError, MigrateError, StateError
 from migrate.host.fs import tree_bytes
 from migrate.journal import JournalState
@@ -138,60 +137,9 @@ def _snapshot(state_dir: StateDir) -> Inventory:
     return inventory
 
 
-def legacy_containers(data_root: str, driver: str) -> dict[str, tuple[str, Path]]:
-    """Containers on disk that live in the legacy store (ID -> name, directory).
-
-    Read from the data root, not the snapshot: containers may have been created or
-    removed since, and the daemon on the containerd store does not list them.
-    """
-    found: dict[str, tuple[str, Path]] = {}
-    unreadable: list[str] = []
-    root = Path(data_root, "containers")
-    for folder in sorted(p for p in (root.iterdir() if root.is_dir() else ()) if p.is_dir()):
-        config = folder / "config.v2.json"
-        try:
-            data = json.loads(config.read_bytes())
-        except (OSError, ValueError) as error:
-            unreadable.append(f"{folder.name[:12]} ({config}: "
-                              f"{getattr(error, 'strerror', None) or error})")
-            continue
-        if not isinstance(data, dict):
-            unreadable.append(f"{folder.name[:12]} ({config}: not a JSON object)")
-        elif data.get("Driver") == driver:
-            found[str(data.get("ID") or config.parent.name)] = (
-                str(data.get("Name") or "").lstrip("/"), config.parent)
-    if unreadable:
-        # Fail closed: a container we cannot read may well need the layers a prune deletes.
-        raise BlockedError(
-            f"cannot tell which store {len(unreadable)} container(s) belong to: "
-            + "; ".join(unreadable[:5]) + "; pruning could destroy their data; nothing was "
-            "deleted",
-            "repair or remove those container directories (`docker rm` on the store they "
-            "belong to), then run cleanup again")
-    return found
-
-
 def _carried_over(state_dir: StateDir) -> set[str]:
     """Legacy containers that `--containers recreate` made again in the containerd store."""
     return {entry.id for entry in records_of(state_dir.journal().state()).recreate_undo.containers}
-
-
-def legacy_tags(data_root: str, driver: str) -> dict[str, str]:
-    """Tag -> image ID, as the legacy store keeps them (`repositories.json`); {} if none.
-    Digest references (`repo@sha256:...`) are not tags: a re-pull brings them back."""
-    path = Path(data_root, "image", driver, "repositories.json")
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        raise BlockedError(f"cannot read the legacy store's tags in {path}: {error}; "
-                           "refusing to prune what may not have been carried over",
-                           "nothing was deleted; check the file, then run cleanup again") \
-            from error
-    repositories = data.get("Repositories") if isinstance(data, dict) else None
-    return {str(ref): str(image) for refs in (repositories or {}).values()
-            if isinstance(refs, dict) for ref, image in refs.items() if "@" not in str(ref)}
 
 
 def _refuse_if_not_carried(data_root: str, state_dir: StateDir,
@@ -259,7 +207,7 @@ def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes:
         confirm(opts.console, f"delete the {len(blocking)} hidden legacy container(s) "
                 f"{names} for good (their writable layers and logs)?", yes=yes,
                 interactive=interactive)
-    targets = [Path(data_root) / "image" / legacy_driver, Path(data_root) / legacy_driver]
+    targets = legacy_data(data_root, legacy_driver)
     folders = [folder for _, folder in legacy.values()]
     size_bytes = tree_bytes([*targets, *folders])
     size = human_bytes(size_bytes)
