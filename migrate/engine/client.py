@@ -263,7 +263,9 @@ PARALLEL_CALLS = 8
 class Engine:
     """A connection to one Docker daemon."""
 
-    def __init__(self, host: str, timeout: float = 120.0):
+    def __init__(self, host: str, timeout: float = 120.0, reads: Reads | None = None):
+        """`reads`: the transport of the read-only calls (tests: an in-memory one); by
+        default the unix reader on a local socket, else the SDK."""
         self.host = host
         self._timeout = timeout
         self._local = threading.local()
@@ -272,13 +274,16 @@ class Engine:
         self._workers_lock = threading.Lock()
         self._version: JSON | None = None
         url = base_url(host)
-        unix = UnixReads(url.removeprefix("unix://"), timeout) if url.startswith("unix://") \
-            else None
-        self._reads: Reads = unix or SdkReads(lambda: self._api, self._map)
+        unix = (UnixReads(url.removeprefix("unix://"), timeout)
+                if reads is None and url.startswith("unix://") else None)
+        self._reads: Reads = reads or unix or SdkReads(lambda: self._api, self._map)
         # Connect at once, as the SDK's `version="auto"` does: a dead socket fails here.
         with _mapped_errors(host, "connect"):
             if unix is not None:
                 self._version = unix.negotiate()
+            elif reads is not None:
+                self._version = cast(JSON, checked(VersionAnswer, reads.get("/version"),
+                                                   "/version"))
             else:
                 self._main_api = self._new_api("auto")
 

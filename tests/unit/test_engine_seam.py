@@ -15,8 +15,9 @@ from migrate.cli import main
 from migrate.engine.client import Engine
 from migrate.engine.sdk_reads import SdkReads
 from migrate.engine.transport import ReadFailed, ReadNotFound
-from migrate.errors import EngineError, ExitCode
+from migrate.errors import EngineError, EngineUnreachable, ExitCode
 from tests.unit.fake_api import CONTAINER_ID, fake_api, json_answer, populated_daemon
+from tests.unit.memory_engine import memory_engine
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +89,16 @@ def test_the_sdk_reads_answer_like_the_unix_reader() -> None:
     assert isinstance(gone, ReadNotFound) and gone.status == 404
     assert isinstance(broken, ReadFailed) and not isinstance(broken, ReadNotFound)
     assert broken.status == 500 and info == {"ID": "x"}
+
+
+def test_an_engine_reads_an_in_memory_daemon_behind_the_same_protocol(tmp_path: Path) -> None:
+    """What makes the runner's lifecycle tests possible without a daemon."""
+    routes = populated_daemon(tmp_path / "root")
+    with memory_engine(routes) as engine:
+        inventory = engine.inventory()
+        assert [i.tags for i in inventory.images] == [("app:1",)]
+        assert [c.name for c in inventory.containers] == ["web"]
+        assert engine.inspect_container("gone") is None  # a 404 of the table
+    routes["/version"] = ConnectionRefusedError("refused")
+    with pytest.raises(EngineUnreachable, match="connection refused"):
+        memory_engine(routes)
