@@ -15,7 +15,7 @@ from migrate.commands.context import (
     open_state,
     require_confirmation,
 )
-from migrate.commands.output import Format, Report
+from migrate.commands.output import Format, Report, reported
 from migrate.engine.legacy_store import legacy_containers, legacy_data, legacy_tags
 from migrate.errors import BlockedError, MigrateError, StateError
 from migrate.host.fs import tree_bytes
@@ -32,13 +32,8 @@ from migrate.support.sizes import human_bytes
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
             interactive: bool = False, remove_legacy_containers: bool = False,
             keep_images: bool = False, fmt: Format = "text") -> int:
-    report = Report(opts, "cleanup", fmt)
-    try:
-        return _cleanup(report, prune_legacy, yes, interactive, remove_legacy_containers,
-                        keep_images)
-    except MigrateError as error:
-        report.failed(error)
-        raise
+    return reported(opts, "cleanup", fmt, lambda report: _cleanup(
+        report, prune_legacy, yes, interactive, remove_legacy_containers, keep_images))
 
 
 def _cleanup(report: Report, prune_legacy: bool, yes: bool, interactive: bool,

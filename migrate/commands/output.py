@@ -14,6 +14,7 @@ as `messages`, and exactly one document is printed, also when the command fails 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -82,3 +83,14 @@ class Report:
                     "result": result, "exit_code": code, "migration_id": None,
                     **self.fields, "error": error, "messages": self._collecting.lines}
         self._console.emit(json.dumps(document, indent=2))
+
+
+def reported(opts: GlobalOptions, command: str, fmt: Format,
+             body: Callable[[Report], int]) -> int:
+    """Runs a command's `body` with its Report: the document is printed however it ends."""
+    report = Report(opts, command, fmt)
+    try:
+        return body(report)
+    except MigrateError as error:
+        report.failed(error)
+        raise

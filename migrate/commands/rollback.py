@@ -17,7 +17,7 @@ from migrate.commands.context import (
     read_state,
     require_confirmation,
 )
-from migrate.commands.output import Format, Report, rollback_fields
+from migrate.commands.output import Format, Report, reported, rollback_fields
 from migrate.engine.restart import parse_restart_command
 from migrate.errors import MigrateError
 from migrate.journal import JournalState
@@ -60,12 +60,7 @@ def rollback_options(opts: GlobalOptions, args: RollbackArgs,
 
 
 def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
-    report = Report(opts, "rollback", args.fmt)
-    try:
-        return _rollback(report, args)
-    except MigrateError as error:
-        report.failed(error)
-        raise
+    return reported(opts, "rollback", args.fmt, lambda report: _rollback(report, args))
 
 
 def _rollback(report: Report, args: RollbackArgs) -> int:

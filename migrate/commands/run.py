@@ -18,9 +18,8 @@ from migrate.commands.context import (
     open_state,
     require_confirmation,
 )
-from migrate.commands.output import Format, Report, rollback_fields
+from migrate.commands.output import Format, Report, reported, rollback_fields
 from migrate.engine.restart import resolve_restart_command
-from migrate.errors import MigrateError
 from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import PreparedPlan, RunOptions
 from migrate.phases.lifecycle import containers_policy_of
@@ -104,12 +103,7 @@ def warn_volatile_state_dir(opts: GlobalOptions) -> None:
 
 
 def run(opts: GlobalOptions, args: RunArgs) -> int:
-    report = Report(opts, "run", args.fmt)
-    try:
-        return _run(report, args)
-    except MigrateError as error:
-        report.failed(error)
-        raise
+    return reported(opts, "run", args.fmt, lambda report: _run(report, args))
 
 
 def _run(report: Report, args: RunArgs) -> int:
