@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from migrate import __version__, commands
+from migrate import __version__
 from migrate.engine.client import base_url
 from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminated, UsageError
+from migrate.preflight.facts import CONTAINERS_POLICIES
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 from migrate.support.streams import survive_lost_output
 
 if TYPE_CHECKING:
+    from migrate.commands.context import GlobalOptions
     from migrate.commands.output import Format
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -94,9 +96,11 @@ class ClickConsole:
         return click.confirm(question, default=False, err=True)
 
 
-def _globals(ctx: click.Context) -> commands.GlobalOptions:
+def _globals(ctx: click.Context) -> GlobalOptions:
+    from migrate.commands.context import GlobalOptions
+
     params = ctx.find_root().params
-    return commands.GlobalOptions(
+    return GlobalOptions(
         host=_host(params["host"]),
         daemon_config=Path(params["daemon_config"]),
         state_dir=Path(params["state_dir"]),
@@ -108,7 +112,7 @@ def _globals(ctx: click.Context) -> commands.GlobalOptions:
 def _containers_option(f: F) -> F:
     return click.option(
         "--containers",
-        type=click.Choice(list(commands.CONTAINERS_POLICIES)),
+        type=click.Choice(list(CONTAINERS_POLICIES)),
         default=None,
         help="refuse (default): containers block the migration; leave: stop them and keep "
         "them hidden in the legacy store (they come back on rollback); recreate: stop them "
@@ -300,9 +304,10 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
     """Dry run: inventory, checks, disk and time estimates. Changes nothing.
 
     Exit code 0 when the host is ready, 3 when a blocker was found."""
+    from migrate.commands.plan import PlanArgs
     from migrate.commands.plan import plan as command
 
-    _run(ctx, lambda: command(_globals(ctx), commands.PlanArgs(
+    _run(ctx, lambda: command(_globals(ctx), PlanArgs(
         fmt=fmt, output=Path(output) if output else None, throughput=throughput,
         containers=containers, snapshotter=snapshotter, restart_command=restart_command,
         show_env=show_env)))
@@ -321,9 +326,10 @@ def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str 
         restart_command: str | None, restart_timeout: float | None,
         no_auto_rollback: bool, fmt: Format) -> None:
     """Run (or resume) the whole migration."""
+    from migrate.commands.run import RunArgs
     from migrate.commands.run import run as command
 
-    _run(ctx, lambda: command(_globals(ctx), commands.RunArgs(
+    _run(ctx, lambda: command(_globals(ctx), RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
         restart_command=restart_command, restart_timeout=restart_timeout,
         auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty(), fmt=fmt)))
@@ -371,7 +377,7 @@ def status(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-run the verification of the migrated images."""
-    from migrate.commands.verify import verify_command as command
+    from migrate.commands.verify import verify as command
 
     _run(ctx, lambda: command(_globals(ctx)))
 
@@ -387,9 +393,10 @@ def verify(ctx: click.Context) -> None:
 def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float | None,
              force: bool, purge_imported: bool, yes: bool, fmt: Format) -> None:
     """Undo the current migration and bring the host back to the legacy store."""
+    from migrate.commands.rollback import RollbackArgs
     from migrate.commands.rollback import rollback as command
 
-    _run(ctx, lambda: command(_globals(ctx), commands.RollbackArgs(
+    _run(ctx, lambda: command(_globals(ctx), RollbackArgs(
         restart_command=restart_command, restart_timeout=restart_timeout, force=force,
         purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty(), fmt=fmt)))
 

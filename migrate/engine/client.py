@@ -625,9 +625,6 @@ class Engine:
     def remove_image(self, ref: str, force: bool = False) -> None:
         self._call(f"remove image {ref}", self._api.remove_image, ref, force=force)
 
-    def tag_image(self, image: str, repository: str, tag: str) -> None:
-        self._call(f"tag {image}", self._api.tag, image, repository, tag)
-
     def containers_with_label(self, label: str) -> list[str]:
         found = checked(ContainerSummary, self._read(
             "list containers", "/containers/json",
