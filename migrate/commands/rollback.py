@@ -23,7 +23,7 @@ from migrate.errors import MigrateError
 from migrate.journal import JournalState
 from migrate.phases.base import RunOptions
 from migrate.phases.lifecycle import containers_policy_of
-from migrate.phases.runner import Runner
+from migrate.phases.runner import RollbackOutcome, Runner
 from migrate.preflight.facts import (
     CONTAINERS_POLICIES,
     DEFAULT_CONTAINERS_POLICY,
@@ -65,6 +65,7 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
 
 def _rollback(report: Report, args: RollbackArgs) -> int:
     opts = report.opts
+    report.set(**rollback_fields(RollbackOutcome(None)))  # every key, also when refused
     state = read_state(opts)
     decision = lifecycle_decision(opts, "rollback", state, purge_imported=args.purge_imported)
     if decision.action == "nothing":  # never creates a state dir it has nothing to do in

@@ -108,6 +108,7 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
 
 def _run(report: Report, args: RunArgs) -> int:
     opts = report.opts
+    report.set(steps=None, automatic_rollback=None)  # every key, also when refused
     require_confirmation("the migration", yes=args.yes, interactive=args.interactive)
     warn_volatile_state_dir(opts)
     restart = resolve_restart_command(chosen_restart_command(opts, args.restart_command))

@@ -65,6 +65,7 @@ def test_rollback_with_nothing_to_undo(tmp_path: Path) -> None:
     doc = _document(shown)
     assert (doc["command"], doc["result"], doc["exit_code"]) == ("rollback", "nothing_to_do", 0)
     assert doc["reason"] and doc["error"] is None and doc["messages"] == []
+    assert (doc["did"], doc["failed"], doc["checked"], doc["problems"]) == ([], [], [], [])
     assert not (tmp_path / "state").exists()
     # The text stays the default, and says the same reason.
     text = Shown()
@@ -101,6 +102,7 @@ def test_a_run_that_cannot_reach_the_daemon(tmp_path: Path) -> None:
     assert (doc["command"], doc["result"]) == ("run", "failed")
     assert doc["exit_code"] == int(failed.value.exit_code) == int(ExitCode.ENGINE_UNREACHABLE)
     assert doc["automatic_rollback"] is None and doc["migration_id"] is None
+    assert doc["steps"] is None
     assert doc["error"]["message"] == failed.value.message
 
 
