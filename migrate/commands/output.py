@@ -56,11 +56,19 @@ class Report:
     def __init__(self, opts: GlobalOptions, command: str, fmt: Format) -> None:
         self.command = command
         self.json = fmt == "json"
+        self._given = opts
         self._console = opts.console
         self._collecting = _Collecting(opts.console)
         # The options the command runs with: in JSON mode its lines are collected.
         self.opts = replace(opts, console=self._collecting) if self.json else opts
         self.fields: dict[str, Any] = {}
+        self._handed_over = False
+
+    def hand_over(self) -> GlobalOptions:
+        """Another command finishes this one (`rollback --purge-imported` after a rollback
+        is `cleanup`): its document is the one printed; returns the options to run it with."""
+        self._handed_over = True
+        return self._given
 
     def set(self, **fields: Any) -> None:
         self.fields.update(fields)
@@ -77,7 +85,7 @@ class Report:
                     {"message": error.message, "hint": error.hint})
 
     def _print(self, result: str, code: int, error: dict[str, str] | None) -> None:
-        if not self.json:
+        if not self.json or self._handed_over:
             return
         document = {"schema_version": SCHEMA_VERSION, "command": self.command,
                     "result": result, "exit_code": code, "migration_id": None,

@@ -79,7 +79,7 @@ def _rollback(report: Report, args: RollbackArgs) -> int:
     if state.outcome == "rolled_back":
         # `--purge-imported` after the rollback: what is left in the containerd store is
         # cleanup's to remove, the one command that frees it (its document says "cleanup").
-        return cleanup(opts, fmt=args.fmt)
+        return cleanup(report.hand_over(), fmt=args.fmt)
     require_confirmation("the rollback", yes=args.yes, interactive=args.interactive)
     state_dir = open_state(opts)
 

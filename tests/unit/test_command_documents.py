@@ -133,3 +133,16 @@ def test_an_automatic_rollback_is_its_own_result(tmp_path: Path) -> None:
     shown.lines.clear()
     Report(_opts(tmp_path, shown), "run", "text").failed(BlockedError("x", "y"))
     assert shown.lines == []  # text mode: the CLI prints the error, nothing else
+
+
+def test_rollback_purge_imported_after_a_rollback_prints_cleanups_document(
+        tmp_path: Path) -> None:
+    """Routed to cleanup: exactly one document, cleanup's, also when cleanup fails (here:
+    the daemon does not answer, so the tool's images cannot be removed)."""
+    shown = Shown()
+    opts = _opts(tmp_path, shown, "journal-0.1.0-completed-then-rolled-back.jsonl")
+    with pytest.raises(MigrateError) as failed:
+        rollback(opts, RollbackArgs(yes=True, purge_imported=True, fmt="json"))
+    doc = _document(shown)
+    assert (doc["command"], doc["result"]) == ("cleanup", "failed")
+    assert doc["exit_code"] == int(failed.value.exit_code)
