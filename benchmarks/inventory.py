@@ -26,8 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from migrate.commands import GlobalOptions, PlanArgs
-from migrate.commands.plan import make_report
+from migrate.commands.context import GlobalOptions
+from migrate.commands.plan import PlanArgs, make_report
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport
 from migrate.sandbox import BASE_DIR, Sandbox, build_bulk_images, docker

@@ -16,12 +16,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from migrate import __version__, commands
+from migrate import __version__
 from migrate.engine.client import base_url
 from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminated, UsageError
+from migrate.preflight.facts import CONTAINERS_POLICIES
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 from migrate.support.streams import survive_lost_output
+
+if TYPE_CHECKING:
+    from migrate.commands.context import GlobalOptions
+    from migrate.commands.output import Format
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,9 +96,11 @@ class ClickConsole:
         return click.confirm(question, default=False, err=True)
 
 
-def _globals(ctx: click.Context) -> commands.GlobalOptions:
+def _globals(ctx: click.Context) -> GlobalOptions:
+    from migrate.commands.context import GlobalOptions
+
     params = ctx.find_root().params
-    return commands.GlobalOptions(
+    return GlobalOptions(
         host=_host(params["host"]),
         daemon_config=Path(params["daemon_config"]),
         state_dir=Path(params["state_dir"]),
@@ -105,7 +112,7 @@ def _globals(ctx: click.Context) -> commands.GlobalOptions:
 def _containers_option(f: F) -> F:
     return click.option(
         "--containers",
-        type=click.Choice(list(commands.CONTAINERS_POLICIES)),
+        type=click.Choice(list(CONTAINERS_POLICIES)),
         default=None,
         help="refuse (default): containers block the migration; leave: stop them and keep "
         "them hidden in the legacy store (they come back on rollback); recreate: stop them "
@@ -137,6 +144,13 @@ def _format_option(*choices: str) -> Callable[[F], F]:
         "--format", "fmt", type=click.Choice(list(choices)), default=choices[0],
         show_default=True, help="Output format.",
     )
+
+
+def _result_format_option(f: F) -> F:
+    return click.option(
+        "--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+        show_default=True,
+        help="json: one document on stdout, also on failure (schema in the README).")(f)
 
 
 if TYPE_CHECKING:
@@ -296,9 +310,10 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
     """Dry run: inventory, checks, disk and time estimates. Changes nothing.
 
     Exit code 0 when the host is ready, 3 when a blocker was found."""
+    from migrate.commands.plan import PlanArgs
     from migrate.commands.plan import plan as command
 
-    _run(ctx, lambda: command(_globals(ctx), commands.PlanArgs(
+    _run(ctx, lambda: command(_globals(ctx), PlanArgs(
         fmt=fmt, output=Path(output) if output else None, throughput=throughput,
         containers=containers, snapshotter=snapshotter, restart_command=restart_command,
         show_env=show_env)))
@@ -311,17 +326,19 @@ def plan(ctx: click.Context, fmt: str, output: str | None, throughput: float | N
 @_restart_options
 @click.option("--no-auto-rollback", is_flag=True,
               help="Leave the host as it is when the restart or verification fails.")
+@_result_format_option
 @click.pass_context
 def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str | None,
         restart_command: str | None, restart_timeout: float | None,
-        no_auto_rollback: bool) -> None:
+        no_auto_rollback: bool, fmt: Format) -> None:
     """Run (or resume) the whole migration."""
+    from migrate.commands.run import RunArgs
     from migrate.commands.run import run as command
 
-    _run(ctx, lambda: command(_globals(ctx), commands.RunArgs(
+    _run(ctx, lambda: command(_globals(ctx), RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
         restart_command=restart_command, restart_timeout=restart_timeout,
-        auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty())))
+        auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty(), fmt=fmt)))
 
 
 @main.command()
@@ -366,7 +383,7 @@ def status(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-run the verification of the migrated images."""
-    from migrate.commands.verify import verify_command as command
+    from migrate.commands.verify import verify as command
 
     _run(ctx, lambda: command(_globals(ctx)))
 
@@ -377,15 +394,17 @@ def verify(ctx: click.Context) -> None:
 @click.option("--purge-imported", is_flag=True,
               help="Also remove the images this migration imported into the containerd store.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_result_format_option
 @click.pass_context
 def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: float | None,
-             force: bool, purge_imported: bool, yes: bool) -> None:
+             force: bool, purge_imported: bool, yes: bool, fmt: Format) -> None:
     """Undo the current migration and bring the host back to the legacy store."""
+    from migrate.commands.rollback import RollbackArgs
     from migrate.commands.rollback import rollback as command
 
-    _run(ctx, lambda: command(_globals(ctx), commands.RollbackArgs(
+    _run(ctx, lambda: command(_globals(ctx), RollbackArgs(
         restart_command=restart_command, restart_timeout=restart_timeout, force=force,
-        purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty())))
+        purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty(), fmt=fmt)))
 
 
 @main.command()
@@ -398,9 +417,10 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
               help="After a rollback: keep the images this tool put into the containerd "
               "store (a later migration reuses them).")
 @click.option("--yes", "-y", is_flag=True, help="Confirm without asking.")
+@_result_format_option
 @click.pass_context
 def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bool,
-            keep_images: bool, yes: bool) -> None:
+            keep_images: bool, yes: bool, fmt: Format) -> None:
     """After a verified migration: delete the archives (and optionally legacy data). After
     a rollback: delete the archives and the tool's images in the containerd store."""
     from migrate.commands.cleanup import cleanup as command
@@ -408,4 +428,4 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
     _run(ctx, lambda: command(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
                               interactive=sys.stdin.isatty(),
                               remove_legacy_containers=remove_legacy_containers,
-                              keep_images=keep_images))
+                              keep_images=keep_images, fmt=fmt))

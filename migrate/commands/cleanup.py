@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from migrate.archives.manifest import delete_archives
 from migrate.commands.context import (
@@ -16,7 +15,9 @@ from migrate.commands.context import (
     open_state,
     require_confirmation,
 )
-from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
+from migrate.commands.output import Format, Report, reported
+from migrate.engine.legacy_store import legacy_containers, legacy_data, legacy_tags
+from migrate.errors import BlockedError, MigrateError, StateError
 from migrate.host.fs import tree_bytes
 from migrate.journal import JournalState
 from migrate.journal.state_dir import StateDir, host_lock
@@ -31,18 +32,28 @@ from migrate.support.sizes import human_bytes
 
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
             interactive: bool = False, remove_legacy_containers: bool = False,
-            keep_images: bool = False) -> int:
+            keep_images: bool = False, fmt: Format = "text") -> int:
+    return reported(opts, "cleanup", fmt, lambda report: _cleanup(
+        report, prune_legacy, yes, interactive, remove_legacy_containers, keep_images))
+
+
+def _cleanup(report: Report, prune_legacy: bool, yes: bool, interactive: bool,
+             remove_legacy_containers: bool, keep_images: bool) -> int:
+    opts = report.opts
     decision = lifecycle_decision(opts, "cleanup")  # refuses before creating anything
     if decision.action == "nothing":
-        opts.console.emit(decision.reason)
-        return int(ExitCode.OK)
+        report.set(reason=decision.reason)
+        if not report.json:
+            opts.console.emit(decision.reason)
+        return report.done("nothing_to_do")
     state_dir = open_state(opts)
     with state_dir.lock():
         journal = state_dir.journal()
         state = journal.state()
         lifecycle_decision(opts, "cleanup", state)  # again, under the lock
+        report.set(migration_id=state.last_migration_id, after=state.outcome)
         if state.outcome == "rolled_back":
-            return _after_rollback(opts, state_dir, state, prune_legacy, keep_images)
+            return _after_rollback(report, state_dir, state, prune_legacy, keep_images)
         with connect(opts) as engine:
             info = engine.info()
             state_dir.check_host(info.data_root, info.daemon_id)
@@ -53,7 +64,7 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                 if prune_legacy:
                     _refuse_if_not_carried(info.data_root, state_dir, engine.image_tags())
                 pruned = _prune_legacy(opts, state_dir, info.data_root, yes, interactive,
-                                       remove_legacy_containers) if prune_legacy else ""
+                                       remove_legacy_containers) if prune_legacy else None
                 removed_guard = remove_guard(engine)
                 # What a verify killed during its multi-platform check left behind.
                 left = remove_probe(engine)
@@ -62,23 +73,27 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
                                        f"run `{command(opts, 'cleanup')}` again")
                 freed = delete_archives(state_dir.archives_dir)
                 journal.cleaned_up(pruned=prune_legacy)
-    opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
-                      + ("; removed the volume guard" if removed_guard else "")
-                      + (f"\n{pruned}" if pruned else ""))
-    return int(ExitCode.OK)
+    report.set(freed_bytes=freed, removed_volume_guard=removed_guard,
+               pruned_legacy=asdict(pruned) if pruned else None)
+    if not report.json:
+        opts.console.emit(f"cleanup: deleted the archives, {human_bytes(freed)} freed"
+                          + ("; removed the volume guard" if removed_guard else "")
+                          + (f"\n{pruned.text()}" if pruned else ""))
+    return report.done("cleaned_up")
 
 
-def _after_rollback(opts: GlobalOptions, state_dir: StateDir, state: JournalState,
+def _after_rollback(report: Report, state_dir: StateDir, state: JournalState,
                     prune_legacy: bool, keep_images: bool) -> int:
     """The host is on the legacy store again: what the migrations of this state dir left
     in the state dir and in the containerd store is only disk use, and the legacy data is
     the live data, never pruned."""
+    opts = report.opts
     if prune_legacy:
         raise BlockedError("the migration was rolled back: the legacy data is the data the "
                            "daemon uses now; nothing was deleted",
                            f"run `{command(opts, 'cleanup')}` without --prune-legacy to "
                            "delete the archives and the tool's images in the containerd store")
-    report = UndoReport()
+    undone = UndoReport()
     if not keep_images and state.tool_images:
         with connect(opts) as engine:
             info = engine.info()
@@ -90,19 +105,23 @@ def _after_rollback(opts: GlobalOptions, state_dir: StateDir, state: JournalStat
                                    "switch back to the legacy store first, or remove them "
                                    "with `docker image rm`")
             with host_lock(info.data_root):
-                report = purge_tool_images(engine, opts.daemon_config, state.tool_images)
+                undone = purge_tool_images(engine, opts.daemon_config, state.tool_images)
     freed = delete_archives(state_dir.archives_dir)
     kept = ("; the images this tool put into the containerd store were kept (--keep-images)"
             if keep_images else "")
-    opts.console.emit("\n".join([
-        f"cleanup: the migration was rolled back; deleted the archives, "
-        f"{human_bytes(freed)} freed{kept}",
-        *(f"  {line}" for line in report.did), *(f"  FAILED: {line}" for line in report.failed)]))
-    if not report.ok:
-        raise MigrateError(f"cleanup could not remove everything: {'; '.join(report.failed)}",
+    report.set(freed_bytes=freed, kept_images=keep_images, did=list(undone.did),
+               failed=list(undone.failed))
+    if not report.json:
+        opts.console.emit("\n".join([
+            f"cleanup: the migration was rolled back; deleted the archives, "
+            f"{human_bytes(freed)} freed{kept}",
+            *(f"  {line}" for line in undone.did),
+            *(f"  FAILED: {line}" for line in undone.failed)]))
+    if not undone.ok:
+        raise MigrateError(f"cleanup could not remove everything: {'; '.join(undone.failed)}",
                            f"fix the cause, then run `{command(opts, 'cleanup')}` again")
     state_dir.journal().cleaned_up(kept_images=keep_images)
-    return int(ExitCode.OK)
+    return report.done("cleaned_up")
 
 
 def _snapshot(state_dir: StateDir) -> Inventory:
@@ -119,60 +138,9 @@ def _snapshot(state_dir: StateDir) -> Inventory:
     return inventory
 
 
-def legacy_containers(data_root: str, driver: str) -> dict[str, tuple[str, Path]]:
-    """Containers on disk that live in the legacy store (ID -> name, directory).
-
-    Read from the data root, not the snapshot: containers may have been created or
-    removed since, and the daemon on the containerd store does not list them.
-    """
-    found: dict[str, tuple[str, Path]] = {}
-    unreadable: list[str] = []
-    root = Path(data_root, "containers")
-    for folder in sorted(p for p in (root.iterdir() if root.is_dir() else ()) if p.is_dir()):
-        config = folder / "config.v2.json"
-        try:
-            data = json.loads(config.read_bytes())
-        except (OSError, ValueError) as error:
-            unreadable.append(f"{folder.name[:12]} ({config}: "
-                              f"{getattr(error, 'strerror', None) or error})")
-            continue
-        if not isinstance(data, dict):
-            unreadable.append(f"{folder.name[:12]} ({config}: not a JSON object)")
-        elif data.get("Driver") == driver:
-            found[str(data.get("ID") or config.parent.name)] = (
-                str(data.get("Name") or "").lstrip("/"), config.parent)
-    if unreadable:
-        # Fail closed: a container we cannot read may well need the layers a prune deletes.
-        raise BlockedError(
-            f"cannot tell which store {len(unreadable)} container(s) belong to: "
-            + "; ".join(unreadable[:5]) + "; pruning could destroy their data; nothing was "
-            "deleted",
-            "repair or remove those container directories (`docker rm` on the store they "
-            "belong to), then run cleanup again")
-    return found
-
-
 def _carried_over(state_dir: StateDir) -> set[str]:
     """Legacy containers that `--containers recreate` made again in the containerd store."""
     return {entry.id for entry in records_of(state_dir.journal().state()).recreate_undo.containers}
-
-
-def legacy_tags(data_root: str, driver: str) -> dict[str, str]:
-    """Tag -> image ID, as the legacy store keeps them (`repositories.json`); {} if none.
-    Digest references (`repo@sha256:...`) are not tags: a re-pull brings them back."""
-    path = Path(data_root, "image", driver, "repositories.json")
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        raise BlockedError(f"cannot read the legacy store's tags in {path}: {error}; "
-                           "refusing to prune what may not have been carried over",
-                           "nothing was deleted; check the file, then run cleanup again") \
-            from error
-    repositories = data.get("Repositories") if isinstance(data, dict) else None
-    return {str(ref): str(image) for refs in (repositories or {}).values()
-            if isinstance(refs, dict) for ref, image in refs.items() if "@" not in str(ref)}
 
 
 def _refuse_if_not_carried(data_root: str, state_dir: StateDir,
@@ -195,8 +163,26 @@ def _refuse_if_not_carried(data_root: str, state_dir: StateDir,
             "them on purpose before pruning")
 
 
+@dataclass(frozen=True)
+class PrunedLegacy:
+    """What `--prune-legacy` deleted (the `pruned_legacy` of cleanup's JSON document)."""
+
+    driver: str
+    paths: tuple[str, ...]
+    # Names (else short IDs) of the legacy containers whose copies went with the data.
+    containers: tuple[str, ...]
+    freed_bytes: int
+
+    def text(self) -> str:
+        containers = (f" and the legacy store's copies of {len(self.containers)} container(s) "
+                      f"({', '.join(self.containers)})" if self.containers else "")
+        return (f"cleanup: deleted the legacy {self.driver} data ({', '.join(self.paths)})"
+                f"{containers}, {human_bytes(self.freed_bytes)} freed; rollback is no longer "
+                "possible")
+
+
 def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes: bool,
-                  interactive: bool, remove_containers: bool) -> str:
+                  interactive: bool, remove_containers: bool) -> PrunedLegacy:
     """Deletes the legacy store's data; returns what was deleted and how much was freed."""
     inventory = _snapshot(state_dir)
     legacy_driver = inventory.engine.legacy_driver
@@ -222,9 +208,10 @@ def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes:
         confirm(opts.console, f"delete the {len(blocking)} hidden legacy container(s) "
                 f"{names} for good (their writable layers and logs)?", yes=yes,
                 interactive=interactive)
-    targets = [Path(data_root) / "image" / legacy_driver, Path(data_root) / legacy_driver]
+    targets = legacy_data(data_root, legacy_driver)
     folders = [folder for _, folder in legacy.values()]
-    size = human_bytes(tree_bytes([*targets, *folders]))
+    size_bytes = tree_bytes([*targets, *folders])
+    size = human_bytes(size_bytes)
     confirm(opts.console, f"delete the legacy {legacy_driver} data, {size} "
             f"({', '.join(map(str, targets))}"
             + (f", and the legacy store's copies of {len(legacy)} container(s)" if legacy
@@ -241,8 +228,6 @@ def _prune_legacy(opts: GlobalOptions, state_dir: StateDir, data_root: str, yes:
             f"could not delete {len(failed)} path(s) of the legacy data: {'; '.join(failed[:3])}",
             "rollback is no longer possible; delete the rest by hand",
         )
-    containers = (f" and the legacy store's copies of {len(legacy)} container(s) "
-                  f"({', '.join(sorted(name or cid[:12] for cid, (name, _) in legacy.items()))})"
-                  if legacy else "")
-    return (f"cleanup: deleted the legacy {legacy_driver} data ({', '.join(map(str, targets))})"
-            f"{containers}, {size} freed; rollback is no longer possible")
+    return PrunedLegacy(legacy_driver, tuple(map(str, targets)),
+                        tuple(sorted(name or cid[:12] for cid, (name, _) in legacy.items())),
+                        size_bytes)

@@ -17,12 +17,13 @@ from migrate.commands.context import (
     read_state,
     require_confirmation,
 )
+from migrate.commands.output import Format, Report, reported, rollback_fields
 from migrate.engine.restart import parse_restart_command
-from migrate.errors import ExitCode, MigrateError
+from migrate.errors import MigrateError
 from migrate.journal import JournalState
 from migrate.phases.base import RunOptions
 from migrate.phases.lifecycle import containers_policy_of
-from migrate.phases.runner import Runner
+from migrate.phases.runner import RollbackOutcome, Runner
 from migrate.preflight.facts import (
     CONTAINERS_POLICIES,
     DEFAULT_CONTAINERS_POLICY,
@@ -38,6 +39,7 @@ class RollbackArgs:
     purge_imported: bool = False
     yes: bool = False
     interactive: bool = False
+    fmt: Format = "text"
 
 
 def rollback_options(opts: GlobalOptions, args: RollbackArgs,
@@ -58,17 +60,26 @@ def rollback_options(opts: GlobalOptions, args: RollbackArgs,
 
 
 def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
+    return reported(opts, "rollback", args.fmt, lambda report: _rollback(report, args))
+
+
+def _rollback(report: Report, args: RollbackArgs) -> int:
+    opts = report.opts
+    report.set(**rollback_fields(RollbackOutcome(None)))  # every key, also when refused
     state = read_state(opts)
     decision = lifecycle_decision(opts, "rollback", state, purge_imported=args.purge_imported)
     if decision.action == "nothing":  # never creates a state dir it has nothing to do in
         next_step = decision.next.render(command_line(opts)) if decision.next else ""
-        opts.console.emit(f"{decision.reason}\nnext: {next_step}" if next_step
-                          else decision.reason)
-        return int(ExitCode.OK)
+        report.set(migration_id=state.last_migration_id, reason=decision.reason,
+                   next=next_step or None)
+        if not report.json:
+            opts.console.emit(f"{decision.reason}\nnext: {next_step}" if next_step
+                              else decision.reason)
+        return report.done("nothing_to_do")
     if state.outcome == "rolled_back":
         # `--purge-imported` after the rollback: what is left in the containerd store is
-        # cleanup's to remove, the one command that frees it.
-        return cleanup(opts)
+        # cleanup's to remove, the one command that frees it (its document says "cleanup").
+        return cleanup(report.hand_over(), fmt=args.fmt)
     require_confirmation("the rollback", yes=args.yes, interactive=args.interactive)
     state_dir = open_state(opts)
 
@@ -81,15 +92,20 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
                     say=opts.console.emit, command_line=command_line(opts))
     outcome = runner.rollback(ask, tuple(sys.argv[1:]), force=args.force,
                               purge_imported=args.purge_imported)
+    report.set(migration_id=outcome.migration_id)
     if outcome.nothing_to_do:
-        opts.console.emit(outcome.nothing_to_do)
-        return int(ExitCode.OK)
-    opts.console.emit("rollback:\n" + "\n".join(f"  did: {line}" for line in outcome.lines))
-    if outcome.failed:
-        opts.console.emit("\n".join(f"  FAILED: {line}" for line in outcome.failed))
-    opts.console.emit("checked:\n" + "\n".join(f"  ok: {line}" for line in outcome.ok))
-    if outcome.problems:
-        opts.console.emit("\n".join(f"  PROBLEM: {line}" for line in outcome.problems))
+        report.set(reason=outcome.nothing_to_do, next=None)
+        if not report.json:
+            opts.console.emit(outcome.nothing_to_do)
+        return report.done("nothing_to_do")
+    report.set(**rollback_fields(outcome))
+    if not report.json:
+        opts.console.emit("rollback:\n" + "\n".join(f"  did: {line}" for line in outcome.lines))
+        if outcome.failed:
+            opts.console.emit("\n".join(f"  FAILED: {line}" for line in outcome.failed))
+        opts.console.emit("checked:\n" + "\n".join(f"  ok: {line}" for line in outcome.ok))
+        if outcome.problems:
+            opts.console.emit("\n".join(f"  PROBLEM: {line}" for line in outcome.problems))
     if outcome.failed:
         raise MigrateError(
             f"rollback could not undo everything: {'; '.join(outcome.failed)}",
@@ -98,5 +114,6 @@ def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
             "failed")
     if outcome.problems:
         raise MigrateError(f"rollback finished but {len(outcome.problems)} check(s) failed",
-                           "see the PROBLEM lines above and the daemon log")
-    return int(ExitCode.OK)
+                           "see the PROBLEM lines above and the daemon log"
+                           if not report.json else "see `problems` and the daemon log")
+    return report.done("rolled_back")

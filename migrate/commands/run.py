@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from migrate.commands.context import (
     GlobalOptions,
@@ -17,10 +18,11 @@ from migrate.commands.context import (
     open_state,
     require_confirmation,
 )
+from migrate.commands.output import Format, Report, reported, rollback_fields
 from migrate.engine.restart import resolve_restart_command
-from migrate.errors import ExitCode
 from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import PreparedPlan, RunOptions
+from migrate.phases.lifecycle import containers_policy_of
 from migrate.phases.records import records_of
 from migrate.phases.runner import RUN_PHASES, Runner
 from migrate.phases.snapshot import blocker_error, prepare_plan
@@ -38,6 +40,7 @@ class RunArgs:
     restart_timeout: float | None = None
     auto_rollback: bool = True
     interactive: bool = False
+    fmt: Format = "text"
 
 
 def run_options(opts: GlobalOptions, args: RunArgs, restart: tuple[str, ...]) -> RunOptions:
@@ -100,6 +103,12 @@ def warn_volatile_state_dir(opts: GlobalOptions) -> None:
 
 
 def run(opts: GlobalOptions, args: RunArgs) -> int:
+    return reported(opts, "run", args.fmt, lambda report: _run(report, args))
+
+
+def _run(report: Report, args: RunArgs) -> int:
+    opts = report.opts
+    report.set(steps=None, automatic_rollback=None)  # every key, also when refused
     require_confirmation("the migration", yes=args.yes, interactive=args.interactive)
     warn_volatile_state_dir(opts)
     restart = resolve_restart_command(chosen_restart_command(opts, args.restart_command))
@@ -117,22 +126,54 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
 
     runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit,
                     command_line=command_line(opts))
-    outcome = runner.forward(RUN_PHASES, ask, tuple(sys.argv[1:]),
-                             auto_rollback=args.auto_rollback)
+    try:
+        outcome = runner.forward(RUN_PHASES, ask, tuple(sys.argv[1:]),
+                                 auto_rollback=args.auto_rollback)
+    finally:
+        undone = runner.automatic_rollback
+        report.set(migration_id=runner.migration_id,
+                   automatic_rollback=rollback_fields(undone) if undone else None)
+    report.set(migration_id=outcome.migration_id, steps=list(outcome.steps))
     if outcome.already_completed:
-        opts.console.emit(f"migration {outcome.migration_id} already completed; "
-                          "see `containerd-migrate status` and `containerd-migrate verify`")
-        return int(ExitCode.OK)
+        if not report.json:
+            opts.console.emit(f"migration {outcome.migration_id} already completed; see "
+                              "`containerd-migrate status` and `containerd-migrate verify`")
+        return report.done("already_completed")
+    reports = {"verification": str(state_dir.reports_dir / "verification.txt"),
+               "id_map": str(state_dir.reports_dir / "id-map.json")}
+    if outcome.state is not None:
+        report.set(reports=reports, **run_fields(outcome.state))
+    if report.json:
+        return report.done("completed")
     opts.console.emit(
         f"migration {outcome.migration_id} completed: every image verified on the containerd "
-        f"store.\nreports: {state_dir.reports_dir / 'verification.txt'}, "
-        f"{state_dir.reports_dir / 'id-map.json'}")
+        f"store.\nreports: {reports['verification']}, {reports['id_map']}")
     if outcome.state is not None:
         capability = multi_platform_summary(outcome.state)
         if capability:
             opts.console.emit(capability)
         opts.console.emit("\n".join(containers_summary(opts, outcome.state, restart)))
-    return int(ExitCode.OK)
+    return report.done("completed")
+
+
+def run_fields(state: JournalState) -> dict[str, Any]:
+    """What a completed run's document says of the store and the containers."""
+    records = records_of(state)
+    recreate = records.recreate
+    return {
+        "multi_platform": records.verify.multi_platform,
+        "containers": {
+            "policy": containers_policy_of(state),
+            "stopped": list(records.quiesce.stopped),
+            "recreated": list(recreate.recreated),
+            "running": list(recreate.running),
+            "left_created": list(recreate.left_created),
+            "downtime_seconds": dict(recreate.downtime_seconds),
+            "container_map": recreate.container_map,
+            # Stopped and not recreated: down until a rollback brings them back.
+            "down": [] if recreate.recreated else list(records.quiesce.stopped),
+        },
+    }
 
 
 def multi_platform_summary(state: JournalState) -> str:

@@ -7,11 +7,11 @@ from migrate.commands.context import GlobalOptions, connect, lifecycle_decision,
 from migrate.errors import BlockedError, ExitCode, StateError
 from migrate.journal.state_dir import StateDir
 from migrate.models import Store
+from migrate.phases import verify as verify_phase
 from migrate.phases.records import records_of
-from migrate.phases.verify import raise_if_failed, render_text, verify, write_reports
 
 
-def verify_command(opts: GlobalOptions) -> int:
+def verify(opts: GlobalOptions) -> int:
     state = read_state(opts)
     lifecycle_decision(opts, "verify", state)  # refuses (exit 3) when nothing is migrated
     state_dir = StateDir(opts.state_dir).ensure()
@@ -29,8 +29,9 @@ def verify_command(opts: GlobalOptions) -> int:
                 "migration switched it: nothing to verify; the previous report is kept",
                 "see `containerd-migrate status`")
         staged = records_of(state).stage.expected
-        report = verify(engine, inventory, read_manifest(state_dir.archives_dir), staged)
-    paths = write_reports(report, state_dir.reports_dir)
-    opts.console.emit(render_text(report))
-    raise_if_failed(report, paths["verification.txt"])
+        report = verify_phase.verify(engine, inventory, read_manifest(state_dir.archives_dir),
+                                     staged)
+    paths = verify_phase.write_reports(report, state_dir.reports_dir)
+    opts.console.emit(verify_phase.render_text(report))
+    verify_phase.raise_if_failed(report, paths["verification.txt"])
     return int(ExitCode.OK)

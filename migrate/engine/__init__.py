@@ -1,8 +1,10 @@
 """The Docker boundary: the only package that imports `docker`.
 
-`client` talks to the Engine API and returns frozen models; `convert` turns raw API
-answers into those models (pure); `restart` runs the host's restart command and waits
-until the daemon answers in the image store asked for.
+`client` talks to the Engine API and returns frozen models, reading through a
+`transport.Reads` (`unix_http` on a local socket, `sdk_reads` elsewhere); `legacy_store`
+reads the data root's legacy-store files; `convert` turns raw API answers into models
+(pure); `restart` runs the host's restart command and waits until the daemon answers in
+the image store asked for.
 """
 
 from migrate.engine.client import Engine, probe

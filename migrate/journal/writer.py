@@ -67,9 +67,6 @@ class PhaseHandle:
         self.record = record
         return record
 
-    def progress(self, data: JsonMap) -> None:
-        self._journal.progress(self.name, data)
-
 
 class UndoHandle:
     """Yielded by `Journal.undo`: an undo that could not do everything says so here."""
@@ -82,8 +79,9 @@ class UndoHandle:
 
 
 def _is_interrupt(error: BaseException) -> bool:
-    # SystemExit from a SIGTERM handler counts too: the run was stopped, not broken.
-    return not isinstance(error, Exception) or isinstance(error, errors.Interrupted)
+    # KeyboardInterrupt, and SystemExit from a SIGTERM handler: the run was stopped, not
+    # broken (no MigrateError means an interruption: the CLI only renders one).
+    return not isinstance(error, Exception)
 
 
 class Journal:

@@ -40,7 +40,6 @@ class RunOptions:
     containers: ContainersPolicy = "refuse"
     follow_symlinks: bool = False
     snapshotter: str | None = None
-    throughput_mbps: float | None = None
 
     def to_record(self) -> JSONDict:
         return {

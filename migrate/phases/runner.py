@@ -176,6 +176,10 @@ class Runner:
         self.say = say
         # Renders a next step as a command for this host and state dir (lifecycle hints).
         self.command_line = command_line
+        # What the last forward run or rollback journaled and undid, kept as values for the
+        # commands' JSON documents when the run fails (a raised error carries only text).
+        self.migration_id: str | None = None
+        self.automatic_rollback: RollbackOutcome | None = None
 
     # --- forward ----------------------------------------------------------------------
 
@@ -206,6 +210,7 @@ class Runner:
                 # raises here, before the journal knows of it.
                 prepared = confirm(steps, state)
                 record = journal.start_run(__version__, argv, _json(self.options.to_record()))
+                self.migration_id = record.migration_id
                 log.info("run started", migration=record.migration_id, steps=list(steps))
                 try:
                     for name in steps:
@@ -294,6 +299,9 @@ class Runner:
                 f"{undo_error.hint}; then finish it with "
                 f"`{self.command_line(('rollback', '--yes'))}` (journal: "
                 f"{state_dir.journal_path})", exit_code=undo_error.exit_code)
+        self.automatic_rollback = RollbackOutcome(
+            self.migration_id, lines=tuple(lines), ok=tuple(ok), problems=tuple(problems),
+            failed=tuple(failed))
         problems = [*failed, *problems]
         self.say("\n".join(f"  {line}" for line in [*lines, *ok, *problems]))
         if problems:
@@ -322,6 +330,7 @@ class Runner:
             journal = self.state_dir.journal()
             state = journal.state()
             migration = state.last_migration_id
+            self.migration_id = migration
             legacy_pruned = self.state_dir.legacy_pruned_path.exists()
             decision = decide(state, "rollback", HostNow(legacy_pruned=legacy_pruned))
             if decision.action == "refuse":

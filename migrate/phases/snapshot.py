@@ -41,7 +41,7 @@ def prepare_plan(options: RunOptions, connect: Callable[[], Engine]) -> Prepared
                              snapshotter=options.snapshotter, staging=False)
     report = build_plan(facts, PlanOptions(
         containers=options.containers, snapshotter=options.snapshotter,
-        throughput_mbps=options.throughput_mbps, follow_symlinks=options.follow_symlinks,
+        follow_symlinks=options.follow_symlinks,
     ))
     return PreparedPlan(facts, report, time.monotonic())
 

@@ -165,7 +165,7 @@ def test_failed_prepare_and_verify() -> None:
     export_full = _migrate(SKIPPED, prepare=_result(9, stderr="error: no space left"))
     assert export_full["outcome"] == "failed" and "prepare" in export_full["reason"]
     bad_verify = _migrate(_result(0), _result(4, stderr="error: 1 image differs"),
-                          rollback=_result(0, "rollback:\n  did: switch: restored"))
+                          rollback=_result(0, _rollback_doc(did=["switch: restored"])))
     assert bad_verify["outcome"] == "rolled_back" and bad_verify["failed"]
     kept = _migrate(_result(0), _result(4))
     assert kept["outcome"] == "failed"
@@ -200,22 +200,62 @@ def test_a_failed_canary_always_stops() -> None:
     assert summary["stopped"] and summary["state"] == "stopped after the canary: c rolled back"
 
 
+def _rollback_doc(result: str = "rolled_back", **fields: Any) -> dict[str, Any]:
+    """A `rollback --format json` document (schema version 1)."""
+    return {"schema_version": 1, "command": "rollback", "result": result, "exit_code": 0,
+            "migration_id": "m1", "did": [], "failed": [], "checked": [], "problems": [],
+            "error": None, "messages": [], **fields}  # fmt: skip
+
+
 def test_rollback_record_reads_what_was_restored() -> None:
-    stdout = ("rollback:\n  did: switch: restored the original /etc/docker/daemon.json\n"
-              "  did: quiesce: started container web\nchecked:\n  ok: daemon answers\n")
+    doc = _rollback_doc(did=["switch: restored the original /etc/docker/daemon.json",
+                             "quiesce: started container web"],
+                        checked=["daemon answers"])  # fmt: skip
     before = _result(0, {"migration_id": "m1", "outcome": "completed",
                          "rollback_would_undo": ["switch"]})  # fmt: skip
     after = _result(0, {"migration_id": "m1", "outcome": "rolled_back"})
-    record = cm.rollback_record("h1", before, _result(0, stdout), after)
+    record = cm.rollback_record("h1", before, _result(0, doc), after)
     assert record["outcome"] == "restored" and not record["failed"]
     assert record["restored"] == ["switch: restored the original /etc/docker/daemon.json",
                                   "quiesce: started container web"]  # fmt: skip
-    assert record["checked"] == ["ok: daemon answers"]
+    assert record["checked"] == ["daemon answers"]
     assert (record["outcome_before"], record["outcome_after"]) == ("completed", "rolled_back")
-    nothing = cm.rollback_record("h2", None, _result(0, "no migration to roll back\n"), None)
+    nothing = cm.rollback_record("h2", None, _result(0, _rollback_doc(
+        "nothing_to_do", migration_id=None, reason="no migration to roll back")), None)
     assert nothing["outcome"] == "nothing_to_do"
+    assert nothing["messages"] == ["no migration to roll back"]
     drift = cm.rollback_record("h3", None, _result(3, stderr="error: daemon.json changed"), None)
     assert drift["outcome"] == "drifted" and drift["failed"]
+
+
+def test_rollback_record_reads_no_text() -> None:
+    """A reworded message changes no fleet report: a text line saying `did:` is nothing,
+    an undo that failed is not restored, and a document of another schema is not read."""
+    text = _result(0, "rollback:\n  did: import: FAILED to remove x\nchecked:\n  ok: y\n")
+    assert cm.rollback_record("h1", None, text, None)["restored"] == []
+    failed = cm.rollback_record("h2", None, _result(1, _rollback_doc(
+        "failed", exit_code=1, did=["switch: restored"], failed=["import: could not remove x"],
+        error={"message": "rollback could not undo everything", "hint": "again"})), None)
+    assert (failed["outcome"], failed["failed"]) == ("failed", True)
+    assert failed["not_undone"] == ["import: could not remove x"]
+    assert failed["restored"] == ["switch: restored"]
+    future = _rollback_doc(schema_version=2, did=["switch: restored"])
+    assert cm.rollback_record("h3", None, _result(0, future), None)["restored"] == []
+    assert cm.command_result(_result(0, _rollback_doc())) == "rolled_back"
+    assert cm.command_result(_result(0, "rolled_back")) == ""
+
+
+def test_a_run_document_is_shown_as_lines_in_the_rollout_report() -> None:
+    doc = {"schema_version": 1, "command": "run", "result": "rolled_back", "exit_code": 10,
+           "migration_id": "m1", "messages": ["restart failed", "rolling back automatically"],
+           "automatic_rollback": {"did": ["switch: restored"], "failed": [],
+                                  "checked": ["legacy store"], "problems": []},
+           "error": {"message": "came back in the legacy image store", "hint": "fix it"}}
+    record = _migrate(_result(10, doc, stderr="error: came back in the legacy image store"))
+    step = record["steps"]["run"]
+    assert (record["outcome"], step["result"]) == ("rolled_back", "rolled_back")
+    assert step["output"] == ["restart failed", "rolling back automatically",
+                              "did: switch: restored", "ok: legacy store"]  # fmt: skip
 
 
 def test_small_helpers() -> None:
@@ -240,8 +280,9 @@ def _render(template: str, **data: Any) -> list[str]:
 
 
 def test_rollback_summary_gives_each_thing_restored_a_line() -> None:
-    restored = _result(0, "rollback:\n  did: recreate: removed web\n  did: switch: restored the "
-                          "original /etc/docker/daemon.json\nchecked:\n  ok: legacy store")
+    restored = _result(0, _rollback_doc(did=[
+        "recreate: removed web", "switch: restored the original /etc/docker/daemon.json"],
+        checked=["legacy store"]))
     record = cm.rollback_record("h1", None, restored, None)
     lines = _render("rollback-summary.j2", cm_rollback_report=cm.rollback_summary([record]))
     assert lines == ["rollback on 1 host(s): 1 restored", "h1: restored",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate.commands import GlobalOptions
 from migrate.commands.cleanup import cleanup
+from migrate.commands.context import GlobalOptions
 from migrate.errors import ExitCode, UsageError
 from migrate.host.fs import tree_bytes
 from migrate.phases.volume_guard import GUARD_NAME

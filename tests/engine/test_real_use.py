@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from migrate.commands import GlobalOptions, RunArgs
-from migrate.commands.run import run
+from migrate.commands.context import GlobalOptions
+from migrate.commands.run import RunArgs, run
 from migrate.engine.restart import default_restart_command
 from migrate.errors import BlockedError, ExitCode, UsageError
 from migrate.journal import replay

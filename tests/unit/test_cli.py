@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from migrate.cli import hoist_global_options, main
-from migrate.commands import CONTAINERS_POLICIES
 from migrate.engine.client import base_url
 from migrate.engine.restart import DEFAULT_RESTART_TIMEOUT, resolve_restart_timeout
 from migrate.errors import ExitCode, UsageError
 from migrate.journal import Journal
+from migrate.preflight.facts import CONTAINERS_POLICIES
 
 pytestmark = pytest.mark.unit
 
@@ -182,17 +182,22 @@ def test_unreachable_plan_is_one_sentence_without_a_resume_hint(tmp_path: Path) 
     assert "resume" not in hint and "rollback" not in hint
 
 
-def test_restart_command_comes_from_its_own_variable(tmp_path: Path) -> None:
-    # A state dir without a journal and no daemon: plan fails to connect, but only after
-    # the option parsed; the variable reaches the option of every command that has it.
-    for command in ("plan", "export", "run", "rollback"):
-        param = next(p for p in main.commands[command].params
-                     if p.name == "restart_command")
-        assert param.envvar == "CONTAINERD_MIGRATE_RESTART_COMMAND", command
+def test_restart_command_comes_from_its_own_variable() -> None:
+    """Every command with --restart-command reads the same variable, and every command that
+    resolves or runs the restart command has the option."""
+    having = {name for name, command in main.commands.items()
+              if any(p.name == "restart_command" for p in command.params)}
+    assert having == {"plan", "export", "stage", "run", "rollback"}
+    for name in having:
+        param = next(p for p in main.commands[name].params if p.name == "restart_command")
+        assert param.envvar == "CONTAINERD_MIGRATE_RESTART_COMMAND", name
 
 
 def test_containers_choices_live_in_one_place() -> None:
-    for command in ("plan", "export", "run"):
+    having = {name for name, command in main.commands.items()
+              if any(p.name == "containers" for p in command.params)}
+    assert having == {"plan", "export", "stage", "run"}
+    for command in having:
         param = next(p for p in main.commands[command].params
                      if p.name == "containers")
         assert tuple(param.type.choices) == CONTAINERS_POLICIES  # type: ignore[attr-defined]

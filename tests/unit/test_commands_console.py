@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate import commands
-from migrate.commands.context import confirm
+from migrate.commands.context import GlobalOptions, confirm
 from migrate.commands.run import RunArgs, run
 from migrate.commands.status import status
 from migrate.errors import MigrateError, UsageError
@@ -32,8 +31,8 @@ class RecordingConsole:
         return self.answer
 
 
-def _opts(tmp_path: Path, console: RecordingConsole) -> commands.GlobalOptions:
-    return commands.GlobalOptions(host="unix:///nonexistent.sock",
+def _opts(tmp_path: Path, console: RecordingConsole) -> GlobalOptions:
+    return GlobalOptions(host="unix:///nonexistent.sock",
                                   daemon_config=tmp_path / "daemon.json",
                                   state_dir=tmp_path / "state", console=console)
 

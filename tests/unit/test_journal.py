@@ -52,7 +52,7 @@ def test_phase_order() -> None:
 def test_append_and_replay_round_trip(path: Path) -> None:
     journal = _run(path, "snapshot")
     with journal.phase("export", {"images": ["a", "b"]}) as ph:
-        ph.progress({"archive": "a.tar", "sha256": "00" * 32})
+        journal.progress("export", {"archive": "a.tar", "sha256": "00" * 32})
         ph.done(undo={"archives": ["a.tar"]}, result={"bytes": 10, "count": 1})
     journal.close()
 

@@ -1,8 +1,10 @@
 """Filters that turn containerd-migrate's JSON output into fleet records and reports.
 
-Everything here reads only what the CLI prints (`plan --format json`, `status --format json`,
-the `error:`/`hint:` lines on stderr, the `did:`/`checked:` lines of `rollback`) and the exit
-codes it documents; nothing imports the tool itself, so the control node does not need it.
+Everything here reads only what the CLI prints as JSON (`plan`, `status`, `run`, `rollback`
+and `cleanup` with `--format json`; the documents' schema is in the README), the
+`error:`/`hint:` lines on stderr and the exit codes it documents; nothing imports the tool
+itself, so the control node does not need it. Human text (the output of `export`/`stage`)
+is only shown in the reports, never read for a decision.
 """
 
 from __future__ import annotations
@@ -342,8 +344,38 @@ def window_seconds(status: Mapping[str, Any] | None) -> float | None:
     return round(sum(known), 1) if known else None
 
 
+# The schema of the run/rollback/cleanup documents these filters read (README).
+SCHEMA_VERSION = 1
+
+
+def command_document(result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The JSON document of a `run`/`rollback`/`cleanup --format json` task; {} when it
+    printed none (it did not start, or a usage error) or one of another schema version."""
+    doc = _json((result or {}).get("stdout"))
+    if doc is None or doc.get("schema_version") != SCHEMA_VERSION:
+        return {}
+    return doc
+
+
+def command_result(result: Mapping[str, Any] | None) -> str:
+    """The document's `result` (`rolled_back`, `nothing_to_do`, ...), "" without one."""
+    return str(command_document(result).get("result") or "")
+
+
+def document_lines(doc: Mapping[str, Any]) -> list[str]:
+    """A document as lines for a report: what the command said, then what it did."""
+    undone = doc.get("automatic_rollback") or doc
+    return [*(str(m) for m in doc.get("messages") or []),
+            *(f"did: {line}" for line in undone.get("did") or []),
+            *(f"FAILED: {line}" for line in undone.get("failed") or []),
+            *(f"ok: {line}" for line in undone.get("checked") or []),
+            *(f"PROBLEM: {line}" for line in undone.get("problems") or [])]  # fmt: skip
+
+
 def _output(result: Mapping[str, Any], limit: int = 60) -> list[str]:
-    lines = [line.rstrip() for line in str(result.get("stdout") or "").splitlines()]
+    doc = command_document(result)
+    text = "\n".join(document_lines(doc)) if doc else str(result.get("stdout") or "")
+    lines = [line.rstrip() for line in text.splitlines()]
     lines = [line for line in lines if line.strip()]
     if len(lines) <= limit:
         return lines
@@ -390,6 +422,8 @@ def migrate_record(
                 "exit": exit_meaning(result["rc"]),
                 "seconds": duration_seconds(result.get("delta")),
                 "attempts": result.get("attempts", 1),
+                # run/rollback: the document's result ("" for a step without one).
+                "result": command_result(result),
                 **cli_error(result),
                 "output": _output(result),
             }
@@ -569,25 +603,14 @@ def rollback_record(
     rollback: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """What `rollback --yes` restored on one host, from its stdout and `status` around it."""
+    """What `rollback --yes --format json` restored on one host, from its document and
+    `status` around it."""
     status_before = _json((before or {}).get("stdout")) or {}
     status_after = _json((after or {}).get("stdout")) or {}
     rollback = rollback or {}
     rc = _int(rollback.get("rc"))
-    did, checked, other = [], [], []
-    section = ""
-    for raw in str(rollback.get("stdout") or "").splitlines():
-        line = raw.strip()
-        if line in ("rollback:", "checked:"):
-            section = line
-            continue
-        if line.startswith("did: "):
-            did.append(line.removeprefix("did: "))
-        elif line.startswith(("ok: ", "FAIL", "fail: ")) or section == "checked:":
-            checked.append(line)
-        elif line:
-            other.append(line)
-    if rc == 0 and not did:
+    doc = command_document(rollback)
+    if rc == 0 and doc.get("result") == "nothing_to_do":
         outcome = "nothing_to_do"
     elif rc == 0:
         outcome = "restored"
@@ -597,6 +620,9 @@ def rollback_record(
         outcome = "locked"
     else:
         outcome = "failed"
+    messages = [str(line) for line in doc.get("messages") or []]
+    if doc.get("reason"):
+        messages.append(str(doc["reason"]))
     return {
         "host": host,
         "outcome": outcome,
@@ -604,13 +630,16 @@ def rollback_record(
         "exit_code": rc,
         "exit": exit_meaning(rc),
         **cli_error(rollback),
-        "migration_id": status_after.get("migration_id") or status_before.get("migration_id"),
+        "migration_id": (doc.get("migration_id") or status_after.get("migration_id")
+                         or status_before.get("migration_id")),
         "outcome_before": status_before.get("outcome"),
         "outcome_after": status_after.get("outcome"),
         "would_undo": status_before.get("rollback_would_undo") or [],
-        "restored": did,
-        "checked": checked,
-        "messages": other,
+        "restored": [str(line) for line in doc.get("did") or []],
+        "checked": [str(line) for line in doc.get("checked") or []],
+        "not_undone": [str(line) for line in doc.get("failed") or []],
+        "problems": [str(line) for line in doc.get("problems") or []],
+        "messages": messages,
         "seconds": duration_seconds(rollback.get("delta")),
         "attempts": rollback.get("attempts", 1),
     }
@@ -623,7 +652,8 @@ def rollback_summary(
     order = list(names) if names is not None else [r["host"] for r in given if r]
     rows = [
         dict(r) if r else {**_missing(h, "rollback"), "outcome": "failed", "failed": True,
-                           "restored": [], "checked": [], "messages": [], "migration_id": None,
+                           "restored": [], "checked": [], "not_undone": [], "problems": [],
+                           "messages": [], "migration_id": None,
                            "outcome_before": None, "outcome_after": None, "seconds": None}
         for h, r in zip(order, given, strict=False)
     ]  # fmt: skip
@@ -648,6 +678,7 @@ class FilterModule:
             "cm_exit_name": exit_name,
             "cm_exit_meaning": exit_meaning,
             "cm_cli_error": cli_error,
+            "cm_result": command_result,
             "cm_duration_seconds": duration_seconds,
             "cm_human_bytes": human_bytes,
             "cm_human_seconds": human_seconds,

@@ -16,16 +16,13 @@ from typing import Any
 
 import pytest
 
-from migrate.engine import client
-from migrate.engine.client import (
-    ReadFailed,
-    ReadNotFound,
-    _go_rfc3339_nano,
-    _inspect_from_disk,
-    _read_response,
-    _UnixReads,
-)
-from migrate.engine.client import _answer as _answer_json
+from migrate.engine import unix_http
+from migrate.engine.legacy_store import _go_rfc3339_nano
+from migrate.engine.legacy_store import inspect_from_disk as _inspect_from_disk
+from migrate.engine.transport import ProtocolError, ReadFailed, ReadNotFound
+from migrate.engine.transport import answer as _answer_json
+from migrate.engine.unix_http import UnixReads as _UnixReads
+from migrate.engine.unix_http import _read_response
 from migrate.errors import MigrateError, Terminated
 from migrate.journal import Journal
 
@@ -123,16 +120,25 @@ def test_http_answers_of_every_framing_are_read_whole() -> None:
 
 @pytest.mark.parametrize("raw", [
     b"",                                                          # closed before answering
-    b"SSH-2.0-OpenSSH\r\n\r\n",                                   # not HTTP
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",        # cut short
+])
+def test_answers_cut_off_are_connection_errors(raw: bytes) -> None:
+    with pytest.raises(ConnectionError):
+        _answer(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    b"SSH-2.0-OpenSSH\r\n\r\n",                                   # not HTTP
     b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n",       # endless header
 ])
-def test_broken_http_answers_are_connection_errors(raw: bytes) -> None:
-    with pytest.raises(ConnectionError):
+def test_garbled_http_answers_are_protocol_errors(raw: bytes) -> None:
+    """Not "cannot reach the daemon": something answered, in a way no daemon does."""
+    with pytest.raises(ProtocolError) as garbled:
         _answer(raw)
+    assert not isinstance(garbled.value, ConnectionError)
 
 
 def test_an_answer_that_is_not_json_is_a_failed_read() -> None:
@@ -210,7 +216,7 @@ def test_an_exchange_stopped_midway_never_hands_its_answer_to_the_next_request(
     that answer on the connection: the next request must not take it for its own."""
     path, _served = daemon_socket
     reads = _UnixReads(path, timeout=5)
-    original = client._read_response
+    original = unix_http._read_response
     calls = {"n": 0}
 
     def interrupted_once(reader: Any, limit: int) -> tuple[int, bytes, bool]:
@@ -219,7 +225,7 @@ def test_an_exchange_stopped_midway_never_hands_its_answer_to_the_next_request(
             raise Terminated
         return original(reader, limit)
 
-    monkeypatch.setattr(client, "_read_response", interrupted_once)
+    monkeypatch.setattr(unix_http, "_read_response", interrupted_once)
     with pytest.raises(Terminated):
         reads.get("/first")
     assert reads.get("/second") == {"path": "/second"}

@@ -131,8 +131,16 @@ def test_default_without_a_known_service_manager_asks_for_the_flag(
 # --- run_restart_command ---------------------------------------------------------------
 
 
-def test_run_restart_command_success() -> None:
-    run_restart_command([sys.executable, "-c", "print('ok')"], timeout=30)
+def test_run_restart_command_success(tmp_path: Path) -> None:
+    """It ran (the command's own effect is there), it was reported started with its pid,
+    and it was waited for: the pid is gone by the time the call returns."""
+    marker = tmp_path / "ran"
+    seen: list[tuple[int, int]] = []
+    run_restart_command([sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ok')"],
+                        timeout=30, started=lambda pid, when: seen.append((pid, when)))
+    assert marker.read_text() == "ok"
+    ((pid, when),) = seen
+    assert daemon_control.process_start_time(pid) != when  # ended (reaped), not left behind
 
 
 def test_run_restart_command_failure_shows_stderr_tail() -> None:
