@@ -191,10 +191,24 @@ def _containers_impact(report: PlanReport) -> tuple[str, str]:
     return ("containers stopped", f"{', '.join(running)}: {_CONTAINERS_FATE[policy]}")
 
 
+def _not_carried(report: PlanReport) -> tuple[tuple[str, str], ...]:
+    """What `--containers recreate` cannot carry, so nobody discovers it after the window."""
+    if report.options.containers != "recreate" or not report.containers:
+        return ()
+    exited = [ct.name for ct in report.containers if not ct.running and ct.state != "created"]
+    text = "`docker logs` of every recreated container starts empty (the old log stays " \
+        "with the legacy container)"
+    if exited:
+        text += (f"; {', '.join(exited)} come(s) back as created, not exited (no exit code, "
+                 "no finish time)")
+    return (("not carried", text),)
+
+
 def impact_table(report: PlanReport) -> Table:
     est = report.estimate
     rows = (
         _containers_impact(report),
+        *_not_carried(report),
         ("images unusable", f"about {human_duration(est.downtime_seconds)}, from the "
          "restart until verified"),
         ("daemon restart", f"once, about {human_duration(est.restart_seconds)}, with "

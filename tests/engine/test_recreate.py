@@ -23,7 +23,7 @@ import pytest
 from migrate.errors import ExitCode
 from migrate.journal import replay
 from migrate.phases.commit import commit_ref
-from migrate.phases.recreate import RECREATED_LABEL
+from migrate.phases.recreate import MIGRATION_LABEL, RECREATED_LABEL
 from migrate.sandbox import Sandbox, SandboxFactory, docker, sandbox_samples
 from migrate.sandbox.fetch import compose_cli
 
@@ -126,6 +126,7 @@ def _spec(data: dict[str, Any], image_map: dict[str, str]) -> dict[str, Any]:
     """What must be the same after recreate, with the expected changes undone."""
     labels = dict(data["Config"]["Labels"] or {})
     labels.pop(RECREATED_LABEL, None)
+    labels.pop(MIGRATION_LABEL, None)
     if "com.docker.compose.image" in labels:
         labels["com.docker.compose.image"] = image_map.get(labels["com.docker.compose.image"],
                                                            labels["com.docker.compose.image"])

@@ -17,6 +17,7 @@ from migrate.models import (
     Store,
     VolumeRecord,
 )
+from migrate.preflight.containers import recreate_plan
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 from migrate.preflight.render import (
     human_bytes,
@@ -297,3 +298,24 @@ def test_switch_effects_in_every_format() -> None:
     assert [e["id"] for e in body["switch"]] == [
         "multi-platform", "attestations", "registry-digests", "disk", "buildx"]
     assert body["switch"][3]["kind"] == "costs"
+
+
+def test_impact_and_actions_say_what_recreate_does_not_carry() -> None:
+    exited = CONTAINER.model_copy(update={"id": "c2", "name": "job", "state": "exited"})
+    created = CONTAINER.model_copy(update={"id": "c3", "name": "spare", "state": "created"})
+    facts = host()
+    inventory = facts.inventory.model_copy(update={"containers": (CONTAINER, exited, created)})
+    facts = facts.model_copy(update={"inventory": inventory})
+    report = build_plan(facts, PlanOptions(containers="recreate"))
+    for fmt in ("text", "markdown"):
+        out = render(report, fmt)
+        assert "not carried" in out
+        assert "docker logs` of every recreated container starts empty" in out
+        assert "job come(s) back as created, not exited" in out.replace("\\", "")
+        assert "spare come(s)" not in out
+    plans = {plan.name: plan for plan in recreate_plan(inventory)}
+    assert plans["web"].actions[-1].startswith("start it; `docker logs` starts empty")
+    assert "comes back as created, not exited" in plans["job"].actions[-1]
+    assert plans["spare"].actions[-1] == "leave it created (not started)"
+    # Nothing to say without recreate.
+    assert "not carried" not in render(build_plan(facts, PlanOptions(containers="leave")))
