@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -79,13 +80,19 @@ class ToolRun:
 def _cli(sandbox: Sandbox, state: Path, *args: str) -> None:
     argv = [sys.executable, "-m", "migrate", "-q", "--host", sandbox.host, "--daemon-config",
             str(sandbox.daemon_json), "--state-dir", str(state), *args]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # `stage` plans too, and a plan needs to know how this daemon restarts.
+    env = {**os.environ, "CONTAINERD_MIGRATE_RESTART_COMMAND": _restart(sandbox)}
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr}")
 
 
+def _restart(sandbox: Sandbox) -> str:
+    return f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
+
+
 def tool_downtimes(sandbox: Sandbox, state: Path, stage: bool) -> ToolRun:
-    restart = f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
+    restart = _restart(sandbox)
     if stage:  # before the window: not timed
         _cli(sandbox, state, "stage", "--containers", "recreate")
     started = time.perf_counter()

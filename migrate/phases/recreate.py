@@ -8,7 +8,7 @@ volume would be empty). Networks are shared by both stores, so the container att
 the same user-defined networks with the same aliases and static addresses. Containers
 that were running are started again, in an order that respects links,
 `network_mode: container:`, `volumes_from` and compose `depends_on`; the others are left
-created. Containers are created, then started, a dependency level at a time, each level
+created. A dependency level at a time, each level's containers are created and started
 at once on a bounded pool (support/pool.py): every container's downtime is then about
 the restart, not the restart plus its place in a queue. Settings that name another
 container by ID get the new ID, and compose's image label gets the new image ID, so
@@ -239,6 +239,11 @@ class _Recreation:
         failpoints.hit("recreate:container-created")
         return new_id
 
+    def recreate(self, container: ContainerRecord) -> tuple[str, str | None]:
+        """Create it, then start it if it ran: its new ID, and when it ran again."""
+        new_id = self.create(container)
+        return new_id, self.start(container, new_id) if container.running else None
+
     def start(self, container: ContainerRecord, new_id: str) -> str:
         """Start it again if it ran; returns when it was running again (ISO time)."""
         done = self.started.get(container.id)
@@ -300,15 +305,17 @@ class RecreatePhase(Phase):
             work = _Recreation(ctx, engine, inventory)
             running_at: dict[str, str] = {}
             # One engine for every worker: each thread gets its own connection
-            # (engine/client.py). A level is created, then its running ones started, before
+            # (engine/client.py). A level is created and its running ones started before
             # the next level is created: what a container joins or links to runs by then.
+            # Within a level each container is started right after its own create (all it
+            # needs runs already), not after the whole level's creates.
             with Workers() as pool:
                 for level in dependency_levels(inventory.containers):
-                    created = pool.all(work.create, level)
-                    work.new_ids.update(zip((c.id for c in level), created, strict=True))
-                    ran = [c for c in level if c.running]
-                    running_at.update(zip((c.id for c in ran), pool.all(
-                        lambda c: work.start(c, work.new_ids[c.id]), ran), strict=True))
+                    for container, (new_id, at) in zip(level, pool.all(work.recreate, level),
+                                                       strict=True):
+                        work.new_ids[container.id] = new_id
+                        if at is not None:
+                            running_at[container.id] = at
             for container in order:
                 row: JSONDict = {"name": container.name, "new_id": work.new_ids[container.id],
                                  "state_before": container.state,
