@@ -36,7 +36,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from migrate.journal import replay
+from migrate.journal import PhaseName, replay
 from migrate.sandbox import BASE_DIR, Sandbox, build_sample_host, docker
 
 BUSY_LOOP = 'trap "exit 0" TERM; sleep 3600 & wait'
@@ -72,9 +72,15 @@ def docker_cli_downtimes(sandbox: Sandbox, containers: int) -> list[float]:
     return downtimes
 
 
+WINDOW_PHASES: tuple[PhaseName, ...] = ("quiesce", "commit", "switch", "restart", "import",
+                                        "verify", "recreate")
+
+
 class ToolRun:
-    def __init__(self, window: list[float], share: list[float], total: float, restart: float):
-        self.window, self.share, self.total, self.restart = window, share, total, restart
+    def __init__(self, window: list[float], share: list[float], total: float,
+                 phases: dict[str, float]):
+        self.window, self.share, self.total, self.phases = window, share, total, phases
+        self.restart = phases["restart"]
 
 
 def _cli(sandbox: Sandbox, state: Path, *args: str) -> None:
@@ -102,15 +108,18 @@ def tool_downtimes(sandbox: Sandbox, state: Path, stage: bool) -> ToolRun:
     rows = json.loads((state / "reports" / "container-map.json").read_text())
     journal = replay(state / "journal.jsonl")
     phase_start = journal.phase("recreate").started_at
-    restart_phase = journal.phase("restart")
-    assert phase_start is not None and restart_phase.started_at and restart_phase.finished_at
+    assert phase_start is not None
+    phases: dict[str, float] = {}
+    for name in WINDOW_PHASES:
+        phase = journal.phase(name)
+        if phase.started_at and phase.finished_at:
+            phases[name] = (phase.finished_at - phase.started_at).total_seconds()
     ordered = sorted((row for row in rows.values() if row.get("downtime_seconds") is not None),
                      key=lambda row: str(row["running_again_at"]))
     window = [float(row["downtime_seconds"]) for row in ordered]
     share = [(datetime.fromisoformat(row["running_again_at"]) - phase_start).total_seconds()
              for row in ordered]
-    return ToolRun(window, share, total,
-                   (restart_phase.finished_at - restart_phase.started_at).total_seconds())
+    return ToolRun(window, share, total, phases)
 
 
 def _p95(values: list[float]) -> float:
@@ -165,6 +174,8 @@ def main() -> int:
         print(_line("docker CLI stop/rename/create/start", cli))
         print(_line("containerd-migrate: stopped -> running again", run.window))
         print(_line("  of which: recreate phase start -> running", run.share))
+        print("window phases: " + ", ".join(f"{name} {seconds:.2f} s"
+                                            for name, seconds in run.phases.items()))
         print(f"daemon restart {run.restart:.2f} s; containers within restart + 2 s: "
               f"{sum(d <= run.restart + 2 for d in run.window)}/{len(run.window)}")
         print(f"containerd-migrate run in all: {run.total:.2f} s; median downtime ratio vs "
