@@ -15,10 +15,11 @@ from typing import Any, Protocol, cast
 
 from migrate.engine import Engine
 from migrate.engine.restart import parse_restart_command
-from migrate.errors import StateError, UsageError
+from migrate.errors import MigrateError, StateError, UsageError
 from migrate.journal import JournalState, replay
 from migrate.journal.state_dir import StateDir
 from migrate.phases.lifecycle import Command, CommandLine, Decision, HostNow, decide
+from migrate.phases.records import records_of
 from migrate.preflight.facts import CONTAINERS_POLICIES, DEFAULT_CONTAINERS_POLICY, ContainersPolicy
 
 
@@ -67,6 +68,22 @@ def read_state(opts: GlobalOptions) -> JournalState:
     """The journal, read-only: a state dir that does not exist is an empty journal, and
     is not created by a command that has nothing to do in it."""
     return replay(StateDir(opts.state_dir).check_usable().journal_path)
+
+
+def staged_images(state: JournalState) -> frozenset[str]:
+    """Legacy IDs of the images the migration a run goes on with has staged: the estimates
+    export and import nothing for them (a finished migration's staging is history)."""
+    return frozenset(image.legacy_id for image in
+                     records_of(state.for_next_run()).stage.expected)
+
+
+def staged_images_now(opts: GlobalOptions) -> frozenset[str]:
+    """`staged_images` of the state dir's journal; none when it cannot be read (`plan`
+    says why in its state-dir check instead of failing)."""
+    try:
+        return staged_images(read_state(opts))
+    except MigrateError:
+        return frozenset()
 
 
 def lifecycle_decision(opts: GlobalOptions, what: Command, state: JournalState | None = None,

@@ -11,6 +11,7 @@ from migrate.commands.context import (
     chosen_restart_command,
     connect,
     containers_policy,
+    staged_images_now,
 )
 from migrate.errors import ExitCode, UsageError
 from migrate.host.fs import write_private
@@ -47,7 +48,7 @@ def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
         facts = gather_facts(engine, opts.daemon_config, opts.state_dir,
                              restart_command=restart, snapshotter=args.snapshotter,
                              configs_from_disk=True)
-    return build_plan(facts, plan_options(opts, args))
+    return build_plan(facts, plan_options(opts, args), staged=staged_images_now(opts))
 
 
 def plan(opts: GlobalOptions, args: PlanArgs) -> int:

@@ -17,6 +17,7 @@ from migrate.commands.context import (
     containers_policy,
     open_state,
     require_confirmation,
+    staged_images,
 )
 from migrate.commands.output import Format, Report, reported, rollback_fields
 from migrate.engine.restart import resolve_restart_command
@@ -28,6 +29,7 @@ from migrate.phases.runner import RUN_PHASES, Runner
 from migrate.phases.snapshot import blocker_error, prepare_plan
 from migrate.preflight.checks import volatile_state_dir
 from migrate.preflight.facts import probe_filesystem
+from migrate.preflight.render import figure
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def plan_or_refuse(opts: GlobalOptions, options: RunOptions, steps: tuple[PhaseN
     then says nothing happened, not "resume or roll back")."""
     if "snapshot" not in steps:
         return None
-    prepared = prepare_plan(options, lambda: connect(opts))
+    prepared = prepare_plan(options, lambda: connect(opts), staged_images(state))
     if not prepared.report.ready and state.migration_id is None:
         raise blocker_error(prepared.report)
     return prepared
@@ -86,10 +88,11 @@ def confirmation_question(options: RunOptions, steps: tuple[PhaseName, ...],
         lines.append(f"  stops: {', '.join(running)} ({fate})"
                      if running else "  stops: no running container")
         est = report.estimate
-        lines.append(f"  window: about {_minutes(est.downtime_seconds)} (restart "
-                     f"{_minutes(est.restart_seconds)}, import {_minutes(est.import_seconds)}, "
-                     f"verify {_minutes(est.verify_seconds)}), after an export of about "
-                     f"{_minutes(est.export_seconds)}")
+        lines.append(f"  window: about {_minutes(est.window_seconds)}")
+        for name in ("stop", "restart", "import", "verify"):
+            lines.append(f"    {name} {figure(est, name)}")
+        if "export" in steps:
+            lines.append(f"  before it, export {figure(est, 'export')}")
     if "restart" in steps:
         lines.append(f"  restarts dockerd with: {shlex.join(options.restart_command)}")
     return "\n".join(lines) + "\nproceed?"

@@ -67,6 +67,9 @@ class DaemonLaunch(Frozen):
     unit_files: tuple[str, ...] = ()
     # ExecStart variables systemd expands at start that we could not resolve (EnvironmentFile).
     unresolved_vars: tuple[str, ...] = ()
+    # How long the unit's last start took (its main process started -> active, i.e. dockerd
+    # ready), as systemd recorded it; None when not read. The plan's restart estimate.
+    last_start_seconds: float | None = None
 
 
 def parse_dockerd_argv(
@@ -196,8 +199,22 @@ def parse_systemctl_show(text: str) -> DaemonLaunch | None:
     launch = parse_dockerd_argv(argv, env, source="systemd", pid=main_pid or None)
     units = (props.get("FragmentPath", ""), *_split(props.get("DropInPaths", "")))
     return launch.model_copy(
-        update={"unit_files": tuple(u for u in units if u), "unresolved_vars": missing}
+        update={"unit_files": tuple(u for u in units if u), "unresolved_vars": missing,
+                "last_start_seconds": last_start_seconds(props)}
     )
+
+
+def last_start_seconds(props: Mapping[str, str]) -> float | None:
+    """From `ExecMainStartTimestampMonotonic` to `ActiveEnterTimestampMonotonic` (µs), when
+    both are set and in that order (0 or missing: the unit never started, or not yet)."""
+    try:
+        started = int(props.get("ExecMainStartTimestampMonotonic") or 0)
+        active = int(props.get("ActiveEnterTimestampMonotonic") or 0)
+    except ValueError:
+        return None
+    if started <= 0 or active < started:
+        return None
+    return (active - started) / 1_000_000
 
 
 def merge_launches(primary: DaemonLaunch, secondary: DaemonLaunch) -> DaemonLaunch:
@@ -297,7 +314,8 @@ def systemd_booted() -> bool:
 
 
 def from_systemd(unit: str = SYSTEMD_UNIT) -> DaemonLaunch | None:
-    props = ("LoadState", "ExecStart", "Environment", "MainPID", "FragmentPath", "DropInPaths")
+    props = ("LoadState", "ExecStart", "Environment", "MainPID", "FragmentPath", "DropInPaths",
+             "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
     text = systemctl_show(unit, props)
     return parse_systemctl_show(text) if text is not None else None
 

@@ -15,36 +15,62 @@ from migrate.engine import Engine
 from migrate.errors import BlockedError, EngineError, MigrateError
 from migrate.models import RUNNING_STATES, ContainerRecord, Inventory
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
-from migrate.preflight.containers import creation_order
+from migrate.preflight.containers import dependency_levels, stop_timeout
+from migrate.support.pool import Workers, serialised
 
 
-def _entry(container: ContainerRecord) -> JSONDict:
-    return {"id": container.id, "name": container.name, "state": container.state}
+def _entry(container: ContainerRecord, levels: dict[str, int], default_timeout: int,
+           ) -> JSONDict:
+    return {"id": container.id, "name": container.name, "state": container.state,
+            "level": levels.get(container.id, 0),
+            "stop_timeout": stop_timeout(container, default_timeout)}
+
+
+def _levels(containers: tuple[ContainerRecord, ...], live: tuple[ContainerRecord, ...],
+            ) -> dict[str, int]:
+    """Container ID -> its dependency level (0: needs no other container), from the
+    snapshot and whatever the live view adds."""
+    known = {c.id for c in containers}
+    every = [*containers, *(c for c in live if c.id not in known)]
+    return {c.id: n for n, level in enumerate(dependency_levels(every)) for c in level}
 
 
 def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSONDict]:
     """Running containers by snapshot OR live view, so a resumed run still knows the ones
     it already stopped (the live engine shows them as exited by then)."""
     found: dict[str, JSONDict] = {}
-    order: dict[str, int] = {}
-    if ctx.inventory_path.exists():
-        containers = ctx.load_inventory().containers
-        order = {c.id: i for i, c in enumerate(creation_order(containers))}
+    containers = ctx.load_inventory().containers if ctx.inventory_path.exists() else ()
+    levels = _levels(containers, live)
+    if containers:
         for container in containers:
             if container.state in RUNNING_STATES:
-                found[container.id] = _entry(container)
+                found[container.id] = _entry(container, levels, ctx.options.stop_timeout)
     for container in live:
         if container.state in RUNNING_STATES:
-            found.setdefault(container.id, _entry(container))
+            found.setdefault(container.id,
+                             _entry(container, levels, ctx.options.stop_timeout))
     for data in ctx.previous_progress:
         stopped = data.get("stopped")
         if isinstance(stopped, dict) and stopped.get("id"):
             # Keeps when it stopped (the live view shows it exited by now).
             found.setdefault(str(stopped["id"]), {}).update(stopped)
-    # In creation order (what a container depends on first): the run stops them in reverse,
-    # dependents before what they join or link to, and the undo starts them in this order.
-    return sorted(found.values(), key=lambda c: (order.get(str(c["id"]), len(order)),
-                                                 str(c["name"])))
+    # In creation order (what a container depends on first): the run stops them level by
+    # level in reverse, dependents before what they join or link to, and the undo starts
+    # them level by level in this order.
+    return sorted(found.values(), key=lambda c: (levels.get(str(c["id"]), 0), str(c["name"])))
+
+
+def in_levels(entries: list[JSONDict]) -> list[list[JSONDict]]:
+    """Entries (in creation order) grouped by their level; an entry without one (journaled
+    by 0.1.0) is a level of its own, so it keeps the order it was recorded in."""
+    grouped: list[list[JSONDict]] = []
+    for entry in entries:
+        level = entry.get("level")
+        if grouped and isinstance(level, int) and grouped[-1][-1].get("level") == level:
+            grouped[-1].append(entry)
+        else:
+            grouped.append([entry])
+    return grouped
 
 
 def _names(entries: list[JSONDict]) -> str:
@@ -54,7 +80,8 @@ def _names(entries: list[JSONDict]) -> str:
 def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSONDict]:
     if ctx.options.containers == "refuse":
         # Planning blocks earlier; this guards a host that changed since the plan.
-        running = [_entry(c) for c in live if c.state in RUNNING_STATES]
+        running = [_entry(c, {}, ctx.options.stop_timeout) for c in live
+                   if c.state in RUNNING_STATES]
         if running:
             raise BlockedError(
                 f"{len(running)} container(s) are running: {_names(running)}",
@@ -126,18 +153,29 @@ class QuiescePhase(Phase):
 
     def run(self, ctx: PhaseContext) -> PhaseOutcome:
         stopped: list[str] = []
-        with ctx.connect() as engine:
+        checkpoint = serialised(ctx.checkpoint)
+        # One engine for every worker: each thread gets its own connection (engine/client.py).
+        with ctx.connect() as engine, Workers() as pool:
             live = engine.list_containers(details=False)
             entries = _entries(ctx, live)
             states = {c.id: c.state for c in live}
-            for entry in reversed(entries):
+
+            def stop(entry: JSONDict) -> str | None:
                 container_id = str(entry["id"])
                 if states.get(container_id) not in RUNNING_STATES:
-                    continue  # already stopped (resume) or removed by someone: nothing to do
-                engine.stop_container(container_id, timeout=ctx.options.stop_timeout)
+                    return None  # already stopped (resume) or removed by someone
+                # Its own stop timeout, as `docker stop` gives it: what it needs to shut
+                # down cleanly (the plan's estimate bounds the stop with the same figures).
+                engine.stop_container(container_id, timeout=int(
+                    entry.get("stop_timeout", ctx.options.stop_timeout)))
                 entry["stopped_at"] = datetime.now(UTC).isoformat()
-                ctx.checkpoint({"stopped": entry})
-                stopped.append(str(entry["name"]))
+                checkpoint({"stopped": entry})
+                return str(entry["name"])
+
+            # A level at once (each one waits out its own stop timeout, not the sum of
+            # all), dependents before what they depend on.
+            for level in reversed(in_levels(entries)):
+                stopped += [name for name in pool.all(stop, level) if name]
             # Nothing changes any more once the containers are stopped: what appeared while
             # the migration prepared (a build, a tag, a container) is caught before the switch.
             # The runner then rolls back, which starts the stopped containers again.
@@ -155,9 +193,11 @@ class QuiescePhase(Phase):
             return UndoReport.done("quiesce: no containers were stopped, nothing to start")
         report = UndoReport()
         try:
-            with ctx.connect() as engine:
-                for entry in entries:  # creation order: what others join starts first
-                    report += _start_again(engine, entry)
+            with ctx.connect() as engine, Workers() as pool:
+                # Level by level in creation order: what others join starts first.
+                for level in in_levels(entries):
+                    for done in pool.all(lambda entry: _start_again(engine, entry), level):
+                        report += done
         except MigrateError as error:
             return report + UndoReport.failure(f"quiesce: could not start {_names(entries)}: "
                                                f"{error.message}")

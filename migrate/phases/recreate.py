@@ -8,8 +8,11 @@ volume would be empty). Networks are shared by both stores, so the container att
 the same user-defined networks with the same aliases and static addresses. Containers
 that were running are started again, in an order that respects links,
 `network_mode: container:`, `volumes_from` and compose `depends_on`; the others are left
-created. Settings that name another container by ID get the new ID, and compose's image
-label gets the new image ID, so `docker compose up -d` finds nothing to change.
+created. A dependency level at a time, each level's containers are created and started
+at once on a bounded pool (support/pool.py): every container's downtime is then about
+the restart, not the restart plus its place in a queue. Settings that name another
+container by ID get the new ID, and compose's image label gets the new image ID, so
+`docker compose up -d` finds nothing to change.
 
 Every create and start is journaled before it happens, and each recreated container
 carries `io.containerd-migrate.recreated-from=<old id>`: a resumed run finds what it
@@ -42,11 +45,13 @@ from migrate.phases.commit import commit_ref
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
 from migrate.preflight.containers import (
     creation_order,
+    dependency_levels,
     shared_namespaces,
     volumes_from_sources,
 )
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
+from migrate.support.pool import Workers, serialised
 
 log = get_logger(__name__)
 
@@ -179,6 +184,8 @@ class _Recreation:
 
     def __init__(self, ctx: PhaseContext, engine: Engine, inventory: Inventory):
         self.ctx = ctx
+        # Called from every worker: the journal writer is not thread-safe.
+        self.checkpoint = serialised(ctx.checkpoint)
         self.engine = engine
         self.inventory = inventory
         # Staged images are moved images too (the lifecycle issue: stage + recreate).
@@ -186,14 +193,26 @@ class _Recreation:
         self.committed = _committed(ctx)
         live = engine.list_containers(details=False)
         self.live = {c.name: c for c in live}
+        # Old ID -> new ID; written between levels only (create_body reads it in workers).
         self.new_ids: dict[str, str] = {}
         self.started = _progress(ctx, "started")
+
+    def _is_ours(self, live: ContainerRecord, container: ContainerRecord) -> bool:
+        return live.labels.get(RECREATED_LABEL) == container.id and \
+            live.labels.get(MIGRATION_LABEL) == self.ctx.migration_id
+
+    def _ours(self, container: ContainerRecord) -> str | None:
+        """The ID of `container` as this migration recreated it, if it exists by now."""
+        try:
+            live = self.engine.inspect_container(container.name)
+        except MigrateError:
+            return None
+        return live.id if live is not None and self._is_ours(live, container) else None
 
     def create(self, container: ContainerRecord) -> str:
         existing = self.live.get(container.name)
         if existing is not None:
-            if existing.labels.get(RECREATED_LABEL) == container.id and \
-                    existing.labels.get(MIGRATION_LABEL) == self.ctx.migration_id:
+            if self._is_ours(existing, container):
                 return existing.id  # created by an earlier attempt of this migration
             raise BlockedError(
                 f"a container named {container.name} ({existing.id[:12]}) already exists in "
@@ -210,19 +229,31 @@ class _Recreation:
         body = create_body(container, _image_ref(self.engine, container, image),
                            self.new_ids, self.image_ids, self.ctx.migration_id,
                            volumes_from_sources(container, self.inventory.containers))
-        self.ctx.checkpoint({"creating": {"id": container.id, "name": container.name}})
+        self.checkpoint({"creating": {"id": container.id, "name": container.name}})
         try:
             new_id = self.engine.create_container_from_spec(container.name, body)
         except MigrateError as error:
-            raise RecreateFailed(
-                f"cannot recreate container {container.name}: {error.message}",
-                "fix the cause, then `containerd-migrate run` resumes with this container; "
-                "or `containerd-migrate rollback` brings the legacy containers back",
-            ) from error
-        self.ctx.checkpoint({"created": {"id": container.id, "name": container.name,
-                                         "new_id": new_id}})
+            adopted = self._ours(container)
+            if adopted is not None:
+                # A create still in flight when an earlier attempt was killed (workers
+                # create a level at once) finished only after this attempt listed names.
+                new_id = adopted
+            else:
+                raise RecreateFailed(
+                    f"cannot recreate container {container.name}: {error.message}",
+                    "fix the cause, then `containerd-migrate run` resumes with this "
+                    "container; or `containerd-migrate rollback` brings the legacy "
+                    "containers back",
+                ) from error
+        self.checkpoint({"created": {"id": container.id, "name": container.name,
+                                     "new_id": new_id}})
         failpoints.hit("recreate:container-created")
         return new_id
+
+    def recreate(self, container: ContainerRecord) -> tuple[str, str | None]:
+        """Create it, then start it if it ran: its new ID, and when it ran again."""
+        new_id = self.create(container)
+        return new_id, self.start(container, new_id) if container.running else None
 
     def start(self, container: ContainerRecord, new_id: str) -> str:
         """Start it again if it ran; returns when it was running again (ISO time)."""
@@ -230,7 +261,7 @@ class _Recreation:
         live = self.engine.inspect_container(new_id)
         if done is not None and live is not None and live.running:
             return str(done["at"])
-        self.ctx.checkpoint({"starting": {"id": container.id, "name": container.name}})
+        self.checkpoint({"starting": {"id": container.id, "name": container.name}})
         try:
             if live is None or live.state not in RUNNING_STATES:
                 self.engine.start_container(new_id)
@@ -244,7 +275,7 @@ class _Recreation:
                 "`containerd-migrate run` resumes, or `containerd-migrate rollback`",
             ) from error
         at = datetime.now(UTC).isoformat()
-        self.ctx.checkpoint({"started": {"id": container.id, "name": container.name,
+        self.checkpoint({"started": {"id": container.id, "name": container.name,
                                          "at": at}})
         failpoints.hit("recreate:container-started")
         return at
@@ -283,15 +314,25 @@ class RecreatePhase(Phase):
                 raise StateError("recreate needs the daemon on the containerd store",
                                  "run `containerd-migrate run` so the switch happens first")
             work = _Recreation(ctx, engine, inventory)
+            running_at: dict[str, str] = {}
+            # One engine for every worker: each thread gets its own connection
+            # (engine/client.py). A level is created and its running ones started before
+            # the next level is created: what a container joins or links to runs by then.
+            # Within a level each container is started right after its own create (all it
+            # needs runs already), not after the whole level's creates.
+            with Workers() as pool:
+                for level in dependency_levels(inventory.containers):
+                    for container, (new_id, at) in zip(level, pool.all(work.recreate, level),
+                                                       strict=True):
+                        work.new_ids[container.id] = new_id
+                        if at is not None:
+                            running_at[container.id] = at
             for container in order:
-                work.new_ids[container.id] = work.create(container)
-            for container in order:
-                new_id = work.new_ids[container.id]
-                row: JSONDict = {"name": container.name, "new_id": new_id,
+                row: JSONDict = {"name": container.name, "new_id": work.new_ids[container.id],
                                  "state_before": container.state,
                                  "committed": container.id in work.committed}
-                if container.running:
-                    at = work.start(container, new_id)
+                if container.id in running_at:
+                    at = running_at[container.id]
                     row.update(running_again_at=at, downtime_seconds=_seconds(
                         stopped_at.get(container.id), at))
                 rows[container.id] = row

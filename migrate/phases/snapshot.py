@@ -7,7 +7,7 @@ against, so it is taken from the live legacy daemon and written atomically, 0600
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from migrate.engine import Engine
 from migrate.errors import BlockedError, ExitCode
@@ -33,8 +33,10 @@ log = get_logger(__name__)
 PLAN_REUSE_SECONDS = 60.0
 
 
-def prepare_plan(options: RunOptions, connect: Callable[[], Engine]) -> PreparedPlan:
-    """The plan for these run options, read from the host now (the snapshot's first step)."""
+def prepare_plan(options: RunOptions, connect: Callable[[], Engine],
+                 staged: Collection[str] = ()) -> PreparedPlan:
+    """The plan for these run options, read from the host now (the snapshot's first step);
+    `staged`: the legacy IDs of the images this migration staged (see `build_plan`)."""
     with connect() as engine:
         facts = gather_facts(engine, options.daemon_config, options.state_dir,
                              restart_command=options.restart_command or None,
@@ -42,7 +44,7 @@ def prepare_plan(options: RunOptions, connect: Callable[[], Engine]) -> Prepared
     report = build_plan(facts, PlanOptions(
         containers=options.containers, snapshotter=options.snapshotter,
         follow_symlinks=options.follow_symlinks,
-    ))
+    ), staged=staged)
     return PreparedPlan(facts, report, time.monotonic())
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -674,10 +674,14 @@ CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
 )
 
 
-def plan_estimate(facts: HostFacts, options: PlanOptions) -> Estimate:
-    """The estimate a plan and its checks use: one rule, the commits included."""
+def plan_estimate(facts: HostFacts, options: PlanOptions,
+                  staged: Collection[str] = ()) -> Estimate:
+    """The estimate a plan and its checks use: one rule, the commits included; `staged`:
+    legacy IDs of the images this migration staged already."""
     inventory = facts.inventory
     return estimate(inventory, options.throughput_mbps, shared_filesystem=facts.shared_filesystem,
+                    staged=staged, last_start_seconds=facts.launch.last_start_seconds,
+                    stops_containers=options.containers != "refuse",
                     commit_bytes=commit_bytes(inventory, options.containers))
 
 

@@ -77,21 +77,40 @@ def dependencies(container: ContainerRecord, containers: Iterable[ContainerRecor
     return needs
 
 
-def creation_order(containers: Iterable[ContainerRecord]) -> list[ContainerRecord]:
-    """Dependencies first, otherwise by name; a cycle (the engine would not have allowed
-    it) keeps the rest in name order rather than failing."""
+def dependency_levels(containers: Iterable[ContainerRecord]) -> list[list[ContainerRecord]]:
+    """Containers in levels: each one needs only containers of earlier levels, so a level
+    can be created, started (or, in reverse, stopped) all at once. By name within a level;
+    a cycle (the engine would not have allowed it) goes on one container at a time, in
+    name order, rather than failing."""
     pending = sorted(containers, key=lambda c: c.name)
     needs = {c.id: dependencies(c, pending) for c in pending}
     done: set[str] = set()
-    order: list[ContainerRecord] = []
+    levels: list[list[ContainerRecord]] = []
     while pending:
         ready = [c for c in pending if needs[c.id] <= done] or pending[:1]
-        for container in ready:
-            order.append(container)
-            done.add(container.id)
+        levels.append(ready)
+        done.update(c.id for c in ready)
         pending = [c for c in pending if c.id not in done]
-    return order
+    return levels
 
+
+def creation_order(containers: Iterable[ContainerRecord]) -> list[ContainerRecord]:
+    """Dependencies first, otherwise by name (the levels one after the other)."""
+    return [c for level in dependency_levels(containers) for c in level]
+
+
+# dockerd's stop timeout for a container that sets none (`docker stop` without -t).
+DAEMON_STOP_TIMEOUT = 10
+
+
+def stop_timeout(container: ContainerRecord, default: int = DAEMON_STOP_TIMEOUT) -> int:
+    """Seconds a stop waits after SIGTERM before SIGKILL: the container's own StopTimeout
+    (`docker run --stop-timeout`, compose `stop_grace_period`), else `default`. A negative
+    one (wait forever) is not honoured: the window must end."""
+    value = container.config.get("StopTimeout")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
 
 
 def commits_layer(container: ContainerRecord) -> bool:
@@ -186,8 +205,23 @@ def _actions(container: ContainerRecord, inventory: Inventory) -> list[str]:
     needs = dependencies(container, inventory.containers)
     if needs:
         actions.append(f"after {_names(inventory.containers, needs)}")
-    actions.append("start it" if container.running else "leave it created (not started)")
+    actions.append(_fate(container))
     return actions
+
+
+# Not carried by recreate, whatever the container: said before the window, not found after.
+EMPTY_LOGS = "`docker logs` starts empty (the old log stays with the legacy container)"
+
+
+def _fate(container: ContainerRecord) -> str:
+    if container.running:
+        return f"start it; {EMPTY_LOGS}"
+    if container.state == "created":
+        return "leave it created (not started)"
+    # The engine has no way to create a container as exited: its exit code and finish time
+    # stay with the legacy one.
+    return (f"leave it created, not started: it comes back as created, not {container.state}"
+            f" (its exit code is not carried); {EMPTY_LOGS}")
 
 
 def recreate_plan(inventory: Inventory) -> tuple[ContainerPlan, ...]:

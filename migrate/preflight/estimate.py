@@ -1,14 +1,23 @@
-"""Disk and time estimates for a migration, from the inventory alone (pure).
+"""Disk and time estimates for a migration, from what the host shows (pure).
 
-Numbers come from docs/engine-facts.md: 1302 MB of unique layers saved in 7-11 s and loaded in
-9-15 s, rounded towards the slow end so a plan under-promises.
+Each time figure says what it stands on (`Basis`): `measured` on this host (the daemon's
+own last start, what is staged already), a `bound` that holds (the containers' own stop
+timeouts), an operator's `given` throughput, or a stated `default`. Defaults come from
+docs/engine-facts.md: 1302 MB of unique layers saved in 7-11 s and loaded in 9-15 s,
+rounded towards the slow end so a plan under-promises.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Literal
+
+from pydantic import Field
+
 from migrate.archives.batching import plan_batches
 from migrate.errors import UsageError
-from migrate.models import Frozen, Inventory
+from migrate.models import Frozen, ImageRecord, Inventory
+from migrate.preflight.containers import dependency_levels, stop_timeout
 
 MB = 1_000_000
 DEFAULT_SAVE_MBPS = 110.0
@@ -18,10 +27,12 @@ DEFAULT_LOAD_MBPS = 90.0
 PER_IMAGE_OVERHEAD_BYTES = 8 * 1024
 # The containerd store keeps compressed content plus unpacked snapshots.
 NEW_STORE_FACTOR = 2
+# A restart when the daemon's last start cannot be read (1.3-2.4 s measured in sandboxes).
 RESTART_SECONDS = 4.0
-# Containers are stopped together; one that ignores SIGTERM costs the 10 s stop timeout
-# plus the ~2 s a stop takes anyway.
-CONTAINER_STOP_SECONDS = 12.0
+# What dockerd's own stop adds to its measured start: its containers are stopped by then.
+DAEMON_STOP_SECONDS = 1.0
+# A stop level waits for its slowest container's stop timeout, plus the stop call itself.
+STOP_LEVEL_OVERHEAD_SECONDS = 0.5
 # Each docker save / docker load call: daemon round trips and archive setup.
 PER_BATCH_SECONDS = 1.0
 VERIFY_BASE_SECONDS = 2.0
@@ -30,6 +41,19 @@ VERIFY_PER_IMAGE_SECONDS = 0.2
 # One rule for `plan`'s disk checks and the export's pre-check (`room_needed`), so a plan
 # that passes is a run whose export has room.
 RESERVE_BYTES = 256 * 1024 * 1024
+
+
+BasisKind = Literal["measured", "bound", "given", "default"]
+
+
+class Basis(Frozen):
+    """What a time figure stands on, said with the figure in every format."""
+
+    kind: BasisKind
+    source: str
+
+    def label(self) -> str:
+        return f"{self.kind}: {self.source}"
 
 
 def room_needed(write_bytes: int) -> int:
@@ -59,13 +83,24 @@ class Estimate(Frozen):
     import_seconds: float
     verify_seconds: float
     total_seconds: float
-    # Without pre-staging, images are unusable from the restart until verified.
+    # Images are unusable from the restart until verified (the import is nothing once
+    # everything is staged).
     downtime_seconds: float
+    # Stopping the running containers before the restart (an upper bound), and the window:
+    # from the first container stop until verified.
+    stop_seconds: float = 0.0
+    window_seconds: float = 0.0
+    # Figure name (export, stop, restart, import, verify) -> what it stands on.
+    bases: dict[str, Basis] = Field(default_factory=dict)
 
 
 def batch_bytes(inventory: Inventory) -> tuple[int, ...]:
     """Archive size of each `docker save` call, batched exactly as the export phase does."""
-    batches = plan_batches(inventory.images, set(), max_batch_bytes=None)
+    return batch_bytes_of(inventory.images)
+
+
+def batch_bytes_of(images: tuple[ImageRecord, ...]) -> tuple[int, ...]:
+    batches = plan_batches(images, set(), max_batch_bytes=None)
     return tuple(
         batch.estimated_bytes + PER_IMAGE_OVERHEAD_BYTES * len(batch.image_ids)
         for batch in batches
@@ -84,11 +119,46 @@ def _throughputs(throughput_mbps: float | None) -> tuple[float, float]:
     return throughput_mbps, throughput_mbps
 
 
+def stop_bound(inventory: Inventory) -> float:
+    """At most how long stopping the running containers takes: quiesce stops a dependency
+    level at once, and a stop waits at most the container's own stop timeout."""
+    running = [c for c in inventory.containers if c.running]
+    return sum(max(stop_timeout(c) for c in level) + STOP_LEVEL_OVERHEAD_SECONDS
+               for level in dependency_levels(running))
+
+
+def _restart(last_start_seconds: float | None) -> tuple[float, Basis]:
+    if last_start_seconds is None:
+        return RESTART_SECONDS, Basis(kind="default", source="the daemon's last start was "
+                                      "not readable (systemd shows it for docker.service)")
+    return last_start_seconds + DAEMON_STOP_SECONDS, Basis(
+        kind="measured", source=f"the daemon's last start took {last_start_seconds:.1f} s, "
+        f"plus {DAEMON_STOP_SECONDS:g} s for its stop")
+
+
+def _transfer(images: tuple[ImageRecord, ...], to_move: tuple[ImageRecord, ...], mbps: float,
+              given: bool, verb: str) -> tuple[float, Basis]:
+    if images and not to_move:
+        return 0.0, Basis(kind="measured", source=f"every image is staged: nothing to {verb}")
+    batches = batch_bytes_of(to_move)
+    rate = Basis(kind="given" if given else "default",
+                 source=f"{mbps:g} MB/s" + ("" if given else " (docs/engine-facts.md)"))
+    if len(to_move) < len(images):
+        rate = rate.model_copy(update={"source": f"{rate.source}, for the "
+                                       f"{len(to_move)} image(s) not staged"})
+    return _seconds(sum(batches), mbps, len(batches)), rate
+
+
 def estimate(
-    inventory: Inventory, throughput_mbps: float | None = None, *, shared_filesystem: bool = False,
+    inventory: Inventory, throughput_mbps: float | None = None, *,
+    shared_filesystem: bool = False, staged: Collection[str] = (),
+    last_start_seconds: float | None = None, stops_containers: bool = True,
     commit_bytes: int = 0,
 ) -> Estimate:
-    """Disk needs and durations; `shared_filesystem` = state dir and data root on one fs.
+    """Disk needs and durations; `shared_filesystem` = state dir and data root on one fs;
+    `staged`: legacy IDs of the images already in the containerd store (neither exported
+    nor imported); `last_start_seconds`: how long the daemon's last start took, when the
+    host shows it; `stops_containers`: the containers policy stops the running ones.
 
     `commit_bytes`: the writable layers `--containers recreate` commits. Each is committed
     to an image in the legacy store (data root), saved to an archive (state dir) and loaded
@@ -103,11 +173,23 @@ def estimate(
     data_need = room_needed(staging + new_store + commit_bytes)
     if shared_filesystem:
         state_need = data_need = room_needed(archive + staging + new_store + commit_bytes)
-    running = any(container.running for container in inventory.containers)
-    export_s = _seconds(archive, save_mbps, len(batches))
-    restart_s = RESTART_SECONDS + (CONTAINER_STOP_SECONDS if running else 0.0)
-    import_s = _seconds(archive, load_mbps, len(batches))
+    to_move = tuple(image for image in inventory.images if image.id not in set(staged))
+    given = throughput_mbps is not None
+    export_s, export_basis = _transfer(inventory.images, to_move, save_mbps, given, "export")
+    import_s, import_basis = _transfer(inventory.images, to_move, load_mbps, given, "import")
+    restart_s, restart_basis = _restart(last_start_seconds)
+    stop_s = stop_bound(inventory) if stops_containers else 0.0
     verify_s = VERIFY_BASE_SECONDS + VERIFY_PER_IMAGE_SECONDS * len(inventory.images)
+    bases = {
+        "export": export_basis,
+        "stop": Basis(kind="bound", source="the running containers' own stop timeouts "
+                      "(StopTimeout, else the daemon's 10 s), a dependency level at once")
+        if stop_s else Basis(kind="measured", source="no running container to stop"),
+        "restart": restart_basis,
+        "import": import_basis,
+        "verify": Basis(kind="default", source=f"{VERIFY_BASE_SECONDS:g} s + "
+                        f"{VERIFY_PER_IMAGE_SECONDS:g} s per image"),
+    }
     return Estimate(
         image_count=len(inventory.images),
         dangling_count=len(inventory.dangling_images),
@@ -125,6 +207,9 @@ def estimate(
         restart_seconds=restart_s,
         import_seconds=import_s,
         verify_seconds=verify_s,
-        total_seconds=export_s + restart_s + import_s + verify_s,
+        total_seconds=export_s + stop_s + restart_s + import_s + verify_s,
         downtime_seconds=restart_s + import_s + verify_s,
+        stop_seconds=stop_s,
+        window_seconds=stop_s + restart_s + import_s + verify_s,
+        bases=bases,
     )

@@ -15,6 +15,7 @@ from typing import Literal
 from migrate.errors import UsageError
 from migrate.host.launch import containerd_endpoint, names_containerd
 from migrate.preflight.checks import Check, Severity
+from migrate.preflight.estimate import Estimate
 from migrate.preflight.facts import FilesystemFacts
 from migrate.preflight.report import PlanReport
 from migrate.support.sizes import human_binary_bytes
@@ -130,14 +131,21 @@ def estimate_table(report: PlanReport) -> Table:
         ("need on state dir", human_bytes(e.state_dir_need_bytes) + shared),
         ("need on data root", human_bytes(e.data_root_need_bytes) + shared),
         ("throughput", f"save {e.save_mbps:g} MB/s, load {e.load_mbps:g} MB/s"),
-        ("export", human_duration(e.export_seconds)),
-        ("restart", human_duration(e.restart_seconds)),
-        ("import", human_duration(e.import_seconds)),
-        ("verify", human_duration(e.verify_seconds)),
+        *((name, figure(e, name)) for name in ("export", "stop", "restart", "import",
+                                               "verify")),
         ("total", human_duration(e.total_seconds)),
-        ("downtime", human_duration(e.downtime_seconds) + " (without pre-staging)"),
+        ("window", f"{human_duration(e.window_seconds)} (stop, restart, import, verify)"),
+        ("images unusable", f"{human_duration(e.downtime_seconds)} (restart, import, "
+         "verify)"),
     )
     return Table("Estimate", ("", ""), rows, key_value=True)
+
+
+def figure(est: Estimate, name: str) -> str:
+    """`12 s (bound: ...)`: an estimate's time figure with what it stands on."""
+    seconds = float(getattr(est, f"{name}_seconds"))
+    basis = est.bases.get(name)
+    return human_duration(seconds) + (f" ({basis.label()})" if basis else "")
 
 
 def _policy_args(report: PlanReport) -> str:
@@ -159,7 +167,7 @@ def steps_table(report: PlanReport) -> Table:
         ("1. before the window", f"`containerd-migrate export`{policy} (about "
          f"{human_duration(est.export_seconds)}; the daemon keeps serving)"),
         ("2. in the window", "`containerd-migrate run` (uses the export's containers policy; "
-         f"asks once, `--yes` in scripts; about {human_duration(est.downtime_seconds)})"),
+         f"asks once, `--yes` in scripts; about {human_duration(est.window_seconds)})"),
         ("3. check", "`containerd-migrate status` and `containerd-migrate verify`"),
         ("4. once happy", "`containerd-migrate cleanup` (deletes the archives)"),
     )
@@ -191,13 +199,31 @@ def _containers_impact(report: PlanReport) -> tuple[str, str]:
     return ("containers stopped", f"{', '.join(running)}: {_CONTAINERS_FATE[policy]}")
 
 
+def _not_carried(report: PlanReport) -> tuple[tuple[str, str], ...]:
+    """What `--containers recreate` cannot carry, so nobody discovers it after the window."""
+    if report.options.containers != "recreate" or not report.containers:
+        return ()
+    exited = [ct.name for ct in report.containers if not ct.running and ct.state != "created"]
+    text = "`docker logs` of every recreated container starts empty (the old log stays " \
+        "with the legacy container)"
+    if exited:
+        text += (f"; {', '.join(exited)} come(s) back as created, not exited (no exit code, "
+                 "no finish time)")
+    return (("not carried", text),)
+
+
 def impact_table(report: PlanReport) -> Table:
     est = report.estimate
     rows = (
         _containers_impact(report),
+        *_not_carried(report),
         ("images unusable", f"about {human_duration(est.downtime_seconds)}, from the "
          "restart until verified"),
-        ("daemon restart", f"once, about {human_duration(est.restart_seconds)}, with "
+        *((("containers down", f"about {human_duration(est.window_seconds)} each, from "
+             f"its stop until recreated and started (of which the stop, at most "
+             f"{human_duration(est.stop_seconds)}: {est.bases['stop'].source})"),)
+          if est.stop_seconds and report.options.containers == "recreate" else ()),
+        ("daemon restart", f"once, about {figure(est, 'restart')}, with "
          + (f"`{' '.join(report.restart_command)}`" if report.restart_command
             else "an unknown command (see the checks)")),
     )

@@ -8,6 +8,7 @@ as values and
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal
 
@@ -156,11 +157,13 @@ def public_container(container: ContainerRecord) -> ContainerRecord:
 
 
 def build_plan(
-    facts: HostFacts, options: PlanOptions, *, generated_at: datetime | None = None
+    facts: HostFacts, options: PlanOptions, *, generated_at: datetime | None = None,
+    staged: Collection[str] = (),
 ) -> PlanReport:
-    """The plan for these facts. `generated_at` defaults to the inventory time (pure)."""
+    """The plan for these facts. `generated_at` defaults to the inventory time (pure);
+    `staged`: legacy IDs of the images this migration staged already."""
     inventory = facts.inventory
-    est = plan_estimate(facts, options)
+    est = plan_estimate(facts, options, staged)
     checks = evaluate_checks(facts, options, est)
     return PlanReport(
         generated_at=(generated_at or inventory.taken_at).replace(microsecond=0),

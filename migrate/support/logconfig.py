@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 from migrate.support.sizes import human_bytes
@@ -34,6 +34,47 @@ def humanize(_logger: object, _method: str, event: MutableMapping[str, Any],
         elif _is_size_key(key) and isinstance(value, int) and not isinstance(value, bool):
             event[key] = human_bytes(value)
     return event
+
+
+# Writes one log line (without its newline) where it cannot tear a progress bar apart:
+# `support.progress` sets it to tqdm.write while a bar is drawn, None otherwise.
+LineWriter = Callable[[str, TextIO], None]
+
+
+class _Through:
+    writer: LineWriter | None = None
+
+
+def write_logs_through(writer: LineWriter | None) -> None:
+    """Route log lines through `writer` from now on (None: straight to the stream)."""
+    _Through.writer = writer
+
+
+class LineStream:
+    """The log stream, a whole line at a time: `print` writes a line and its newline apart,
+    and a bar redrawn between the two would land in the middle of the line."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        if "\n" in self._partial:
+            lines, _, self._partial = self._partial.rpartition("\n")
+            writer = _Through.writer
+            if writer is None:
+                self._stream.write(lines + "\n")
+            else:
+                for line in lines.split("\n"):
+                    writer(line, self._stream)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 class _Pending:
@@ -82,7 +123,7 @@ def _apply_pending() -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # Logs go to stderr so that stdout stays clean for reports (`plan --format json`).
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, LineStream(stream))),
         cache_logger_on_first_use=False,
     )
 

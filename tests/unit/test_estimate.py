@@ -3,17 +3,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import JsonValue
 
 from migrate.archives.batching import plan_batches
 from migrate.errors import UsageError
 from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
 from migrate.preflight.estimate import (
-    CONTAINER_STOP_SECONDS,
+    DAEMON_STOP_SECONDS,
     MB,
     PER_BATCH_SECONDS,
     PER_IMAGE_OVERHEAD_BYTES,
     RESERVE_BYTES,
     RESTART_SECONDS,
+    STOP_LEVEL_OVERHEAD_SECONDS,
     estimate,
     room_needed,
 )
@@ -95,17 +97,60 @@ def test_defaults_are_at_the_slow_end_of_measurements() -> None:
     assert 14 <= est.import_seconds <= 20
 
 
-def test_running_containers_add_stop_time() -> None:
-    idle = ContainerRecord(id="1", name="idle", image="acme/app:1", image_id=APP.id,
-                           state="exited")
-    busy = idle.model_copy(update={"name": "busy", "state": "running"})
-    assert estimate(inventory(APP, containers=(idle,))).restart_seconds == RESTART_SECONDS
-    assert estimate(inventory(APP, containers=(idle, busy))).restart_seconds == (
-        RESTART_SECONDS + CONTAINER_STOP_SECONDS)
+def _container(name: str, state: str = "running", stop_timeout: int | None = None,
+               links: tuple[str, ...] = ()) -> ContainerRecord:
+    config: dict[str, JsonValue] = {} if stop_timeout is None else {"StopTimeout": stop_timeout}
+    return ContainerRecord(id=name * 8, name=name, image="acme/app:1", image_id=APP.id,
+                           state=state, config=config, links=links)
+
+
+def test_stop_is_a_bound_from_the_containers_own_timeouts_a_level_at_once() -> None:
+    idle = _container("idle", state="exited")
+    assert estimate(inventory(APP, containers=(idle,))).stop_seconds == 0
+    db = _container("db", stop_timeout=30)
+    cache = _container("cache")  # the daemon's 10 s
+    app = _container("app", stop_timeout=2, links=("/db:/app/db",))
+    est = estimate(inventory(APP, containers=(idle, db, cache, app)))
+    # Two levels: app alone (2 s), then db and cache together (the slower: 30 s).
+    assert est.stop_seconds == 2 + 30 + 2 * STOP_LEVEL_OVERHEAD_SECONDS
+    assert est.bases["stop"].kind == "bound"
+    assert est.window_seconds == pytest.approx(est.stop_seconds + est.downtime_seconds)
+    assert est.restart_seconds == RESTART_SECONDS  # the stop is its own figure now
+    # A policy that stops nothing (refuse) costs no stop.
+    assert estimate(inventory(APP, containers=(db,)), stops_containers=False).stop_seconds == 0
+
+
+def test_restart_is_measured_from_the_daemons_last_start_else_a_stated_default() -> None:
+    default = estimate(inventory(APP))
+    assert default.restart_seconds == RESTART_SECONDS
+    assert default.bases["restart"].kind == "default"
+    assert "not readable" in default.bases["restart"].source
+    measured = estimate(inventory(APP), last_start_seconds=1.4)
+    assert measured.restart_seconds == pytest.approx(1.4 + DAEMON_STOP_SECONDS)
+    assert measured.bases["restart"].kind == "measured"
+    assert "1.4 s" in measured.bases["restart"].source
+
+
+def test_nothing_left_to_export_or_import_once_staged() -> None:
+    staged = estimate(inventory(APP, WEB), staged={APP.id, WEB.id})
+    assert staged.import_seconds == staged.export_seconds == 0
+    assert staged.bases["import"].kind == "measured"
+    assert "staged" in staged.bases["import"].source
+    assert staged.window_seconds == pytest.approx(staged.restart_seconds
+                                                  + staged.verify_seconds)
+    half = estimate(inventory(APP, WEB), staged={APP.id})
+    whole = estimate(inventory(APP, WEB))
+    assert 0 < half.import_seconds < whole.import_seconds
+    assert "1 image(s) not staged" in half.bases["import"].source
+    assert whole.bases["import"].kind == "default"
+    assert estimate(inventory(APP), throughput_mbps=50).bases["export"].kind == "given"
+    # Disk needs do not shrink: staged images may still be exported on a resumed stage.
+    assert staged.archive_bytes == whole.archive_bytes
 
 
 def test_downtime_without_prestaging() -> None:
     est = estimate(inventory(APP))
+    assert set(est.bases) == {"export", "stop", "restart", "import", "verify"}
     assert est.downtime_seconds == pytest.approx(
         est.restart_seconds + est.import_seconds + est.verify_seconds)
 

@@ -292,3 +292,15 @@ def test_detect_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch(monkeypatch, None, {})
     assert detect_launch(None) == DaemonLaunch(source="unknown")
     assert detect_launch(99).pid == 99
+
+
+def test_the_units_last_start_is_read_from_its_monotonic_timestamps() -> None:
+    measured = parse_systemctl_show(SYSTEMCTL_SHOW + "ExecMainStartTimestampMonotonic=5000000\n"
+                                    "ActiveEnterTimestampMonotonic=6350000\n")
+    assert measured is not None and measured.last_start_seconds == pytest.approx(1.35)
+    unread = parse_systemctl_show(SYSTEMCTL_SHOW)
+    assert unread is not None and unread.last_start_seconds is None
+    for started, active in (("0", "6350000"), ("7000000", "6350000"), ("x", "1")):
+        launch = parse_systemctl_show(SYSTEMCTL_SHOW + f"ExecMainStartTimestampMonotonic="
+                                      f"{started}\nActiveEnterTimestampMonotonic={active}\n")
+        assert launch is not None and launch.last_start_seconds is None, (started, active)

@@ -9,8 +9,15 @@ import pytest
 
 from migrate.engine.convert import container_record, writable_layer
 from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
+from migrate.phases.quiesce import in_levels
 from migrate.phases.recreate import RECREATED_LABEL, create_body, image_for
-from migrate.preflight.containers import creation_order, recreate_plan
+from migrate.preflight.containers import (
+    DAEMON_STOP_TIMEOUT,
+    creation_order,
+    dependency_levels,
+    recreate_plan,
+    stop_timeout,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -145,7 +152,7 @@ def test_plan_blocks_what_recreate_cannot_carry_and_says_what_it_does() -> None:
     assert plans["ok"].actions[0] == "create from app:1"
     assert "attach to rcnet, aliases alpha, IP 10.0.0.5" in plans["ok"].actions
     assert not any("commit" in action for action in plans["ok"].actions)
-    assert "start it" in plans["ok"].actions
+    assert plans["ok"].actions[-1].startswith("start it")
     assert "auto-remove" in plans["rm"].blockers[0]
     assert "gone" in plans["orphan"].blockers[0]
     assert "swarm" in plans["task"].blockers[0]
@@ -162,3 +169,30 @@ def test_ipc_and_pid_namespaces_follow_their_owner_and_order_the_creation() -> N
     assert body["HostConfig"]["IpcMode"] == f"container:{_id('7')}"
     assert body["HostConfig"]["PidMode"] == "container:zz-owner"  # by name: the name stays
     assert body["Labels"]["io.containerd-migrate.migration"] == "m-1"
+
+
+def test_levels_hold_what_can_run_at_once_and_flatten_to_the_creation_order() -> None:
+    db = _record(_id("1"), "db")
+    cache = _record(_id("2"), "cache")
+    app = _record(_id("3"), "app", host={"Links": ["/db:/app/db", "/cache:/app/cache"]})
+    side = _record(_id("4"), "side", host={"NetworkMode": "container:app"})
+    levels = [[c.name for c in level] for level in dependency_levels([side, app, db, cache])]
+    assert levels == [["cache", "db"], ["app"], ["side"]]
+    assert [c.name for c in creation_order([side, app, db, cache])] == \
+        [name for level in levels for name in level]
+
+
+def test_stop_timeout_is_the_containers_own_else_the_default() -> None:
+    web = _record(_id("1"), "web")
+    assert stop_timeout(web) == DAEMON_STOP_TIMEOUT == 10
+    assert stop_timeout(web, 7) == 7
+    for own, expected in ((30, 30), (0, 0), (-1, 10), (True, 10), ("5", 10)):
+        config = {**web.config, "StopTimeout": own}
+        assert stop_timeout(web.model_copy(update={"config": config})) == expected, own
+
+
+def test_quiesce_groups_entries_by_level_and_old_entries_one_by_one() -> None:
+    entries: list[dict[str, Any]] = [{"id": "a", "level": 0}, {"id": "b", "level": 0},
+                                     {"id": "c", "level": 1}, {"id": "d"}, {"id": "e"}]
+    assert [[e["id"] for e in level] for level in in_levels(entries)] == \
+        [["a", "b"], ["c"], ["d"], ["e"]]

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from migrate.commands.run import confirmation_question
 from migrate.errors import UsageError
 from migrate.host.daemon_json import DaemonConfigState
 from migrate.host.launch import parse_dockerd_argv
+from migrate.journal import JournalState
 from migrate.models import (
     ContainerRecord,
     EngineInfo,
@@ -17,6 +20,8 @@ from migrate.models import (
     Store,
     VolumeRecord,
 )
+from migrate.phases.base import PreparedPlan, RunOptions
+from migrate.preflight.containers import recreate_plan
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 from migrate.preflight.render import (
     human_bytes,
@@ -297,3 +302,64 @@ def test_switch_effects_in_every_format() -> None:
     assert [e["id"] for e in body["switch"]] == [
         "multi-platform", "attestations", "registry-digests", "disk", "buildx"]
     assert body["switch"][3]["kind"] == "costs"
+
+
+def test_impact_and_actions_say_what_recreate_does_not_carry() -> None:
+    exited = CONTAINER.model_copy(update={"id": "c2", "name": "job", "state": "exited"})
+    created = CONTAINER.model_copy(update={"id": "c3", "name": "spare", "state": "created"})
+    facts = host()
+    inventory = facts.inventory.model_copy(update={"containers": (CONTAINER, exited, created)})
+    facts = facts.model_copy(update={"inventory": inventory})
+    report = build_plan(facts, PlanOptions(containers="recreate"))
+    for fmt in ("text", "markdown"):
+        out = render(report, fmt)
+        assert "not carried" in out
+        assert "docker logs` of every recreated container starts empty" in out
+        assert "job come(s) back as created, not exited" in out.replace("\\", "")
+        assert "spare come(s)" not in out
+    plans = {plan.name: plan for plan in recreate_plan(inventory)}
+    assert plans["web"].actions[-1].startswith("start it; `docker logs` starts empty")
+    assert "comes back as created, not exited" in plans["job"].actions[-1]
+    assert plans["spare"].actions[-1] == "leave it created (not started)"
+    # Nothing to say without recreate.
+    assert "not carried" not in render(build_plan(facts, PlanOptions(containers="leave")))
+
+
+def test_every_time_figure_says_what_it_stands_on_in_every_format() -> None:
+    facts = host()
+    launch = facts.launch.model_copy(update={"last_start_seconds": 1.5})
+    running = CONTAINER.model_copy(update={"config": {"StopTimeout": 3}})
+    inventory = facts.inventory.model_copy(update={"containers": (running,)})
+    facts = facts.model_copy(update={"launch": launch, "inventory": inventory})
+    report = build_plan(facts, PlanOptions(containers="recreate"),
+                        staged={image.id for image in IMAGES})
+    text = render(report, "text")
+    assert "2 s (measured: the daemon's last start took 1.5 s" in text
+    assert "4 s (bound: the running containers' own stop timeouts" in text
+    assert "0 s (measured: every image is staged: nothing to import)" in text
+    assert "verify" in text and "(default: " in text
+    assert "containers down" in text
+    markdown = render(report, "markdown")
+    assert "measured: the daemon" in markdown and "bound: the running" in markdown
+    data = json.loads(render(report, "json"))
+    bases = data["estimate"]["bases"]
+    assert {name: basis["kind"] for name, basis in bases.items()} == {
+        "export": "measured", "stop": "bound", "restart": "measured", "import": "measured",
+        "verify": "default"}
+    assert data["estimate"]["window_seconds"] == pytest.approx(3.5 + 2.5 + 0 + 2.6)
+
+
+def test_confirmation_says_what_each_figure_of_the_window_stands_on() -> None:
+    report = build_plan(host(), PlanOptions(containers="recreate"))
+    prepared = PreparedPlan(facts=host(), report=report, taken_monotonic=0.0)
+    options = RunOptions(host="unix:///run/docker.sock", daemon_config=Path("/d.json"),
+                         state_dir=Path("/s"), restart_command=("systemctl", "restart",
+                                                                "docker"),
+                         containers="recreate")
+    question = confirmation_question(options, ("snapshot", "export", "quiesce", "restart"),
+                                     JournalState(), prepared)
+    assert "window: about" in question
+    assert "    stop 10 s (bound: " in question
+    assert "    restart 4 s (default: the daemon's last start was not readable" in question
+    assert "    import " in question and "(default: 90 MB/s" in question
+    assert "before it, export " in question
