@@ -1,0 +1,135 @@
+"""`containerd-migrate rehearse` (issue 20) on real engines 26 and 28.
+
+The sample host (an image with a VOLUME, a dangling image, a container on a named volume,
+a created one, a running one) rehearses with exit 0 on a throwaway engine made from the
+sandbox dockerd's own binaries, and afterwards the live host is what it was: daemon.json
+bytes, image IDs, container IDs and states, network interfaces, mounts, processes. A
+rehearsal killed right after its engine answered leaves that engine running; the next
+`rehearse` stops it (by its recorded pid), unmounts, removes it and succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.commands.rehearse import DEFAULT_DIR_NAME, PENDING_NAME, REPORT_NAME
+from migrate.errors import ExitCode
+from migrate.host.throwaway import RECORD_NAME, mounts_under
+from migrate.sandbox import Sandbox, SandboxFactory, docker
+
+from .cli import cli
+
+pytestmark = pytest.mark.engine
+
+KILLED = -9
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: the throwaway engine's sockets must fit in 108 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="cm-rh-", dir="/tmp"))  # noqa: S108
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline and b"pytest" not in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def _live_state(sandbox: Sandbox) -> dict[str, Any]:
+    host = sandbox.host
+    images = docker(host, "images", "-a", "--no-trunc", "--format",
+                    "{{.ID}} {{.Repository}}:{{.Tag}}").stdout
+    containers = docker(host, "ps", "-a", "--no-trunc", "--format",
+                        "{{.ID}} {{.Names}} {{.State}}").stdout
+    volumes = docker(host, "volume", "ls", "-q").stdout
+    return {
+        "daemon.json": sandbox.daemon_json.read_bytes(),
+        "images": sorted(images.splitlines()),
+        "containers": sorted(containers.splitlines()),
+        "volumes": sorted(volumes.splitlines()),
+        "mounts under the sandbox": mounts_under(sandbox.dir),
+    }
+
+
+@pytest.mark.parametrize("engine", ["26", "28"])
+def test_rehearse_moves_everything_and_leaves_the_live_host_as_it_was(
+        fresh_sandbox: SandboxFactory, short_tmp: Path, engine: str) -> None:
+    sandbox = fresh_sandbox(engine, samples=True)
+    state_dir = short_tmp / "state"
+    before, links = _live_state(sandbox), _links()
+
+    done = cli(sandbox, state_dir, "rehearse", "--format", "json")
+
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["failures"] == []
+    assert report["containers_created"] == report["containers"] == 3
+    assert report["dockerd"] == str(Path(f"/proc/{sandbox.pid()}/exe").readlink())
+    figures = report["figures"]
+    assert figures["engine_start_seconds"] > 0 and figures["archive_bytes"] > 0
+    assert figures["window_seconds"] >= figures["engine_start_seconds"]
+    saved = state_dir / "reports" / REPORT_NAME
+    assert json.loads(saved.read_text())["figures"] == figures
+    assert saved.stat().st_mode & 0o777 == 0o600
+    # Nothing of the live host changed, nothing of the rehearsal is left.
+    assert _live_state(sandbox) == before
+    # Only new interfaces count: other tests on the machine remove theirs meanwhile.
+    assert _links() - links == set()
+    rehearsal = state_dir / DEFAULT_DIR_NAME
+    assert not rehearsal.exists()
+    assert not (state_dir / PENDING_NAME).exists()
+    assert _processes_naming(str(rehearsal)) == []
+    assert mounts_under(state_dir) == []
+    # Rehearsal is not a migration: the journal does not know of it.
+    assert not (state_dir / "journal.jsonl").exists() or \
+        "migration" not in (state_dir / "journal.jsonl").read_text()
+
+
+def test_a_killed_rehearsal_is_cleaned_up_by_the_next(fresh_sandbox: SandboxFactory,
+                                                      short_tmp: Path) -> None:
+    sandbox = fresh_sandbox("26", samples=True)
+    state_dir = short_tmp / "state"
+    rehearsal = short_tmp / "r"
+    before = _live_state(sandbox)
+
+    killed = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal),
+                 failpoints="rehearse:engine-started=kill")
+
+    assert killed.returncode == KILLED, killed.stderr
+    record = json.loads((rehearsal / RECORD_NAME).read_text())
+    assert record["pid"] in _processes_naming(str(rehearsal))
+    assert mounts_under(rehearsal) != [] or record["pid"]
+
+    again = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal))
+
+    assert again.returncode == ExitCode.OK, again.stdout + again.stderr
+    assert f"stopped process {record['pid']}" in again.stdout
+    assert not rehearsal.exists()
+    assert _processes_naming(str(rehearsal)) == []
+    assert mounts_under(short_tmp) == []
+    assert _live_state(sandbox) == before
