@@ -37,7 +37,7 @@ KILLED = -9
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A short directory: the throwaway engine's sockets must fit in 108 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="cm-rh-", dir="/tmp"))  # noqa: S108
+    folder = Path(tempfile.mkdtemp(prefix="cm-rh-", dir="/tmp"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
