@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "verify": ("verify",),
     "rollback": ("rollback", "--yes", "--restart-command", "true"),
     "cleanup": ("cleanup", "--yes"),
+    "rehearse": ("rehearse",),
 }
 # Those that write into the state dir before anything else (the lock): on a full
 # filesystem they stop with the disk-full code.
@@ -148,9 +149,13 @@ def test_a_full_state_dir(tmp_path: Path, tmpfs: Mount, daemon: FakeApi,
     expected = {"plan": ExitCode.BLOCKED, "status": ExitCode.OK,
                 # no migration in it: nothing to verify or clean up, nothing to roll back
                 "verify": ExitCode.BLOCKED, "cleanup": ExitCode.BLOCKED,
-                "rollback": ExitCode.OK}.get(command, ExitCode.DISK_FULL)
+                "rollback": ExitCode.OK,
+                # its disk check is one of its blockers, before it writes anything
+                "rehearse": ExitCode.BLOCKED}.get(command, ExitCode.DISK_FULL)
     assert code == expected, output
     if command in WRITERS:
         assert output.startswith("error: no space left"), output
     if command == "plan":
         assert "[disk-state-dir]" in output, output
+    if command == "rehearse":
+        assert "has 0 B free, the rehearsal needs about" in output, output
