@@ -14,8 +14,10 @@ from migrate.commands.context import (
     connect,
     lifecycle_decision,
     open_state,
+    read_state,
     require_confirmation,
 )
+from migrate.commands.rehearse import remove_leftovers
 from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
 from migrate.host.fs import tree_bytes
 from migrate.journal import JournalState
@@ -32,6 +34,14 @@ from migrate.support.sizes import human_bytes
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
             interactive: bool = False, remove_legacy_containers: bool = False,
             keep_images: bool = False) -> int:
+    # What a killed (or --keep) rehearsal left goes whatever the migration's state is; with
+    # no migration, that is all there is to clean up.
+    left = remove_leftovers(opts.state_dir) if StateDir(opts.state_dir).problem() is None \
+        else []
+    for line in left:
+        opts.console.emit(line)
+    if left and read_state(opts).migration_id is None:
+        return int(ExitCode.OK)
     decision = lifecycle_decision(opts, "cleanup")  # refuses before creating anything
     if decision.action == "nothing":
         opts.console.emit(decision.reason)

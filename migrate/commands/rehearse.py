@@ -214,7 +214,8 @@ def rehearse(opts: GlobalOptions, args: RehearseArgs) -> int:
             for line in found:
                 opts.console.emit(f"BLOCKER {line}")
             raise BlockedError(f"the rehearsal cannot run: {len(found)} blocker(s)",
-                               "fix each BLOCKER line, then run `containerd-migrate rehearse` again")
+                               "fix each BLOCKER line, then run `containerd-migrate "
+                               "rehearse` again")
         target = private_config(target_config(config.data, args.snapshotter,
                                               engine_driver=info.driver))
         # The intent first: from here on a kill leaves a directory the next run removes.

@@ -83,17 +83,21 @@ def engine_env(live_env: Mapping[str, str], binaries: Mapping[str, str]) -> dict
     return env
 
 
+def _stat_fields(pid: int, proc_root: str = "/proc") -> list[str]:
+    """/proc/<pid>/stat from field 3 (the state) on; [] when there is no such process."""
+    try:
+        stat = Path(proc_root, str(pid), "stat").read_text()
+    except OSError:
+        return []
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    return stat.rpartition(")")[2].split()
+
+
 def process_start_time(pid: int, proc_root: str = "/proc") -> int | None:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, it names one
     process for good, since a recycled pid gets another start time."""
     try:
-        stat = Path(proc_root, str(pid), "stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat.rpartition(")")[2].split()
-    try:
-        return int(fields[19])
+        return int(_stat_fields(pid, proc_root)[19])
     except (IndexError, ValueError):
         return None
 
@@ -120,7 +124,16 @@ def _unescape(path: str) -> str:
 
 
 def _alive_as(pid: int, started: int | None) -> bool:
-    return started is not None and process_start_time(pid) == started
+    """Whether `pid` is still the process that started at `started` and has not exited. An
+    exited child of ours (a zombie) is reaped here: the CLI started the engine."""
+    fields = _stat_fields(pid)
+    if started is None or len(fields) < 20 or fields[19] != str(started):
+        return False
+    if fields[0] in ("Z", "X"):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
 
 
 def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:

@@ -124,26 +124,41 @@ def test_rehearse_moves_everything_and_leaves_the_live_host_as_it_was(
         "migration" not in (state_dir / "journal.jsonl").read_text()
 
 
-def test_a_killed_rehearsal_is_cleaned_up_by_the_next(fresh_sandbox: SandboxFactory,
-                                                      short_tmp: Path) -> None:
+def _kill_a_rehearsal(sandbox: Sandbox, state_dir: Path, rehearsal: Path) -> int:
+    """A rehearsal SIGKILLed right after its engine answered: that engine runs on."""
+    killed = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal),
+                 failpoints="rehearse:engine-started=kill")
+    assert killed.returncode == KILLED, killed.stderr
+    pid = json.loads((rehearsal / RECORD_NAME).read_text())["pid"]
+    assert isinstance(pid, int) and pid in _processes_naming(str(rehearsal))
+    return pid
+
+
+def _nothing_left(rehearsal: Path, state_dir: Path) -> None:
+    assert not rehearsal.exists()
+    assert not (state_dir / PENDING_NAME).exists()
+    assert _processes_naming(str(rehearsal)) == []
+    assert mounts_under(rehearsal.parent) == []
+
+
+def test_a_killed_rehearsal_is_cleaned_up_by_cleanup_or_the_next_rehearsal(
+        fresh_sandbox: SandboxFactory, short_tmp: Path) -> None:
     sandbox = fresh_sandbox("26", samples=True)
     state_dir = short_tmp / "state"
     rehearsal = short_tmp / "r"
     before = _live_state(sandbox)
 
-    killed = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal),
-                 failpoints="rehearse:engine-started=kill")
+    pid = _kill_a_rehearsal(sandbox, state_dir, rehearsal)
+    cleaned = cli(sandbox, state_dir, "cleanup", "--yes")
 
-    assert killed.returncode == KILLED, killed.stderr
-    record = json.loads((rehearsal / RECORD_NAME).read_text())
-    assert record["pid"] in _processes_naming(str(rehearsal))
-    assert mounts_under(rehearsal) != [] or record["pid"]
+    assert cleaned.returncode == ExitCode.OK, cleaned.stdout + cleaned.stderr
+    assert f"stopped process {pid}" in cleaned.stdout
+    _nothing_left(rehearsal, state_dir)
 
+    pid = _kill_a_rehearsal(sandbox, state_dir, rehearsal)
     again = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal))
 
     assert again.returncode == ExitCode.OK, again.stdout + again.stderr
-    assert f"stopped process {record['pid']}" in again.stdout
-    assert not rehearsal.exists()
-    assert _processes_naming(str(rehearsal)) == []
-    assert mounts_under(short_tmp) == []
+    assert f"stopped process {pid}" in again.stdout
+    _nothing_left(rehearsal, state_dir)
     assert _live_state(sandbox) == before
