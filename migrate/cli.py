@@ -424,9 +424,8 @@ def rehearse(ctx: click.Context, fmt: str, directory: str | None, keep: bool,
 
     Exit code 0 when everything passed, 3 when it cannot run, 4 when an image failed its
     verification, 1 when a container was refused."""
-    from migrate.commands.rehearse import RehearseArgs
     from migrate.commands.rehearse import rehearse as command
 
-    _run(ctx, lambda: command(_globals(ctx), RehearseArgs(
+    _run(ctx, lambda: command(_globals(ctx), commands.RehearseArgs(
         fmt=fmt, dir=Path(directory) if directory else None, keep=keep,
         snapshotter=snapshotter, start_timeout=start_timeout)))

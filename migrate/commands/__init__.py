@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from migrate.commands.context import Console, GlobalOptions, PlainConsole
     from migrate.commands.plan import PlanArgs
+    from migrate.commands.rehearse import RehearseArgs
     from migrate.commands.rollback import RollbackArgs
     from migrate.commands.run import RunArgs
     from migrate.preflight.facts import CONTAINERS_POLICIES
@@ -24,6 +25,7 @@ _HOMES: dict[str, str] = {
     "GlobalOptions": "migrate.commands.context",
     "PlainConsole": "migrate.commands.context",
     "PlanArgs": "migrate.commands.plan",
+    "RehearseArgs": "migrate.commands.rehearse",
     "RollbackArgs": "migrate.commands.rollback",
     "RunArgs": "migrate.commands.run",
     "CONTAINERS_POLICIES": "migrate.preflight.facts",
@@ -31,7 +33,7 @@ _HOMES: dict[str, str] = {
 
 __all__ = [
     "CONTAINERS_POLICIES", "Console", "GlobalOptions", "PlainConsole", "PlanArgs",
-    "RollbackArgs", "RunArgs",
+    "RehearseArgs", "RollbackArgs", "RunArgs",
 ]
 
 
