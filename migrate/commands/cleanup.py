@@ -17,7 +17,7 @@ from migrate.commands.context import (
     read_state,
     require_confirmation,
 )
-from migrate.commands.rehearse import remove_leftovers
+from migrate.commands.rehearse import remove_leftovers_locked
 from migrate.errors import BlockedError, ExitCode, MigrateError, StateError
 from migrate.host.fs import tree_bytes
 from migrate.journal import JournalState
@@ -36,8 +36,7 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
             keep_images: bool = False) -> int:
     # What a killed (or --keep) rehearsal left goes whatever the migration's state is; with
     # no migration, that is all there is to clean up.
-    left = remove_leftovers(opts.state_dir) if StateDir(opts.state_dir).problem() is None \
-        else []
+    left = remove_leftovers_locked(opts.state_dir)
     for line in left:
         opts.console.emit(line)
     if left and read_state(opts).migration_id is None:

@@ -36,6 +36,7 @@ from migrate.host.throwaway import (
     locate_binaries,
     private_config,
 )
+from migrate.journal.state_dir import StateDir
 from migrate.models import ContainerRecord, Inventory, Store
 from migrate.phases.base import PhaseContext, RunOptions, moved_image_ids
 from migrate.phases.export import batch_cap, write_batches
@@ -125,6 +126,14 @@ def rehearsal_body(container: ContainerRecord, image: str, new_ids: dict[str, st
     return body
 
 
+def outcome(image_failures: list[str], container_failures: list[str]) -> ExitCode:
+    """The exit codes of `run`: an image that did not arrive fails its verification (4); a
+    container the store refused fails its recreation (1)."""
+    if image_failures:
+        return ExitCode.VERIFY_FAILED
+    return ExitCode.ERROR if container_failures else ExitCode.OK
+
+
 def window_seconds(start: float, load: float, verify_s: float, create: float,
                    running: bool) -> float:
     """A `run`'s window from the rehearsal's figures: the containers stopped, the restart
@@ -172,6 +181,16 @@ def remove_leftovers(state_dir: Path) -> list[str]:
     return [f"rehearsal leftovers: {line}" for line in did]
 
 
+def remove_leftovers_locked(state_dir: Path) -> list[str]:
+    """`remove_leftovers` for another command (`cleanup`): under the state dir's lock, so a
+    rehearsal still running (it holds the lock) is never cleaned up from under it."""
+    folder = StateDir(state_dir)
+    if folder.problem() is not None or not (folder.path / PENDING_NAME).exists():
+        return []
+    with folder.lock():
+        return remove_leftovers(folder.path)
+
+
 def _usable_dir(folder: Path) -> None:
     """Refuse a --dir that holds something else: a rehearsal removes its directory."""
     if not folder.exists():
@@ -190,6 +209,12 @@ def _usable_dir(folder: Path) -> None:
 
 def rehearse(opts: GlobalOptions, args: RehearseArgs) -> int:
     state_dir = open_state(opts)
+    # One at a time, and never beside a `run` of the same state dir.
+    with state_dir.lock():
+        return _rehearse_locked(opts, args, state_dir)
+
+
+def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDir) -> int:
     for line in remove_leftovers(state_dir.path):
         opts.console.emit(line)
     folder = rehearsal_dir(state_dir.path, args.dir)
@@ -258,10 +283,7 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
         began = time.monotonic()
         created = _create_containers(new, inventory, manifest, container_failures, notes)
         create_s = time.monotonic() - began
-    # The exit codes of `run`: an image that did not arrive fails its verification (4); a
-    # container the store refused fails its recreation (1).
-    code = (ExitCode.VERIFY_FAILED if failures
-            else ExitCode.ERROR if container_failures else ExitCode.OK)
+    code = outcome(failures, container_failures)
     load_mbps = archive_bytes / 1e6 / load_s if load_s > 0 else 0.0
     running = any(container.running for container in inventory.containers)
     window = window_seconds(start_s, load_s, verify_s, create_s, running)

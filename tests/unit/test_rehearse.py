@@ -14,12 +14,13 @@ from migrate.commands.rehearse import (
     PENDING_NAME,
     _usable_dir,
     blockers,
+    outcome,
     rehearsal_body,
     rehearsal_dir,
     remove_leftovers,
     window_seconds,
 )
-from migrate.errors import UsageError
+from migrate.errors import ExitCode, UsageError
 from migrate.host.throwaway import (
     RECORD_NAME,
     ThrowawayEngine,
@@ -168,3 +169,10 @@ def test_leftovers_are_found_from_the_state_dir_and_removed(tmp_path: Path) -> N
     did = remove_leftovers(tmp_path)
     assert did == [f"rehearsal leftovers: removed {left.dir}"]
     assert not left.dir.exists() and not (tmp_path / PENDING_NAME).exists()
+
+
+def test_exit_codes_are_runs() -> None:
+    assert outcome([], []) is ExitCode.OK
+    assert outcome([], ["cannot recreate container web: refused"]) is ExitCode.ERROR
+    assert outcome(["app:1 is missing"], ["cannot recreate container web: refused"]) \
+        is ExitCode.VERIFY_FAILED
