@@ -162,3 +162,28 @@ def test_a_killed_rehearsal_is_cleaned_up_by_cleanup_or_the_next_rehearsal(
     assert f"stopped process {pid}" in again.stdout
     _nothing_left(rehearsal, state_dir)
     assert _live_state(sandbox) == before
+
+
+def test_a_store_that_cannot_take_the_images_fails_with_runs_words_and_exit_4(
+        fresh_sandbox: SandboxFactory, short_tmp: Path) -> None:
+    """The btrfs snapshotter on a filesystem that is not btrfs: containerd does not load
+    it, so the images load (content only) but nothing can be created from them; the
+    rehearsal says so in the words of `run`'s verify and recreate, exits 4, and leaves the
+    live host as it was."""
+    sandbox = fresh_sandbox("28", samples=True)
+    state_dir = short_tmp / "state"
+    before = _live_state(sandbox)
+
+    done = cli(sandbox, state_dir, "rehearse", "--snapshotter", "btrfs", "--format", "json")
+
+    assert done.returncode == ExitCode.VERIFY_FAILED, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert not report["ok"] and report["failures"], report
+    failures = "\n".join(report["failures"])
+    # verify's own words for a store that cannot run its images, then recreate's per container.
+    assert "cannot create a container from" in failures
+    assert "snapshotter not loaded: btrfs" in failures
+    for name in ("cm-sample-created", "cm-sample-job", "cm-sample-web"):
+        assert f"cannot recreate container {name}: " in failures
+    _nothing_left(state_dir / DEFAULT_DIR_NAME, state_dir)
+    assert _live_state(sandbox) == before
