@@ -24,7 +24,7 @@ import pytest
 
 from migrate.commands.rehearse import DEFAULT_DIR_NAME, PENDING_NAME, REPORT_NAME
 from migrate.errors import ExitCode
-from migrate.host.throwaway import RECORD_NAME, mounts_under
+from migrate.host.throwaway import RECORD_NAME, ThrowawayEngine, mounts_under
 from migrate.sandbox import Sandbox, SandboxFactory, docker
 
 from .cli import cli
@@ -39,6 +39,9 @@ def short_tmp() -> Iterator[Path]:
     """A short directory: the throwaway engine's sockets must fit in 108 bytes."""
     folder = Path(tempfile.mkdtemp(prefix="cm-rh-", dir="/tmp"))
     yield folder
+    # A failed test may leave a rehearsal's engine running: stopped by its recorded pid.
+    for record in [*folder.glob(f"*/{RECORD_NAME}"), *folder.glob(f"*/*/{RECORD_NAME}")]:
+        ThrowawayEngine(record.parent).destroy()
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -60,18 +63,20 @@ def _link_names(ip_link_output: str) -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in ip_link_output.splitlines()}
 
 
-def _rehearse_in_own_netns(sandbox: Sandbox, state_dir: Path, links_file: Path,
-                           *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI (and so the throwaway engine it starts) in a network namespace of its own,
-    which lists its interfaces once the CLI is done: other tests on this machine add and
-    remove interfaces in the host's namespace all the time, none are added in this one."""
-    script = '"$@"; rc=$?; ip -o link show > "$LINKS"; exit $rc'
-    argv = ["unshare", "--net", "--", "sh", "-c", script, "sh", sys.executable, "-m",
-            "migrate", "--host", sandbox.host, "--daemon-config", str(sandbox.daemon_json),
-            "--state-dir", str(state_dir), *args]
+def _rehearse_in_own_namespaces(sandbox: Sandbox, state_dir: Path, out: Path,
+                                *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI (and so the throwaway engine it starts) in network and mount namespaces of
+    its own, which list their interfaces and mounts before and after the CLI (in `out`):
+    other tests on this machine add and remove interfaces and mounts in the host's
+    namespaces all the time, and none of theirs shows in these (private propagation)."""
+    script = ('cut -d" " -f5 /proc/self/mountinfo | sort > "$OUT/mounts-before"; "$@"; rc=$?; '
+              'cut -d" " -f5 /proc/self/mountinfo | sort > "$OUT/mounts-after"; '
+              'ip -o link show > "$OUT/links"; exit $rc')
+    argv = ["unshare", "--net", "--mount", "--", "sh", "-c", script, "sh", sys.executable,
+            "-m", "migrate", "--host", sandbox.host, "--daemon-config",
+            str(sandbox.daemon_json), "--state-dir", str(state_dir), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False,
-                          env={**os.environ, "LINKS": str(links_file)},
-                          stdin=subprocess.DEVNULL)
+                          env={**os.environ, "OUT": str(out)}, stdin=subprocess.DEVNULL)
 
 
 def _live_state(sandbox: Sandbox) -> dict[str, Any]:
@@ -96,9 +101,8 @@ def test_rehearse_moves_everything_and_leaves_the_live_host_as_it_was(
     sandbox = fresh_sandbox(engine, samples=True)
     state_dir = short_tmp / "state"
     before = _live_state(sandbox)
-    links = short_tmp / "links"
-
-    done = _rehearse_in_own_netns(sandbox, state_dir, links, "rehearse", "--format", "json")
+    done = _rehearse_in_own_namespaces(sandbox, state_dir, short_tmp, "rehearse", "--format",
+                                       "json")
 
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     report = json.loads(done.stdout)
@@ -113,7 +117,11 @@ def test_rehearse_moves_everything_and_leaves_the_live_host_as_it_was(
     assert saved.stat().st_mode & 0o777 == 0o600
     # Nothing of the live host changed, nothing of the rehearsal is left.
     assert _live_state(sandbox) == before
-    assert _link_names(links.read_text()) == {"lo"}
+    assert _link_names((short_tmp / "links").read_text()) == {"lo"}
+    # No new mount anywhere (a mount can go: the kernel detaches the copy of one whose
+    # mount point another test removed in the host's namespace).
+    mounts_before = set((short_tmp / "mounts-before").read_text().splitlines())
+    assert set((short_tmp / "mounts-after").read_text().splitlines()) - mounts_before == set()
     rehearsal = state_dir / DEFAULT_DIR_NAME
     assert not rehearsal.exists()
     assert not (state_dir / PENDING_NAME).exists()
