@@ -415,9 +415,12 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
 @_snapshotter_option
 @click.option("--start-timeout", type=_PositiveNumber(1, "seconds"), default=60.0,
               show_default=True, help="Seconds to wait for the throwaway engine to answer.")
+@click.option("--start", "start", is_flag=True,
+              help="Also start the containers that run on the live daemon (networking off; "
+              "they really run: a cron job or a mailer runs twice), then stop them.")
 @click.pass_context
 def rehearse(ctx: click.Context, fmt: str, directory: str | None, keep: bool,
-             snapshotter: str | None, start_timeout: float) -> None:
+             snapshotter: str | None, start_timeout: float, start: bool) -> None:
     """Rehearse the migration on a throwaway engine from this host's own binaries: every
     image saved, loaded and verified, every container created (not started). The live
     daemon keeps serving and is not changed.
@@ -428,4 +431,4 @@ def rehearse(ctx: click.Context, fmt: str, directory: str | None, keep: bool,
 
     _run(ctx, lambda: command(_globals(ctx), commands.RehearseArgs(
         fmt=fmt, dir=Path(directory) if directory else None, keep=keep,
-        snapshotter=snapshotter, start_timeout=start_timeout)))
+        snapshotter=snapshotter, start_timeout=start_timeout, start=start)))

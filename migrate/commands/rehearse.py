@@ -71,6 +71,8 @@ class RehearseArgs:
     keep: bool = False
     snapshotter: str | None = None
     start_timeout: float = 60.0
+    # Also start the containers that ran (networking off), then stop them again.
+    start: bool = False
 
 
 # --- pure parts ------------------------------------------------------------------------------
@@ -147,6 +149,9 @@ def render_text(report: dict[str, Any]) -> str:
     lines = [f"rehearsal {report['finished_at']}: {'OK' if report['ok'] else 'FAILED'} "
              f"({report['images']} image(s), {report['containers']} container(s), engine "
              f"{report['engine_version']}, binaries from {report['dockerd']})"]
+    if report["containers_started"] is not None:
+        lines.append(f"started {report['containers_started']} container(s) that run on the "
+                     "live daemon (networking off), then stopped them")
     lines += [f"FAIL {problem}" for problem in report["failures"]]
     lines += [f"note {note}" for note in report["notes"]]
     lines.append(
@@ -283,6 +288,8 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
         began = time.monotonic()
         created = _create_containers(new, inventory, manifest, container_failures, notes)
         create_s = time.monotonic() - began
+        started = _start_containers(new, inventory, created, container_failures) \
+            if args.start else None
     code = outcome(failures, container_failures)
     load_mbps = archive_bytes / 1e6 / load_s if load_s > 0 else 0.0
     running = any(container.running for container in inventory.containers)
@@ -293,7 +300,8 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
         "engine_version": new_info.version,
         "dockerd": binaries["dockerd"], "binaries": binaries,
         "images": len(inventory.images), "containers": len(inventory.containers),
-        "containers_created": created, "failures": [*failures, *container_failures],
+        "containers_created": len(created), "containers_started": started,
+        "failures": [*failures, *container_failures],
         "notes": notes,
         "figures": {
             "engine_start_seconds": round(start_s, 2), "archive_bytes": archive_bytes,
@@ -345,7 +353,7 @@ def _load(new: Engine, manifest: ArchiveManifest, throwaway: ThrowawayEngine,
 
 
 def _create_containers(new: Engine, inventory: Inventory, manifest: ArchiveManifest,
-                       failures: list[str], notes: list[str]) -> int:
+                       failures: list[str], notes: list[str]) -> dict[str, str]:
     """Every container, in the recreate phase's order, created and never started."""
     image_ids = moved_image_ids(manifest)
     new_ids: dict[str, str] = {}
@@ -364,4 +372,31 @@ def _create_containers(new: Engine, inventory: Inventory, manifest: ArchiveManif
             new_ids[container.id] = new.create_container_from_spec(container.name, body)
         except MigrateError as error:
             failures.append(f"cannot recreate container {container.name}: {error.message}")
-    return len(new_ids)
+    return new_ids
+
+
+def _start_containers(new: Engine, inventory: Inventory, created: dict[str, str],
+                      failures: list[str]) -> int:
+    """`--start`: the containers that ran, started in creation order as the recreate phase
+    does, then stopped again (before the engine stops, so nothing outlives it)."""
+    started: list[str] = []
+    try:
+        for container in creation_order(inventory.containers):
+            new_id = created.get(container.id)
+            if new_id is None or not container.running:
+                continue
+            try:
+                new.start_container(new_id)
+            except MigrateError as error:
+                failures.append(f"container {container.name} was recreated but does not "
+                                f"start: {error.message}")
+                continue
+            started.append(new_id)
+    finally:
+        for new_id in reversed(started):
+            try:
+                new.stop_container(new_id)
+            except MigrateError as error:
+                log.warning("cannot stop a rehearsed container; the engine's stop kills it",
+                            container=new_id, error=error.message)
+    return len(started)

@@ -39,6 +39,8 @@ PRIVATE_KEYS = frozenset({
     "fixed-cidr-v6", "default-gateway", "default-gateway-v6", "iptables", "ip6tables",
     "ip-forward", "ip-masq", "userland-proxy", "containerd", "containerd-namespace",
     "metrics-addr", "tls", "tlsverify", "tlscacert", "tlscert", "tlskey",
+    # Its containers must die with it: nothing of a rehearsal may outlive its engine.
+    "live-restore",
 })
 # Variables that would make the throwaway engine speak as the live one (systemd's notify
 # socket and socket activation) or aim it at another daemon.

@@ -3,9 +3,10 @@
 The sample host (an image with a VOLUME, a dangling image, a container on a named volume,
 a created one, a running one) rehearses with exit 0 on a throwaway engine made from the
 sandbox dockerd's own binaries, and afterwards the live host is what it was: daemon.json
-bytes, image IDs, container IDs and states, network interfaces, mounts, processes. A
-rehearsal killed right after its engine answered leaves that engine running; the next
-`rehearse` stops it (by its recorded pid), unmounts, removes it and succeeds.
+bytes, image IDs, container IDs and states, network interfaces, mounts, processes (on 28
+with `--start` too). A rehearsal killed right after its engine answered leaves that engine
+running; `cleanup`, and the next `rehearse`, stop it (by its recorded pid), unmount and
+remove it. A store that cannot run the images fails with `run`'s words and exit 4.
 """
 
 from __future__ import annotations
@@ -95,19 +96,21 @@ def _live_state(sandbox: Sandbox) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("engine", ["26", "28"])
+@pytest.mark.parametrize(("engine", "start"), [("26", False), ("28", True)])
 def test_rehearse_moves_everything_and_leaves_the_live_host_as_it_was(
-        fresh_sandbox: SandboxFactory, short_tmp: Path, engine: str) -> None:
+        fresh_sandbox: SandboxFactory, short_tmp: Path, engine: str, start: bool) -> None:
     sandbox = fresh_sandbox(engine, samples=True)
     state_dir = short_tmp / "state"
     before = _live_state(sandbox)
     done = _rehearse_in_own_namespaces(sandbox, state_dir, short_tmp, "rehearse", "--format",
-                                       "json")
+                                       "json", *(["--start"] if start else []))
 
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] and report["failures"] == []
     assert report["containers_created"] == report["containers"] == 3
+    # --start: the one that runs on the live daemon ran in the throwaway engine too.
+    assert report["containers_started"] == (1 if start else None)
     assert report["dockerd"] == str(Path(f"/proc/{sandbox.pid()}/exe").readlink())
     figures = report["figures"]
     assert figures["engine_start_seconds"] > 0 and figures["archive_bytes"] > 0

@@ -58,7 +58,7 @@ def test_the_private_config_keeps_the_switchs_keys_and_drops_what_the_flags_own(
     target = {"features": {"containerd-snapshotter": True}, "storage-driver": "overlayfs",
               "log-driver": "local", "data-root": "/srv/docker", "hosts": ["fd://"],
               "bip": "10.1.0.1/24", "iptables": True, "containerd": "/run/c.sock",
-              "metrics-addr": "0.0.0.0:9323"}
+              "metrics-addr": "0.0.0.0:9323", "live-restore": True}
     assert private_config(target) == {"features": {"containerd-snapshotter": True},
                                       "storage-driver": "overlayfs", "log-driver": "local"}
 
