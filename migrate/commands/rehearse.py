@@ -220,8 +220,10 @@ def rehearse(opts: GlobalOptions, args: RehearseArgs) -> int:
 
 
 def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDir) -> int:
-    for line in remove_leftovers(state_dir.path):
-        opts.console.emit(line)
+    leftovers = remove_leftovers(state_dir.path)
+    if args.fmt == "text":  # JSON output stays one document: the report carries them
+        for line in leftovers:
+            opts.console.emit(line)
     folder = rehearsal_dir(state_dir.path, args.dir)
     _usable_dir(folder)
     throwaway = ThrowawayEngine(folder)
@@ -241,8 +243,10 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
         found = blockers(info.store, missing, free_bytes(probe), need, probe,
                          throwaway.socket_problem(), config_problem)
         if found:
-            for line in found:
-                opts.console.emit(f"BLOCKER {line}")
+            opts.console.emit(json.dumps({"ok": False, "exit_code": int(ExitCode.BLOCKED),
+                                          "blockers": found}, indent=2)
+                              if args.fmt == "json" else
+                              "\n".join(f"BLOCKER {line}" for line in found))
             raise BlockedError(f"the rehearsal cannot run: {len(found)} blocker(s)",
                                "fix each BLOCKER line, then run `containerd-migrate "
                                "rehearse` again")
@@ -260,6 +264,7 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
             if not args.keep:
                 (state_dir.path / PENDING_NAME).unlink(missing_ok=True)
     report["dir"] = str(folder) if args.keep else None
+    report["leftovers_removed"] = leftovers
     atomic_write_bytes(state_dir.reports_dir / REPORT_NAME,
                        json.dumps(report, indent=2).encode(), mode=PRIVATE_FILE_MODE)
     opts.console.emit(json.dumps(report, indent=2) if args.fmt == "json"

@@ -171,6 +171,14 @@ def test_a_killed_rehearsal_is_cleaned_up_by_cleanup_or_the_next_rehearsal(
 
     assert again.returncode == ExitCode.OK, again.stdout + again.stderr
     assert f"stopped process {pid}" in again.stdout
+    assert ": OK (" in again.stdout  # the text report
+
+    pid = _kill_a_rehearsal(sandbox, state_dir, rehearsal)
+    as_json = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal), "--format", "json")
+
+    assert as_json.returncode == ExitCode.OK, as_json.stdout + as_json.stderr
+    assert f"rehearsal leftovers: stopped process {pid}" in \
+        json.loads(as_json.stdout)["leftovers_removed"]
     _nothing_left(rehearsal, state_dir)
     assert _live_state(sandbox) == before
 

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from migrate.cli import main
 from migrate.commands.rehearse import (
     PENDING_NAME,
     _usable_dir,
@@ -33,6 +35,7 @@ from migrate.host.throwaway import (
 )
 from migrate.models import ContainerRecord, NetworkAttachment, Store
 from migrate.preflight.estimate import CONTAINER_STOP_SECONDS
+from tests.unit.fake_api import empty_daemon, fake_api
 
 pytestmark = pytest.mark.unit
 
@@ -176,3 +179,16 @@ def test_exit_codes_are_runs() -> None:
     assert outcome([], ["cannot recreate container web: refused"]) is ExitCode.ERROR
     assert outcome(["app:1 is missing"], ["cannot recreate container web: refused"]) \
         is ExitCode.VERIFY_FAILED
+
+
+def test_blockers_as_json_are_one_document_and_exit_3(tmp_path: Path) -> None:
+    with fake_api(tmp_path, empty_daemon(tmp_path / "data-root")) as api:
+        result = CliRunner().invoke(main, [
+            "-q", "--host", api.host, "--daemon-config", str(tmp_path / "daemon.json"),
+            "--state-dir", str(tmp_path / "state"), "rehearse", "--format", "json"])
+    assert result.exit_code == ExitCode.BLOCKED, result.output
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False and answer["exit_code"] == ExitCode.BLOCKED
+    # The fake daemon has no process: its dockerd cannot be found.
+    assert any("engine binaries were not found: dockerd" in b for b in answer["blockers"])
+    assert not (tmp_path / "state" / PENDING_NAME).exists()
