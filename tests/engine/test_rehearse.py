@@ -135,10 +135,11 @@ def test_rehearse_moves_everything_and_leaves_the_live_host_as_it_was(
         "migration" not in (state_dir / "journal.jsonl").read_text()
 
 
-def _kill_a_rehearsal(sandbox: Sandbox, state_dir: Path, rehearsal: Path) -> int:
-    """A rehearsal SIGKILLed right after its engine answered: that engine runs on."""
+def _kill_a_rehearsal(sandbox: Sandbox, state_dir: Path, rehearsal: Path,
+                      point: str = "rehearse:engine-started") -> int:
+    """A rehearsal SIGKILLed at `point` once its engine answered: that engine runs on."""
     killed = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal),
-                 failpoints="rehearse:engine-started=kill")
+                 failpoints=f"{point}=kill")
     assert killed.returncode == KILLED, killed.stderr
     pid = json.loads((rehearsal / RECORD_NAME).read_text())["pid"]
     assert isinstance(pid, int) and pid in _processes_naming(str(rehearsal))
@@ -173,7 +174,8 @@ def test_a_killed_rehearsal_is_cleaned_up_by_cleanup_or_the_next_rehearsal(
     assert f"stopped process {pid}" in again.stdout
     assert ": OK (" in again.stdout  # the text report
 
-    pid = _kill_a_rehearsal(sandbox, state_dir, rehearsal)
+    # Killed in the middle of the save, its first archive written.
+    pid = _kill_a_rehearsal(sandbox, state_dir, rehearsal, "export:archive-written")
     as_json = cli(sandbox, state_dir, "rehearse", "--dir", str(rehearsal), "--format", "json")
 
     assert as_json.returncode == ExitCode.OK, as_json.stdout + as_json.stderr
