@@ -429,3 +429,33 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
                               interactive=sys.stdin.isatty(),
                               remove_legacy_containers=remove_legacy_containers,
                               keep_images=keep_images, fmt=fmt))
+
+
+@main.command()
+@_format_option("text", "json")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Where the throwaway engine, its archives and its store live (new or "
+              "empty; removed afterwards) [default: STATE_DIR/rehearsal].")
+@click.option("--keep", is_flag=True,
+              help="Keep the rehearsal directory (its engine is stopped) for inspection.")
+@_snapshotter_option
+@click.option("--start-timeout", type=_PositiveNumber(1, "seconds"), default=60.0,
+              show_default=True, help="Seconds to wait for the throwaway engine to answer.")
+@click.option("--start", "start", is_flag=True,
+              help="Also start the containers that run on the live daemon (networking off; "
+              "they really run: a cron job or a mailer runs twice), then stop them.")
+@click.pass_context
+def rehearse(ctx: click.Context, fmt: str, directory: str | None, keep: bool,
+             snapshotter: str | None, start_timeout: float, start: bool) -> None:
+    """Rehearse the migration on a throwaway engine from this host's own binaries: every
+    image saved, loaded and verified, every container created (not started). The live
+    daemon keeps serving and is not changed.
+
+    Exit code 0 when everything passed, 3 when it cannot run, 4 when an image failed its
+    verification, 1 when a container was refused."""
+    from migrate.commands.rehearse import RehearseArgs
+    from migrate.commands.rehearse import rehearse as command
+
+    _run(ctx, lambda: command(_globals(ctx), RehearseArgs(
+        fmt=fmt, dir=Path(directory) if directory else None, keep=keep,
+        snapshotter=snapshotter, start_timeout=start_timeout, start=start)))

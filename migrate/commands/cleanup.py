@@ -13,9 +13,11 @@ from migrate.commands.context import (
     connect,
     lifecycle_decision,
     open_state,
+    read_state,
     require_confirmation,
 )
 from migrate.commands.output import Format, Report, reported
+from migrate.commands.rehearse import remove_leftovers_locked
 from migrate.engine.legacy_store import legacy_containers, legacy_data, legacy_tags
 from migrate.errors import BlockedError, MigrateError, StateError
 from migrate.host.fs import tree_bytes
@@ -40,6 +42,13 @@ def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
 def _cleanup(report: Report, prune_legacy: bool, yes: bool, interactive: bool,
              remove_legacy_containers: bool, keep_images: bool) -> int:
     opts = report.opts
+    # What a killed (or --keep) rehearsal left goes whatever the migration's state is; with
+    # no migration, that is all there is to clean up.
+    left = remove_leftovers_locked(opts.state_dir)
+    for line in left:
+        opts.console.emit(line)
+    if left and read_state(opts).migration_id is None:
+        return report.done("rehearsal_removed")
     decision = lifecycle_decision(opts, "cleanup")  # refuses before creating anything
     if decision.action == "nothing":
         report.set(reason=decision.reason)

@@ -27,12 +27,13 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "verify": ("verify",),
     "rollback": ("rollback", "--yes", "--restart-command", "true"),
     "cleanup": ("cleanup", "--yes"),
+    "rehearse": ("rehearse",),
 }
 # Those that write into the state dir before anything else (the lock): on a full
 # filesystem they stop with the disk-full code.
 # The commands that write to the state dir. rollback, cleanup and verify with no migration
 # have nothing to do and write nothing (the lifecycle decides before the state dir is used).
-WRITERS = ("export", "stage", "run")
+WRITERS = ("export", "stage", "run", "rehearse")
 
 Mount = Callable[[str], Path]
 

@@ -1,0 +1,407 @@
+"""`containerd-migrate rehearse`: the migration for real, on a throwaway engine.
+
+A second, private dockerd from the host's own binaries (host/throwaway.py) gets the
+daemon.json the switch would write; every image goes into it with the code `run` uses
+(`docker save` from the live daemon into archives, `docker load` into the throwaway
+engine), the verify phase's verification runs against it, and every container is created
+(not started) with the recreate phase's request body. The live daemon keeps serving and
+nothing of it changes; the rehearsal is not a migration (the journal does not know of it).
+Figures measured on the way (engine start, load rate, verification) give the window a
+`run` would take on this host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrate.archives.batching import plan_batches
+from migrate.archives.manifest import ArchiveManifest
+from migrate.commands.context import GlobalOptions, connect, open_state
+from migrate.engine import Engine
+from migrate.errors import BlockedError, EngineError, ExitCode, MigrateError, UsageError
+from migrate.host.daemon_json import read_daemon_config, target_config
+from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes, free_bytes, write_private
+from migrate.host.launch import DaemonLaunch, detect_launch, dockerd_binary
+from migrate.host.throwaway import (
+    RECORD_NAME,
+    ThrowawayEngine,
+    engine_env,
+    live_search_path,
+    locate_binaries,
+    private_config,
+)
+from migrate.journal.state_dir import StateDir
+from migrate.models import ContainerRecord, Inventory, Store
+from migrate.phases.base import PhaseContext, RunOptions, moved_image_ids
+from migrate.phases.export import batch_cap, write_batches
+from migrate.phases.import_ import load_refused
+from migrate.phases.recreate import create_body, image_for
+from migrate.phases.verify import verify
+from migrate.preflight.containers import creation_order, volumes_from_sources
+from migrate.preflight.estimate import batch_bytes, room_needed, stop_bound
+from migrate.support import failpoints
+from migrate.support.logconfig import get_logger
+from migrate.support.progress import byte_bar
+from migrate.support.sizes import human_bytes
+
+log = get_logger(__name__)
+
+DEFAULT_DIR_NAME = "rehearsal"
+# Names the directory of a rehearsal in progress, written before that directory is made:
+# a rehearsal killed at any moment is found (and cleaned up) from the state dir alone.
+PENDING_NAME = "rehearsal-pending.json"
+REPORT_NAME = "rehearsal.json"
+# The staging copies: about twice the unique layer bytes, as `plan` counts for staging.
+STORE_FACTOR = 2
+CHUNK_SIZE = 1 << 20
+# Network settings that only a network the throwaway engine does not have can honour.
+_NETWORK_HOST_KEYS = ("PortBindings", "PublishAllPorts", "Links")
+
+
+@dataclass(frozen=True)
+class RehearseArgs:
+    fmt: str = "text"
+    dir: Path | None = None
+    keep: bool = False
+    snapshotter: str | None = None
+    start_timeout: float = 60.0
+    # Also start the containers that ran (networking off), then stop them again.
+    start: bool = False
+
+
+# --- pure parts ------------------------------------------------------------------------------
+
+
+def rehearsal_dir(state_dir: Path, given: Path | None) -> Path:
+    return Path(os.path.abspath(given)) if given is not None else state_dir / DEFAULT_DIR_NAME
+
+
+def room_for(inventory: Inventory) -> int:
+    """Bytes the rehearsal directory's filesystem needs: the archives, and the throwaway
+    store's content and snapshots (about twice the unique layer bytes)."""
+    return room_needed(sum(batch_bytes(inventory))
+                       + STORE_FACTOR * inventory.unique_layer_bytes())
+
+
+def blockers(store: Store, missing_binaries: tuple[str, ...], free: int | None, need: int,
+             where: Path, socket_problem: str | None, config_problem: str | None,
+             ) -> list[str]:
+    """One line per reason the rehearsal cannot run (pure)."""
+    lines = []
+    if store is Store.CONTAINERD:
+        lines.append("the daemon already runs on the containerd image store: there is "
+                     "nothing to rehearse")
+    if missing_binaries:
+        lines.append("the host's engine binaries were not found: " + ", ".join(missing_binaries)
+                     + " (looked where dockerd runs from and on its PATH)")
+    if free is not None and free < need:
+        lines.append(f"{where} has {human_bytes(free)} free, the rehearsal needs about "
+                     f"{human_bytes(need)} (the archives and twice the unique layer bytes); "
+                     "give another --dir")
+    if socket_problem:
+        lines.append(socket_problem)
+    if config_problem:
+        lines.append(config_problem)
+    return lines
+
+
+def rehearsal_body(container: ContainerRecord, image: str, new_ids: dict[str, str],
+                   image_ids: dict[str, str], inherited: frozenset[str]) -> dict[str, Any]:
+    """The recreate phase's body, without the networks the throwaway engine does not have
+    (it runs with networking off): a container on a network is created on `none`."""
+    body = create_body(container, image, new_ids, image_ids, "", inherited)
+    host = dict(body.get("HostConfig") or {})
+    mode = str(host.get("NetworkMode") or "")
+    if not (mode.startswith("container:") or mode in ("host", "none")):
+        host["NetworkMode"] = "none"
+        for key in _NETWORK_HOST_KEYS:
+            host.pop(key, None)
+        body.pop("MacAddress", None)
+        body["NetworkingConfig"] = None
+    body["HostConfig"] = host
+    return body
+
+
+def outcome(image_failures: list[str], container_failures: list[str]) -> ExitCode:
+    """The exit codes of `run`: an image that did not arrive fails its verification (4); a
+    container the store refused fails its recreation (1)."""
+    if image_failures:
+        return ExitCode.VERIFY_FAILED
+    return ExitCode.ERROR if container_failures else ExitCode.OK
+
+
+def window_seconds(start: float, load: float, verify_s: float, create: float,
+                   stop: float) -> float:
+    """A `run`'s window from the rehearsal's figures: the containers stopped, the restart
+    (the throwaway engine's start stands for it), the import, the verification, the
+    containers created again."""
+    return stop + start + load + verify_s + create
+
+
+def render_text(report: dict[str, Any]) -> str:
+    figures = report["figures"]
+    lines = [f"rehearsal {report['finished_at']}: {'OK' if report['ok'] else 'FAILED'} "
+             f"({report['images']} image(s), {report['containers']} container(s), engine "
+             f"{report['engine_version']}, binaries from {report['dockerd']})"]
+    if report["containers_started"] is not None:
+        lines.append(f"started {report['containers_started']} container(s) that run on the "
+                     "live daemon (networking off), then stopped them")
+    lines += [f"FAIL {problem}" for problem in report["failures"]]
+    lines += [f"note {note}" for note in report["notes"]]
+    lines.append(
+        f"engine start {figures['engine_start_seconds']:.1f} s; saved "
+        f"{human_bytes(figures['archive_bytes'])} in {figures['save_seconds']:.1f} s; loaded "
+        f"in {figures['load_seconds']:.1f} s ({figures['load_mbps']:.0f} MB/s); verified in "
+        f"{figures['verify_seconds']:.1f} s; containers created in "
+        f"{figures['create_seconds']:.1f} s")
+    lines.append(f"a `run` would take about {figures['run_seconds']:.0f} s, of which about "
+                 f"{figures['window_seconds']:.0f} s with the containers down and the images "
+                 "unusable")
+    return "\n".join(lines)
+
+
+# --- leftovers --------------------------------------------------------------------------------
+
+
+def remove_leftovers(state_dir: Path) -> list[str]:
+    """What a killed rehearsal left (its engine, mounts, directory), found from the state
+    dir: stopped (only the processes it started), unmounted and removed."""
+    pending = state_dir / PENDING_NAME
+    try:
+        recorded = json.loads(pending.read_text()).get("dir")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    did: list[str] = []
+    if isinstance(recorded, str) and recorded:
+        folder = Path(recorded)
+        if folder.exists():
+            did += ThrowawayEngine(folder).destroy()
+    pending.unlink(missing_ok=True)
+    return [f"rehearsal leftovers: {line}" for line in did]
+
+
+def remove_leftovers_locked(state_dir: Path) -> list[str]:
+    """`remove_leftovers` for another command (`cleanup`): under the state dir's lock, so a
+    rehearsal still running (it holds the lock) is never cleaned up from under it."""
+    folder = StateDir(state_dir)
+    if folder.problem() is not None or not (folder.path / PENDING_NAME).exists():
+        return []
+    with folder.lock():
+        return remove_leftovers(folder.path)
+
+
+def _usable_dir(folder: Path) -> None:
+    """Refuse a --dir that holds something else: a rehearsal removes its directory."""
+    if not folder.exists():
+        return
+    if not folder.is_dir() or folder.is_symlink():
+        raise UsageError(f"{folder} is not a directory", "give --dir a new directory")
+    entries = os.listdir(folder)
+    if entries and RECORD_NAME not in entries:
+        raise UsageError(f"{folder} is not empty and is not a rehearsal's directory; a "
+                         "rehearsal removes its directory when done",
+                         "give --dir a new or empty directory")
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def rehearse(opts: GlobalOptions, args: RehearseArgs) -> int:
+    state_dir = open_state(opts)
+    # One at a time, and never beside a `run` of the same state dir.
+    with state_dir.lock():
+        return _rehearse_locked(opts, args, state_dir)
+
+
+def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDir) -> int:
+    leftovers = remove_leftovers(state_dir.path)
+    if args.fmt == "text":  # JSON output stays one document: the report carries them
+        for line in leftovers:
+            opts.console.emit(line)
+    folder = rehearsal_dir(state_dir.path, args.dir)
+    _usable_dir(folder)
+    throwaway = ThrowawayEngine(folder)
+    with connect(opts) as live:
+        info = live.info()
+        launch = detect_launch(info.pid, opts.host)
+        binaries, missing = locate_binaries(dockerd_binary(launch.pid),
+                                            live_search_path(launch.environment))
+        config = read_daemon_config(opts.daemon_config)
+        inventory = live.inventory(info)
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        need = room_for(inventory)
+        config_problem = (f"{opts.daemon_config} cannot be read: {config.parse_error}"
+                          if config.parse_error else None)
+        found = blockers(info.store, missing, free_bytes(probe), need, probe,
+                         throwaway.socket_problem(), config_problem)
+        if found:
+            opts.console.emit(json.dumps({"ok": False, "exit_code": int(ExitCode.BLOCKED),
+                                          "blockers": found}, indent=2)
+                              if args.fmt == "json" else
+                              "\n".join(f"BLOCKER {line}" for line in found))
+            raise BlockedError(f"the rehearsal cannot run: {len(found)} blocker(s)",
+                               "fix each BLOCKER line, then run `containerd-migrate "
+                               "rehearse` again")
+        target = private_config(target_config(config.data, args.snapshotter,
+                                              engine_driver=info.driver))
+        # The intent first: from here on a kill leaves a directory the next run removes.
+        write_private(state_dir.path / PENDING_NAME,
+                      json.dumps({"dir": str(folder)}).encode())
+        try:
+            report = _rehearse(opts, args, live, inventory, launch, binaries, throwaway,
+                               target)
+        finally:
+            did = throwaway.destroy(keep=args.keep)
+            log.info("rehearsal cleaned up", did=did, kept=args.keep)
+            if not args.keep:
+                (state_dir.path / PENDING_NAME).unlink(missing_ok=True)
+    report["dir"] = str(folder) if args.keep else None
+    report["leftovers_removed"] = leftovers
+    atomic_write_bytes(state_dir.reports_dir / REPORT_NAME,
+                       json.dumps(report, indent=2).encode(), mode=PRIVATE_FILE_MODE)
+    opts.console.emit(json.dumps(report, indent=2) if args.fmt == "json"
+                      else render_text(report))
+    return int(report["exit_code"])
+
+
+def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: Inventory,
+              launch: DaemonLaunch, binaries: dict[str, str], throwaway: ThrowawayEngine,
+              config: dict[str, Any]) -> dict[str, Any]:
+    throwaway.prepare(config)
+    start_s = throwaway.start(binaries, engine_env(launch.environment, binaries),
+                              args.start_timeout)
+    failpoints.hit("rehearse:engine-started")
+    failures: list[str] = []
+    container_failures: list[str] = []
+    notes: list[str] = []
+    with Engine(throwaway.host) as new:
+        new_info = new.info()
+        manifest, archive_bytes, save_s = _save(opts, live, inventory, throwaway)
+        load_s = _load(new, manifest, throwaway, failures)
+        began = time.monotonic()
+        # verify() itself says when the engine is not on the containerd store.
+        failures += verify(new, inventory, manifest).all_problems()
+        verify_s = time.monotonic() - began
+        began = time.monotonic()
+        created = _create_containers(new, inventory, manifest, container_failures, notes)
+        create_s = time.monotonic() - began
+        started = _start_containers(new, inventory, created, container_failures) \
+            if args.start else None
+    code = outcome(failures, container_failures)
+    load_mbps = archive_bytes / 1e6 / load_s if load_s > 0 else 0.0
+    # The stop is plan's bound (the containers' own stop timeouts): a rehearsal stops nothing.
+    window = window_seconds(start_s, load_s, verify_s, create_s, stop_bound(inventory))
+    return {
+        "ok": code is ExitCode.OK, "exit_code": int(code),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "engine_version": new_info.version,
+        "dockerd": binaries["dockerd"], "binaries": binaries,
+        "images": len(inventory.images), "containers": len(inventory.containers),
+        "containers_created": len(created), "containers_started": started,
+        "failures": [*failures, *container_failures],
+        "notes": notes,
+        "figures": {
+            "engine_start_seconds": round(start_s, 2), "archive_bytes": archive_bytes,
+            "save_seconds": round(save_s, 2), "load_seconds": round(load_s, 2),
+            "load_mbps": round(load_mbps, 1), "verify_seconds": round(verify_s, 2),
+            "create_seconds": round(create_s, 2), "window_seconds": round(window, 1),
+            "run_seconds": round(save_s + window, 1),
+        },
+    }
+
+
+def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
+          throwaway: ThrowawayEngine) -> tuple[ArchiveManifest, int, float]:
+    """The export phase's batches, written by its own code into the rehearsal directory."""
+    archives = throwaway.archives_dir
+    archives.mkdir(mode=0o700, exist_ok=True)
+    ctx = PhaseContext(
+        options=RunOptions(host=opts.host, daemon_config=opts.daemon_config,
+                           state_dir=opts.state_dir),
+        connect=lambda: live, checkpoint=lambda _data: None, archives_dir=archives,
+        reports_dir=throwaway.dir / "reports", inventory_path=throwaway.dir / "inventory.json")
+    batches = plan_batches(inventory.images, set(), batch_cap(inventory.engine.data_root,
+                                                              archives))
+    began = time.monotonic()
+    with byte_bar("rehearse: save", sum(b.estimated_bytes for b in batches)) as bar:
+        manifest, _written, _adopted, written_bytes = write_batches(
+            ctx, live, inventory, ArchiveManifest(), batches, bar, "rehearse")
+    return manifest, written_bytes, time.monotonic() - began
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            yield chunk
+
+
+def _load(new: Engine, manifest: ArchiveManifest, throwaway: ThrowawayEngine,
+          failures: list[str]) -> float:
+    """`docker load` of every archive into the throwaway engine; a refused archive is a
+    failure in the import phase's words, and the others still load."""
+    began = time.monotonic()
+    for entry in manifest.archives:
+        path = throwaway.archives_dir / entry.file
+        try:
+            new.load(_chunks(path), entry.bytes)
+        except EngineError as error:
+            failures.append(load_refused(error, path).message)
+    return time.monotonic() - began
+
+
+def _create_containers(new: Engine, inventory: Inventory, manifest: ArchiveManifest,
+                       failures: list[str], notes: list[str]) -> dict[str, str]:
+    """Every container, in the recreate phase's order, created and never started."""
+    image_ids = moved_image_ids(manifest)
+    new_ids: dict[str, str] = {}
+    for container in creation_order(inventory.containers):
+        image = image_for(container, {}, image_ids)
+        if image is None:
+            failures.append(f"no image for container {container.name}: its image "
+                            f"{container.image_id} was neither exported nor staged")
+            continue
+        if container.networks and not container.network_mode.startswith("container:"):
+            notes.append(f"{container.name}: created without its networks (the throwaway "
+                         "engine has networking off)")
+        body = rehearsal_body(container, image, new_ids, image_ids,
+                              volumes_from_sources(container, inventory.containers))
+        try:
+            new_ids[container.id] = new.create_container_from_spec(container.name, body)
+        except MigrateError as error:
+            failures.append(f"cannot recreate container {container.name}: {error.message}")
+    return new_ids
+
+
+def _start_containers(new: Engine, inventory: Inventory, created: dict[str, str],
+                      failures: list[str]) -> int:
+    """`--start`: the containers that ran, started in creation order as the recreate phase
+    does, then stopped again (before the engine stops, so nothing outlives it)."""
+    started: list[str] = []
+    try:
+        for container in creation_order(inventory.containers):
+            new_id = created.get(container.id)
+            if new_id is None or not container.running:
+                continue
+            try:
+                new.start_container(new_id)
+            except MigrateError as error:
+                failures.append(f"container {container.name} was recreated but does not "
+                                f"start: {error.message}")
+                continue
+            started.append(new_id)
+    finally:
+        for new_id in reversed(started):
+            try:
+                new.stop_container(new_id)
+            except MigrateError as error:
+                log.warning("cannot stop a rehearsed container; the engine's stop kills it",
+                            container=new_id, error=error.message)
+    return len(started)
