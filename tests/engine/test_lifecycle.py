@@ -375,3 +375,21 @@ def test_plan_sees_a_name_a_rollback_kept_in_the_containerd_store(
     assert "names-kept-in-containerd" in plan.stdout and CREATED in plan.stdout
     leave = cli(sandbox, state, "plan", "--containers", "leave", *_restart(sandbox))
     assert "names-kept-in-containerd" not in leave.stdout
+
+
+def test_prune_legacy_fails_closed_on_a_container_it_cannot_read(
+        fresh_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    """Lifecycle item 7: a legacy container whose config.v2.json cannot be read blocks the
+    prune (it may need the layers the prune deletes), named in the refusal."""
+    sandbox = fresh_sandbox("28")
+    ids = _small_host(sandbox)
+    state = tmp_path / "state"
+    assert cli(sandbox, state, "run", "--yes", *RECREATE, *_restart(sandbox)).returncode == 0
+    config = sandbox.data_root / "containers" / ids[CREATED] / "config.v2.json"
+    config.write_text("{not json")
+
+    pruned = cli(sandbox, state, "cleanup", "--prune-legacy", "--yes")
+
+    assert pruned.returncode == ExitCode.BLOCKED, _out(pruned)
+    assert ids[CREATED][:12] in pruned.stderr and "nothing was deleted" in pruned.stderr
+    assert (sandbox.data_root / "image" / "overlay2").is_dir()
