@@ -276,7 +276,7 @@ class Engine:
         url = base_url(host)
         unix = (UnixReads(url.removeprefix("unix://"), timeout)
                 if reads is None and url.startswith("unix://") else None)
-        self._reads: Reads = reads or unix or SdkReads(lambda: self._api, self._map)
+        self._reads: Reads = reads or unix or SdkReads(lambda: self._api, self._map, timeout)
         # Connect at once, as the SDK's `version="auto"` does: a dead socket fails here.
         with _mapped_errors(host, "connect"):
             if unix is not None:

@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from migrate.errors import EngineError
+
 
 class ReadFailed(Exception):
     """A read-only call the daemon answered with an error status."""
@@ -68,3 +70,30 @@ def message(body: bytes) -> str:
         return str(json.loads(body).get("message", ""))
     except (ValueError, AttributeError):
         return body.decode(errors="replace").strip()
+
+
+MiB = 1 << 20
+# The largest answer read from each endpoint: whatever answers on the socket, memory stays
+# bounded (a 3 GB `docker info` once took 6.3 GB). Far above what a daemon sends: an image
+# with a 1 MiB label inspects in about 1 MiB, 10,000 images list in about 10 MB.
+SMALL_ANSWER_LIMIT = 4 * MiB      # /_ping, /version, /info
+OBJECT_ANSWER_LIMIT = 64 * MiB    # one inspect, one history
+LIST_ANSWER_LIMIT = 256 * MiB     # every image, container or volume; a container's changes
+
+
+def answer_limit(path: str) -> int:
+    """The size limit for the answer to `path` (without its /vX.Y prefix and query)."""
+    if path in ("/_ping", "/version", "/info"):
+        return SMALL_ANSWER_LIMIT
+    if path in ("/images/json", "/containers/json", "/volumes") or path.endswith("/changes"):
+        return LIST_ANSWER_LIMIT
+    return OBJECT_ANSWER_LIMIT
+
+
+def too_large(path: str) -> EngineError:
+    limit = answer_limit(path)
+    return EngineError(
+        f"the Docker daemon's answer to {path} is larger than {limit // MiB} MiB; it was "
+        "not read further",
+        "check that --host is a Docker daemon and that nothing between us and it rewrites "
+        "its answers (a daemon's answers are far smaller)")

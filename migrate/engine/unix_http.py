@@ -19,8 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, cast
 
 from migrate.engine.convert import JSON, VersionAnswer, checked
-from migrate.engine.transport import ProtocolError, ReadFailed, answer
-from migrate.errors import EngineError
+from migrate.engine.transport import (
+    LIST_ANSWER_LIMIT,
+    ProtocolError,
+    ReadFailed,
+    answer,
+    answer_limit,
+    too_large,
+)
 
 # Pipelined reads (`UnixReads.get_many`) send this many requests before reading answers,
 # on this many connections at once: the daemon answers each connection's requests in turn.
@@ -37,22 +43,6 @@ class _Disconnected(ConnectionError):
     """The daemon closed the connection before answering (e.g. an idle keep-alive one)."""
 
 
-MiB = 1 << 20
-# The largest answer read from each endpoint: whatever answers on the socket, memory stays
-# bounded (a 3 GB `docker info` once took 6.3 GB). Far above what a daemon sends: an image
-# with a 1 MiB label inspects in about 1 MiB, 10,000 images list in about 10 MB.
-SMALL_ANSWER_LIMIT = 4 * MiB      # /_ping, /version, /info
-OBJECT_ANSWER_LIMIT = 64 * MiB    # one inspect, one history
-LIST_ANSWER_LIMIT = 256 * MiB     # every image, container or volume; a container's changes
-
-
-def answer_limit(path: str) -> int:
-    """The size limit for the answer to `path` (without its /vX.Y prefix and query)."""
-    if path in ("/_ping", "/version", "/info"):
-        return SMALL_ANSWER_LIMIT
-    if path in ("/images/json", "/containers/json", "/volumes") or path.endswith("/changes"):
-        return LIST_ANSWER_LIMIT
-    return OBJECT_ANSWER_LIMIT
 
 
 class _TooLarge(Exception):
@@ -181,13 +171,6 @@ class _Connection:
         self._sock.close()
 
 
-def _too_large(path: str) -> EngineError:
-    limit = answer_limit(path)
-    return EngineError(
-        f"the Docker daemon's answer to {path} is larger than {limit // MiB} MiB; it was "
-        "not read further",
-        "check that --host is a Docker daemon and that nothing between us and it rewrites "
-        "its answers (a daemon's answers are far smaller)")
 
 
 class UnixReads:
@@ -242,7 +225,7 @@ class UnixReads:
                 status, body, keep_alive = self._connection(fresh=True).get(url, limit)
         except _TooLarge:
             self._drop()
-            raise _too_large(path) from None
+            raise too_large(path) from None
         except BaseException:
             # Whatever stopped the exchange midway (a timeout, a signal) may have left part
             # of an answer unread: the next request must not read it as its own.
@@ -271,7 +254,7 @@ class UnixReads:
                     try:
                         status, body, keep_alive = conn.read(answer_limit(asked))
                     except _TooLarge:
-                        raise _too_large(asked) from None
+                        raise too_large(asked) from None
                     try:
                         answers.append(answer(status, body))
                     except ReadFailed as failed:

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from migrate.cli import main
-from migrate.engine import unix_http
+from migrate.engine import transport
 from migrate.engine.client import Engine
-from migrate.engine.unix_http import MiB, answer_limit
+from migrate.engine.transport import MiB, answer_limit
 from migrate.engine.unix_http import UnixReads as _UnixReads
 from migrate.errors import EngineError, EngineUnreachable, ExitCode
 from tests.unit.fake_api import CONTAINER_ID, fake_api, populated_daemon
@@ -100,7 +100,7 @@ def test_an_endless_docker_info_is_refused_at_its_limit(tmp_path: Path, framing:
 def test_a_list_too_long_in_a_pipelined_read_is_refused(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         ) -> None:
-    monkeypatch.setattr(unix_http, "OBJECT_ANSWER_LIMIT", MiB)
+    monkeypatch.setattr(transport, "OBJECT_ANSWER_LIMIT", MiB)
     routes = populated_daemon(tmp_path / "root")
     routes[f"/containers/{CONTAINER_ID}/json"] = endless("close")
     with fake_api(tmp_path, routes) as api:

@@ -4,17 +4,18 @@ garbled, which error status means "removed", and the SDK's implementation of the
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import pytest
 from click.testing import CliRunner
 
 from migrate.cli import main
 from migrate.engine.client import Engine
 from migrate.engine.sdk_reads import SdkReads
-from migrate.engine.transport import ReadFailed, ReadNotFound
+from migrate.engine.transport import MiB, ReadFailed, ReadNotFound
 from migrate.errors import EngineError, EngineUnreachable, ExitCode
 from tests.unit.fake_api import CONTAINER_ID, fake_api, json_answer, populated_daemon
 from tests.unit.memory_engine import memory_engine
@@ -57,30 +58,43 @@ def test_only_a_404_means_the_container_was_removed(tmp_path: Path, status: str,
                 engine.list_containers()
 
 
-class _Api:
-    """The few private SDK calls SdkReads makes, answering from a table."""
+class _Response:
+    def __init__(self, status: int, body: bytes, pace: float = 0.0):
+        self.status_code = status
+        self._body = body
+        self._pace = pace
+        self.closed = False
 
-    def __init__(self, routes: dict[str, Any]):
+    def iter_content(self, size: int) -> Iterator[bytes]:
+        for start in range(0, len(self._body), size):
+            if self.closed:
+                raise ConnectionError("closed")
+            time.sleep(self._pace)
+            yield self._body[start:start + size]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Api:
+    """The few private SDK calls SdkReads makes, answering from a table of
+    (status, body, seconds per chunk)."""
+
+    def __init__(self, routes: dict[str, tuple[int, bytes, float]]):
         self.routes = routes
 
     def _url(self, template: str, path: str) -> str:
         return template.format(path)
 
-    def _get(self, url: str, params: Any = None) -> str:
-        return url
-
-    def _result(self, url: str, json: bool) -> Any:
-        found = self.routes.get(url)
-        if isinstance(found, Exception):
-            raise found
-        return found
+    def _get(self, url: str, params: Any = None, stream: bool = False) -> _Response:
+        assert stream, "answers are streamed, so their size can be bounded"
+        return _Response(*self.routes[url])
 
 
 def test_the_sdk_reads_answer_like_the_unix_reader() -> None:
-    response: Any = None
-    api = _Api({"/info": {"ID": "x"},
-                "/gone": docker.errors.NotFound("no such container", response),
-                "/broken": docker.errors.APIError("boom", response)})
+    api = _Api({"/info": (200, b'{"ID": "x"}', 0.0),
+                "/gone": (404, b'{"message": "no such container"}', 0.0),
+                "/broken": (500, b'{"message": "boom"}', 0.0)})
     reads = SdkReads(lambda: api, lambda fn, items: [fn(item) for item in items])
     assert reads.get("/info") == {"ID": "x"}
     with pytest.raises(ReadNotFound):
@@ -89,6 +103,20 @@ def test_the_sdk_reads_answer_like_the_unix_reader() -> None:
     assert isinstance(gone, ReadNotFound) and gone.status == 404
     assert isinstance(broken, ReadFailed) and not isinstance(broken, ReadNotFound)
     assert broken.status == 500 and info == {"ID": "x"}
+
+
+def test_the_sdk_reads_are_bounded_in_size_and_time() -> None:
+    """Hostile round 3, item 10, for `--host tcp://`: the same limits as the unix reader."""
+    api = _Api({"/info": (200, b"x" * (5 * MiB), 0.0),
+                "/version": (200, b'{"Version": "1"}' + b" " * (3 * 65536), 0.4)})
+    reads = SdkReads(lambda: api, lambda fn, items: [fn(item) for item in items],
+                     timeout=0.5)
+    with pytest.raises(EngineError, match="larger than 4 MiB"):
+        reads.get("/info")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        reads.get("/version")
+    assert time.monotonic() - started < 1.5
 
 
 def test_an_engine_reads_an_in_memory_daemon_behind_the_same_protocol(tmp_path: Path) -> None:
