@@ -21,6 +21,7 @@ from migrate.preflight.facts import FilesystemFacts
 from migrate.preflight.rehearsal import RehearsalFigures, RehearsalReport
 from migrate.preflight.report import PlanReport
 from migrate.support.sizes import human_binary_bytes
+from migrate.support.sizes import human_bytes as decimal_bytes
 
 Format = Literal["text", "json", "markdown"]
 _SEVERITY_TITLES = ((Severity.BLOCKER, "Blockers"), (Severity.WARNING, "Warnings"),
@@ -402,7 +403,8 @@ def rehearsal_figures_table(figures: RehearsalFigures) -> Table:
     staged = figures.staged_window_seconds
     rows = (
         ("engine start (stands for the restart)", f"{figures.engine_start_seconds:.1f} s"),
-        ("save", f"{human_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s"),
+        # Decimal sizes, as the rates are MB/s.
+        ("save", f"{decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s"),
         ("load", f"{figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s)"),
         ("verification", f"{figures.verify_seconds:.1f} s"),
         ("containers created", f"{figures.create_seconds:.1f} s"),
@@ -432,7 +434,7 @@ def render_rehearsal_text(report: RehearsalReport) -> str:
     if figures is not None:
         lines.append(
             f"engine start {figures.engine_start_seconds:.1f} s; saved "
-            f"{human_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s; loaded "
+            f"{decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s; loaded "
             f"in {figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s); verified in "
             f"{figures.verify_seconds:.1f} s; containers created in "
             f"{figures.create_seconds:.1f} s")
@@ -460,8 +462,8 @@ def render_rehearsal_markdown(report: RehearsalReport) -> str:
                if report.containers_started is not None else "")
     lines += [md_text(f"{report.hostname or 'This host'}, rehearsed {report.when()} on a "
                       f"throwaway Docker Engine {report.engine_version} from the host's own "
-                      f"binaries ({report.dockerd}): {report.images} image(s) moved and "
-                      f"verified, {report.containers_created} of {report.containers} "
+                      f"binaries ({report.dockerd}): {report.images} image(s) saved, loaded "
+                      f"and verified, {report.containers_created} of {report.containers} "
                       f"container(s) created{started}; the live daemon kept serving."), ""]
     if report.figures is not None:
         table = rehearsal_figures_table(report.figures)
