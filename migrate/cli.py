@@ -432,7 +432,7 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
 
 
 @main.command()
-@_format_option("text", "json")
+@_format_option("text", "json", "markdown")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where the throwaway engine, its archives and its store live (new or "
               "empty; removed afterwards) [default: STATE_DIR/rehearsal].")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from migrate.archives.batching import plan_batches
 from migrate.archives.manifest import ArchiveManifest
@@ -43,8 +45,16 @@ from migrate.phases.export import batch_cap, write_batches
 from migrate.phases.import_ import load_refused
 from migrate.phases.recreate import create_body, image_for
 from migrate.phases.verify import verify
+from migrate.preflight import rehearsal as rehearsal_report
 from migrate.preflight.containers import creation_order, volumes_from_sources
 from migrate.preflight.estimate import batch_bytes, room_needed, stop_bound
+from migrate.preflight.rehearsal import (
+    REHEARSAL_SCHEMA_VERSION,
+    RehearsalFigures,
+    RehearsalReport,
+    images_fingerprint,
+)
+from migrate.preflight.render import Format, render_rehearsal
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import byte_bar
@@ -56,7 +66,8 @@ DEFAULT_DIR_NAME = "rehearsal"
 # Names the directory of a rehearsal in progress, written before that directory is made:
 # a rehearsal killed at any moment is found (and cleaned up) from the state dir alone.
 PENDING_NAME = "rehearsal-pending.json"
-REPORT_NAME = "rehearsal.json"
+# The report of the last rehearsal that ran to its end: `<state-dir>/reports/REPORT_NAME`.
+REPORT_NAME = rehearsal_report.REPORT_NAME
 # The staging copies: about twice the unique layer bytes, as `plan` counts for staging.
 STORE_FACTOR = 2
 CHUNK_SIZE = 1 << 20
@@ -66,7 +77,7 @@ _NETWORK_HOST_KEYS = ("PortBindings", "PublishAllPorts", "Links")
 
 @dataclass(frozen=True)
 class RehearseArgs:
-    fmt: str = "text"
+    fmt: str = "text"  # text, json or markdown
     dir: Path | None = None
     keep: bool = False
     snapshotter: str | None = None
@@ -140,45 +151,63 @@ def window_seconds(start: float, load: float, verify_s: float, create: float,
                    stop: float) -> float:
     """A `run`'s window from the rehearsal's figures: the containers stopped, the restart
     (the throwaway engine's start stands for it), the import, the verification, the
-    containers created again."""
+    containers created again. After a `stage` the load is not in the window: pass 0."""
     return stop + start + load + verify_s + create
 
 
-def render_text(report: dict[str, Any]) -> str:
-    figures = report["figures"]
-    lines = [f"rehearsal {report['finished_at']}: {'OK' if report['ok'] else 'FAILED'} "
-             f"({report['images']} image(s), {report['containers']} container(s), engine "
-             f"{report['engine_version']}, binaries from {report['dockerd']})"]
-    if report["containers_started"] is not None:
-        lines.append(f"started {report['containers_started']} container(s) that run on the "
-                     "live daemon (networking off), then stopped them")
-    lines += [f"FAIL {problem}" for problem in report["failures"]]
-    lines += [f"note {note}" for note in report["notes"]]
-    lines.append(
-        f"engine start {figures['engine_start_seconds']:.1f} s; saved "
-        f"{human_bytes(figures['archive_bytes'])} in {figures['save_seconds']:.1f} s; loaded "
-        f"in {figures['load_seconds']:.1f} s ({figures['load_mbps']:.0f} MB/s); verified in "
-        f"{figures['verify_seconds']:.1f} s; containers created in "
-        f"{figures['create_seconds']:.1f} s")
-    lines.append(f"a `run` would take about {figures['run_seconds']:.0f} s, of which about "
-                 f"{figures['window_seconds']:.0f} s with the containers down and the images "
-                 "unusable")
-    return "\n".join(lines)
+def measured(start_s: float, archive_bytes: int, save_s: float, load_s: float,
+             verify_s: float, create_s: float, stop_s: float) -> RehearsalFigures:
+    """The report's figures from the seconds measured and plan's stop bound (pure)."""
+    window = window_seconds(start_s, load_s, verify_s, create_s, stop_s)
+    return RehearsalFigures(
+        engine_start_seconds=round(start_s, 2), archive_bytes=archive_bytes,
+        save_seconds=round(save_s, 2), load_seconds=round(load_s, 2),
+        load_mbps=round(archive_bytes / 1e6 / load_s if load_s > 0 else 0.0, 1),
+        verify_seconds=round(verify_s, 2), create_seconds=round(create_s, 2),
+        window_seconds=round(window, 1), run_seconds=round(save_s + window, 1),
+        staged_window_seconds=round(window_seconds(start_s, 0.0, verify_s, create_s,
+                                                   stop_s), 1))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 # --- leftovers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    """`PENDING_NAME`: the directory of a rehearsal that has not finished (`kept`: one
+    that finished with `--keep`, its directory left for inspection)."""
+
+    dir: str | None
+    kept: bool = False
+
+
+def read_pending(state_dir: Path) -> Pending | None:
+    """The pending record; None when there is none (a record that cannot be read names
+    no directory)."""
+    try:
+        data = json.loads((state_dir / PENDING_NAME).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return Pending(dir=None)
+    if not isinstance(data, dict):
+        return Pending(dir=None)
+    recorded = data.get("dir")
+    return Pending(dir=recorded if isinstance(recorded, str) and recorded else None,
+                   kept=data.get("kept") is True)
 
 
 def remove_leftovers(state_dir: Path) -> list[str]:
     """What a killed rehearsal left (its engine, mounts, directory), found from the state
     dir: stopped (only the processes it started), unmounted and removed."""
     pending = state_dir / PENDING_NAME
-    try:
-        recorded = json.loads(pending.read_text()).get("dir")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
+    recorded = (read_pending(state_dir) or Pending(dir=None)).dir
     did: list[str] = []
-    if isinstance(recorded, str) and recorded:
+    if recorded is not None:
         folder = Path(recorded)
         if folder.exists():
             did += ThrowawayEngine(folder).destroy()
@@ -243,10 +272,10 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
         found = blockers(info.store, missing, free_bytes(probe), need, probe,
                          throwaway.socket_problem(), config_problem)
         if found:
-            opts.console.emit(json.dumps({"ok": False, "exit_code": int(ExitCode.BLOCKED),
-                                          "blockers": found}, indent=2)
-                              if args.fmt == "json" else
-                              "\n".join(f"BLOCKER {line}" for line in found))
+            opts.console.emit(render_rehearsal(RehearsalReport(
+                schema_version=REHEARSAL_SCHEMA_VERSION, ok=False,
+                exit_code=int(ExitCode.BLOCKED), finished_at=_now(),
+                hostname=socket.gethostname(), blockers=tuple(found)), cast(Format, args.fmt)))
             raise BlockedError(f"the rehearsal cannot run: {len(found)} blocker(s)",
                                "fix each BLOCKER line, then run `containerd-migrate "
                                "rehearse` again")
@@ -261,20 +290,23 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
         finally:
             did = throwaway.destroy(keep=args.keep)
             log.info("rehearsal cleaned up", did=did, kept=args.keep)
-            if not args.keep:
+            if args.keep:
+                # Kept on purpose: `status` shows it and leaves it to `rehearse`/`cleanup`.
+                write_private(state_dir.path / PENDING_NAME,
+                              json.dumps({"dir": str(folder), "kept": True}).encode())
+            else:
                 (state_dir.path / PENDING_NAME).unlink(missing_ok=True)
-    report["dir"] = str(folder) if args.keep else None
-    report["leftovers_removed"] = leftovers
-    atomic_write_bytes(state_dir.reports_dir / REPORT_NAME,
-                       json.dumps(report, indent=2).encode(), mode=PRIVATE_FILE_MODE)
-    opts.console.emit(json.dumps(report, indent=2) if args.fmt == "json"
-                      else render_text(report))
-    return int(report["exit_code"])
+    report = report.model_copy(update={"dir": str(folder) if args.keep else None,
+                                       "leftovers_removed": tuple(leftovers)})
+    atomic_write_bytes(state_dir.reports_dir / REPORT_NAME, report.to_json().encode(),
+                       mode=PRIVATE_FILE_MODE)
+    opts.console.emit(render_rehearsal(report, cast(Format, args.fmt)))
+    return report.exit_code
 
 
 def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: Inventory,
               launch: DaemonLaunch, binaries: dict[str, str], throwaway: ThrowawayEngine,
-              config: dict[str, Any]) -> dict[str, Any]:
+              config: dict[str, Any]) -> RehearsalReport:
     throwaway.prepare(config)
     start_s = throwaway.start(binaries, engine_env(launch.environment, binaries),
                               args.start_timeout)
@@ -296,26 +328,17 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
         started = _start_containers(new, inventory, created, container_failures) \
             if args.start else None
     code = outcome(failures, container_failures)
-    load_mbps = archive_bytes / 1e6 / load_s if load_s > 0 else 0.0
-    # The stop is plan's bound (the containers' own stop timeouts): a rehearsal stops nothing.
-    window = window_seconds(start_s, load_s, verify_s, create_s, stop_bound(inventory))
-    return {
-        "ok": code is ExitCode.OK, "exit_code": int(code),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "engine_version": new_info.version,
-        "dockerd": binaries["dockerd"], "binaries": binaries,
-        "images": len(inventory.images), "containers": len(inventory.containers),
-        "containers_created": len(created), "containers_started": started,
-        "failures": [*failures, *container_failures],
-        "notes": notes,
-        "figures": {
-            "engine_start_seconds": round(start_s, 2), "archive_bytes": archive_bytes,
-            "save_seconds": round(save_s, 2), "load_seconds": round(load_s, 2),
-            "load_mbps": round(load_mbps, 1), "verify_seconds": round(verify_s, 2),
-            "create_seconds": round(create_s, 2), "window_seconds": round(window, 1),
-            "run_seconds": round(save_s + window, 1),
-        },
-    }
+    return RehearsalReport(
+        schema_version=REHEARSAL_SCHEMA_VERSION, ok=code is ExitCode.OK, exit_code=int(code),
+        finished_at=_now(), hostname=socket.gethostname(), engine_version=new_info.version,
+        dockerd=binaries["dockerd"], binaries=binaries, images=len(inventory.images),
+        containers=len(inventory.containers), containers_created=len(created),
+        containers_started=started, failures=(*failures, *container_failures),
+        notes=tuple(notes), images_fingerprint=images_fingerprint(inventory),
+        # The stop is plan's bound (the containers' own stop timeouts): a rehearsal stops
+        # nothing.
+        figures=measured(start_s, archive_bytes, save_s, load_s, verify_s, create_s,
+                         stop_bound(inventory)))
 
 
 def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,

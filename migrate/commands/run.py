@@ -91,6 +91,8 @@ def confirmation_question(options: RunOptions, steps: tuple[PhaseName, ...],
         lines.append(f"  window: about {_minutes(est.window_seconds)}")
         for name in ("stop", "restart", "import", "verify"):
             lines.append(f"    {name} {figure(est, name)}")
+        if est.rehearsal is not None and not est.rehearsal.used:
+            lines.append(f"    (the last rehearsal is {est.rehearsal.text()})")
         if "export" in steps:
             lines.append(f"  before it, export {figure(est, 'export')}")
     if "restart" in steps:

@@ -682,7 +682,8 @@ def plan_estimate(facts: HostFacts, options: PlanOptions,
     return estimate(inventory, options.throughput_mbps, shared_filesystem=facts.shared_filesystem,
                     staged=staged, last_start_seconds=facts.launch.last_start_seconds,
                     stops_containers=options.containers != "refuse",
-                    commit_bytes=commit_bytes(inventory, options.containers))
+                    commit_bytes=commit_bytes(inventory, options.containers),
+                    rehearsal=facts.rehearsal)
 
 
 def evaluate_checks(

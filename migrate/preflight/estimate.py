@@ -1,8 +1,10 @@
 """Disk and time estimates for a migration, from what the host shows (pure).
 
 Each time figure says what it stands on (`Basis`): `measured` on this host (the daemon's
-own last start, what is staged already), a `bound` that holds (the containers' own stop
-timeouts), an operator's `given` throughput, or a stated `default`. Defaults come from
+own last start, what is staged already), measured by the last usable `rehearsal` (its
+engine's start, its save and load, its verification; see preflight/rehearsal.py), a
+`bound` that holds (the containers' own stop timeouts), an operator's `given` throughput,
+or a stated `default`. Defaults come from
 docs/engine-facts.md: 1302 MB of unique layers saved in 7-11 s and loaded in 9-15 s,
 rounded towards the slow end so a plan under-promises.
 """
@@ -10,6 +12,7 @@ rounded towards the slow end so a plan under-promises.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
@@ -18,6 +21,13 @@ from migrate.archives.batching import plan_batches
 from migrate.errors import UsageError
 from migrate.models import Frozen, ImageRecord, Inventory
 from migrate.preflight.containers import dependency_levels, stop_timeout
+from migrate.preflight.rehearsal import (
+    RehearsalFigures,
+    RehearsalReport,
+    RehearsalUse,
+    measured_by,
+    rehearsal_use,
+)
 
 MB = 1_000_000
 DEFAULT_SAVE_MBPS = 110.0
@@ -43,7 +53,7 @@ VERIFY_PER_IMAGE_SECONDS = 0.2
 RESERVE_BYTES = 256 * 1024 * 1024
 
 
-BasisKind = Literal["measured", "bound", "given", "default"]
+BasisKind = Literal["measured", "rehearsal", "bound", "given", "default"]
 
 
 class Basis(Frozen):
@@ -53,7 +63,8 @@ class Basis(Frozen):
     source: str
 
     def label(self) -> str:
-        return f"{self.kind}: {self.source}"
+        # A rehearsal's source says "measured by rehearsal <time>" itself.
+        return self.source if self.kind == "rehearsal" else f"{self.kind}: {self.source}"
 
 
 def room_needed(write_bytes: int) -> int:
@@ -92,6 +103,8 @@ class Estimate(Frozen):
     window_seconds: float = 0.0
     # Figure name (export, stop, restart, import, verify) -> what it stands on.
     bases: dict[str, Basis] = Field(default_factory=dict)
+    # The last rehearsal: whether its figures were used, and why not. None: none ran.
+    rehearsal: RehearsalUse | None = None
 
 
 def batch_bytes(inventory: Inventory) -> tuple[int, ...]:
@@ -111,7 +124,37 @@ def _seconds(size: int, mbps: float, batches: int) -> float:
     return size / (mbps * MB) + PER_BATCH_SECONDS * batches
 
 
-def _throughputs(throughput_mbps: float | None) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Rehearsed:
+    """The figures of a usable rehearsal, and how a figure taken from them is labelled."""
+
+    report: RehearsalReport
+    figures: RehearsalFigures
+
+    def basis(self, what: str) -> Basis:
+        return Basis(kind="rehearsal", source=f"{measured_by(self.report)}: {what}")
+
+    def transfer(self, verb: str, moved_bytes: int, partial: bool) -> tuple[float, Basis]:
+        """The save ("export") or the load ("import"): as long as the rehearsal's, or, for
+        `partial`ly staged images, `moved_bytes` at the rate it measured."""
+        figures = self.figures
+        seconds, mbps = ((figures.save_seconds, figures.save_mbps) if verb == "export"
+                         else (figures.load_seconds, figures.load_mbps))
+        done = "saved" if verb == "export" else "loaded"
+        basis = self.basis(f"{done} {figures.archive_bytes / MB:.0f} MB in {seconds:.1f} s "
+                           f"({mbps:.0f} MB/s)")
+        if not partial or mbps <= 0:
+            return seconds, basis
+        return moved_bytes / (mbps * MB), basis.model_copy(
+            update={"source": f"{basis.source}, for the images not staged"})
+
+
+def _throughputs(throughput_mbps: float | None,
+                 rehearsed: Rehearsed | None = None) -> tuple[float, float]:
+    if throughput_mbps is None and rehearsed is not None:
+        figures = rehearsed.figures
+        return (round(figures.save_mbps, 1) or DEFAULT_SAVE_MBPS,
+                round(figures.load_mbps, 1) or DEFAULT_LOAD_MBPS)
     if throughput_mbps is None:
         return DEFAULT_SAVE_MBPS, DEFAULT_LOAD_MBPS
     if throughput_mbps <= 0:
@@ -127,7 +170,13 @@ def stop_bound(inventory: Inventory) -> float:
                for level in dependency_levels(running))
 
 
-def _restart(last_start_seconds: float | None) -> tuple[float, Basis]:
+def _restart(last_start_seconds: float | None,
+             rehearsed: Rehearsed | None) -> tuple[float, Basis]:
+    if rehearsed is not None:
+        start = rehearsed.figures.engine_start_seconds
+        return start + DAEMON_STOP_SECONDS, rehearsed.basis(
+            f"its engine started in {start:.1f} s, plus {DAEMON_STOP_SECONDS:g} s for the "
+            "daemon's stop")
     if last_start_seconds is None:
         return RESTART_SECONDS, Basis(kind="default", source="the daemon's last start was "
                                       "not readable (systemd shows it for docker.service)")
@@ -136,11 +185,29 @@ def _restart(last_start_seconds: float | None) -> tuple[float, Basis]:
         f"plus {DAEMON_STOP_SECONDS:g} s for its stop")
 
 
+def _verify(images: int, rehearsed: Rehearsed | None) -> tuple[float, Basis]:
+    if rehearsed is not None:
+        seconds = rehearsed.figures.verify_seconds
+        return seconds, rehearsed.basis(f"{images} image(s) verified in {seconds:.1f} s")
+    return VERIFY_BASE_SECONDS + VERIFY_PER_IMAGE_SECONDS * images, Basis(
+        kind="default", source=f"{VERIFY_BASE_SECONDS:g} s + {VERIFY_PER_IMAGE_SECONDS:g} s "
+        "per image")
+
+
+def _rehearsed(report: RehearsalReport | None, use: RehearsalUse | None) -> Rehearsed | None:
+    if report is None or report.figures is None or use is None or not use.used:
+        return None
+    return Rehearsed(report, report.figures)
+
+
 def _transfer(images: tuple[ImageRecord, ...], to_move: tuple[ImageRecord, ...], mbps: float,
-              given: bool, verb: str) -> tuple[float, Basis]:
+              given: bool, verb: str, rehearsed: Rehearsed | None = None,
+              ) -> tuple[float, Basis]:
     if images and not to_move:
         return 0.0, Basis(kind="measured", source=f"every image is staged: nothing to {verb}")
     batches = batch_bytes_of(to_move)
+    if rehearsed is not None and not given:
+        return rehearsed.transfer(verb, sum(batches), len(to_move) < len(images))
     rate = Basis(kind="given" if given else "default",
                  source=f"{mbps:g} MB/s" + ("" if given else " (docs/engine-facts.md)"))
     if len(to_move) < len(images):
@@ -153,7 +220,7 @@ def estimate(
     inventory: Inventory, throughput_mbps: float | None = None, *,
     shared_filesystem: bool = False, staged: Collection[str] = (),
     last_start_seconds: float | None = None, stops_containers: bool = True,
-    commit_bytes: int = 0,
+    commit_bytes: int = 0, rehearsal: RehearsalReport | None = None,
 ) -> Estimate:
     """Disk needs and durations; `shared_filesystem` = state dir and data root on one fs;
     `staged`: legacy IDs of the images already in the containerd store (neither exported
@@ -162,8 +229,14 @@ def estimate(
 
     `commit_bytes`: the writable layers `--containers recreate` commits. Each is committed
     to an image in the legacy store (data root), saved to an archive (state dir) and loaded
-    into the new store (data root, twice: content and snapshot)."""
-    save_mbps, load_mbps = _throughputs(throughput_mbps)
+    into the new store (data root, twice: content and snapshot).
+
+    `rehearsal`: the last rehearsal's report; its figures stand for the restart, the export,
+    the import and the verification when it succeeded on these very images (`--throughput`
+    still wins for the export and the import)."""
+    use = rehearsal_use(rehearsal, inventory)
+    rehearsed = _rehearsed(rehearsal, use)
+    save_mbps, load_mbps = _throughputs(throughput_mbps, rehearsed)
     batches = batch_bytes(inventory)
     archive = sum(batches) + commit_bytes
     staging = max([*batches, commit_bytes], default=0)
@@ -175,11 +248,13 @@ def estimate(
         state_need = data_need = room_needed(archive + staging + new_store + commit_bytes)
     to_move = tuple(image for image in inventory.images if image.id not in set(staged))
     given = throughput_mbps is not None
-    export_s, export_basis = _transfer(inventory.images, to_move, save_mbps, given, "export")
-    import_s, import_basis = _transfer(inventory.images, to_move, load_mbps, given, "import")
-    restart_s, restart_basis = _restart(last_start_seconds)
+    export_s, export_basis = _transfer(inventory.images, to_move, save_mbps, given, "export",
+                                       rehearsed)
+    import_s, import_basis = _transfer(inventory.images, to_move, load_mbps, given, "import",
+                                       rehearsed)
+    restart_s, restart_basis = _restart(last_start_seconds, rehearsed)
     stop_s = stop_bound(inventory) if stops_containers else 0.0
-    verify_s = VERIFY_BASE_SECONDS + VERIFY_PER_IMAGE_SECONDS * len(inventory.images)
+    verify_s, verify_basis = _verify(len(inventory.images), rehearsed)
     bases = {
         "export": export_basis,
         "stop": Basis(kind="bound", source="the running containers' own stop timeouts "
@@ -187,8 +262,7 @@ def estimate(
         if stop_s else Basis(kind="measured", source="no running container to stop"),
         "restart": restart_basis,
         "import": import_basis,
-        "verify": Basis(kind="default", source=f"{VERIFY_BASE_SECONDS:g} s + "
-                        f"{VERIFY_PER_IMAGE_SECONDS:g} s per image"),
+        "verify": verify_basis,
     }
     return Estimate(
         image_count=len(inventory.images),
@@ -212,4 +286,5 @@ def estimate(
         stop_seconds=stop_s,
         window_seconds=stop_s + restart_s + import_s + verify_s,
         bases=bases,
+        rehearsal=use,
     )

@@ -44,6 +44,7 @@ from migrate.host.systemd import UnitState
 from migrate.journal import replay
 from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, Frozen, Inventory
+from migrate.preflight.rehearsal import REPORT_NAME, RehearsalReport, read_report
 
 # The one list of containers policies: the CLI's choices are read from it.
 ContainersPolicy = Literal["refuse", "leave", "recreate"]
@@ -142,6 +143,9 @@ class HostFacts(Frozen):
     docker_started_ago: float | None = None
     # Its start attempts within the start-limit interval, from the journal (None: unread).
     docker_recent_starts: int | None = None
+    # The last `containerd-migrate rehearse` of this state dir (None: none, or unreadable):
+    # the estimate takes its figures when it is usable (preflight/rehearsal.py).
+    rehearsal: RehearsalReport | None = None
 
     @property
     def shared_filesystem(self) -> bool:
@@ -278,6 +282,8 @@ def gather_facts(
             StateDir(state_dir).archives_dir, inventory),
         kept_in_containerd=() if state_problem else replay(
             StateDir(state_dir).journal_path).kept_in_containerd,
+        rehearsal=None if state_problem else read_report(
+            StateDir(state_dir).reports_dir / REPORT_NAME),
         **_docker_unit_facts(launch),
     )
 

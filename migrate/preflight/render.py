@@ -1,4 +1,5 @@
-"""Plan reports as text (terminal), markdown (change ticket) or JSON (machines).
+"""Plan and rehearsal reports as text (terminal), markdown (change ticket) or JSON
+(machines).
 
 Text and markdown are built from the same tables so they never disagree; only the
 formatting differs. The verdict is always the last line: operators and scripts look there.
@@ -17,8 +18,10 @@ from migrate.host.launch import containerd_endpoint, names_containerd
 from migrate.preflight.checks import Check, Severity
 from migrate.preflight.estimate import Estimate
 from migrate.preflight.facts import FilesystemFacts
+from migrate.preflight.rehearsal import RehearsalFigures, RehearsalReport
 from migrate.preflight.report import PlanReport
 from migrate.support.sizes import human_binary_bytes
+from migrate.support.sizes import human_bytes as decimal_bytes
 
 Format = Literal["text", "json", "markdown"]
 _SEVERITY_TITLES = ((Severity.BLOCKER, "Blockers"), (Severity.WARNING, "Warnings"),
@@ -137,6 +140,7 @@ def estimate_table(report: PlanReport) -> Table:
         ("window", f"{human_duration(e.window_seconds)} (stop, restart, import, verify)"),
         ("images unusable", f"{human_duration(e.downtime_seconds)} (restart, import, "
          "verify)"),
+        *((("rehearsal", e.rehearsal.text()),) if e.rehearsal is not None else ()),
     )
     return Table("Estimate", ("", ""), rows, key_value=True)
 
@@ -383,6 +387,102 @@ def render_markdown(report: PlanReport) -> str:
         lines += _md_table(table)
     lines += [*_md_checks(report.checks), f"**{md_escape(report.verdict)}**"]
     return "\n".join(lines) + "\n"
+
+
+# --- rehearsal --------------------------------------------------------------------------
+
+
+def _result(report: RehearsalReport) -> str:
+    if report.blockers:
+        return f"BLOCKED (exit {report.exit_code})"
+    return "OK" if report.ok else f"FAILED (exit {report.exit_code})"
+
+
+def rehearsal_figures_table(figures: RehearsalFigures) -> Table:
+    """The figures a rehearsal measured on this host, and the windows computed from them."""
+    staged = figures.staged_window_seconds
+    rows = (
+        ("engine start (stands for the restart)", f"{figures.engine_start_seconds:.1f} s"),
+        # Decimal sizes, as the rates are MB/s.
+        ("save", f"{decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s"),
+        ("load", f"{figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s)"),
+        ("verification", f"{figures.verify_seconds:.1f} s"),
+        ("containers created", f"{figures.create_seconds:.1f} s"),
+        ("`run` window", f"about {human_duration(figures.window_seconds)} (stop, restart, "
+         "load, verify, create)"),
+        *((("`stage` + `run` window", f"about {human_duration(staged)} (the same, the "
+            "images staged before it)"),) if staged is not None else ()),
+        ("`run` in all", f"about {human_duration(figures.run_seconds)} (the save, then the "
+         "window)"),
+    )
+    return Table("Figures measured on this host", ("Figure", "Measured"), rows,
+                 key_value=True)
+
+
+def render_rehearsal_text(report: RehearsalReport) -> str:
+    if report.blockers:
+        return "\n".join(f"BLOCKER {line}" for line in report.blockers)
+    lines = [f"rehearsal {report.finished_at:%Y-%m-%dT%H:%M:%SZ}: {_result(report)} "
+             f"({report.images} image(s), {report.containers} container(s), engine "
+             f"{report.engine_version}, binaries from {report.dockerd})"]
+    if report.containers_started is not None:
+        lines.append(f"started {report.containers_started} container(s) that run on the "
+                     "live daemon (networking off), then stopped them")
+    lines += [f"FAIL {problem}" for problem in report.failures]
+    lines += [f"note {note}" for note in report.notes]
+    figures = report.figures
+    if figures is not None:
+        lines.append(
+            f"engine start {figures.engine_start_seconds:.1f} s; saved "
+            f"{decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s; loaded "
+            f"in {figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s); verified in "
+            f"{figures.verify_seconds:.1f} s; containers created in "
+            f"{figures.create_seconds:.1f} s")
+        lines.append(f"a `run` would take about {figures.run_seconds:.0f} s, of which about "
+                     f"{figures.window_seconds:.0f} s with the containers down and the "
+                     "images unusable"
+                     + (f" (about {figures.staged_window_seconds:.0f} s after a `stage`)"
+                        if figures.staged_window_seconds is not None else ""))
+    return "\n".join(lines)
+
+
+def _md_list(title: str, items: Sequence[str]) -> list[str]:
+    if not items:
+        return []
+    return [f"### {md_escape(title)} ({len(items)})", "",
+            *(f"- {md_text(item)}" for item in items), ""]
+
+
+def render_rehearsal_markdown(report: RehearsalReport) -> str:
+    """The change ticket's rehearsal section: the result, the figures, what failed."""
+    lines = [f"## Rehearsal: {_result(report)}", ""]
+    if report.blockers:
+        return "\n".join([*lines, *_md_list("Blockers", report.blockers)])
+    started = (f", {report.containers_started} started and stopped again"
+               if report.containers_started is not None else "")
+    lines += [md_text(f"{report.hostname or 'This host'}, rehearsed {report.when()} on a "
+                      f"throwaway Docker Engine {report.engine_version} from the host's own "
+                      f"binaries ({report.dockerd}): {report.images} image(s) saved, loaded "
+                      f"and verified, {report.containers_created} of {report.containers} "
+                      f"container(s) created{started}; the live daemon kept serving."), ""]
+    if report.figures is not None:
+        table = rehearsal_figures_table(report.figures)
+        lines += [f"### {md_escape(table.title)}", "", _md_row(table.headers),
+                  "|" + "---|" * len(table.headers), *(_md_row(row) for row in table.rows),
+                  ""]
+    lines += _md_list("Failures", report.failures)
+    lines += _md_list("Notes", report.notes)
+    return "\n".join(lines)
+
+
+def render_rehearsal(report: RehearsalReport, fmt: Format = "text") -> str:
+    if fmt == "json":
+        return report.to_json()
+    if fmt == "markdown":
+        return render_rehearsal_markdown(report)
+    if fmt == "text":
+        return render_rehearsal_text(report)
+    raise UsageError(f"unknown report format {fmt!r}", hint="use text, json or markdown")
 
 
 def render(report: PlanReport, fmt: Format = "text") -> str:
