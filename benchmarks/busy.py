@@ -79,8 +79,10 @@ class Samples:
         return self.median(name) / calm.median(name)
 
     def merged(self, other: Samples) -> Samples:
+        """Both runs' values; the lower load average (an idle run right after a busy one
+        still carries the busy one's load in its 1-minute average)."""
         return Samples({name: [*values, *other.values[name]]
-                        for name, values in self.values.items()}, max(self.load, other.load))
+                        for name, values in self.values.items()}, min(self.load, other.load))
 
 
 def _samples(rounds: list[dict[str, float]]) -> Samples:

@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.busy import CPU_LOOP, IO_WRITE, Samples, during, idle, probe
-from benchmarks.export_import import BenchError, build_host, cli, log, run_docker
+from benchmarks.export_import import (
+    BenchError,
+    build_host,
+    cli,
+    log,
+    run_docker,
+    unique_layer_bytes,
+)
 from migrate.sandbox import BASE_DIR, Sandbox
 from migrate.sandbox.samples import BUSY_LOOP
 
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         tags = build_host(sandbox, int(args.gib * GIB), IMAGES, SHARED_MIB * MIB)
         run_docker(sandbox, "run", "-d", "--name", BUSY, tags[0], "sh", "-c", BUSY_LOOP)
         found = measure(sandbox, state)
-        report(found, args.gib, args.engine)
+        report(found, unique_layer_bytes(sandbox, tags) / GIB, args.engine)
         print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
         return 0
     except BenchError as error:
