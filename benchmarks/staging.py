@@ -34,14 +34,13 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.busy import Sampler, idle, probe
 from benchmarks.export_import import (
     BenchError,
     build_host,
@@ -53,7 +52,7 @@ from benchmarks.export_import import (
 )
 from migrate.journal import PhaseName, PhaseState, StateDir
 from migrate.sandbox import BASE_DIR, Sandbox
-from migrate.sandbox.samples import BUSY_LOOP, docker
+from migrate.sandbox.samples import BUSY_LOOP
 
 GIB = 1024**3
 MIB = 1024**2
@@ -61,7 +60,6 @@ IMAGES = 5
 SHARED_MIB = 32
 GOAL_SLACK_S = 3.0
 FLAT_GOAL = 1.2
-PROBE = "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); done"
 SAMPLE_EVERY = 0.25
 _HOSTS = itertools.count()
 WINDOW_PHASES: tuple[PhaseName, ...] = ("quiesce", "commit", "switch", "restart", "import",
@@ -136,34 +134,6 @@ def _du(paths: list[Path]) -> int:
     return total
 
 
-class Sampler(threading.Thread):
-    """Calls `sample()` until stopped; keeps every value."""
-
-    def __init__(self, sample: Callable[[], float], every: float = 0.0):
-        super().__init__(daemon=True)
-        self.sample, self.every = sample, every
-        self.values: list[float] = []
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            self.values.append(self.sample())
-            self.stopped.wait(self.every)
-
-    def stop(self) -> list[float]:
-        self.stopped.set()
-        self.join()
-        return self.values
-
-
-def _probe(sandbox: Sandbox, container: str) -> Callable[[], float]:
-    def once() -> float:
-        started = time.perf_counter()
-        docker(sandbox.host, "exec", container, "sh", "-c", PROBE)
-        return time.perf_counter() - started
-    return once
-
-
 def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
            measure: bool = False) -> Outcome:
     _reset(sandbox, containers)
@@ -173,12 +143,12 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
     prepare_s = 0.0
     if prepare:
         if measure:
-            probe = _probe(sandbox, containers[0])
-            idle = statistics.median(probe() for _ in range(7))
+            once = probe(sandbox, containers[0])
+            calm = idle({"cpu": once}).median("cpu")
             disk_paths = [sandbox.data_root / "containerd", sandbox.data_root / "tmp"]
             disk_before = _du(disk_paths)
             disk = Sampler(lambda: float(_du(disk_paths)), SAMPLE_EVERY)
-            busy = Sampler(probe)
+            busy = Sampler(once)
             disk.start()
             busy.start()
         started = time.perf_counter()
@@ -190,7 +160,7 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
         if measure:
             during = busy.stop()
             peaks = disk.stop()
-            extra |= {"probe_idle_s": idle, "probe_during_s": statistics.median(during),
+            extra |= {"probe_idle_s": calm, "probe_during_s": statistics.median(during),
                      "probes": len(during), "disk_peak": max(peaks) - disk_before,
                      "disk_after": _du(disk_paths) - disk_before}
     _checked(cli(sandbox, state, "run", "--yes", "--containers", "leave",

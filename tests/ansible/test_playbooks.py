@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from migrate.host.throwaway import RECORD_NAME, ThrowawayEngine
 from migrate.sandbox import BASE_DIR, Sandbox, SandboxError, populate_sandbox, sandbox_samples
 
 from .fleet import WHEEL_ENV, Fleet, FleetHost, ansible_playbook, output, read_json
@@ -400,3 +404,84 @@ def test_a_locked_host_is_retried_then_skipped_and_reported(fleet: Fleet) -> Non
     assert "retries left" in done.stdout, output(done)  # Ansible really retried
     assert locked.sandbox.daemon_json.read_bytes() == originals["host1"]
     assert not locked.sandbox.containerd_snapshotter()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for rehearsals: their engine's sockets must fit in 108 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="cm-ra-", dir="/tmp"))
+    yield folder
+    # A failed test may leave a rehearsal's engine running: stopped by its recorded pid.
+    for record in folder.glob(f"*/{RECORD_NAME}"):
+        ThrowawayEngine(record.parent).destroy()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_prepare_rehearses_every_host_and_reports_figures_and_failures(
+        fleet: Fleet, short_dir: Path) -> None:
+    """cm_prepare=rehearse: every host rehearses at once. host3's rehearsal fails (a
+    snapshotter its containerd does not load: exit 4, the report still printed), host4's
+    cannot run (its cm_rehearse_dir too deep for the engine's sockets: exit 3, blocked);
+    the play writes the fleet report with each host's figures and failures, then fails
+    host3 alone. No host is changed, and migrate.yml refuses a rehearsal as preparation."""
+    originals = _fresh(fleet, "rehearse")
+    for host in fleet.hosts:
+        host.vars["cm_rehearse_dir"] = str(short_dir / host.name)
+    fleet["host3"].vars["cm_snapshotter"] = "btrfs"
+    fleet["host4"].vars["cm_rehearse_dir"] = str(short_dir / ("d" * 100))
+    inventory = fleet.write_inventory(fleet.workdir / "rehearse.json")
+    reports = fleet.workdir / "rehearse-reports"
+    done = fleet.playbook("prepare.yml", inventory,
+                          extra={"cm_report_dir": str(reports), "cm_prepare": "rehearse"})
+
+    assert done.returncode == 2, output(done)  # host3 failed, after the report was written
+    assert _recap(done, "host3")["failed"] == 1
+    assert all(_recap(done, name)["failed"] == 0 for name in ("host1", "host2", "host4"))
+    report = read_json(reports / "prepare.json")
+    assert report["command"] == "rehearse"
+    assert report["counts"] == {"rehearsed": 2, "failed": 1, "skipped": 1}, report
+    rows = _rows(report)
+    samples = sandbox_samples(fleet["host1"].sandbox)
+    for name in ("host1", "host2"):
+        row, sandbox = rows[name], fleet[name].sandbox
+        assert (row["outcome"], row["exit_code"]) == ("rehearsed", 0), row
+        rehearsal = row["rehearsal"]
+        assert rehearsal["ok"] and rehearsal["exit_code"] == 0 and rehearsal["failures"] == []
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rehearsal["finished_at"])
+        assert rehearsal["dockerd"] == str(Path(f"/proc/{sandbox.pid()}/exe").readlink())
+        assert rehearsal["containers_created"] == len(samples.containers)
+        figures = rehearsal["figures"]
+        assert figures["archive_bytes"] > 0 and figures["load_seconds"] > 0
+        assert figures["window_seconds"] >= figures["engine_start_seconds"] > 0
+    failed = rows["host3"]
+    assert (failed["outcome"], failed["failed"], failed["exit_code"]) == ("failed", True, 4)
+    assert not failed["rehearsal"]["ok"] and failed["rehearsal"]["exit_code"] == 4
+    assert any("snapshotter not loaded: btrfs" in line
+               for line in failed["rehearsal"]["failures"]), failed
+    assert failed["rehearsal"]["figures"]["archive_bytes"] > 0
+    assert failed["reason"].startswith("rehearsal failed, exit 4: ")
+    blocked = rows["host4"]
+    assert (blocked["outcome"], blocked["failed"], blocked["exit_code"]) == ("skipped", False, 3)
+    assert "too deep for unix sockets" in blocked["reason"], blocked
+    assert blocked["rehearsal"]["figures"] is None
+    totals = report["totals"]
+    assert (totals["hosts_rehearsed"], totals["hosts_with_failures"]) == (3, 1), totals
+    assert totals["failures"] == len(failed["rehearsal"]["failures"])
+    assert totals["longest_window_seconds"] == max(
+        rows[n]["rehearsal"]["figures"]["window_seconds"] for n in ("host1", "host2", "host3"))
+    assert "prepare (rehearse): failed 1, rehearsed 2, skipped 1" in done.stdout, output(done)
+    for host in fleet.hosts:
+        assert not host.sandbox.containerd_snapshotter(), host.name
+        assert host.sandbox.daemon_json.read_bytes() == originals[host.name], host.name
+        # A rehearsal is not a migration: no journal, and its directory is gone.
+        assert not (host.state_dir / "journal.jsonl").exists(), host.name
+    assert list(short_dir.iterdir()) == []
+
+    # migrate.yml: a rehearsal prepares nothing for `run`, so it is refused before any host.
+    originals = _fresh(fleet, "rehearse-migrate")
+    done = fleet.playbook("migrate.yml", fleet.write_inventory(fleet.workdir / "rm.json"),
+                          extra={"cm_report_dir": str(reports), "cm_prepare": "rehearse"})
+    assert done.returncode == 2, output(done)
+    assert "cm_prepare=rehearse is for prepare.yml" in done.stdout, output(done)
+    for host in fleet.hosts:
+        _untouched(host, originals)

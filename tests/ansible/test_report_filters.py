@@ -308,3 +308,90 @@ def test_plan_summary_and_markdown_show_a_migrated_host_apart() -> None:
     assert "| h3 | **already migrated** |" in markdown
     assert "- **already migrated** (1): h3" in markdown
     assert "leave out the 1 already migrated host(s)" in markdown
+
+
+def _rehearsal(ok: bool = True, **fields: Any) -> dict[str, Any]:
+    """A `rehearse --format json` report, with every key it has today."""
+    return {"schema_version": 2, "ok": ok, "exit_code": 0 if ok else 4,
+            "finished_at": "2026-12-05T02:00:00Z", "hostname": "h", "engine_version": "28.5.2", "dockerd": "/usr/sbin/dockerd",
+            "binaries": {"dockerd": "/usr/sbin/dockerd"}, "images": 3, "containers": 2,
+            "containers_created": 2, "containers_started": None,
+            "failures": [] if ok else ["image a:1 did not load", "cannot recreate container w"],
+            "notes": ["web: created without its networks"], "blockers": None, "dir": None,
+            "leftovers_removed": [],
+            "figures": {"engine_start_seconds": 1.2, "archive_bytes": 1000, "save_seconds": 2.0,
+                        "load_seconds": 3.0, "load_mbps": 0.3, "verify_seconds": 0.5,
+                        "create_seconds": 0.25, "window_seconds": 15.5, "run_seconds": 17.5},
+            **fields}  # fmt: skip
+
+
+def test_a_rehearsal_becomes_a_host_record_with_its_figures_and_failures() -> None:
+    passed = cm.rehearse_record("h1", _result(0, _rehearsal()))
+    assert (passed["outcome"], passed["failed"], passed["exit_code"]) == ("rehearsed", False, 0)
+    assert passed["rehearsal"]["figures"]["window_seconds"] == 15.5
+    assert passed["rehearsal"]["finished_at"] == "2026-12-05T02:00:00Z"
+    assert passed["line"] == "h1: rehearsed, window 15.5 s, run 17.5 s"
+    assert passed["output"] == ["note web: created without its networks"]
+    # Non-zero exit with the report printed: failed, with the rehearsal's own failures.
+    failed = cm.rehearse_record("h2", _result(4, _rehearsal(ok=False)))
+    assert (failed["outcome"], failed["failed"]) == ("failed", True)
+    assert failed["rehearsal"]["failures"] == ["image a:1 did not load",
+                                               "cannot recreate container w"]  # fmt: skip
+    assert failed["reason"] == ("rehearsal failed, exit 4: verification failed: image a:1 did "
+                                "not load (and 1 more)")
+    assert failed["output"][:2] == ["FAIL image a:1 did not load",
+                                    "FAIL cannot recreate container w"]  # fmt: skip
+    # A report that says it failed is a failure whatever the exit code says.
+    assert cm.rehearse_record("h2", _result(0, _rehearsal(ok=False)))["failed"]
+    # Blocked (exit 3): its blockers, skipped, not a failure of the host.
+    blocked = cm.rehearse_record("h3", _result(3, {"ok": False, "exit_code": 3,
+                                                    "blockers": ["too deep for a socket"]}))
+    assert (blocked["outcome"], blocked["failed"]) == ("skipped", False)
+    assert blocked["reason"] == "rehearse blocked: too deep for a socket"
+    assert blocked["rehearsal"]["figures"] is None
+    locked = cm.rehearse_record("h4", _result(8, attempts=3, failed=True))
+    assert locked["outcome"] == "skipped" and "after 3 attempt(s)" in locked["reason"]
+
+
+def test_a_rehearsal_that_printed_no_report_fails_with_the_error() -> None:
+    down = cm.rehearse_record("h1", _result(5, "", "error: cannot reach the Docker daemon"))
+    assert (down["outcome"], down["failed"], down["rehearsal"]) == ("failed", True, None)
+    assert down["reason"] == ("rehearse: exit 5: Docker daemon unreachable: cannot reach the "
+                              "Docker daemon")
+    # Text on stdout is not a report; nor is a report of a later schema.
+    text = cm.rehearse_record("h2", _result(0, "rehearsal: OK (3 image(s))"))
+    assert (text["outcome"], text["rehearsal"]) == ("failed", None)
+    later = cm.rehearse_record("h3", _result(0, _rehearsal(schema_version=3)))
+    assert later["rehearsal"] is None and later["failed"]
+    assert cm.rehearse_record("h4", _result(0, _rehearsal(schema_version=1)))["outcome"] == (
+        "rehearsed")
+    unreachable = cm.rehearse_record("h5", {"unreachable": True, "msg": "ssh: timeout"})
+    assert unreachable["failed"] and "ssh: timeout" in unreachable["reason"]
+
+
+def test_the_fleet_rehearsal_has_totals_over_the_hosts_that_rehearsed() -> None:
+    records = [cm.rehearse_record("h1", _result(0, _rehearsal())),
+               cm.rehearse_record("h2", _result(4, _rehearsal(
+                   ok=False, figures={**_rehearsal()["figures"], "window_seconds": 20.0}))),
+               cm.rehearse_record("h3", _result(3, {"ok": False, "exit_code": 3,
+                                                    "blockers": ["no room"]})),
+               None]  # fmt: skip
+    summary = cm.prepare_summary(records, ["h1", "h2", "h3", "h4"], command="rehearse")
+    assert summary["counts"] == {"rehearsed": 1, "failed": 2, "skipped": 1}
+    totals = summary["totals"]
+    assert (totals["hosts_rehearsed"], totals["hosts_with_failures"], totals["failures"]) == (
+        2, 1, 2)
+    assert (totals["images"], totals["containers"], totals["archive_bytes"]) == (6, 4, 2000)
+    assert (totals["window_seconds"], totals["longest_window_seconds"]) == (35.5, 20.0)
+    assert totals["longest_run_seconds"] == 17.5
+    assert [row["host"] for row in summary["hosts"]] == ["h1", "h2", "h3", "h4"]
+    assert "totals" not in cm.prepare_summary(records[:1], ["h1"], command="export")
+
+
+def test_the_fleet_reads_every_key_and_the_schema_version_rehearse_writes_today() -> None:
+    # The filter cannot import the product (it runs on the controller); this ties them.
+    from migrate.preflight.rehearsal import REHEARSAL_SCHEMA_VERSION, RehearsalReport
+
+    assert REHEARSAL_SCHEMA_VERSION in cm.REHEARSAL_SCHEMA_VERSIONS
+    assert set(cm.REHEARSAL_KEYS) <= set(RehearsalReport.model_fields)
+    assert set(_rehearsal()) - {"schema_version"} <= set(RehearsalReport.model_fields)

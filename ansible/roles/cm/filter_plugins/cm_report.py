@@ -590,8 +590,107 @@ def prepare_summary(
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
-    return {"kind": "containerd-migrate fleet prepare", "generated_at": now_utc(), **meta,
-            "counts": counts, "hosts": rows}  # fmt: skip
+    summary = {"kind": "containerd-migrate fleet prepare", "generated_at": now_utc(), **meta,
+               "counts": counts}  # fmt: skip
+    if meta.get("command") == "rehearse":
+        summary["totals"] = rehearsal_totals(rows)
+    return {**summary, "hosts": rows}
+
+
+# --- rehearse ----------------------------------------------------------------------------
+
+# The keys of a `rehearse --format json` report the fleet report carries per host (README).
+REHEARSAL_KEYS = ("ok", "exit_code", "finished_at", "hostname", "engine_version", "dockerd", "binaries",
+                  "images", "containers", "containers_created", "containers_started",
+                  "failures", "notes", "blockers", "dir", "leftovers_removed", "figures")
+# A report without `schema_version` is the first one (version 2 added keys, hostname among them);
+# a later version is not read.
+REHEARSAL_SCHEMA_VERSIONS = (None, 1, 2)
+
+
+def rehearsal_document(result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The report of a `rehearse --format json` task; {} when it printed none (it did not
+    start: an error before the rehearsal, a usage error) or one of another schema."""
+    doc = _json((result or {}).get("stdout"))
+    if doc is None or doc.get("schema_version") not in REHEARSAL_SCHEMA_VERSIONS:
+        return {}
+    return {key: doc.get(key) for key in REHEARSAL_KEYS}
+
+
+def _list(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _rehearse_outcome(record: Mapping[str, Any], doc: Mapping[str, Any]) -> tuple[str, str]:
+    """rehearsed | skipped (blocked, locked) | failed (what failed, or the error)."""
+    code, detail = record["exit_code"], record["error"] or record["exit"]
+    if code == 0 and doc.get("ok"):
+        return "rehearsed", "rehearsal passed"
+    if code == LOCKED:
+        return "skipped", f"rehearse: locked by another run after {record['attempts']} attempt(s)"
+    if code == 3:
+        return "skipped", "rehearse blocked: " + ("; ".join(_list(doc.get("blockers"))) or detail)
+    failures = _list(doc.get("failures"))
+    if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return "failed", f"rehearsal failed, {record['exit']}: {failures[0]}{more}"
+    if code is None:
+        return "failed", detail
+    return "failed", f"rehearse: {record['exit']}: {detail}"
+
+
+def rehearse_record(host: str, rehearse: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One host of prepare.yml with cm_prepare=rehearse, from the registered `rehearse
+    --format json` task: its report (`rehearsal`, None when it printed none) and outcome."""
+    doc = rehearsal_document(rehearse) if rehearse and _ran(rehearse) else {}
+    record: dict[str, Any] = {"host": host, "command": "rehearse", "exit_code": None,
+                              "exit": "did not run", "seconds": None, "attempts": 0,
+                              "error": "", "hint": "", "rehearsal": doc or None}  # fmt: skip
+    if rehearse and _ran(rehearse):
+        record.update(exit_code=_int(rehearse["rc"]), exit=exit_meaning(rehearse["rc"]),
+                      seconds=duration_seconds(rehearse.get("delta")),
+                      attempts=rehearse.get("attempts", 1), **cli_error(rehearse))
+    elif rehearse:
+        record.update(cli_error(rehearse))
+    outcome, reason = _rehearse_outcome(record, doc)
+    figures = doc.get("figures") or {}
+    record.update(outcome=outcome, reason=reason, failed=outcome == "failed",
+                  output=[*(f"FAIL {line}" for line in _list(doc.get("failures"))),
+                          *(f"BLOCKER {line}" for line in _list(doc.get("blockers"))),
+                          *(f"note {line}" for line in _list(doc.get("notes")))])
+    shown = (f", window {human_seconds(figures.get('window_seconds'))}, run "
+             f"{human_seconds(figures.get('run_seconds'))}" if figures else "")
+    record["line"] = f"{host}: {outcome}{shown}" + (
+        "" if outcome == "rehearsed" else f" ({reason})")
+    return record
+
+
+def rehearsal_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The fleet's figures over the hosts whose rehearsal ran to its report."""
+    ran = [r["rehearsal"] for r in rows if (r.get("rehearsal") or {}).get("figures")]
+
+    def longest(key: str) -> float:
+        return round(max((_number(d["figures"].get(key)) for d in ran), default=0.0), 1)
+
+    return {
+        "hosts_rehearsed": len(ran),
+        "hosts_with_failures": sum(1 for d in ran if d.get("failures")),
+        "failures": sum(len(_list(d.get("failures"))) for d in ran),
+        "images": int(_sum(ran, "images")),
+        "containers": int(_sum(ran, "containers")),
+        "containers_created": int(_sum(ran, "containers_created")),
+        "archive_bytes": int(_sum(ran, "figures", "archive_bytes")),
+        "save_seconds": round(_sum(ran, "figures", "save_seconds"), 1),
+        "load_seconds": round(_sum(ran, "figures", "load_seconds"), 1),
+        "window_seconds": round(_sum(ran, "figures", "window_seconds"), 1),
+        "run_seconds": round(_sum(ran, "figures", "run_seconds"), 1),
+        "longest_window_seconds": longest("window_seconds"),
+        "longest_run_seconds": longest("run_seconds"),
+    }
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 # --- rollback ----------------------------------------------------------------------------
@@ -690,6 +789,7 @@ class FilterModule:
             "cm_migrate_summary": migrate_summary,
             "cm_prepare_record": prepare_record,
             "cm_prepare_summary": prepare_summary,
+            "cm_rehearse_record": rehearse_record,
             "cm_rollback_record": rollback_record,
             "cm_rollback_summary": rollback_summary,
         }
