@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from migrate.preflight.rehearsal import REHEARSAL_SCHEMA_VERSION, RehearsalReport
+
 pytestmark = pytest.mark.unit
 
 PLUGIN = Path(__file__).resolve().parents[2] / "ansible/roles/cm/filter_plugins/cm_report.py"
@@ -313,7 +315,8 @@ def test_plan_summary_and_markdown_show_a_migrated_host_apart() -> None:
 def _rehearsal(ok: bool = True, **fields: Any) -> dict[str, Any]:
     """A `rehearse --format json` report, with every key it has today."""
     return {"schema_version": 2, "ok": ok, "exit_code": 0 if ok else 4,
-            "finished_at": "2026-12-05T02:00:00Z", "hostname": "h", "engine_version": "28.5.2", "dockerd": "/usr/sbin/dockerd",
+            "finished_at": "2026-12-05T02:00:00Z", "hostname": "h", "engine_version": "28.5.2",
+            "dockerd": "/usr/sbin/dockerd",
             "binaries": {"dockerd": "/usr/sbin/dockerd"}, "images": 3, "containers": 2,
             "containers_created": 2, "containers_started": None,
             "failures": [] if ok else ["image a:1 did not load", "cannot recreate container w"],
@@ -390,8 +393,6 @@ def test_the_fleet_rehearsal_has_totals_over_the_hosts_that_rehearsed() -> None:
 
 def test_the_fleet_reads_every_key_and_the_schema_version_rehearse_writes_today() -> None:
     # The filter cannot import the product (it runs on the controller); this ties them.
-    from migrate.preflight.rehearsal import REHEARSAL_SCHEMA_VERSION, RehearsalReport
-
     assert REHEARSAL_SCHEMA_VERSION in cm.REHEARSAL_SCHEMA_VERSIONS
     assert set(cm.REHEARSAL_KEYS) <= set(RehearsalReport.model_fields)
     assert set(_rehearsal()) - {"schema_version"} <= set(RehearsalReport.model_fields)
