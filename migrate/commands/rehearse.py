@@ -3,11 +3,12 @@
 A second, private dockerd from the host's own binaries (host/throwaway.py) gets the
 daemon.json the switch would write; every image goes into it with the code `run` uses
 (`docker save` from the live daemon into archives, `docker load` into the throwaway
-engine), the verify phase's verification runs against it, and every container is created
-(not started) with the recreate phase's request body. The live daemon keeps serving and
-nothing of it changes; the rehearsal is not a migration (the journal does not know of it).
-Figures measured on the way (engine start, load rate, verification) give the window a
-`run` would take on this host.
+engine; with `--staged`, the stage phase's `docker save` streamed into `ctr import` of the
+throwaway engine's own containerd), the verify phase's verification runs against it, and
+every container is created (not started) with the recreate phase's request body. The
+live daemon keeps serving and nothing of it changes; the rehearsal is not a migration (the
+journal does not know of it). Figures measured on the way (engine start, load or staging
+rate, verification) give the window a `run` would take on this host.
 """
 
 from __future__ import annotations
@@ -22,12 +23,19 @@ from typing import Any
 
 from migrate.archives.batching import plan_batches
 from migrate.archives.manifest import ArchiveManifest
+from migrate.archives.saved_tar import ExpectedImage
 from migrate.commands.context import GlobalOptions, connect, open_state
 from migrate.engine import Engine
+from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.errors import BlockedError, EngineError, ExitCode, MigrateError, UsageError
-from migrate.host.daemon_json import read_daemon_config, target_config
+from migrate.host.daemon_json import DEFAULT_SNAPSHOTTER, read_daemon_config, target_config
 from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes, free_bytes, write_private
-from migrate.host.launch import DaemonLaunch, detect_launch, dockerd_binary
+from migrate.host.launch import (
+    DEFAULT_CONTAINERD_NAMESPACE,
+    DaemonLaunch,
+    detect_launch,
+    dockerd_binary,
+)
 from migrate.host.throwaway import (
     RECORD_NAME,
     ThrowawayEngine,
@@ -42,6 +50,7 @@ from migrate.phases.base import PhaseContext, RunOptions, moved_image_ids
 from migrate.phases.export import batch_cap, write_batches
 from migrate.phases.import_ import load_refused
 from migrate.phases.recreate import create_body, image_for
+from migrate.phases.stage import StoreView, stream_batch
 from migrate.phases.verify import verify
 from migrate.preflight.containers import creation_order, volumes_from_sources
 from migrate.preflight.estimate import batch_bytes, room_needed, stop_bound
@@ -73,6 +82,27 @@ class RehearseArgs:
     start_timeout: float = 60.0
     # Also start the containers that ran (networking off), then stop them again.
     start: bool = False
+    # Move the images with the stage phase's code (`docker save` into `ctr import`).
+    staged: bool = False
+
+
+@dataclass(frozen=True)
+class MovedImages:
+    """How the images reached the throwaway engine: the archives (export path) or the
+    images the containerd store proves (staging path), and what moving them took."""
+
+    path: str  # "export" | "staged"
+    manifest: ArchiveManifest
+    staged: tuple[ExpectedImage, ...]
+    bytes: int
+    # Outside a run's window: the export's save, or the whole staging stream.
+    before_window_s: float
+    # Inside it: the import phase's `docker load` (0 when staged: nothing is left to load).
+    load_s: float
+
+    @property
+    def image_ids(self) -> dict[str, str]:
+        return moved_image_ids(self.manifest, self.staged)
 
 
 # --- pure parts ------------------------------------------------------------------------------
@@ -154,10 +184,13 @@ def render_text(report: dict[str, Any]) -> str:
                      "live daemon (networking off), then stopped them")
     lines += [f"FAIL {problem}" for problem in report["failures"]]
     lines += [f"note {note}" for note in report["notes"]]
+    moved = (f"staged {human_bytes(figures['archive_bytes'])} in "
+             f"{figures['save_seconds']:.1f} s ({figures['load_mbps']:.0f} MB/s)"
+             if report.get("path") == "staged" else
+             f"saved {human_bytes(figures['archive_bytes'])} in {figures['save_seconds']:.1f} "
+             f"s; loaded in {figures['load_seconds']:.1f} s ({figures['load_mbps']:.0f} MB/s)")
     lines.append(
-        f"engine start {figures['engine_start_seconds']:.1f} s; saved "
-        f"{human_bytes(figures['archive_bytes'])} in {figures['save_seconds']:.1f} s; loaded "
-        f"in {figures['load_seconds']:.1f} s ({figures['load_mbps']:.0f} MB/s); verified in "
+        f"engine start {figures['engine_start_seconds']:.1f} s; {moved}; verified in "
         f"{figures['verify_seconds']:.1f} s; containers created in "
         f"{figures['create_seconds']:.1f} s")
     lines.append(f"a `run` would take about {figures['run_seconds']:.0f} s, of which about "
@@ -284,38 +317,89 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
     notes: list[str] = []
     with Engine(throwaway.host) as new:
         new_info = new.info()
-        manifest, archive_bytes, save_s = _save(opts, live, inventory, throwaway)
-        load_s = _load(new, manifest, throwaway, failures)
+        moved = (_stage(live, inventory, launch, throwaway, config, failures) if args.staged
+                 else _export_and_load(opts, live, new, inventory, throwaway, failures))
+        failpoints.hit("rehearse:images-moved")
         began = time.monotonic()
         # verify() itself says when the engine is not on the containerd store.
-        failures += verify(new, inventory, manifest).all_problems()
+        failures += verify(new, inventory, moved.manifest, moved.staged).all_problems()
         verify_s = time.monotonic() - began
         began = time.monotonic()
-        created = _create_containers(new, inventory, manifest, container_failures, notes)
+        created = _create_containers(new, inventory, moved.image_ids, container_failures,
+                                     notes)
         create_s = time.monotonic() - began
+        failpoints.hit("rehearse:containers-created")
         started = _start_containers(new, inventory, created, container_failures) \
             if args.start else None
     code = outcome(failures, container_failures)
-    load_mbps = archive_bytes / 1e6 / load_s if load_s > 0 else 0.0
+    # Staged: the rate of the stream (save and import at once), outside the window.
+    moving_s = moved.load_s if moved.path == "export" else moved.before_window_s
+    load_mbps = moved.bytes / 1e6 / moving_s if moving_s > 0 else 0.0
     # The stop is plan's bound (the containers' own stop timeouts): a rehearsal stops nothing.
-    window = window_seconds(start_s, load_s, verify_s, create_s, stop_bound(inventory))
+    window = window_seconds(start_s, moved.load_s, verify_s, create_s, stop_bound(inventory))
     return {
         "ok": code is ExitCode.OK, "exit_code": int(code),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "engine_version": new_info.version,
         "dockerd": binaries["dockerd"], "binaries": binaries,
+        "path": moved.path,
         "images": len(inventory.images), "containers": len(inventory.containers),
         "containers_created": len(created), "containers_started": started,
         "failures": [*failures, *container_failures],
         "notes": notes,
         "figures": {
-            "engine_start_seconds": round(start_s, 2), "archive_bytes": archive_bytes,
-            "save_seconds": round(save_s, 2), "load_seconds": round(load_s, 2),
+            "engine_start_seconds": round(start_s, 2), "archive_bytes": moved.bytes,
+            "save_seconds": round(moved.before_window_s, 2),
+            "load_seconds": round(moved.load_s, 2),
             "load_mbps": round(load_mbps, 1), "verify_seconds": round(verify_s, 2),
             "create_seconds": round(create_s, 2), "window_seconds": round(window, 1),
-            "run_seconds": round(save_s + window, 1),
+            "run_seconds": round(moved.before_window_s + window, 1),
         },
     }
+
+
+def _export_and_load(opts: GlobalOptions, live: Engine, new: Engine, inventory: Inventory,
+                     throwaway: ThrowawayEngine, failures: list[str]) -> MovedImages:
+    """The export path of `run`: archives saved, then loaded."""
+    manifest, archive_bytes, save_s = _save(opts, live, inventory, throwaway)
+    failpoints.hit("rehearse:saved")
+    load_s = _load(new, manifest, throwaway, failures)
+    return MovedImages("export", manifest, (), archive_bytes, save_s, load_s)
+
+
+def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
+           throwaway: ThrowawayEngine, config: dict[str, Any],
+           failures: list[str]) -> MovedImages:
+    """The staging path of `run`: each batch's `docker save` streamed by the stage phase's
+    code into `ctr import` of the throwaway engine's own containerd; an image counts as
+    moved when that store proves it, as after a stage. A batch that fails is a failure
+    naming its images, and the others still stream."""
+    ctr = find_ctr(launch.pid, launch.argv[0] if launch.argv else None)
+    if ctr is None:
+        raise ContainerdError("--staged needs `ctr` next to dockerd or on PATH (it comes "
+                              "with the containerd package)",
+                              "install it, or rehearse without --staged")
+    client = Containerd(ctr, str(throwaway.containerd_socket), DEFAULT_CONTAINERD_NAMESPACE)
+    # The store the throwaway engine runs on, as its daemon.json (the switch's) names it.
+    snapshotter = str(config.get("storage-driver") or DEFAULT_SNAPSHOTTER)
+    local_import = client.local_import()
+    data_root = inventory.engine.data_root
+    batches = plan_batches(inventory.images, set(),
+                           batch_cap(data_root, Path(data_root)) if data_root else None)
+    began = time.monotonic()
+    sent = 0
+    with byte_bar("rehearse: stage", sum(b.estimated_bytes for b in batches)) as bar:
+        for batch in batches:
+            try:
+                sent += stream_batch(live, client, snapshotter, local_import, batch, bar,
+                                     throwaway.record_child)
+            except MigrateError as error:
+                failures.append(f"cannot stage {batch.name} ("
+                                + ", ".join(batch.refs[:5]) + f"): {error.message}")
+    view = StoreView(client, snapshotter)
+    staged = tuple(e for image in inventory.images if (e := view.staged(image)) is not None)
+    return MovedImages("staged", ArchiveManifest(), staged, sent,
+                       time.monotonic() - began, 0.0)
 
 
 def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
@@ -357,10 +441,9 @@ def _load(new: Engine, manifest: ArchiveManifest, throwaway: ThrowawayEngine,
     return time.monotonic() - began
 
 
-def _create_containers(new: Engine, inventory: Inventory, manifest: ArchiveManifest,
+def _create_containers(new: Engine, inventory: Inventory, image_ids: dict[str, str],
                        failures: list[str], notes: list[str]) -> dict[str, str]:
     """Every container, in the recreate phase's order, created and never started."""
-    image_ids = moved_image_ids(manifest)
     new_ids: dict[str, str] = {}
     for container in creation_order(inventory.containers):
         image = image_for(container, {}, image_ids)
