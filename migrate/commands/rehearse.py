@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrate.archives.batching import plan_batches
+from migrate.archives.batching import Batch, plan_batches
 from migrate.archives.manifest import ArchiveManifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.commands.context import GlobalOptions, connect, open_state
@@ -45,9 +45,9 @@ from migrate.host.throwaway import (
     private_config,
 )
 from migrate.journal.state_dir import StateDir
-from migrate.models import ContainerRecord, Inventory, Store
+from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
 from migrate.phases.base import PhaseContext, RunOptions, moved_image_ids
-from migrate.phases.export import batch_cap, write_batches
+from migrate.phases.export import batch_cap, closing_stream, write_batches
 from migrate.phases.import_ import load_refused
 from migrate.phases.recreate import create_body, image_for
 from migrate.phases.stage import StoreView, stream_batch
@@ -361,7 +361,7 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
 def _export_and_load(opts: GlobalOptions, live: Engine, new: Engine, inventory: Inventory,
                      throwaway: ThrowawayEngine, failures: list[str]) -> MovedImages:
     """The export path of `run`: archives saved, then loaded."""
-    manifest, archive_bytes, save_s = _save(opts, live, inventory, throwaway)
+    manifest, archive_bytes, save_s = _save(opts, live, inventory, throwaway, failures)
     failpoints.hit("rehearse:saved")
     load_s = _load(new, manifest, throwaway, failures)
     return MovedImages("export", manifest, (), archive_bytes, save_s, load_s)
@@ -372,8 +372,7 @@ def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
            failures: list[str]) -> MovedImages:
     """The staging path of `run`: each batch's `docker save` streamed by the stage phase's
     code into `ctr import` of the throwaway engine's own containerd; an image counts as
-    moved when that store proves it, as after a stage. A batch that fails is a failure
-    naming its images, and the others still stream."""
+    moved when that store proves it, as after a stage."""
     ctr = find_ctr(launch.pid, launch.argv[0] if launch.argv else None)
     if ctr is None:
         raise ContainerdError("--staged needs `ctr` next to dockerd or on PATH (it comes "
@@ -384,26 +383,66 @@ def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
     snapshotter = str(config.get("storage-driver") or DEFAULT_SNAPSHOTTER)
     local_import = client.local_import()
     data_root = inventory.engine.data_root
-    batches = plan_batches(inventory.images, set(),
-                           batch_cap(data_root, Path(data_root)) if data_root else None)
+    cap = batch_cap(data_root, Path(data_root)) if data_root else None
+    batches = plan_batches(inventory.images, set(), cap)
     began = time.monotonic()
-    sent = 0
+    sent: list[int] = []
     with byte_bar("rehearse: stage", sum(b.estimated_bytes for b in batches)) as bar:
-        for batch in batches:
-            try:
-                sent += stream_batch(live, client, snapshotter, local_import, batch, bar,
-                                     throwaway.record_child)
-            except MigrateError as error:
-                failures.append(f"cannot stage {batch.name} ("
-                                + ", ".join(batch.refs[:5]) + f"): {error.message}")
+        _move_batches(live, inventory, batches, cap, failures, lambda batch: sent.append(
+            stream_batch(live, client, snapshotter, local_import, batch, bar,
+                         throwaway.record_child)))
     view = StoreView(client, snapshotter)
     staged = tuple(e for image in inventory.images if (e := view.staged(image)) is not None)
-    return MovedImages("staged", ArchiveManifest(), staged, sent,
+    return MovedImages("staged", ArchiveManifest(), staged, sum(sent),
                        time.monotonic() - began, 0.0)
 
 
+def _move_batches(live: Engine, inventory: Inventory, batches: tuple[Batch, ...],
+                  cap: int | None, failures: list[str], move: Callable[[Batch], None],
+                  ) -> None:
+    """`move` each batch. When the daemon refuses to save one (a layer damaged in the
+    legacy store), `run` would stop there; a rehearsal names every image that cannot be
+    saved (each saved alone, to nowhere) as a failure, and moves the others of that batch
+    in batches of their own. Any other failure of a batch is a failure naming it."""
+    for batch in batches:
+        try:
+            move(batch)
+        except EngineError as refused:
+            members = [i for i in inventory.images if i.id in set(batch.image_ids)]
+            bad = {image.id: why for image in members
+                   if (why := _save_refused(live, image)) is not None}
+            if not bad:  # the batch, not one of its images: say so and go on
+                failures.append(f"cannot save {_refs(batch.refs)}: {refused.message}")
+                continue
+            failures += [f"cannot save {_refs(image.tags or (image.id,))}: {bad[image.id]}"
+                         for image in members if image.id in bad]
+            for again in plan_batches([i for i in members if i.id not in bad], set(), cap):
+                try:
+                    move(again)
+                except MigrateError as error:
+                    failures.append(f"cannot move {_refs(again.refs)}: {error.message}")
+        except MigrateError as error:
+            failures.append(f"cannot move {_refs(batch.refs)}: {error.message}")
+
+
+def _save_refused(live: Engine, image: ImageRecord) -> str | None:
+    """Why the daemon refuses to save `image` (its tags, or its ID when dangling)."""
+    try:
+        with closing_stream(live.save(list(image.tags or (image.id,)))) as chunks:
+            for _chunk in chunks:
+                pass
+    except EngineError as error:
+        return error.message
+    return None
+
+
+def _refs(refs: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(refs) - shown} more" if len(refs) > shown else ""
+    return ", ".join(refs[:shown]) + more
+
+
 def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
-          throwaway: ThrowawayEngine) -> tuple[ArchiveManifest, int, float]:
+          throwaway: ThrowawayEngine, failures: list[str]) -> tuple[ArchiveManifest, int, float]:
     """The export phase's batches, written by its own code into the rehearsal directory."""
     archives = throwaway.archives_dir
     archives.mkdir(mode=0o700, exist_ok=True)
@@ -412,13 +451,21 @@ def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
                            state_dir=opts.state_dir),
         connect=lambda: live, checkpoint=lambda _data: None, archives_dir=archives,
         reports_dir=throwaway.dir / "reports", inventory_path=throwaway.dir / "inventory.json")
-    batches = plan_batches(inventory.images, set(), batch_cap(inventory.engine.data_root,
-                                                              archives))
+    cap = batch_cap(inventory.engine.data_root, archives)
+    batches = plan_batches(inventory.images, set(), cap)
     began = time.monotonic()
+    manifest = ArchiveManifest()
+    written = 0
+
+    def write(batch: Batch) -> None:
+        nonlocal manifest, written
+        manifest, _written, _adopted, size = write_batches(
+            ctx, live, inventory, manifest, (batch,), bar, "rehearse")
+        written += size
+
     with byte_bar("rehearse: save", sum(b.estimated_bytes for b in batches)) as bar:
-        manifest, _written, _adopted, written_bytes = write_batches(
-            ctx, live, inventory, ArchiveManifest(), batches, bar, "rehearse")
-    return manifest, written_bytes, time.monotonic() - began
+        _move_batches(live, inventory, batches, cap, failures, write)
+    return manifest, written, time.monotonic() - began
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
