@@ -125,7 +125,7 @@ def _unescape(path: str) -> str:
     return path
 
 
-def _alive_as(pid: int, started: int | None) -> bool:
+def running_as(pid: int, started: int | None) -> bool:
     """Whether `pid` is still the process that started at `started` and has not exited. An
     exited child of ours (a zombie) is reaped here: the CLI started the engine."""
     fields = _stat_fields(pid)
@@ -140,7 +140,7 @@ def _alive_as(pid: int, started: int | None) -> bool:
 
 def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive_as(pid, started):
+    while running_as(pid, started):
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL)
@@ -150,7 +150,7 @@ def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
 def stop_process(pid: int, started: int | None, timeout: float = 30.0) -> bool:
     """SIGTERM, then SIGKILL after `timeout`: only while `pid` is still the process that
     started at `started`. True when it was ours and is gone now."""
-    if not _alive_as(pid, started):
+    if not running_as(pid, started):
         return False
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
         with contextlib.suppress(ProcessLookupError):
@@ -293,9 +293,9 @@ class ThrowawayEngine:
             (child["pid"], child["start_time"]) for child in record.get("children", [])
             if isinstance(child, dict) and isinstance(child.get("pid"), int)
             and isinstance(child.get("start_time"), int)
-            and _alive_as(child["pid"], child["start_time"])]
+            and running_as(child["pid"], child["start_time"])]
         pid, started = record.get("pid"), record.get("start_time")
-        if isinstance(pid, int) and isinstance(started, int) and _alive_as(pid, started):
+        if isinstance(pid, int) and isinstance(started, int) and running_as(pid, started):
             found.append((pid, started))
         for pidfile in (self.pidfile, self.exec_root / "containerd" / "containerd.pid"):
             other = _pid_naming(pidfile, self.dir)
