@@ -388,7 +388,7 @@ def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
     began = time.monotonic()
     sent: list[int] = []
     with byte_bar("rehearse: stage", sum(b.estimated_bytes for b in batches)) as bar:
-        _move_batches(live, inventory, batches, cap, failures, lambda batch: sent.append(
+        move_batches(live, inventory.images, batches, cap, failures, lambda batch: sent.append(
             stream_batch(live, client, snapshotter, local_import, batch, bar,
                          throwaway.record_child)))
     view = StoreView(client, snapshotter)
@@ -397,7 +397,7 @@ def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
                        time.monotonic() - began, 0.0)
 
 
-def _move_batches(live: Engine, inventory: Inventory, batches: tuple[Batch, ...],
+def move_batches(live: Engine, images: Sequence[ImageRecord], batches: tuple[Batch, ...],
                   cap: int | None, failures: list[str], move: Callable[[Batch], None],
                   ) -> None:
     """`move` each batch. When the daemon refuses to save one (a layer damaged in the
@@ -408,7 +408,7 @@ def _move_batches(live: Engine, inventory: Inventory, batches: tuple[Batch, ...]
         try:
             move(batch)
         except EngineError as refused:
-            members = [i for i in inventory.images if i.id in set(batch.image_ids)]
+            members = [i for i in images if i.id in set(batch.image_ids)]
             bad = {image.id: why for image in members
                    if (why := _save_refused(live, image)) is not None}
             if not bad:  # the batch, not one of its images: say so and go on
@@ -464,7 +464,7 @@ def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
         written += size
 
     with byte_bar("rehearse: save", sum(b.estimated_bytes for b in batches)) as bar:
-        _move_batches(live, inventory, batches, cap, failures, write)
+        move_batches(live, inventory.images, batches, cap, failures, write)
     return manifest, written, time.monotonic() - began
 
 
