@@ -445,9 +445,9 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
               help="Also start the containers that run on the live daemon (networking off; "
               "they really run: a cron job or a mailer runs twice), then stop them.")
 @click.option("--staged", is_flag=True,
-              help="Move the images as `run --staged` does: `docker save` streamed into "
-              "`ctr import` of the throwaway engine's containerd (no archives); the "
-              "figures then give the staging rate.")
+              help="Move the images as `containerd-migrate stage` does before a `run`: "
+              "`docker save` streamed into `ctr import` of the throwaway engine's "
+              "containerd (no archives); the figures then give the staging rate.")
 @click.pass_context
 def rehearse(ctx: click.Context, fmt: str, directory: str | None, keep: bool,
              snapshotter: str | None, start_timeout: float, start: bool,
