@@ -444,9 +444,14 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
 @click.option("--start", "start", is_flag=True,
               help="Also start the containers that run on the live daemon (networking off; "
               "they really run: a cron job or a mailer runs twice), then stop them.")
+@click.option("--staged", is_flag=True,
+              help="Move the images as `containerd-migrate stage` does before a `run`: "
+              "`docker save` streamed into `ctr import` of the throwaway engine's "
+              "containerd (no archives); the figures then give the staging rate.")
 @click.pass_context
 def rehearse(ctx: click.Context, fmt: str, directory: str | None, keep: bool,
-             snapshotter: str | None, start_timeout: float, start: bool) -> None:
+             snapshotter: str | None, start_timeout: float, start: bool,
+             staged: bool) -> None:
     """Rehearse the migration on a throwaway engine from this host's own binaries: every
     image saved, loaded and verified, every container created (not started). The live
     daemon keeps serving and is not changed.
@@ -458,4 +463,4 @@ def rehearse(ctx: click.Context, fmt: str, directory: str | None, keep: bool,
 
     _run(ctx, lambda: command(_globals(ctx), RehearseArgs(
         fmt=fmt, dir=Path(directory) if directory else None, keep=keep,
-        snapshotter=snapshotter, start_timeout=start_timeout, start=start)))
+        snapshotter=snapshotter, start_timeout=start_timeout, start=start, staged=staged)))

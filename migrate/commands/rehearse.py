@@ -3,11 +3,12 @@
 A second, private dockerd from the host's own binaries (host/throwaway.py) gets the
 daemon.json the switch would write; every image goes into it with the code `run` uses
 (`docker save` from the live daemon into archives, `docker load` into the throwaway
-engine), the verify phase's verification runs against it, and every container is created
-(not started) with the recreate phase's request body. The live daemon keeps serving and
-nothing of it changes; the rehearsal is not a migration (the journal does not know of it).
-Figures measured on the way (engine start, load rate, verification) give the window a
-`run` would take on this host.
+engine; with `--staged`, the stage phase's `docker save` streamed into `ctr import` of the
+throwaway engine's own containerd), the verify phase's verification runs against it, and
+every container is created (not started) with the recreate phase's request body. The
+live daemon keeps serving and nothing of it changes; the rehearsal is not a migration (the
+journal does not know of it). Figures measured on the way (engine start, load or staging
+rate, verification) give the window a `run` would take on this host.
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from migrate.archives.batching import plan_batches
+from migrate.archives.batching import Batch, plan_batches
 from migrate.archives.manifest import ArchiveManifest
+from migrate.archives.saved_tar import ExpectedImage
 from migrate.commands.context import GlobalOptions, connect, open_state
 from migrate.engine import Engine
+from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.errors import BlockedError, EngineError, ExitCode, MigrateError, UsageError
-from migrate.host.daemon_json import read_daemon_config, target_config
+from migrate.host.daemon_json import DEFAULT_SNAPSHOTTER, read_daemon_config, target_config
 from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes, free_bytes, write_private
-from migrate.host.launch import DaemonLaunch, detect_launch, dockerd_binary
+from migrate.host.launch import (
+    DEFAULT_CONTAINERD_NAMESPACE,
+    DaemonLaunch,
+    detect_launch,
+    dockerd_binary,
+)
 from migrate.host.throwaway import (
     RECORD_NAME,
     ThrowawayEngine,
@@ -39,17 +47,19 @@ from migrate.host.throwaway import (
     private_config,
 )
 from migrate.journal.state_dir import StateDir
-from migrate.models import ContainerRecord, Inventory, Store
+from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
 from migrate.phases.base import PhaseContext, RunOptions, moved_image_ids
-from migrate.phases.export import batch_cap, write_batches
+from migrate.phases.export import batch_cap, closing_stream, write_batches
 from migrate.phases.import_ import load_refused
 from migrate.phases.recreate import create_body, image_for
+from migrate.phases.stage import StoreView, stream_batch
 from migrate.phases.verify import verify
 from migrate.preflight import rehearsal as rehearsal_report
 from migrate.preflight.containers import creation_order, volumes_from_sources
 from migrate.preflight.estimate import batch_bytes, room_needed, stop_bound
 from migrate.preflight.rehearsal import (
     REHEARSAL_SCHEMA_VERSION,
+    MovePath,
     RehearsalFigures,
     RehearsalReport,
     images_fingerprint,
@@ -84,6 +94,27 @@ class RehearseArgs:
     start_timeout: float = 60.0
     # Also start the containers that ran (networking off), then stop them again.
     start: bool = False
+    # Move the images with the stage phase's code (`docker save` into `ctr import`).
+    staged: bool = False
+
+
+@dataclass(frozen=True)
+class MovedImages:
+    """How the images reached the throwaway engine: the archives (export path) or the
+    images the containerd store proves (staging path), and what moving them took."""
+
+    path: MovePath
+    manifest: ArchiveManifest
+    staged: tuple[ExpectedImage, ...]
+    bytes: int
+    # Outside a run's window: the export's save, or the whole staging stream.
+    before_window_s: float
+    # Inside it: the import phase's `docker load` (0 when staged: nothing is left to load).
+    load_s: float
+
+    @property
+    def image_ids(self) -> dict[str, str]:
+        return moved_image_ids(self.manifest, self.staged)
 
 
 # --- pure parts ------------------------------------------------------------------------------
@@ -155,16 +186,18 @@ def window_seconds(start: float, load: float, verify_s: float, create: float,
     return stop + start + load + verify_s + create
 
 
-def measured(start_s: float, archive_bytes: int, save_s: float, load_s: float,
-             verify_s: float, create_s: float, stop_s: float) -> RehearsalFigures:
+def measured(start_s: float, moved: MovedImages, verify_s: float, create_s: float,
+             stop_s: float) -> RehearsalFigures:
     """The report's figures from the seconds measured and plan's stop bound (pure)."""
-    window = window_seconds(start_s, load_s, verify_s, create_s, stop_s)
+    window = window_seconds(start_s, moved.load_s, verify_s, create_s, stop_s)
+    # Staged: the rate of the stream (save and import at once), outside the window.
+    moving_s = moved.load_s if moved.path == "export" else moved.before_window_s
     return RehearsalFigures(
-        engine_start_seconds=round(start_s, 2), archive_bytes=archive_bytes,
-        save_seconds=round(save_s, 2), load_seconds=round(load_s, 2),
-        load_mbps=round(archive_bytes / 1e6 / load_s if load_s > 0 else 0.0, 1),
+        engine_start_seconds=round(start_s, 2), archive_bytes=moved.bytes,
+        save_seconds=round(moved.before_window_s, 2), load_seconds=round(moved.load_s, 2),
+        load_mbps=round(moved.bytes / 1e6 / moving_s if moving_s > 0 else 0.0, 1),
         verify_seconds=round(verify_s, 2), create_seconds=round(create_s, 2),
-        window_seconds=round(window, 1), run_seconds=round(save_s + window, 1),
+        window_seconds=round(window, 1), run_seconds=round(moved.before_window_s + window, 1),
         staged_window_seconds=round(window_seconds(start_s, 0.0, verify_s, create_s,
                                                    stop_s), 1))
 
@@ -316,33 +349,119 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
     notes: list[str] = []
     with Engine(throwaway.host) as new:
         new_info = new.info()
-        manifest, archive_bytes, save_s = _save(opts, live, inventory, throwaway)
-        load_s = _load(new, manifest, throwaway, failures)
+        moved = (_stage(live, inventory, launch, throwaway, config, failures) if args.staged
+                 else _export_and_load(opts, live, new, inventory, throwaway, failures))
+        failpoints.hit("rehearse:images-moved")
         began = time.monotonic()
         # verify() itself says when the engine is not on the containerd store.
-        failures += verify(new, inventory, manifest).all_problems()
+        failures += verify(new, inventory, moved.manifest, moved.staged).all_problems()
         verify_s = time.monotonic() - began
         began = time.monotonic()
-        created = _create_containers(new, inventory, manifest, container_failures, notes)
+        created = _create_containers(new, inventory, moved.image_ids, container_failures,
+                                     notes)
         create_s = time.monotonic() - began
+        failpoints.hit("rehearse:containers-created")
         started = _start_containers(new, inventory, created, container_failures) \
             if args.start else None
     code = outcome(failures, container_failures)
     return RehearsalReport(
         schema_version=REHEARSAL_SCHEMA_VERSION, ok=code is ExitCode.OK, exit_code=int(code),
         finished_at=_now(), hostname=socket.gethostname(), engine_version=new_info.version,
-        dockerd=binaries["dockerd"], binaries=binaries, images=len(inventory.images),
-        containers=len(inventory.containers), containers_created=len(created),
-        containers_started=started, failures=(*failures, *container_failures),
-        notes=tuple(notes), images_fingerprint=images_fingerprint(inventory),
+        dockerd=binaries["dockerd"], binaries=binaries, path=moved.path,
+        images=len(inventory.images), containers=len(inventory.containers),
+        containers_created=len(created), containers_started=started,
+        failures=(*failures, *container_failures), notes=tuple(notes),
+        images_fingerprint=images_fingerprint(inventory),
         # The stop is plan's bound (the containers' own stop timeouts): a rehearsal stops
         # nothing.
-        figures=measured(start_s, archive_bytes, save_s, load_s, verify_s, create_s,
-                         stop_bound(inventory)))
+        figures=measured(start_s, moved, verify_s, create_s, stop_bound(inventory)))
+
+
+def _export_and_load(opts: GlobalOptions, live: Engine, new: Engine, inventory: Inventory,
+                     throwaway: ThrowawayEngine, failures: list[str]) -> MovedImages:
+    """The export path of `run`: archives saved, then loaded."""
+    manifest, archive_bytes, save_s = _save(opts, live, inventory, throwaway, failures)
+    failpoints.hit("rehearse:saved")
+    load_s = _load(new, manifest, throwaway, failures)
+    return MovedImages("export", manifest, (), archive_bytes, save_s, load_s)
+
+
+def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
+           throwaway: ThrowawayEngine, config: dict[str, Any],
+           failures: list[str]) -> MovedImages:
+    """The staging path of `run`: each batch's `docker save` streamed by the stage phase's
+    code into `ctr import` of the throwaway engine's own containerd; an image counts as
+    moved when that store proves it, as after a stage."""
+    ctr = find_ctr(launch.pid, launch.argv[0] if launch.argv else None)
+    if ctr is None:
+        raise ContainerdError("--staged needs `ctr` next to dockerd or on PATH (it comes "
+                              "with the containerd package)",
+                              "install it, or rehearse without --staged")
+    client = Containerd(ctr, str(throwaway.containerd_socket), DEFAULT_CONTAINERD_NAMESPACE)
+    # The store the throwaway engine runs on, as its daemon.json (the switch's) names it.
+    snapshotter = str(config.get("storage-driver") or DEFAULT_SNAPSHOTTER)
+    local_import = client.local_import()
+    data_root = inventory.engine.data_root
+    cap = batch_cap(data_root, Path(data_root)) if data_root else None
+    batches = plan_batches(inventory.images, set(), cap)
+    began = time.monotonic()
+    sent: list[int] = []
+    with byte_bar("rehearse: stage", sum(b.estimated_bytes for b in batches)) as bar:
+        move_batches(live, inventory.images, batches, cap, failures, lambda batch: sent.append(
+            stream_batch(live, client, snapshotter, local_import, batch, bar,
+                         throwaway.record_child)))
+    view = StoreView(client, snapshotter)
+    staged = tuple(e for image in inventory.images if (e := view.staged(image)) is not None)
+    return MovedImages("staged", ArchiveManifest(), staged, sum(sent),
+                       time.monotonic() - began, 0.0)
+
+
+def move_batches(live: Engine, images: Sequence[ImageRecord], batches: tuple[Batch, ...],
+                  cap: int | None, failures: list[str], move: Callable[[Batch], None],
+                  ) -> None:
+    """`move` each batch. When the daemon refuses to save one (a layer damaged in the
+    legacy store), `run` would stop there; a rehearsal names every image that cannot be
+    saved (each saved alone, to nowhere) as a failure, and moves the others of that batch
+    in batches of their own. Any other failure of a batch is a failure naming it."""
+    for batch in batches:
+        try:
+            move(batch)
+        except EngineError as refused:
+            members = [i for i in images if i.id in set(batch.image_ids)]
+            bad = {image.id: why for image in members
+                   if (why := _save_refused(live, image)) is not None}
+            if not bad:  # the batch, not one of its images: say so and go on
+                failures.append(f"cannot save {_refs(batch.refs)}: {refused.message}")
+                continue
+            failures += [f"cannot save {_refs(image.tags or (image.id,))}: {bad[image.id]}"
+                         for image in members if image.id in bad]
+            for again in plan_batches([i for i in members if i.id not in bad], set(), cap):
+                try:
+                    move(again)
+                except MigrateError as error:
+                    failures.append(f"cannot move {_refs(again.refs)}: {error.message}")
+        except MigrateError as error:
+            failures.append(f"cannot move {_refs(batch.refs)}: {error.message}")
+
+
+def _save_refused(live: Engine, image: ImageRecord) -> str | None:
+    """Why the daemon refuses to save `image` (its tags, or its ID when dangling)."""
+    try:
+        with closing_stream(live.save(list(image.tags or (image.id,)))) as chunks:
+            for _chunk in chunks:
+                pass
+    except EngineError as error:
+        return error.message
+    return None
+
+
+def _refs(refs: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(refs) - shown} more" if len(refs) > shown else ""
+    return ", ".join(refs[:shown]) + more
 
 
 def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
-          throwaway: ThrowawayEngine) -> tuple[ArchiveManifest, int, float]:
+          throwaway: ThrowawayEngine, failures: list[str]) -> tuple[ArchiveManifest, int, float]:
     """The export phase's batches, written by its own code into the rehearsal directory."""
     archives = throwaway.archives_dir
     archives.mkdir(mode=0o700, exist_ok=True)
@@ -351,13 +470,21 @@ def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
                            state_dir=opts.state_dir),
         connect=lambda: live, checkpoint=lambda _data: None, archives_dir=archives,
         reports_dir=throwaway.dir / "reports", inventory_path=throwaway.dir / "inventory.json")
-    batches = plan_batches(inventory.images, set(), batch_cap(inventory.engine.data_root,
-                                                              archives))
+    cap = batch_cap(inventory.engine.data_root, archives)
+    batches = plan_batches(inventory.images, set(), cap)
     began = time.monotonic()
+    manifest = ArchiveManifest()
+    written = 0
+
+    def write(batch: Batch) -> None:
+        nonlocal manifest, written
+        manifest, _written, _adopted, size = write_batches(
+            ctx, live, inventory, manifest, (batch,), bar, "rehearse")
+        written += size
+
     with byte_bar("rehearse: save", sum(b.estimated_bytes for b in batches)) as bar:
-        manifest, _written, _adopted, written_bytes = write_batches(
-            ctx, live, inventory, ArchiveManifest(), batches, bar, "rehearse")
-    return manifest, written_bytes, time.monotonic() - began
+        move_batches(live, inventory.images, batches, cap, failures, write)
+    return manifest, written, time.monotonic() - began
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -380,10 +507,9 @@ def _load(new: Engine, manifest: ArchiveManifest, throwaway: ThrowawayEngine,
     return time.monotonic() - began
 
 
-def _create_containers(new: Engine, inventory: Inventory, manifest: ArchiveManifest,
+def _create_containers(new: Engine, inventory: Inventory, image_ids: dict[str, str],
                        failures: list[str], notes: list[str]) -> dict[str, str]:
     """Every container, in the recreate phase's order, created and never started."""
-    image_ids = moved_image_ids(manifest)
     new_ids: dict[str, str] = {}
     for container in creation_order(inventory.containers):
         image = image_for(container, {}, image_ids)

@@ -144,8 +144,10 @@ def _rehearsal_figures(report: RehearsalReport) -> str:
     if figures is None:
         return ""
     staged = figures.staged_window_seconds
-    return (f"engine start {figures.engine_start_seconds:.1f} s, load "
-            f"{figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s), verify "
+    moved = (f"stage {figures.save_seconds:.1f} s" if report.path == "staged"
+             else f"load {figures.load_seconds:.1f} s")
+    return (f"engine start {figures.engine_start_seconds:.1f} s, {moved} "
+            f"({figures.load_mbps:.0f} MB/s), verify "
             f"{figures.verify_seconds:.1f} s; a `run` window about "
             f"{human_duration(figures.window_seconds)}"
             + (f" (after a `stage` about {human_duration(staged)})" if staged is not None

@@ -36,6 +36,8 @@ LEGACY_STORAGE_DRIVER_MAPPING: Mapping[str, str] = MappingProxyType(
     {"overlay2": "overlayfs", "vfs": "native"}
 )
 UNMAPPABLE_DRIVERS = frozenset({"btrfs", "zfs", "fuse-overlayfs", "devicemapper", "aufs"})
+# The snapshotter dockerd picks on the containerd store when daemon.json names none.
+DEFAULT_SNAPSHOTTER = "overlayfs"
 KNOWN_SNAPSHOTTERS = frozenset(
     {"overlayfs", "native", "btrfs", "zfs", "fuse-overlayfs", "devmapper", "stargz", "nydus",
      "erofs"}

@@ -125,7 +125,7 @@ def _unescape(path: str) -> str:
     return path
 
 
-def _alive_as(pid: int, started: int | None) -> bool:
+def running_as(pid: int, started: int | None) -> bool:
     """Whether `pid` is still the process that started at `started` and has not exited. An
     exited child of ours (a zombie) is reaped here: the CLI started the engine."""
     fields = _stat_fields(pid)
@@ -140,7 +140,7 @@ def _alive_as(pid: int, started: int | None) -> bool:
 
 def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive_as(pid, started):
+    while running_as(pid, started):
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL)
@@ -150,7 +150,7 @@ def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
 def stop_process(pid: int, started: int | None, timeout: float = 30.0) -> bool:
     """SIGTERM, then SIGKILL after `timeout`: only while `pid` is still the process that
     started at `started`. True when it was ours and is gone now."""
-    if not _alive_as(pid, started):
+    if not running_as(pid, started):
         return False
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
         with contextlib.suppress(ProcessLookupError):
@@ -197,12 +197,17 @@ class ThrowawayEngine:
         return self.dir / "dockerd.log"
 
     @property
+    def containerd_socket(self) -> Path:
+        """The socket of the containerd the throwaway dockerd starts (under its exec root)."""
+        return self.exec_root / "containerd" / "containerd.sock"
+
+    @property
     def archives_dir(self) -> Path:
         return self.dir / "archives"
 
     def socket_problem(self) -> str | None:
         """Why this directory cannot hold the engine's sockets (too long a path)."""
-        longest = self.exec_root / "containerd" / "containerd.sock"
+        longest = self.containerd_socket
         if len(str(longest.absolute())) > MAX_SOCKET_PATH:
             return (f"the rehearsal directory {self.dir} is too deep for unix sockets "
                     f"({longest} is longer than {MAX_SOCKET_PATH} bytes); give a shorter --dir")
@@ -263,6 +268,14 @@ class ThrowawayEngine:
         raise ThrowawayError(f"the throwaway dockerd did not answer within {timeout:.0f} s: "
                              f"{self.log_tail()}", "see its log (with --keep)")
 
+    def record_child(self, pid: int) -> None:
+        """Journal a process the CLI starts for this engine (`ctr import` of `--staged`)
+        before it does anything: it can outlive a killed CLI, and is stopped with the
+        engine."""
+        children = [*self.read_record().get("children", []),
+                    {"pid": pid, "start_time": process_start_time(pid)}]
+        self._write_record(children=children)
+
     def log_tail(self, lines: int = 5) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -271,13 +284,18 @@ class ThrowawayEngine:
         return " | ".join(text.strip().splitlines()[-lines:])
 
     def owned_pids(self) -> list[tuple[int, int | None]]:
-        """(pid, start time) of the processes this directory's engine started: the one the
-        record names, then those its pidfiles name whose command line names this
-        directory (dockerd's, and that of the containerd it started)."""
-        found: list[tuple[int, int | None]] = []
+        """(pid, start time) of the processes this directory's engine started: the
+        children the CLI recorded (still the same processes), the one the record names,
+        then those its pidfiles name whose command line names this directory (dockerd's,
+        and that of the containerd it started)."""
         record = self.read_record()
+        found: list[tuple[int, int | None]] = [
+            (child["pid"], child["start_time"]) for child in record.get("children", [])
+            if isinstance(child, dict) and isinstance(child.get("pid"), int)
+            and isinstance(child.get("start_time"), int)
+            and running_as(child["pid"], child["start_time"])]
         pid, started = record.get("pid"), record.get("start_time")
-        if isinstance(pid, int) and isinstance(started, int) and _alive_as(pid, started):
+        if isinstance(pid, int) and isinstance(started, int) and running_as(pid, started):
             found.append((pid, started))
         for pidfile in (self.pidfile, self.exec_root / "containerd" / "containerd.pid"):
             other = _pid_naming(pidfile, self.dir)

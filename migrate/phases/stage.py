@@ -23,7 +23,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,13 +202,17 @@ def _flush(data_root: str, managed: bool) -> JSONDict:
     return {"how": how, "seconds": round(time.monotonic() - started, 2)}
 
 
-def _stream(engine: Engine, client: Containerd, facts: StagingFacts, batch: Batch,
-            ctx: PhaseContext, bar: ByteProgress) -> int:
-    """`docker save` of the batch into a `ctr images import` child; returns bytes sent."""
+def stream_batch(engine: Engine, client: Containerd, snapshotter: str, local_import: bool,
+                 batch: Batch, bar: ByteProgress, started: Callable[[int], None]) -> int:
+    """`docker save` of the batch into a `ctr images import` child; returns bytes sent.
+
+    `started` gets the child's pid before the stream begins, so whoever runs this can
+    record it: a child outlives a CLI killed under it (stage's journal, rehearse's record).
+    """
     with import_output() as output:
-        child = client.start_import(facts.snapshotter, dangling=batch.kind is BatchKind.DANGLING,
-                                    local=facts.local_import, output=output)
-        ctx.checkpoint({"importing": batch.name, "pid": child.pid, "refs": len(batch.refs)})
+        child = client.start_import(snapshotter, dangling=batch.kind is BatchKind.DANGLING,
+                                    local=local_import, output=output)
+        started(child.pid)
         sent = 0
         assert child.stdin is not None
         try:
@@ -235,6 +239,13 @@ def _stream(engine: Engine, client: Containerd, facts: StagingFacts, batch: Batc
                 "check containerd's log and the free space of its root; then run the same "
                 "command again (what is staged already is kept)")
     return sent
+
+
+def _journal_import(ctx: PhaseContext, batch: Batch) -> Callable[[int], None]:
+    """Checkpoint a started `ctr import`'s pid: a resumed run waits for it to end."""
+    def checkpoint(pid: int) -> None:
+        ctx.checkpoint({"importing": batch.name, "pid": pid, "refs": len(batch.refs)})
+    return checkpoint
 
 
 class StagePhase(Phase):
@@ -273,7 +284,8 @@ class StagePhase(Phase):
             for batch in batches:
                 bar.describe(f"stage {batch.name} ({len(batch.refs)} refs)")
                 started = time.monotonic()
-                sent = _stream(engine, client, facts, batch, ctx, bar)
+                sent = stream_batch(engine, client, facts.snapshotter, facts.local_import,
+                                    batch, bar, _journal_import(ctx, batch))
                 sent_now += sent
                 view = StoreView(client, facts.snapshotter, view.known)
                 staged = self._prove(view, inventory, batch)

@@ -24,6 +24,7 @@ from migrate.engine.restart import SYSTEMD_RUNTIME_DIR, resolve_restart_command
 from migrate.errors import BlockedError, DaemonConfigError, UsageError
 from migrate.host import systemd
 from migrate.host.daemon_json import (
+    DEFAULT_SNAPSHOTTER,
     DaemonConfigState,
     choose_snapshotter,
     read_daemon_config,
@@ -77,7 +78,7 @@ class StagingFacts(Frozen):
     ctr: str | None = None
     address: str = ""
     namespace: str = "moby"
-    snapshotter: str = "overlayfs"
+    snapshotter: str = DEFAULT_SNAPSHOTTER
     server_version: str | None = None
     local_import: bool = False
     # dockerd's own containerd (its root is under the data root), not a `--containerd` one.
@@ -184,7 +185,7 @@ def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigSt
                                          snapshotter_override, info.legacy_driver)
     except DaemonConfigError as error:
         return base.model_copy(update={"problem": f"no target snapshotter: {error.message}"})
-    base = base.model_copy(update={"snapshotter": snapshotter or "overlayfs"})
+    base = base.model_copy(update={"snapshotter": snapshotter or DEFAULT_SNAPSHOTTER})
     ctr = find_ctr(launch.pid or info.pid, launch.argv[0] if launch.argv else None)
     if ctr is None:
         return base.model_copy(update={"problem": "no `ctr` binary next to dockerd or on PATH "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -22,8 +23,11 @@ from migrate.models import Frozen, Inventory
 REPORT_NAME = "rehearsal.json"
 # 1: the reports written before this model (no `schema_version` key); 2 adds
 # `schema_version`, `hostname`, `images_fingerprint`, `blockers` in every report and
-# `figures.staged_window_seconds`.
+# `figures.staged_window_seconds`, `path`.
 REHEARSAL_SCHEMA_VERSION = 2
+# How the images reached the throwaway engine: saved and loaded, as `run` moves them, or
+# streamed into its containerd store, as `stage` then `run` (`rehearse --staged`).
+MovePath = Literal["export", "staged"]
 # How big a report may be when read back: a few KiB, failures included.
 _MAX_REPORT_BYTES = 16 << 20
 
@@ -67,6 +71,7 @@ class RehearsalReport(_Tolerant):
     engine_version: str = ""
     dockerd: str = ""
     binaries: dict[str, str] = {}
+    path: MovePath = "export"
     images: int = 0
     containers: int = 0
     containers_created: int = 0

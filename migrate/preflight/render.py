@@ -398,14 +398,21 @@ def _result(report: RehearsalReport) -> str:
     return "OK" if report.ok else f"FAILED (exit {report.exit_code})"
 
 
-def rehearsal_figures_table(figures: RehearsalFigures) -> Table:
+def _moved_rows(report: RehearsalReport, figures: RehearsalFigures) -> tuple[tuple[str, str], ...]:
+    # Decimal sizes, as the rates are MB/s.
+    if report.path == "staged":
+        return (("stage (before the window)", f"{decimal_bytes(figures.archive_bytes)} in "
+                 f"{figures.save_seconds:.1f} s ({figures.load_mbps:.0f} MB/s)"),)
+    return (("save", f"{decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s"),
+            ("load", f"{figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s)"))
+
+
+def rehearsal_figures_table(report: RehearsalReport, figures: RehearsalFigures) -> Table:
     """The figures a rehearsal measured on this host, and the windows computed from them."""
     staged = figures.staged_window_seconds
     rows = (
         ("engine start (stands for the restart)", f"{figures.engine_start_seconds:.1f} s"),
-        # Decimal sizes, as the rates are MB/s.
-        ("save", f"{decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s"),
-        ("load", f"{figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s)"),
+        *_moved_rows(report, figures),
         ("verification", f"{figures.verify_seconds:.1f} s"),
         ("containers created", f"{figures.create_seconds:.1f} s"),
         ("`run` window", f"about {human_duration(figures.window_seconds)} (stop, restart, "
@@ -432,10 +439,13 @@ def render_rehearsal_text(report: RehearsalReport) -> str:
     lines += [f"note {note}" for note in report.notes]
     figures = report.figures
     if figures is not None:
+        moved = (f"staged {decimal_bytes(figures.archive_bytes)} in "
+                 f"{figures.save_seconds:.1f} s ({figures.load_mbps:.0f} MB/s)"
+                 if report.path == "staged" else
+                 f"saved {decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} "
+                 f"s; loaded in {figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s)")
         lines.append(
-            f"engine start {figures.engine_start_seconds:.1f} s; saved "
-            f"{decimal_bytes(figures.archive_bytes)} in {figures.save_seconds:.1f} s; loaded "
-            f"in {figures.load_seconds:.1f} s ({figures.load_mbps:.0f} MB/s); verified in "
+            f"engine start {figures.engine_start_seconds:.1f} s; {moved}; verified in "
             f"{figures.verify_seconds:.1f} s; containers created in "
             f"{figures.create_seconds:.1f} s")
         lines.append(f"a `run` would take about {figures.run_seconds:.0f} s, of which about "
@@ -462,11 +472,12 @@ def render_rehearsal_markdown(report: RehearsalReport) -> str:
                if report.containers_started is not None else "")
     lines += [md_text(f"{report.hostname or 'This host'}, rehearsed {report.when()} on a "
                       f"throwaway Docker Engine {report.engine_version} from the host's own "
-                      f"binaries ({report.dockerd}): {report.images} image(s) saved, loaded "
+                      f"binaries ({report.dockerd}): {report.images} image(s) "
+                      f"{'staged' if report.path == 'staged' else 'saved, loaded'} "
                       f"and verified, {report.containers_created} of {report.containers} "
                       f"container(s) created{started}; the live daemon kept serving."), ""]
     if report.figures is not None:
-        table = rehearsal_figures_table(report.figures)
+        table = rehearsal_figures_table(report, report.figures)
         lines += [f"### {md_escape(table.title)}", "", _md_row(table.headers),
                   "|" + "---|" * len(table.headers), *(_md_row(row) for row in table.rows),
                   ""]

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from migrate.archives.manifest import ArchiveManifest
 from migrate.commands.context import GlobalOptions
-from migrate.commands.rehearse import PENDING_NAME, REPORT_NAME, measured
+from migrate.commands.rehearse import PENDING_NAME, REPORT_NAME, MovedImages, measured
 from migrate.commands.run import confirmation_question
 from migrate.commands.status import status
 from migrate.host.throwaway import RECORD_NAME, ThrowawayEngine
@@ -85,9 +86,35 @@ def test_no_report_or_a_broken_one_reads_as_none(tmp_path: Path) -> None:
     assert read_report(tmp_path / "broken.json") is None
 
 
+def _exported() -> RehearsalFigures:
+    """260 MB saved in 2 s and loaded in 4 s; the engine started in 1.5 s, verification
+    3 s, containers created in 0.5 s, a stop bound of 10.5 s."""
+    moved = MovedImages("export", ArchiveManifest(), (), 260_000_000, 2.0, 4.0)
+    return measured(1.5, moved, verify_s=3.0, create_s=0.5, stop_s=10.5)
+
+
+def _staged() -> RehearsalFigures:
+    """The same host, the 260 MB streamed into the store in 5 s (nothing left to load)."""
+    moved = MovedImages("staged", ArchiveManifest(), (), 260_000_000, 5.0, 0.0)
+    return measured(1.5, moved, verify_s=3.0, create_s=0.5, stop_s=10.5)
+
+
+def test_a_staged_rehearsal_has_the_stream_outside_the_window() -> None:
+    figures = _staged()
+    assert figures.window_seconds == figures.staged_window_seconds == 15.5
+    assert figures.run_seconds == 20.5 and figures.load_mbps == 52.0
+    staged = report(path="staged", figures=figures)
+    text = render_rehearsal(staged, "text")
+    assert "staged 260 MB in 5.0 s (52 MB/s); verified in 3.0 s" in text
+    assert "loaded" not in text
+    markdown = render_rehearsal(staged, "markdown")
+    assert "| stage (before the window) | 260 MB in 5.0 s (52 MB/s) |" in markdown
+    assert "| load |" not in markdown and "2 image(s) staged and verified" in markdown
+    assert RehearsalReport.model_validate_json(staged.to_json()).path == "staged"
+
+
 def test_the_figures_add_a_staged_window_without_the_load() -> None:
-    figures = measured(start_s=1.5, archive_bytes=260_000_000, save_s=2.0, load_s=4.0,
-                       verify_s=3.0, create_s=0.5, stop_s=10.5)
+    figures = _exported()
     assert figures.window_seconds == 19.5
     assert figures.staged_window_seconds == 15.5
     assert figures.run_seconds == 21.5
@@ -114,8 +141,7 @@ def test_markdown_has_the_result_the_figures_and_the_failures() -> None:
     assert "### Failures (2)" in markdown
     assert "- cannot recreate container web: no such image" in markdown
     assert "### Notes (1)" in markdown
-    ok = render_rehearsal(report(figures=measured(1.5, 260_000_000, 2.0, 4.0, 3.0, 0.5,
-                                                  10.5)), "markdown")
+    ok = render_rehearsal(report(figures=_exported()), "markdown")
     assert ok.startswith("## Rehearsal: OK\n") and "Failures" not in ok
     assert "| `stage` + `run` window | about 16 s" in ok
 
@@ -155,6 +181,14 @@ def test_a_usable_rehearsal_gives_the_restart_import_verify_and_export() -> None
     assert est.bases["import"].label().startswith(
         "measured by rehearsal 2026-12-05 02:30:00 UTC: loaded 260 MB in 4.0 s")
     assert est.rehearsal is not None and est.rehearsal.used
+
+
+def test_a_staged_rehearsals_stream_bounds_both_the_save_and_the_load() -> None:
+    est = estimate(inventory(APP, WEB), rehearsal=report(path="staged", figures=_staged()))
+    # Never a load of 0 s: the stream saved and imported at once, in 5 s.
+    assert (est.export_seconds, est.import_seconds) == (5.0, 5.0)
+    assert est.bases["import"].label().startswith(
+        "measured by rehearsal 2026-12-05 02:30:00 UTC: staged 260 MB in 5.0 s (52 MB/s)")
 
 
 def test_given_throughput_wins_for_the_transfers_only() -> None:
@@ -269,8 +303,7 @@ def test_status_without_a_rehearsal_says_nothing_of_one_and_creates_nothing(
 
 
 def test_status_shows_the_last_rehearsal_apart_from_the_migration(tmp_path: Path) -> None:
-    state_dir = _state_dir(tmp_path, report(figures=measured(1.5, 260_000_000, 2.0, 4.0,
-                                                             3.0, 0.5, 10.5)))
+    state_dir = _state_dir(tmp_path, report(figures=_exported()))
     text = _status(state_dir)
     lines = text.splitlines()
     assert lines[0] == "no migration has been started with this state dir"

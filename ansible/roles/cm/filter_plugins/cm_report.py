@@ -601,7 +601,8 @@ def prepare_summary(
 
 # The keys of a `rehearse --format json` report the fleet report carries per host (README).
 REHEARSAL_KEYS = ("ok", "exit_code", "finished_at", "hostname", "engine_version", "dockerd",
-                  "binaries", "images", "containers", "containers_created", "containers_started",
+                  "binaries", "path", "images", "containers", "containers_created",
+                  "containers_started",
                   "failures", "notes", "blockers", "dir", "leftovers_removed", "figures")
 # A report without `schema_version` is the first one (version 2 added keys, hostname among them);
 # a later version is not read.
