@@ -19,7 +19,10 @@ import click
 from migrate import __version__
 from migrate.engine.client import base_url
 from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminated, UsageError
-from migrate.preflight.facts import CONTAINERS_POLICIES
+from migrate.host.daemon_json import DEFAULT_PATH as DEFAULT_DAEMON_CONFIG
+from migrate.host.launch import DEFAULT_SOCKET
+from migrate.journal.state_dir import DEFAULT_STATE_DIR
+from migrate.preflight.facts import CONTAINERS_POLICIES, DEFAULT_CONTAINERS_POLICY
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 from migrate.support.streams import survive_lost_output
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
+DEFAULT_HOST = f"unix://{DEFAULT_SOCKET}"
 
 
 def _host(given: str | None) -> str:
@@ -46,7 +49,7 @@ def _host(given: str | None) -> str:
 
 def _refuse_empty(ctx: click.Context) -> None:
     """An option given as "" (or its variable set to "") is a mistake, never a request for
-    the default: an empty --state-dir must not quietly become /var/lib/containerd-migrate."""
+    the default: an empty --state-dir must not quietly become the default state dir."""
     for context in (ctx.find_root(), ctx):
         for param in context.command.params:
             if not isinstance(param, click.Option) or param.is_flag or param.count \
@@ -114,11 +117,11 @@ def _containers_option(f: F) -> F:
         "--containers",
         type=click.Choice(list(CONTAINERS_POLICIES)),
         default=None,
-        help="refuse (default): containers block the migration; leave: stop them and keep "
+        help="refuse: containers block the migration; leave: stop them and keep "
         "them hidden in the legacy store (they come back on rollback); recreate: stop them "
         "and create them again in the containerd store (same name, config, volumes, "
         "networks). Chosen once per migration: `export` journals it and `run` uses it unless "
-        "given another.",
+        f"given another. [default: {DEFAULT_CONTAINERS_POLICY}]",
     )(f)
 
 
@@ -255,10 +258,10 @@ class _GlobalsAnywhere(click.Group):
 @click.version_option(__version__, prog_name="containerd-migrate")
 @click.option("--host", default=None, help="Docker daemon address [default: DOCKER_HOST, else "
               f"{DEFAULT_HOST}]")
-@click.option("--daemon-config", default="/etc/docker/daemon.json", show_default=True,
+@click.option("--daemon-config", default=DEFAULT_DAEMON_CONFIG, show_default=True,
               type=click.Path(dir_okay=False), help="The daemon.json that dockerd reads.")
 # click.Path() checks nothing: StateDir refuses every unusable shape alike (exit 7).
-@click.option("--state-dir", default="/var/lib/containerd-migrate", show_default=True,
+@click.option("--state-dir", default=str(DEFAULT_STATE_DIR), show_default=True,
               type=click.Path(), help="Journal, inventory, archives, reports.")
 @click.option("--follow-symlinks", is_flag=True, help="Allow a daemon.json that is a symlink.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console",

@@ -17,6 +17,7 @@ from enum import StrEnum
 from migrate.engine.restart import RESTART_COMMAND_HINT
 from migrate.errors import DaemonConfigError
 from migrate.host.daemon_json import (
+    DEFAULT_PATH,
     LEGACY_STORAGE_DRIVER_MAPPING,
     SNAPSHOTTER_FEATURE,
     DaemonConfigState,
@@ -31,6 +32,7 @@ from migrate.host.launch import (
     names_containerd,
 )
 from migrate.host.systemd import SERVICE, SOCKET, describe_limit
+from migrate.journal.state_dir import DEFAULT_STATE_DIR
 from migrate.models import VOLUME_GUARD_NAME, Frozen, Inventory, Store
 from migrate.preflight.containers import (
     commit_bytes,
@@ -198,7 +200,7 @@ def volatile_state_dir(fs: FilesystemFacts) -> Check | None:
                   "loses its journal, which holds the only copy of the original daemon.json "
                   "(and with it the rollback)",
                   "pick a --state-dir on a disk-backed filesystem (the default is "
-                  "/var/lib/containerd-migrate)")
+                  f"{DEFAULT_STATE_DIR})")
 
 
 def state_dir_volatile(c: Ctx) -> Check | None:
@@ -230,7 +232,7 @@ def daemon_config_not_read(c: Ctx) -> Check | None:
                       "cannot tell which daemon.json dockerd reads (its command line is "
                       "unknown)",
                       f"make sure dockerd reads {c.config.path}: its --config-file, else "
-                      "/etc/docker/daemon.json")
+                      f"{DEFAULT_PATH}")
     if _same_file(c.config, read):
         return None
     if read == os.devnull and not c.config.exists:
@@ -244,7 +246,7 @@ def daemon_config_not_read(c: Ctx) -> Check | None:
     return _check("daemon-config-not-read", BLOCKER,
                   f"dockerd reads {read}, not {c.config.path}",
                   f"pass --daemon-config {read} (the --config-file on dockerd's command line, "
-                  "else /etc/docker/daemon.json)",
+                  f"else {DEFAULT_PATH})",
                   [f"dockerd command line: {' '.join(c.launch.argv)}"]
                   + [f"unit file: {u}" for u in c.launch.unit_files])
 

@@ -52,7 +52,7 @@ DEFAULT_CONTAINERS_POLICY: ContainersPolicy = "refuse"
 
 
 class PlanOptions(Frozen):
-    containers: ContainersPolicy = "refuse"
+    containers: ContainersPolicy = DEFAULT_CONTAINERS_POLICY
     snapshotter: str | None = None
     throughput_mbps: float | None = Field(default=None, gt=0)
     follow_symlinks: bool = False
