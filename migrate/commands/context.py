@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from migrate.engine import Engine
-from migrate.engine.restart import parse_restart_command
+from migrate.engine.daemon_control import parse_restart_command
 from migrate.errors import MigrateError, StateError, UsageError
 from migrate.journal import JournalState, replay
 from migrate.journal.state_dir import StateDir

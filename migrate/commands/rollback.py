@@ -18,7 +18,7 @@ from migrate.commands.context import (
     require_confirmation,
 )
 from migrate.commands.output import Format, Report, reported, rollback_fields
-from migrate.engine.restart import parse_restart_command
+from migrate.engine.daemon_control import parse_restart_command
 from migrate.errors import MigrateError
 from migrate.journal import JournalState
 from migrate.phases.base import RunOptions
@@ -45,7 +45,7 @@ class RollbackArgs:
 def rollback_options(opts: GlobalOptions, args: RollbackArgs,
                      state: JournalState | None = None) -> RunOptions:
     # Without --restart-command/--restart-timeout each undo uses what its journal record
-    # names; given, they win (engine.restart.resolve_restart_command/_timeout).
+    # names; given, they win (engine.daemon_control.resolve_restart_command/_timeout).
     restart = parse_restart_command(args.restart_command) if args.restart_command else ()
     # The rollback's run record keeps the migration's containers policy: the next-step hint
     # after it ("run --containers <policy> migrates again") reads it from there.

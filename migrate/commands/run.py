@@ -20,7 +20,7 @@ from migrate.commands.context import (
     staged_images,
 )
 from migrate.commands.output import Format, Report, reported, rollback_fields
-from migrate.engine.restart import resolve_restart_command
+from migrate.engine.daemon_control import resolve_restart_command
 from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import PreparedPlan, RunOptions
 from migrate.phases.lifecycle import containers_policy_of

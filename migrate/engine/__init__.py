@@ -3,7 +3,7 @@
 `client` talks to the Engine API and returns frozen models, reading through a
 `transport.Reads` (`unix_http` on a local socket, `sdk_reads` elsewhere); `legacy_store`
 reads the data root's legacy-store files; `convert` turns raw API answers into models
-(pure); `restart` runs the host's restart command and waits until the daemon answers in
+(pure); `daemon_control` runs the host's restart command and waits until the daemon answers in
 the image store asked for.
 """
 

@@ -34,7 +34,7 @@ class RunOptions:
     daemon_config: Path
     state_dir: Path
     restart_command: tuple[str, ...] = ()
-    # None: not given; `engine.restart.resolve_restart_timeout` decides.
+    # None: not given; `engine.daemon_control.resolve_restart_timeout` decides.
     restart_timeout: float | None = None
     stop_timeout: int = 10
     containers: ContainersPolicy = "refuse"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from migrate.engine import restart as daemon_control
+from migrate.engine import daemon_control
 from migrate.errors import RestartFailed
 from migrate.host import systemd
 from migrate.models import EngineInfo, Store

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from migrate import __version__
 from migrate.engine import Engine
-from migrate.engine.restart import resolve_restart_timeout
+from migrate.engine.daemon_control import resolve_restart_timeout
 from migrate.errors import (
     EngineUnreachable,
     ExitCode,

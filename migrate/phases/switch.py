@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from migrate.engine import restart as daemon_control
+from migrate.engine import daemon_control
 from migrate.errors import BlockedError, DaemonConfigError, StateError
 from migrate.host.daemon_json import (
     SNAPSHOTTER_FEATURE,

@@ -20,7 +20,7 @@ from pydantic import Field
 from migrate.archives.manifest import written_bytes
 from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
-from migrate.engine.restart import SYSTEMD_RUNTIME_DIR, resolve_restart_command
+from migrate.engine.daemon_control import SYSTEMD_RUNTIME_DIR, resolve_restart_command
 from migrate.errors import BlockedError, DaemonConfigError, UsageError
 from migrate.host import systemd
 from migrate.host.daemon_json import (

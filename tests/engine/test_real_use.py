@@ -15,7 +15,7 @@ import pytest
 
 from migrate.commands.context import GlobalOptions
 from migrate.commands.run import RunArgs, run
-from migrate.engine.restart import default_restart_command
+from migrate.engine.daemon_control import default_restart_command
 from migrate.errors import BlockedError, ExitCode, UsageError
 from migrate.journal import replay
 from migrate.sandbox import SandboxFactory

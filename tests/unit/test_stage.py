@@ -66,7 +66,7 @@ def test_stage_is_opt_in_then_rerun_until_containers_stop(tmp_path: Path) -> Non
             handle.done()
     # `run` after `stage`: stages again (what changed), exports what is not staged.
     assert steps_to_run(journal.state(), RUN_PHASES)[:3] == ("snapshot", "stage", "export")
-    assert journal.state().next_phase == "export"
+    assert journal.state().remaining[:1] == ("export",)
     with journal.phase("export", {}) as handle:
         handle.done()
     with journal.phase("quiesce", {}) as handle:

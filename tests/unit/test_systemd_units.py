@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.engine.restart import run_restart_with_recovery
+from migrate.engine.daemon_control import run_restart_with_recovery
 from migrate.errors import RestartFailed
 from migrate.host import systemd
 from migrate.host.launch import parse_dockerd_argv

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate.engine import restart as daemon_control
-from migrate.engine.restart import (
+from migrate.engine import daemon_control
+from migrate.engine.daemon_control import (
     default_restart_command,
     parse_restart_command,
     run_restart_command,
