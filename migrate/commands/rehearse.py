@@ -26,7 +26,7 @@ from migrate.commands.context import GlobalOptions, connect, open_state
 from migrate.engine import Engine
 from migrate.errors import BlockedError, EngineError, ExitCode, MigrateError, UsageError
 from migrate.host.daemon_json import read_daemon_config, target_config
-from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes, free_bytes, write_private
+from migrate.host.fs import free_bytes, write_private
 from migrate.host.launch import DaemonLaunch, detect_launch, dockerd_binary
 from migrate.host.throwaway import (
     RECORD_NAME,
@@ -265,8 +265,8 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
                 (state_dir.path / PENDING_NAME).unlink(missing_ok=True)
     report["dir"] = str(folder) if args.keep else None
     report["leftovers_removed"] = leftovers
-    atomic_write_bytes(state_dir.reports_dir / REPORT_NAME,
-                       json.dumps(report, indent=2).encode(), mode=PRIVATE_FILE_MODE)
+    state_dir.write_file(state_dir.reports_dir / REPORT_NAME,
+                         json.dumps(report, indent=2).encode())
     opts.console.emit(json.dumps(report, indent=2) if args.fmt == "json"
                       else render_text(report))
     return int(report["exit_code"])
@@ -326,8 +326,7 @@ def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
     ctx = PhaseContext(
         options=RunOptions(host=opts.host, daemon_config=opts.daemon_config,
                            state_dir=opts.state_dir),
-        connect=lambda: live, checkpoint=lambda _data: None, archives_dir=archives,
-        reports_dir=throwaway.dir / "reports", inventory_path=throwaway.dir / "inventory.json")
+        connect=lambda: live, checkpoint=lambda _data: None, state_dir=StateDir(throwaway.dir))
     batches = plan_batches(inventory.images, set(), batch_cap(inventory.engine.data_root,
                                                               archives))
     began = time.monotonic()

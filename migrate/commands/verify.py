@@ -31,7 +31,7 @@ def verify(opts: GlobalOptions) -> int:
         staged = records_of(state).stage.expected
         report = verify_phase.verify(engine, inventory, read_manifest(state_dir.archives_dir),
                                      staged)
-    paths = verify_phase.write_reports(report, state_dir.reports_dir)
+    paths = verify_phase.write_reports(report, state_dir)
     opts.console.emit(verify_phase.render_text(report))
     verify_phase.raise_if_failed(report, paths["verification.txt"])
     return int(ExitCode.OK)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, get_args
 
-from migrate.archives.manifest import ArchiveManifest, read_manifest
+from migrate.archives.manifest import ArchiveManifest, manifest_bytes, manifest_path, read_manifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
 from migrate.journal import ToolImage
-from migrate.journal.state_dir import read_inventory
+from migrate.journal.state_dir import StateDir, read_inventory
 from migrate.models import Inventory
 from migrate.phases.records import PhaseRecords
 from migrate.preflight.facts import ContainersPolicy, HostFacts
@@ -76,9 +76,8 @@ class PhaseContext:
     options: RunOptions
     connect: Callable[[], Engine]
     checkpoint: Checkpoint
-    archives_dir: Path
-    reports_dir: Path
-    inventory_path: Path
+    # Every file a phase keeps goes in here, written through `state_dir.write_file`.
+    state_dir: StateDir
     # Progress records this phase wrote in earlier, interrupted attempts (resume).
     previous_progress: tuple[JSONDict, ...] = ()
     # Typed undo records and results of the phases already done in this migration.
@@ -88,6 +87,21 @@ class PhaseContext:
     migration_id: str = ""
     # What earlier migrations of the state dir put into the containerd store.
     earlier_tool_images: tuple[ToolImage, ...] = ()
+
+    @property
+    def archives_dir(self) -> Path:
+        return self.state_dir.archives_dir
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir.reports_dir
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.state_dir.inventory_path
+
+    def write_manifest(self, manifest: ArchiveManifest) -> None:
+        self.state_dir.write_file(manifest_path(self.archives_dir), manifest_bytes(manifest))
 
     @property
     def containers_policy(self) -> ContainersPolicy:
