@@ -109,6 +109,8 @@ def _globals(ctx: click.Context) -> GlobalOptions:
         state_dir=Path(params["state_dir"]),
         follow_symlinks=params["follow_symlinks"],
         console=ClickConsole(),
+        argv=tuple(sys.argv[1:]),
+        interactive=sys.stdin.isatty(),
     )
 
 
@@ -341,7 +343,7 @@ def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str 
     _run(ctx, lambda: command(_globals(ctx), RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
         restart_command=restart_command, restart_timeout=restart_timeout,
-        auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty(), fmt=fmt)))
+        auto_rollback=not no_auto_rollback, fmt=fmt)))
 
 
 @main.command()
@@ -407,7 +409,7 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
 
     _run(ctx, lambda: command(_globals(ctx), RollbackArgs(
         restart_command=restart_command, restart_timeout=restart_timeout, force=force,
-        purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty(), fmt=fmt)))
+        purge_imported=purge_imported, yes=yes, fmt=fmt)))
 
 
 @main.command()
@@ -429,7 +431,6 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
     from migrate.commands.cleanup import cleanup as command
 
     _run(ctx, lambda: command(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
-                              interactive=sys.stdin.isatty(),
                               remove_legacy_containers=remove_legacy_containers,
                               keep_images=keep_images, fmt=fmt))
 

@@ -33,10 +33,10 @@ from migrate.support.sizes import human_bytes
 
 
 def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
-            interactive: bool = False, remove_legacy_containers: bool = False,
-            keep_images: bool = False, fmt: Format = "text") -> int:
+            remove_legacy_containers: bool = False, keep_images: bool = False,
+            fmt: Format = "text") -> int:
     return reported(opts, "cleanup", fmt, lambda report: _cleanup(
-        report, prune_legacy, yes, interactive, remove_legacy_containers, keep_images))
+        report, prune_legacy, yes, opts.interactive, remove_legacy_containers, keep_images))
 
 
 def _cleanup(report: Report, prune_legacy: bool, yes: bool, interactive: bool,

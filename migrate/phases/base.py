@@ -18,11 +18,16 @@ from migrate.archives.manifest import ArchiveManifest, manifest_bytes, manifest_
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
-from migrate.journal import ToolImage
+from migrate.journal import JournalState, ToolImage
 from migrate.journal.state_dir import StateDir, read_inventory
 from migrate.models import Inventory
 from migrate.phases.records import PhaseRecords
-from migrate.preflight.facts import ContainersPolicy, HostFacts
+from migrate.preflight.facts import (
+    CONTAINERS_POLICIES,
+    DEFAULT_CONTAINERS_POLICY,
+    ContainersPolicy,
+    HostFacts,
+)
 from migrate.preflight.report import PlanReport
 
 JSONDict = dict[str, Any]
@@ -37,7 +42,7 @@ class RunOptions:
     # None: not given; `engine.daemon_control.resolve_restart_timeout` decides.
     restart_timeout: float | None = None
     stop_timeout: int = 10
-    containers: ContainersPolicy = "refuse"
+    containers: ContainersPolicy = DEFAULT_CONTAINERS_POLICY
     follow_symlinks: bool = False
     snapshotter: str | None = None
 
@@ -53,6 +58,53 @@ class RunOptions:
             "follow_symlinks": self.follow_symlinks,
             "snapshotter": self.snapshotter,
         }
+
+
+@dataclass(frozen=True)
+class GivenOptions:
+    """What a command was given; None where the operator gave nothing. The runner resolves
+    it once, under the state dir lock, into the run's `RunOptions` (`Runner.forward`)."""
+
+    host: str
+    daemon_config: Path
+    state_dir: Path
+    follow_symlinks: bool = False
+    containers: ContainersPolicy | None = None
+    restart_command: tuple[str, ...] | None = None
+    restart_timeout: float | None = None
+    snapshotter: str | None = None
+
+    def containers_policy(self, state: JournalState) -> ContainersPolicy:
+        """One policy per migration: the one given now, else the one journaled by the
+        migration in progress (`export`, `stage`), else the default."""
+        chosen = self.containers or _journaled_options(state).get("containers")
+        return cast(ContainersPolicy, chosen) if chosen in CONTAINERS_POLICIES \
+            else DEFAULT_CONTAINERS_POLICY
+
+    def chosen_restart_command(self, state: JournalState) -> tuple[str, ...] | None:
+        """The restart command given now, else the journaled one, else None (then
+        `daemon_control.resolve_restart_command` asks the host)."""
+        if self.restart_command:
+            return self.restart_command
+        recorded = _journaled_options(state).get("restart_command")
+        return tuple(str(word) for word in recorded) \
+            if isinstance(recorded, list) and recorded else None
+
+    def resolve(self, containers: ContainersPolicy,
+                restart_command: tuple[str, ...]) -> RunOptions:
+        return RunOptions(
+            host=self.host, daemon_config=self.daemon_config, state_dir=self.state_dir,
+            restart_command=restart_command, restart_timeout=self.restart_timeout,
+            containers=containers, follow_symlinks=self.follow_symlinks,
+            snapshotter=self.snapshotter)
+
+
+def _journaled_options(state: JournalState) -> dict[str, Any]:
+    """The options the migration in progress was started (or last resumed) with; {} when
+    none is in progress."""
+    if state.migration_id is None or not state.runs:
+        return {}
+    return dict(state.runs[-1].options)
 
 
 @dataclass(frozen=True)
