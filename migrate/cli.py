@@ -189,7 +189,7 @@ class _PositiveNumber(_FloatParam):
 def _restart_options(f: F) -> F:
     f = _restart_command_option(f)
     # default None: an explicit value must be told from the default, since on rollback it
-    # beats the journaled one (engine.daemon_control.resolve_restart_timeout).
+    # beats the journaled one (engine.daemon_wait.resolve_restart_timeout).
     f = click.option("--restart-timeout", type=_PositiveNumber(1, "seconds"), default=None,
                      envvar="CONTAINERD_MIGRATE_RESTART_TIMEOUT",
                      help="Seconds to wait for the daemon to come back [default: the "

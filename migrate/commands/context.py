@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from migrate.engine import Engine
-from migrate.engine.daemon_control import parse_restart_command
 from migrate.errors import MigrateError, UsageError
+from migrate.host.restart_command import parse_restart_command
 from migrate.journal import JournalState, replay
 from migrate.journal.state_dir import StateDir
 from migrate.phases.base import GivenOptions

@@ -61,7 +61,8 @@ def _rollback(report: Report, args: RollbackArgs) -> int:
                 yes=args.yes, interactive=opts.interactive)
 
     # Without --restart-command/--restart-timeout each undo uses what its journal record
-    # names; given, they win (engine.daemon_control.resolve_restart_command/_timeout).
+    # names; given, they win (host.restart_command.resolve_restart_command,
+    # engine.daemon_wait.resolve_restart_timeout).
     given = opts.given(restart_command=args.restart_command,
                        restart_timeout=args.restart_timeout)
     runner = Runner(state_dir, given, lambda: connect(opts), say=opts.console.emit,

@@ -39,7 +39,7 @@ class RunOptions:
     daemon_config: Path
     state_dir: Path
     restart_command: tuple[str, ...] = ()
-    # None: not given; `engine.daemon_control.resolve_restart_timeout` decides.
+    # None: not given; `engine.daemon_wait.resolve_restart_timeout` decides.
     restart_timeout: float | None = None
     stop_timeout: int = 10
     containers: ContainersPolicy = DEFAULT_CONTAINERS_POLICY
@@ -83,7 +83,7 @@ class GivenOptions:
 
     def chosen_restart_command(self, state: JournalState) -> tuple[str, ...] | None:
         """The restart command given now, else the journaled one, else None (then
-        `daemon_control.resolve_restart_command` asks the host)."""
+        `host.restart_command.resolve_restart_command` asks the host)."""
         if self.restart_command:
             return self.restart_command
         recorded = _journaled_options(state).get("restart_command")

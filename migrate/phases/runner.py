@@ -19,13 +19,14 @@ from typing import Any, cast
 
 from migrate import __version__
 from migrate.engine import Engine
-from migrate.engine.daemon_control import resolve_restart_command, resolve_restart_timeout
+from migrate.engine.daemon_wait import resolve_restart_timeout
 from migrate.errors import (
     EngineUnreachable,
     ExitCode,
     MigrateError,
     RolledBack,
 )
+from migrate.host.restart_command import resolve_restart_command
 from migrate.journal import (
     KEPT_IN_CONTAINERD,
     OPT_IN_PHASES,

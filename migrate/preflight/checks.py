@@ -14,7 +14,6 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from migrate.engine.daemon_control import RESTART_COMMAND_HINT
 from migrate.errors import DaemonConfigError
 from migrate.host.daemon_json import (
     DEFAULT_PATH,
@@ -31,6 +30,7 @@ from migrate.host.launch import (
     containerd_endpoint,
     names_containerd,
 )
+from migrate.host.restart_command import RESTART_COMMAND_HINT
 from migrate.host.systemd import SERVICE, SOCKET, describe_limit
 from migrate.journal.state_dir import DEFAULT_STATE_DIR
 from migrate.models import VOLUME_GUARD_NAME, Frozen, Inventory, Store

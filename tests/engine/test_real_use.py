@@ -15,8 +15,8 @@ import pytest
 
 from migrate.commands.context import GlobalOptions
 from migrate.commands.run import RunArgs, run
-from migrate.engine.daemon_control import default_restart_command
 from migrate.errors import BlockedError, ExitCode, UsageError
+from migrate.host.restart_command import default_restart_command
 from migrate.journal import replay
 from migrate.sandbox import SandboxFactory
 from migrate.sandbox.daemon import Sandbox

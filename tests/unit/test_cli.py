@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from migrate.cli import hoist_global_options, main
 from migrate.engine.client import base_url
-from migrate.engine.daemon_control import DEFAULT_RESTART_TIMEOUT, resolve_restart_timeout
+from migrate.engine.daemon_wait import DEFAULT_RESTART_TIMEOUT, resolve_restart_timeout
 from migrate.errors import ExitCode, UsageError
 from migrate.journal import Journal
 from migrate.preflight.facts import CONTAINERS_POLICIES

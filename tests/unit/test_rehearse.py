@@ -23,6 +23,7 @@ from migrate.commands.rehearse import (
     window_seconds,
 )
 from migrate.errors import ExitCode, UsageError
+from migrate.host.processes import process_start_time, stop_process
 from migrate.host.throwaway import (
     RECORD_NAME,
     ThrowawayEngine,
@@ -30,8 +31,6 @@ from migrate.host.throwaway import (
     locate_binaries,
     mounts_under,
     private_config,
-    process_start_time,
-    stop_process,
 )
 from migrate.models import ContainerRecord, NetworkAttachment, Store
 from tests.unit.fake_api import empty_daemon, fake_api
