@@ -1,4 +1,5 @@
-"""What systemd says about docker.service: its start limit, and whether it refused a start.
+"""What systemd says: whether it runs this host and knows docker.service, docker.service's start
+limit, and whether it refused a start.
 
 Debian's docker.service allows 3 starts in 60 s (`StartLimitBurst=3`,
 `StartLimitIntervalSec=60s`) and the boot start counts. A migration and its rollback, or an
