@@ -355,8 +355,10 @@ def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str 
 def export(ctx: click.Context, containers: str | None, restart_command: str | None) -> None:
     """Snapshot and export only, while the daemon keeps serving (before the window)."""
     from migrate.commands.export import export as command
+    from migrate.commands.prepare import PrepareArgs
 
-    _run(ctx, lambda: command(_globals(ctx), containers, restart_command))
+    _run(ctx, lambda: command(_globals(ctx), PrepareArgs(
+        containers=containers, restart_command=restart_command)))
 
 
 @main.command()
@@ -369,9 +371,11 @@ def stage(ctx: click.Context, containers: str | None, restart_command: str | Non
           snapshotter: str | None) -> None:
     """Put every image into the containerd store dockerd will use, while it keeps serving
     on the legacy store (before the window): `run` then costs one restart plus verify."""
+    from migrate.commands.prepare import PrepareArgs
     from migrate.commands.stage import stage as command
 
-    _run(ctx, lambda: command(_globals(ctx), containers, restart_command, snapshotter))
+    _run(ctx, lambda: command(_globals(ctx), PrepareArgs(
+        containers=containers, restart_command=restart_command, snapshotter=snapshotter)))
 
 
 @main.command()
@@ -379,18 +383,20 @@ def stage(ctx: click.Context, containers: str | None, restart_command: str | Non
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Show the state of the current (or last) migration."""
+    from migrate.commands.status import StatusArgs
     from migrate.commands.status import status as command
 
-    _run(ctx, lambda: command(_globals(ctx), fmt))
+    _run(ctx, lambda: command(_globals(ctx), StatusArgs(fmt=fmt)))
 
 
 @main.command()
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-run the verification of the migrated images."""
+    from migrate.commands.verify import VerifyArgs
     from migrate.commands.verify import verify as command
 
-    _run(ctx, lambda: command(_globals(ctx)))
+    _run(ctx, lambda: command(_globals(ctx), VerifyArgs()))
 
 
 @main.command()
@@ -428,11 +434,12 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
             keep_images: bool, yes: bool, fmt: Format) -> None:
     """After a verified migration: delete the archives (and optionally legacy data). After
     a rollback: delete the archives and the tool's images in the containerd store."""
+    from migrate.commands.cleanup import CleanupArgs
     from migrate.commands.cleanup import cleanup as command
 
-    _run(ctx, lambda: command(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
-                              remove_legacy_containers=remove_legacy_containers,
-                              keep_images=keep_images, fmt=fmt))
+    _run(ctx, lambda: command(_globals(ctx), CleanupArgs(
+        prune_legacy=prune_legacy, remove_legacy_containers=remove_legacy_containers,
+        keep_images=keep_images, yes=yes, fmt=fmt)))
 
 
 @main.command()

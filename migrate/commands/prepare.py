@@ -8,6 +8,7 @@ plan blocks is refused before the journal knows of it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from migrate.commands.context import (
@@ -28,11 +29,20 @@ from migrate.support.sizes import human_bytes
 Preparation = Literal["export", "stage"]
 
 
-def prepare(opts: GlobalOptions, what: Preparation, containers: str | None = None,
-            restart_command: str | None = None, snapshotter: str | None = None) -> int:
+@dataclass(frozen=True)
+class PrepareArgs:
+    # None: the policy journaled by the migration in progress, else the default.
+    containers: str | None = None
+    restart_command: str | None = None
+    # `stage` only: the snapshotter when the storage driver has no automatic mapping.
+    snapshotter: str | None = None
+
+
+def prepare(opts: GlobalOptions, what: Preparation, args: PrepareArgs) -> int:
     state_dir = open_state(opts)
-    given = given_options(opts, RunArgs(containers=containers, snapshotter=snapshotter,
-                                        restart_command=restart_command))
+    given = given_options(opts, RunArgs(containers=args.containers,
+                                        snapshotter=args.snapshotter,
+                                        restart_command=args.restart_command))
     runner = Runner(state_dir, given, lambda: connect(opts), say=opts.console.emit,
                     command_line=command_line(opts))
 

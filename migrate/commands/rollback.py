@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from migrate.commands.cleanup import cleanup
+from migrate.commands.cleanup import CleanupArgs, cleanup
 from migrate.commands.context import (
     GlobalOptions,
     command_line,
@@ -51,7 +51,7 @@ def _rollback(report: Report, args: RollbackArgs) -> int:
     if state.outcome == "rolled_back":
         # `--purge-imported` after the rollback: what is left in the containerd store is
         # cleanup's to remove, the one command that frees it (its document says "cleanup").
-        return cleanup(report.hand_over(), fmt=args.fmt)
+        return cleanup(report.hand_over(), CleanupArgs(fmt=args.fmt))
     require_confirmation("the rollback", yes=args.yes, interactive=opts.interactive)
     state_dir = open_state(opts)
 

@@ -8,6 +8,7 @@ read from the host when it answers, and the status always ends with the next ste
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -190,10 +191,16 @@ def render_status(doc: dict[str, Any], state: JournalState) -> str:
     return "\n".join(lines)
 
 
-def status(opts: GlobalOptions, fmt: str = "text") -> int:
+@dataclass(frozen=True)
+class StatusArgs:
+    fmt: str = "text"
+
+
+def status(opts: GlobalOptions, args: StatusArgs) -> int:
     state = read_state(opts)  # refuses an unusable state dir (exit 7), creates nothing
     state_dir = StateDir(opts.state_dir)
     host = read_host(opts, state_dir, state) if state.last_migration_id else HostNow()
     doc = status_document(state, host, command_line(opts))
-    opts.console.emit(json.dumps(doc, indent=2) if fmt == "json" else render_status(doc, state))
+    opts.console.emit(json.dumps(doc, indent=2) if args.fmt == "json"
+                      else render_status(doc, state))
     return int(ExitCode.OK)

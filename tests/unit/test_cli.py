@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -195,6 +196,12 @@ def test_restart_command_comes_from_its_own_variable() -> None:
     for name in having:
         param = next(p for p in main.commands[name].params if p.name == "restart_command")
         assert param.envvar == "CONTAINERD_MIGRATE_RESTART_COMMAND", name
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_every_command_is_a_function_of_global_options_and_its_args(name: str) -> None:
+    function = getattr(importlib.import_module(f"migrate.commands.{name}"), name)
+    assert list(inspect.signature(function).parameters) == ["opts", "args"]
 
 
 @pytest.mark.parametrize("name", ["plan", "export", "stage", "run", "rollback"])
