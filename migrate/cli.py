@@ -19,7 +19,10 @@ import click
 from migrate import __version__
 from migrate.engine.client import base_url
 from migrate.errors import ExitCode, HungUp, Interrupted, MigrateError, Terminated, UsageError
-from migrate.preflight.facts import CONTAINERS_POLICIES
+from migrate.host.daemon_json import DEFAULT_PATH as DEFAULT_DAEMON_CONFIG
+from migrate.host.launch import DEFAULT_SOCKET
+from migrate.journal.state_dir import DEFAULT_STATE_DIR
+from migrate.preflight.facts import CONTAINERS_POLICIES, DEFAULT_CONTAINERS_POLICY
 from migrate.support import progress
 from migrate.support.logconfig import LogFormat, configure_logging
 from migrate.support.streams import survive_lost_output
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
+DEFAULT_HOST = f"unix://{DEFAULT_SOCKET}"
 
 
 def _host(given: str | None) -> str:
@@ -46,7 +49,7 @@ def _host(given: str | None) -> str:
 
 def _refuse_empty(ctx: click.Context) -> None:
     """An option given as "" (or its variable set to "") is a mistake, never a request for
-    the default: an empty --state-dir must not quietly become /var/lib/containerd-migrate."""
+    the default: an empty --state-dir must not quietly become the default state dir."""
     for context in (ctx.find_root(), ctx):
         for param in context.command.params:
             if not isinstance(param, click.Option) or param.is_flag or param.count \
@@ -106,6 +109,8 @@ def _globals(ctx: click.Context) -> GlobalOptions:
         state_dir=Path(params["state_dir"]),
         follow_symlinks=params["follow_symlinks"],
         console=ClickConsole(),
+        argv=tuple(sys.argv[1:]),
+        interactive=sys.stdin.isatty(),
     )
 
 
@@ -114,11 +119,11 @@ def _containers_option(f: F) -> F:
         "--containers",
         type=click.Choice(list(CONTAINERS_POLICIES)),
         default=None,
-        help="refuse (default): containers block the migration; leave: stop them and keep "
+        help="refuse: containers block the migration; leave: stop them and keep "
         "them hidden in the legacy store (they come back on rollback); recreate: stop them "
         "and create them again in the containerd store (same name, config, volumes, "
         "networks). Chosen once per migration: `export` journals it and `run` uses it unless "
-        "given another.",
+        f"given another. [default: {DEFAULT_CONTAINERS_POLICY}]",
     )(f)
 
 
@@ -184,7 +189,7 @@ class _PositiveNumber(_FloatParam):
 def _restart_options(f: F) -> F:
     f = _restart_command_option(f)
     # default None: an explicit value must be told from the default, since on rollback it
-    # beats the journaled one (engine.restart.resolve_restart_timeout).
+    # beats the journaled one (engine.daemon_wait.resolve_restart_timeout).
     f = click.option("--restart-timeout", type=_PositiveNumber(1, "seconds"), default=None,
                      envvar="CONTAINERD_MIGRATE_RESTART_TIMEOUT",
                      help="Seconds to wait for the daemon to come back [default: the "
@@ -255,10 +260,10 @@ class _GlobalsAnywhere(click.Group):
 @click.version_option(__version__, prog_name="containerd-migrate")
 @click.option("--host", default=None, help="Docker daemon address [default: DOCKER_HOST, else "
               f"{DEFAULT_HOST}]")
-@click.option("--daemon-config", default="/etc/docker/daemon.json", show_default=True,
+@click.option("--daemon-config", default=DEFAULT_DAEMON_CONFIG, show_default=True,
               type=click.Path(dir_okay=False), help="The daemon.json that dockerd reads.")
 # click.Path() checks nothing: StateDir refuses every unusable shape alike (exit 7).
-@click.option("--state-dir", default="/var/lib/containerd-migrate", show_default=True,
+@click.option("--state-dir", default=str(DEFAULT_STATE_DIR), show_default=True,
               type=click.Path(), help="Journal, inventory, archives, reports.")
 @click.option("--follow-symlinks", is_flag=True, help="Allow a daemon.json that is a symlink.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
@@ -338,7 +343,7 @@ def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str 
     _run(ctx, lambda: command(_globals(ctx), RunArgs(
         yes=yes, containers=containers, snapshotter=snapshotter,
         restart_command=restart_command, restart_timeout=restart_timeout,
-        auto_rollback=not no_auto_rollback, interactive=sys.stdin.isatty(), fmt=fmt)))
+        auto_rollback=not no_auto_rollback, fmt=fmt)))
 
 
 @main.command()
@@ -350,8 +355,10 @@ def run(ctx: click.Context, yes: bool, containers: str | None, snapshotter: str 
 def export(ctx: click.Context, containers: str | None, restart_command: str | None) -> None:
     """Snapshot and export only, while the daemon keeps serving (before the window)."""
     from migrate.commands.export import export as command
+    from migrate.commands.prepare import PrepareArgs
 
-    _run(ctx, lambda: command(_globals(ctx), containers, restart_command))
+    _run(ctx, lambda: command(_globals(ctx), PrepareArgs(
+        containers=containers, restart_command=restart_command)))
 
 
 @main.command()
@@ -364,9 +371,11 @@ def stage(ctx: click.Context, containers: str | None, restart_command: str | Non
           snapshotter: str | None) -> None:
     """Put every image into the containerd store dockerd will use, while it keeps serving
     on the legacy store (before the window): `run` then costs one restart plus verify."""
+    from migrate.commands.prepare import PrepareArgs
     from migrate.commands.stage import stage as command
 
-    _run(ctx, lambda: command(_globals(ctx), containers, restart_command, snapshotter))
+    _run(ctx, lambda: command(_globals(ctx), PrepareArgs(
+        containers=containers, restart_command=restart_command, snapshotter=snapshotter)))
 
 
 @main.command()
@@ -374,18 +383,20 @@ def stage(ctx: click.Context, containers: str | None, restart_command: str | Non
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Show the state of the current (or last) migration."""
+    from migrate.commands.status import StatusArgs
     from migrate.commands.status import status as command
 
-    _run(ctx, lambda: command(_globals(ctx), fmt))
+    _run(ctx, lambda: command(_globals(ctx), StatusArgs(fmt=fmt)))
 
 
 @main.command()
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-run the verification of the migrated images."""
+    from migrate.commands.verify import VerifyArgs
     from migrate.commands.verify import verify as command
 
-    _run(ctx, lambda: command(_globals(ctx)))
+    _run(ctx, lambda: command(_globals(ctx), VerifyArgs()))
 
 
 @main.command()
@@ -404,7 +415,7 @@ def rollback(ctx: click.Context, restart_command: str | None, restart_timeout: f
 
     _run(ctx, lambda: command(_globals(ctx), RollbackArgs(
         restart_command=restart_command, restart_timeout=restart_timeout, force=force,
-        purge_imported=purge_imported, yes=yes, interactive=sys.stdin.isatty(), fmt=fmt)))
+        purge_imported=purge_imported, yes=yes, fmt=fmt)))
 
 
 @main.command()
@@ -423,12 +434,12 @@ def cleanup(ctx: click.Context, prune_legacy: bool, remove_legacy_containers: bo
             keep_images: bool, yes: bool, fmt: Format) -> None:
     """After a verified migration: delete the archives (and optionally legacy data). After
     a rollback: delete the archives and the tool's images in the containerd store."""
+    from migrate.commands.cleanup import CleanupArgs
     from migrate.commands.cleanup import cleanup as command
 
-    _run(ctx, lambda: command(_globals(ctx), prune_legacy=prune_legacy, yes=yes,
-                              interactive=sys.stdin.isatty(),
-                              remove_legacy_containers=remove_legacy_containers,
-                              keep_images=keep_images, fmt=fmt))
+    _run(ctx, lambda: command(_globals(ctx), CleanupArgs(
+        prune_legacy=prune_legacy, remove_legacy_containers=remove_legacy_containers,
+        keep_images=keep_images, yes=yes, fmt=fmt)))
 
 
 @main.command()

@@ -14,6 +14,9 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 CONTAINERD_DRIVER_TYPE = "io.containerd.snapshotter.v1"
+# The containerd namespace dockerd keeps its images, containers and leases in, unless its
+# `containerd-namespace` setting names another.
+DOCKERD_CONTAINERD_NAMESPACE = "moby"
 # diff_id of an empty tar: metadata-only build steps may produce it and it weighs nothing.
 EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 # Container states in which a process runs (or is frozen): stopping the daemon ends them.

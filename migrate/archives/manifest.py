@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from migrate.archives.batching import BATCH_PREFIX, BATCH_SUFFIX, BatchKind
 from migrate.archives.saved_tar import ArchiveError, ExpectedImage
-from migrate.host.fs import atomic_write_bytes, fsync_dir, sha256_file
+from migrate.host.fs import fsync_dir, sha256_file
 from migrate.models import Frozen, Inventory
 
 MANIFEST_NAME = "manifest.json"
@@ -71,9 +71,9 @@ def read_manifest(archives_dir: Path) -> ArchiveManifest:
         ) from exc
 
 
-def write_manifest(archives_dir: Path, manifest: ArchiveManifest) -> None:
-    atomic_write_bytes(manifest_path(archives_dir),
-                       manifest.model_dump_json(indent=2).encode(), mode=0o600)
+def manifest_bytes(manifest: ArchiveManifest) -> bytes:
+    """The manifest file's content; the phases write it through `StateDir.write_file`."""
+    return manifest.model_dump_json(indent=2).encode()
 
 
 # --- reuse and cleanup --------------------------------------------------------------------

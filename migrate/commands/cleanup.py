@@ -32,11 +32,19 @@ from migrate.phases.volume_guard import remove_guard
 from migrate.support.sizes import human_bytes
 
 
-def cleanup(opts: GlobalOptions, prune_legacy: bool = False, yes: bool = False,
-            interactive: bool = False, remove_legacy_containers: bool = False,
-            keep_images: bool = False, fmt: Format = "text") -> int:
-    return reported(opts, "cleanup", fmt, lambda report: _cleanup(
-        report, prune_legacy, yes, interactive, remove_legacy_containers, keep_images))
+@dataclass(frozen=True)
+class CleanupArgs:
+    prune_legacy: bool = False
+    remove_legacy_containers: bool = False
+    keep_images: bool = False
+    yes: bool = False
+    fmt: Format = "text"
+
+
+def cleanup(opts: GlobalOptions, args: CleanupArgs) -> int:
+    return reported(opts, "cleanup", args.fmt, lambda report: _cleanup(
+        report, args.prune_legacy, args.yes, opts.interactive, args.remove_legacy_containers,
+        args.keep_images))
 
 
 def _cleanup(report: Report, prune_legacy: bool, yes: bool, interactive: bool,

@@ -11,16 +11,17 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from migrate.engine import Engine
-from migrate.engine.restart import parse_restart_command
-from migrate.errors import MigrateError, StateError, UsageError
+from migrate.errors import MigrateError, UsageError
+from migrate.host.restart_command import parse_restart_command
 from migrate.journal import JournalState, replay
 from migrate.journal.state_dir import StateDir
+from migrate.phases.base import GivenOptions
 from migrate.phases.lifecycle import Command, CommandLine, Decision, HostNow, decide
 from migrate.phases.records import records_of
-from migrate.preflight.facts import CONTAINERS_POLICIES, DEFAULT_CONTAINERS_POLICY, ContainersPolicy
+from migrate.preflight.facts import CONTAINERS_POLICIES, ContainersPolicy
 
 
 class Console(Protocol):
@@ -50,6 +51,23 @@ class GlobalOptions:
     state_dir: Path
     follow_symlinks: bool = False
     console: Console = field(default_factory=PlainConsole, compare=False)
+    # The command line as typed (journaled with each run) and whether a terminal is there
+    # to ask on; the CLI fills both, so no command reads sys.argv or isatty.
+    argv: tuple[str, ...] = ()
+    interactive: bool = False
+
+    def given(self, *, containers: str | None = None, restart_command: str | None = None,
+              restart_timeout: float | None = None, snapshotter: str | None = None,
+              ) -> GivenOptions:
+        """What the operator gave, for the runner to resolve under the lock."""
+        return GivenOptions(
+            host=self.host, daemon_config=self.daemon_config, state_dir=self.state_dir,
+            follow_symlinks=self.follow_symlinks,
+            containers=cast(ContainersPolicy, containers) if containers in CONTAINERS_POLICIES
+            else None,
+            restart_command=parse_restart_command(restart_command) if restart_command
+            else None,
+            restart_timeout=restart_timeout, snapshotter=snapshotter)
 
 
 def command(opts: GlobalOptions, *args: str) -> str:
@@ -77,13 +95,13 @@ def staged_images(state: JournalState) -> frozenset[str]:
                      records_of(state.for_next_run()).stage.expected)
 
 
-def staged_images_now(opts: GlobalOptions) -> frozenset[str]:
-    """`staged_images` of the state dir's journal; none when it cannot be read (`plan`
-    says why in its state-dir check instead of failing)."""
+def state_or_empty(opts: GlobalOptions) -> JournalState:
+    """The journal, read-only; an empty one when it cannot be read (`plan` says why in its
+    state-dir check instead of failing)."""
     try:
-        return staged_images(read_state(opts))
-    except MigrateError:
-        return frozenset()
+        return read_state(opts)
+    except (MigrateError, OSError):
+        return JournalState()
 
 
 def lifecycle_decision(opts: GlobalOptions, what: Command, state: JournalState | None = None,
@@ -103,37 +121,6 @@ def connect(opts: GlobalOptions) -> Engine:
 
 def open_state(opts: GlobalOptions) -> StateDir:
     return StateDir(opts.state_dir).ensure()
-
-
-def journaled_options(opts: GlobalOptions) -> dict[str, Any]:
-    """The options the migration in progress was started (or last resumed) with; {} when
-    none is in progress. Read-only: `plan` uses it too, and plan changes nothing."""
-    try:
-        state = replay(StateDir(opts.state_dir).journal_path)
-    except (StateError, OSError):
-        return {}  # the command that acts on the journal reports it
-    if state.migration_id is None or not state.runs:
-        return {}
-    return dict(state.runs[-1].options)
-
-
-def containers_policy(opts: GlobalOptions, explicit: str | None) -> ContainersPolicy:
-    """One policy per migration: the one given now, else the one journaled at `export`,
-    else the default."""
-    chosen = explicit or journaled_options(opts).get("containers")
-    if chosen not in CONTAINERS_POLICIES:
-        chosen = DEFAULT_CONTAINERS_POLICY
-    return cast(ContainersPolicy, chosen)
-
-
-def chosen_restart_command(opts: GlobalOptions, text: str | None) -> tuple[str, ...] | None:
-    """--restart-command (or its variable) given now, else the journaled one, else None
-    (then `resolve_restart_command` asks the host)."""
-    if text:
-        return parse_restart_command(text)
-    recorded = journaled_options(opts).get("restart_command")
-    return tuple(str(word) for word in recorded) if isinstance(recorded, list) and recorded \
-        else None
 
 
 def require_confirmation(what: str, *, yes: bool, interactive: bool) -> None:

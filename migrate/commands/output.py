@@ -24,7 +24,6 @@ from migrate.phases.runner import RollbackOutcome
 
 SCHEMA_VERSION = 1
 Format = Literal["text", "json"]
-FORMATS: tuple[Format, ...] = ("text", "json")
 
 
 @dataclass

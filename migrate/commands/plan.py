@@ -6,15 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-from migrate.commands.context import (
-    GlobalOptions,
-    chosen_restart_command,
-    connect,
-    containers_policy,
-    staged_images_now,
-)
+from migrate.commands.context import GlobalOptions, connect, staged_images, state_or_empty
 from migrate.errors import ExitCode, UsageError
 from migrate.host.fs import write_private
+from migrate.journal import JournalState
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport, build_plan
@@ -32,9 +27,9 @@ class PlanArgs:
     show_env: bool = False
 
 
-def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
+def plan_options(opts: GlobalOptions, args: PlanArgs, state: JournalState) -> PlanOptions:
     return PlanOptions(
-        containers=containers_policy(opts, args.containers),
+        containers=opts.given(containers=args.containers).containers_policy(state),
         snapshotter=args.snapshotter,
         throughput_mbps=args.throughput,
         follow_symlinks=opts.follow_symlinks,
@@ -43,12 +38,14 @@ def plan_options(opts: GlobalOptions, args: PlanArgs) -> PlanOptions:
 
 
 def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
-    restart = chosen_restart_command(opts, args.restart_command)
+    # Read-only and unlocked: plan changes nothing, it only shows what a run would use.
+    state = state_or_empty(opts)
+    restart = opts.given(restart_command=args.restart_command).chosen_restart_command(state)
     with connect(opts) as engine:
         facts = gather_facts(engine, opts.daemon_config, opts.state_dir,
                              restart_command=restart, snapshotter=args.snapshotter,
                              configs_from_disk=True)
-    return build_plan(facts, plan_options(opts, args), staged=staged_images_now(opts))
+    return build_plan(facts, plan_options(opts, args, state), staged=staged_images(state))
 
 
 def plan(opts: GlobalOptions, args: PlanArgs) -> int:

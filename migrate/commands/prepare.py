@@ -8,21 +8,20 @@ plan blocks is refused before the journal knows of it.
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from typing import Literal
 
 from migrate.commands.context import (
     GlobalOptions,
-    chosen_restart_command,
     command,
     command_line,
     connect,
     open_state,
 )
-from migrate.commands.run import RunArgs, plan_or_refuse, run_options
+from migrate.commands.run import RunArgs, given_options, plan_or_refuse
 from migrate.errors import ExitCode
 from migrate.journal import JournalState, PhaseName
-from migrate.phases.base import PreparedPlan
+from migrate.phases.base import PreparedPlan, RunOptions
 from migrate.phases.records import PhaseRecords, records_of
 from migrate.phases.runner import PREPARE_PHASES, STAGE_PHASES, Runner
 from migrate.support.sizes import human_bytes
@@ -30,25 +29,34 @@ from migrate.support.sizes import human_bytes
 Preparation = Literal["export", "stage"]
 
 
-def prepare(opts: GlobalOptions, what: Preparation, containers: str | None = None,
-            restart_command: str | None = None, snapshotter: str | None = None) -> int:
+@dataclass(frozen=True)
+class PrepareArgs:
+    # None: the policy journaled by the migration in progress, else the default.
+    containers: str | None = None
+    restart_command: str | None = None
+    # `stage` only: the snapshotter when the storage driver has no automatic mapping.
+    snapshotter: str | None = None
+
+
+def prepare(opts: GlobalOptions, what: Preparation, args: PrepareArgs) -> int:
     state_dir = open_state(opts)
-    restart = chosen_restart_command(opts, restart_command) or ()
-    options = run_options(opts, RunArgs(containers=containers, snapshotter=snapshotter),
-                          restart)
-    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit,
+    given = given_options(opts, RunArgs(containers=args.containers,
+                                        snapshotter=args.snapshotter,
+                                        restart_command=args.restart_command))
+    runner = Runner(state_dir, given, lambda: connect(opts), say=opts.console.emit,
                     command_line=command_line(opts))
 
-    def plan_first(steps: tuple[PhaseName, ...], state: JournalState) -> PreparedPlan | None:
+    def plan_first(steps: tuple[PhaseName, ...], state: JournalState,
+                   options: RunOptions) -> PreparedPlan | None:
         return plan_or_refuse(opts, options, steps, state)
 
     phases = STAGE_PHASES if what == "stage" else PREPARE_PHASES
-    outcome = runner.forward(phases, plan_first, tuple(sys.argv[1:]), command=what)
+    outcome = runner.forward(phases, plan_first, opts.argv, command=what)
     records = records_of(outcome.state) if outcome.state else PhaseRecords({}, {})
     done = _staged(records) if what == "stage" else _exported(records, str(state_dir.archives_dir))
     opts.console.emit(
         f"{done}\nnext, in the maintenance window: `{command(opts, 'run', '--yes')}` "
-        f"(containers policy: {options.containers})"
+        f"(containers policy: {runner.options.containers})"
         + ("; it stages what changed since, then switches" if what == "stage" else ""))
     return int(ExitCode.OK)
 

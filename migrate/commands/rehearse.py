@@ -31,13 +31,13 @@ from migrate.engine import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
 from migrate.errors import BlockedError, EngineError, ExitCode, MigrateError, UsageError
 from migrate.host.daemon_json import DEFAULT_SNAPSHOTTER, read_daemon_config, target_config
-from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes, free_bytes, write_private
+from migrate.host.fs import free_bytes, write_private
 from migrate.host.launch import (
-    DEFAULT_CONTAINERD_NAMESPACE,
     DaemonLaunch,
     detect_launch,
     dockerd_binary,
 )
+from migrate.host.processes import executable
 from migrate.host.throwaway import (
     RECORD_NAME,
     ThrowawayEngine,
@@ -47,7 +47,13 @@ from migrate.host.throwaway import (
     private_config,
 )
 from migrate.journal.state_dir import StateDir
-from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
+from migrate.models import (
+    DOCKERD_CONTAINERD_NAMESPACE,
+    ContainerRecord,
+    ImageRecord,
+    Inventory,
+    Store,
+)
 from migrate.phases.base import PhaseContext, RunOptions, moved_image_ids
 from migrate.phases.export import batch_cap, closing_stream, write_batches
 from migrate.phases.import_ import load_refused
@@ -331,8 +337,7 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
                 (state_dir.path / PENDING_NAME).unlink(missing_ok=True)
     report = report.model_copy(update={"dir": str(folder) if args.keep else None,
                                        "leftovers_removed": tuple(leftovers)})
-    atomic_write_bytes(state_dir.reports_dir / REPORT_NAME, report.to_json().encode(),
-                       mode=PRIVATE_FILE_MODE)
+    state_dir.write_file(state_dir.reports_dir / REPORT_NAME, report.to_json().encode())
     opts.console.emit(render_rehearsal(report, cast(Format, args.fmt)))
     return report.exit_code
 
@@ -392,12 +397,13 @@ def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
     """The staging path of `run`: each batch's `docker save` streamed by the stage phase's
     code into `ctr import` of the throwaway engine's own containerd; an image counts as
     moved when that store proves it, as after a stage."""
-    ctr = find_ctr(launch.pid, launch.argv[0] if launch.argv else None)
+    ctr = find_ctr(executable(launch.pid) if launch.pid else None,
+                   launch.argv[0] if launch.argv else None)
     if ctr is None:
         raise ContainerdError("--staged needs `ctr` next to dockerd or on PATH (it comes "
                               "with the containerd package)",
                               "install it, or rehearse without --staged")
-    client = Containerd(ctr, str(throwaway.containerd_socket), DEFAULT_CONTAINERD_NAMESPACE)
+    client = Containerd(ctr, str(throwaway.containerd_socket), DOCKERD_CONTAINERD_NAMESPACE)
     # The store the throwaway engine runs on, as its daemon.json (the switch's) names it.
     snapshotter = str(config.get("storage-driver") or DEFAULT_SNAPSHOTTER)
     local_import = client.local_import()
@@ -468,8 +474,7 @@ def _save(opts: GlobalOptions, live: Engine, inventory: Inventory,
     ctx = PhaseContext(
         options=RunOptions(host=opts.host, daemon_config=opts.daemon_config,
                            state_dir=opts.state_dir),
-        connect=lambda: live, checkpoint=lambda _data: None, archives_dir=archives,
-        reports_dir=throwaway.dir / "reports", inventory_path=throwaway.dir / "inventory.json")
+        connect=lambda: live, checkpoint=lambda _data: None, state_dir=StateDir(throwaway.dir))
     cap = batch_cap(inventory.engine.data_root, archives)
     batches = plan_batches(inventory.images, set(), cap)
     began = time.monotonic()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from typing import cast
 
-from migrate.commands.cleanup import cleanup
+from migrate.commands.cleanup import CleanupArgs, cleanup
 from migrate.commands.context import (
     GlobalOptions,
     command_line,
@@ -18,17 +16,9 @@ from migrate.commands.context import (
     require_confirmation,
 )
 from migrate.commands.output import Format, Report, reported, rollback_fields
-from migrate.engine.restart import parse_restart_command
 from migrate.errors import MigrateError
 from migrate.journal import JournalState
-from migrate.phases.base import RunOptions
-from migrate.phases.lifecycle import containers_policy_of
 from migrate.phases.runner import RollbackOutcome, Runner
-from migrate.preflight.facts import (
-    CONTAINERS_POLICIES,
-    DEFAULT_CONTAINERS_POLICY,
-    ContainersPolicy,
-)
 
 
 @dataclass(frozen=True)
@@ -38,25 +28,7 @@ class RollbackArgs:
     force: bool = False
     purge_imported: bool = False
     yes: bool = False
-    interactive: bool = False
     fmt: Format = "text"
-
-
-def rollback_options(opts: GlobalOptions, args: RollbackArgs,
-                     state: JournalState | None = None) -> RunOptions:
-    # Without --restart-command/--restart-timeout each undo uses what its journal record
-    # names; given, they win (engine.restart.resolve_restart_command/_timeout).
-    restart = parse_restart_command(args.restart_command) if args.restart_command else ()
-    # The rollback's run record keeps the migration's containers policy: the next-step hint
-    # after it ("run --containers <policy> migrates again") reads it from there.
-    policy = containers_policy_of(state) if state is not None else None
-    return RunOptions(
-        host=opts.host, daemon_config=opts.daemon_config, state_dir=opts.state_dir,
-        restart_command=restart, restart_timeout=args.restart_timeout,
-        follow_symlinks=opts.follow_symlinks,
-        containers=cast(ContainersPolicy, policy) if policy in CONTAINERS_POLICIES
-        else DEFAULT_CONTAINERS_POLICY,
-    )
 
 
 def rollback(opts: GlobalOptions, args: RollbackArgs) -> int:
@@ -79,18 +51,23 @@ def _rollback(report: Report, args: RollbackArgs) -> int:
     if state.outcome == "rolled_back":
         # `--purge-imported` after the rollback: what is left in the containerd store is
         # cleanup's to remove, the one command that frees it (its document says "cleanup").
-        return cleanup(report.hand_over(), fmt=args.fmt)
-    require_confirmation("the rollback", yes=args.yes, interactive=args.interactive)
+        return cleanup(report.hand_over(), CleanupArgs(fmt=args.fmt))
+    require_confirmation("the rollback", yes=args.yes, interactive=opts.interactive)
     state_dir = open_state(opts)
 
     def ask(state: JournalState) -> None:
         confirm(opts.console, f"roll back migration {state.last_migration_id} "
                 f"({', '.join(p.name for p in state.phases_to_undo())})?",
-                yes=args.yes, interactive=args.interactive)
+                yes=args.yes, interactive=opts.interactive)
 
-    runner = Runner(state_dir, rollback_options(opts, args, state), lambda: connect(opts),
-                    say=opts.console.emit, command_line=command_line(opts))
-    outcome = runner.rollback(ask, tuple(sys.argv[1:]), force=args.force,
+    # Without --restart-command/--restart-timeout each undo uses what its journal record
+    # names; given, they win (host.restart_command.resolve_restart_command,
+    # engine.daemon_wait.resolve_restart_timeout).
+    given = opts.given(restart_command=args.restart_command,
+                       restart_timeout=args.restart_timeout)
+    runner = Runner(state_dir, given, lambda: connect(opts), say=opts.console.emit,
+                    command_line=command_line(opts))
+    outcome = runner.rollback(ask, opts.argv, force=args.force,
                               purge_imported=args.purge_imported)
     report.set(migration_id=outcome.migration_id)
     if outcome.nothing_to_do:

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from migrate.commands.context import (
     GlobalOptions,
-    chosen_restart_command,
     command,
     command_line,
     confirm,
     connect,
-    containers_policy,
     open_state,
     require_confirmation,
     staged_images,
 )
 from migrate.commands.output import Format, Report, reported, rollback_fields
-from migrate.engine.restart import resolve_restart_command
 from migrate.journal import JournalState, PhaseName
-from migrate.phases.base import PreparedPlan, RunOptions
+from migrate.phases.base import GivenOptions, PreparedPlan, RunOptions
 from migrate.phases.lifecycle import containers_policy_of
 from migrate.phases.records import records_of
 from migrate.phases.runner import RUN_PHASES, Runner
@@ -41,17 +37,12 @@ class RunArgs:
     restart_command: str | None = None
     restart_timeout: float | None = None
     auto_rollback: bool = True
-    interactive: bool = False
     fmt: Format = "text"
 
 
-def run_options(opts: GlobalOptions, args: RunArgs, restart: tuple[str, ...]) -> RunOptions:
-    return RunOptions(
-        host=opts.host, daemon_config=opts.daemon_config, state_dir=opts.state_dir,
-        restart_command=restart, restart_timeout=args.restart_timeout,
-        containers=containers_policy(opts, args.containers),
-        follow_symlinks=opts.follow_symlinks, snapshotter=args.snapshotter,
-    )
+def given_options(opts: GlobalOptions, args: RunArgs) -> GivenOptions:
+    return opts.given(containers=args.containers, restart_command=args.restart_command,
+                      restart_timeout=args.restart_timeout, snapshotter=args.snapshotter)
 
 
 def plan_or_refuse(opts: GlobalOptions, options: RunOptions, steps: tuple[PhaseName, ...],
@@ -114,26 +105,24 @@ def run(opts: GlobalOptions, args: RunArgs) -> int:
 def _run(report: Report, args: RunArgs) -> int:
     opts = report.opts
     report.set(steps=None, automatic_rollback=None)  # every key, also when refused
-    require_confirmation("the migration", yes=args.yes, interactive=args.interactive)
+    require_confirmation("the migration", yes=args.yes, interactive=opts.interactive)
     warn_volatile_state_dir(opts)
-    restart = resolve_restart_command(chosen_restart_command(opts, args.restart_command))
     state_dir = open_state(opts)
-    options = run_options(opts, args, restart)
 
-    def ask(steps: tuple[PhaseName, ...], state: JournalState) -> PreparedPlan | None:
+    def ask(steps: tuple[PhaseName, ...], state: JournalState,
+            options: RunOptions) -> PreparedPlan | None:
         # Blockers first: asking to confirm a run that is going to refuse wastes a window.
         prepared = plan_or_refuse(opts, options, steps, state)
         if prepared is not None and not prepared.report.ready:
             return prepared  # the resumed migration's snapshot refuses with it (journaled)
         confirm(opts.console, confirmation_question(options, steps, state, prepared),
-                yes=args.yes, interactive=args.interactive)
+                yes=args.yes, interactive=opts.interactive)
         return prepared
 
-    runner = Runner(state_dir, options, lambda: connect(opts), say=opts.console.emit,
-                    command_line=command_line(opts))
+    runner = Runner(state_dir, given_options(opts, args), lambda: connect(opts),
+                    say=opts.console.emit, command_line=command_line(opts))
     try:
-        outcome = runner.forward(RUN_PHASES, ask, tuple(sys.argv[1:]),
-                                 auto_rollback=args.auto_rollback)
+        outcome = runner.forward(RUN_PHASES, ask, opts.argv, auto_rollback=args.auto_rollback)
     finally:
         undone = runner.automatic_rollback
         report.set(migration_id=runner.migration_id,
@@ -153,11 +142,12 @@ def _run(report: Report, args: RunArgs) -> int:
     opts.console.emit(
         f"migration {outcome.migration_id} completed: every image verified on the containerd "
         f"store.\nreports: {reports['verification']}, {reports['id_map']}")
-    if outcome.state is not None:
+    if outcome.state is not None and outcome.options is not None:
         capability = multi_platform_summary(outcome.state)
         if capability:
             opts.console.emit(capability)
-        opts.console.emit("\n".join(containers_summary(opts, outcome.state, restart)))
+        opts.console.emit("\n".join(containers_summary(opts, outcome.state,
+                                                       outcome.options.restart_command)))
     return report.done("completed")
 
 

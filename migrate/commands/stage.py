@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from migrate.commands.context import GlobalOptions
-from migrate.commands.prepare import prepare
+from migrate.commands.prepare import PrepareArgs, prepare
 
 
-def stage(opts: GlobalOptions, containers: str | None = None,
-          restart_command: str | None = None, snapshotter: str | None = None) -> int:
+def stage(opts: GlobalOptions, args: PrepareArgs) -> int:
     """Snapshot + stage while the daemon keeps serving; a later `run` continues.
 
     As with `export`, the containers policy and restart command are journaled for `run`."""
-    return prepare(opts, "stage", containers, restart_command, snapshotter)
+    return prepare(opts, "stage", args)

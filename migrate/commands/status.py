@@ -12,6 +12,7 @@ state dir's lock, and is only said to run.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -299,12 +300,17 @@ def render_status(doc: dict[str, Any], state: JournalState,
     return "\n".join(lines)
 
 
-def status(opts: GlobalOptions, fmt: str = "text") -> int:
+@dataclass(frozen=True)
+class StatusArgs:
+    fmt: str = "text"
+
+
+def status(opts: GlobalOptions, args: StatusArgs) -> int:
     state = read_state(opts)  # refuses an unusable state dir (exit 7), creates nothing
     state_dir = StateDir(opts.state_dir)
     host = read_host(opts, state_dir, state) if state.last_migration_id else HostNow()
     rehearsal = read_rehearsal(opts, state_dir)
     doc = status_document(state, host, command_line(opts), rehearsal)
-    opts.console.emit(json.dumps(doc, indent=2) if fmt == "json"
+    opts.console.emit(json.dumps(doc, indent=2) if args.fmt == "json"
                       else render_status(doc, state, rehearsal))
     return int(ExitCode.OK)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from migrate.archives.manifest import read_manifest
 from migrate.commands.context import GlobalOptions, connect, lifecycle_decision, read_state
 from migrate.errors import BlockedError, ExitCode, StateError
@@ -11,7 +13,12 @@ from migrate.phases import verify as verify_phase
 from migrate.phases.records import records_of
 
 
-def verify(opts: GlobalOptions) -> int:
+@dataclass(frozen=True)
+class VerifyArgs:
+    """`verify` takes no option of its own; the shape every command has."""
+
+
+def verify(opts: GlobalOptions, args: VerifyArgs) -> int:
     state = read_state(opts)
     lifecycle_decision(opts, "verify", state)  # refuses (exit 3) when nothing is migrated
     state_dir = StateDir(opts.state_dir).ensure()
@@ -31,7 +38,7 @@ def verify(opts: GlobalOptions) -> int:
         staged = records_of(state).stage.expected
         report = verify_phase.verify(engine, inventory, read_manifest(state_dir.archives_dir),
                                      staged)
-    paths = verify_phase.write_reports(report, state_dir.reports_dir)
+    paths = verify_phase.write_reports(report, state_dir)
     opts.console.emit(verify_phase.render_text(report))
     verify_phase.raise_if_failed(report, paths["verification.txt"])
     return int(ExitCode.OK)

@@ -3,8 +3,8 @@
 `client` talks to the Engine API and returns frozen models, reading through a
 `transport.Reads` (`unix_http` on a local socket, `sdk_reads` elsewhere); `legacy_store`
 reads the data root's legacy-store files; `convert` turns raw API answers into models
-(pure); `restart` runs the host's restart command and waits until the daemon answers in
-the image store asked for.
+(pure); `daemon_wait` waits, after a restart (host/restart_command.py), until the daemon
+answers in the image store asked for.
 """
 
 from migrate.engine.client import Engine, probe

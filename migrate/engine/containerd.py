@@ -12,7 +12,6 @@ Where the socket is, which namespace and which snapshotter are decided above thi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -20,14 +19,15 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from migrate.errors import MigrateError
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE
 
 CTR = "ctr"
-DEFAULT_NAMESPACE = "moby"
 # dockerd in containerd mode names an untagged image `moby-dangling@<target digest>` and
 # treats exactly that name as dangling; `--digests --base-name moby-dangling` makes
 # `ctr import` create that name itself.
@@ -44,19 +44,18 @@ class ContainerdError(MigrateError):
     """`ctr` is missing, the socket does not answer, or a ctr command failed."""
 
 
-def find_ctr(dockerd_pid: int | None, argv0: str | None = None,
+def find_ctr(dockerd_exe: Path | None, argv0: str | None = None,
              path: str | None = None) -> Path | None:
     """`ctr` next to the running dockerd (its directory, or ../bin of it), else on PATH.
 
     The one next to dockerd comes from the same packages as the containerd that dockerd
-    runs, so it speaks its protocol version. /proc/PID/exe names a deleted file once the
-    package was upgraded under the running daemon; its command line's first word may
-    still name the installed one.
+    runs, so it speaks its protocol version. The running dockerd's executable
+    (`host.processes.executable`) names a deleted file once the package was upgraded under
+    the running daemon; its command line's first word may still name the installed one.
     """
     binaries: list[Path] = []
-    if dockerd_pid is not None:
-        with contextlib.suppress(OSError):
-            binaries.append(Path(os.readlink(f"/proc/{dockerd_pid}/exe")))
+    if dockerd_exe is not None:
+        binaries.append(dockerd_exe)
     if argv0 and os.path.isabs(argv0):
         binaries.append(Path(argv0))
     dirs = [d for exe in binaries for d in (exe.parent, exe.parent.parent / "bin")]
@@ -95,7 +94,7 @@ def _table(output: str) -> list[list[str]]:
 class Containerd:
     ctr: Path
     address: str
-    namespace: str = DEFAULT_NAMESPACE
+    namespace: str = DOCKERD_CONTAINERD_NAMESPACE
 
     def _argv(self, *args: str) -> list[str]:
         return [str(self.ctr), "--address", self.address, "--namespace", self.namespace, *args]
@@ -194,11 +193,8 @@ def import_output() -> IO[bytes]:
     return tempfile.TemporaryFile(prefix="cm-ctr-")
 
 
-def ctr_import_running(pid: int) -> bool:
-    """The process `pid` is alive and still a `ctr ... images import` (not a recycled pid)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and any(a.endswith(b"ctr") for a in argv[:1]) and b"import" in argv
+def is_ctr_import(argv: Sequence[bytes] | None) -> bool:
+    """A live process's command line (`host.processes.command_line`; None when it is gone)
+    is a `ctr ... images import`, not whatever got its pid since."""
+    return argv is not None and any(a.endswith(b"ctr") for a in argv[:1]) \
+        and b"import" in argv

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from migrate.host.daemon_json import DEFAULT_PATH
 from migrate.host.systemd import systemctl_show
-from migrate.models import Frozen
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE, Frozen
 
 LaunchSource = Literal["systemd", "proc", "unknown"]
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -373,7 +373,6 @@ def detect_launch(pid: int | None, host: str | None = None) -> DaemonLaunch:
 
 
 DEFAULT_EXEC_ROOT = "/var/run/docker"
-DEFAULT_CONTAINERD_NAMESPACE = "moby"
 
 
 def managed_containerd_socket(exec_root: str | None) -> str:
@@ -393,7 +392,7 @@ def containerd_endpoint(launch: DaemonLaunch, config: Mapping[str, object] | Non
     socket = (launch.containerd_flag or _str(config.get("containerd"))
               or managed_containerd_socket(exec_root))
     namespace = (launch.containerd_namespace or _str(config.get("containerd-namespace"))
-                 or DEFAULT_CONTAINERD_NAMESPACE)
+                 or DOCKERD_CONTAINERD_NAMESPACE)
     return socket, namespace
 
 

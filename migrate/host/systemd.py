@@ -1,4 +1,5 @@
-"""What systemd says about docker.service: its start limit, and whether it refused a start.
+"""What systemd says: whether it runs this host and knows docker.service, docker.service's start
+limit, and whether it refused a start.
 
 Debian's docker.service allows 3 starts in 60 s (`StartLimitBurst=3`,
 `StartLimitIntervalSec=60s`) and the boot start counts. A migration and its rollback, or an
@@ -19,6 +20,16 @@ from pathlib import Path
 
 from migrate.models import Frozen
 
+# Where systemd looks for unit files; a docker.service in any of them is "known".
+UNIT_DIRS: tuple[Path, ...] = (
+    Path("/etc/systemd/system"),
+    Path("/run/systemd/system"),
+    Path("/usr/local/lib/systemd/system"),
+    Path("/usr/lib/systemd/system"),
+    Path("/lib/systemd/system"),
+)
+# sd_booted(3): this directory exists only when systemd is PID 1.
+RUNTIME_DIR = Path("/run/systemd/system")
 SERVICE = "docker.service"
 SOCKET = "docker.socket"
 START_LIMIT_HIT = "start-limit-hit"
@@ -39,6 +50,16 @@ _SPAN_UNITS = {
     "week": 604_800_000_000, "weeks": 604_800_000_000,
 }  # fmt: skip
 _SPAN_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+
+
+def booted() -> bool:
+    """Whether systemd is PID 1 on this host (sd_booted(3))."""
+    return RUNTIME_DIR.is_dir()
+
+
+def knows_docker() -> bool:
+    """Whether systemd has a docker.service unit file."""
+    return any((folder / SERVICE).exists() for folder in UNIT_DIRS)
 
 
 class UnitState(Frozen):

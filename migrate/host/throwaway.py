@@ -11,11 +11,9 @@ what it left under the directory and removes it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -26,6 +24,7 @@ from typing import Any
 
 from migrate.errors import MigrateError
 from migrate.host.fs import write_private
+from migrate.host.processes import alive_as, process_start_time, stop_process
 
 RECORD_NAME = "rehearsal.json"
 BINARIES = ("dockerd", "containerd", "containerd-shim-runc-v2", "runc")
@@ -85,25 +84,6 @@ def engine_env(live_env: Mapping[str, str], binaries: Mapping[str, str]) -> dict
     return env
 
 
-def _stat_fields(pid: int, proc_root: str = "/proc") -> list[str]:
-    """/proc/<pid>/stat from field 3 (the state) on; [] when there is no such process."""
-    try:
-        stat = Path(proc_root, str(pid), "stat").read_text()
-    except OSError:
-        return []
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    return stat.rpartition(")")[2].split()
-
-
-def process_start_time(pid: int, proc_root: str = "/proc") -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, it names one
-    process for good, since a recycled pid gets another start time."""
-    try:
-        return int(_stat_fields(pid, proc_root)[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def mounts_under(directory: Path, mountinfo: str | None = None) -> list[str]:
     """Mount points below `directory`, deepest first (from /proc/self/mountinfo)."""
     if mountinfo is None:
@@ -123,41 +103,6 @@ def _unescape(path: str) -> str:
     for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         path = path.replace(code, char)
     return path
-
-
-def running_as(pid: int, started: int | None) -> bool:
-    """Whether `pid` is still the process that started at `started` and has not exited. An
-    exited child of ours (a zombie) is reaped here: the CLI started the engine."""
-    fields = _stat_fields(pid)
-    if started is None or len(fields) < 20 or fields[19] != str(started):
-        return False
-    if fields[0] in ("Z", "X"):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
-
-
-def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while running_as(pid, started):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL)
-    return True
-
-
-def stop_process(pid: int, started: int | None, timeout: float = 30.0) -> bool:
-    """SIGTERM, then SIGKILL after `timeout`: only while `pid` is still the process that
-    started at `started`. True when it was ours and is gone now."""
-    if not running_as(pid, started):
-        return False
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if _wait_gone(pid, started, wait):
-            return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -293,9 +238,9 @@ class ThrowawayEngine:
             (child["pid"], child["start_time"]) for child in record.get("children", [])
             if isinstance(child, dict) and isinstance(child.get("pid"), int)
             and isinstance(child.get("start_time"), int)
-            and running_as(child["pid"], child["start_time"])]
+            and alive_as(child["pid"], child["start_time"])]
         pid, started = record.get("pid"), record.get("start_time")
-        if isinstance(pid, int) and isinstance(started, int) and running_as(pid, started):
+        if isinstance(pid, int) and isinstance(started, int) and alive_as(pid, started):
             found.append((pid, started))
         for pidfile in (self.pidfile, self.exec_root / "containerd" / "containerd.pid"):
             other = _pid_naming(pidfile, self.dir)

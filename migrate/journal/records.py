@@ -230,10 +230,6 @@ class JournalState(_Frozen):
                      if p.status != "done" and self.part_of_migration(p.name))
 
     @property
-    def next_phase(self) -> PhaseName | None:
-        return next(iter(self.remaining), None)
-
-    @property
     def half_rolled_back(self) -> bool:
         """A rollback of the migration in progress began (or failed) and did not finish:
         nothing may run forward until it does."""

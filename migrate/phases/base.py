@@ -14,15 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, get_args
 
-from migrate.archives.manifest import ArchiveManifest, read_manifest
+from migrate.archives.manifest import ArchiveManifest, manifest_bytes, manifest_path, read_manifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
-from migrate.journal import ToolImage
-from migrate.journal.state_dir import read_inventory
+from migrate.journal import JournalState, ToolImage
+from migrate.journal.state_dir import StateDir, read_inventory
 from migrate.models import Inventory
 from migrate.phases.records import PhaseRecords
-from migrate.preflight.facts import ContainersPolicy, HostFacts
+from migrate.preflight.facts import (
+    CONTAINERS_POLICIES,
+    DEFAULT_CONTAINERS_POLICY,
+    ContainersPolicy,
+    HostFacts,
+)
 from migrate.preflight.report import PlanReport
 
 JSONDict = dict[str, Any]
@@ -34,10 +39,10 @@ class RunOptions:
     daemon_config: Path
     state_dir: Path
     restart_command: tuple[str, ...] = ()
-    # None: not given; `engine.restart.resolve_restart_timeout` decides.
+    # None: not given; `engine.daemon_wait.resolve_restart_timeout` decides.
     restart_timeout: float | None = None
     stop_timeout: int = 10
-    containers: ContainersPolicy = "refuse"
+    containers: ContainersPolicy = DEFAULT_CONTAINERS_POLICY
     follow_symlinks: bool = False
     snapshotter: str | None = None
 
@@ -53,6 +58,53 @@ class RunOptions:
             "follow_symlinks": self.follow_symlinks,
             "snapshotter": self.snapshotter,
         }
+
+
+@dataclass(frozen=True)
+class GivenOptions:
+    """What a command was given; None where the operator gave nothing. The runner resolves
+    it once, under the state dir lock, into the run's `RunOptions` (`Runner.forward`)."""
+
+    host: str
+    daemon_config: Path
+    state_dir: Path
+    follow_symlinks: bool = False
+    containers: ContainersPolicy | None = None
+    restart_command: tuple[str, ...] | None = None
+    restart_timeout: float | None = None
+    snapshotter: str | None = None
+
+    def containers_policy(self, state: JournalState) -> ContainersPolicy:
+        """One policy per migration: the one given now, else the one journaled by the
+        migration in progress (`export`, `stage`), else the default."""
+        chosen = self.containers or _journaled_options(state).get("containers")
+        return cast(ContainersPolicy, chosen) if chosen in CONTAINERS_POLICIES \
+            else DEFAULT_CONTAINERS_POLICY
+
+    def chosen_restart_command(self, state: JournalState) -> tuple[str, ...] | None:
+        """The restart command given now, else the journaled one, else None (then
+        `host.restart_command.resolve_restart_command` asks the host)."""
+        if self.restart_command:
+            return self.restart_command
+        recorded = _journaled_options(state).get("restart_command")
+        return tuple(str(word) for word in recorded) \
+            if isinstance(recorded, list) and recorded else None
+
+    def resolve(self, containers: ContainersPolicy,
+                restart_command: tuple[str, ...]) -> RunOptions:
+        return RunOptions(
+            host=self.host, daemon_config=self.daemon_config, state_dir=self.state_dir,
+            restart_command=restart_command, restart_timeout=self.restart_timeout,
+            containers=containers, follow_symlinks=self.follow_symlinks,
+            snapshotter=self.snapshotter)
+
+
+def _journaled_options(state: JournalState) -> dict[str, Any]:
+    """The options the migration in progress was started (or last resumed) with; {} when
+    none is in progress."""
+    if state.migration_id is None or not state.runs:
+        return {}
+    return dict(state.runs[-1].options)
 
 
 @dataclass(frozen=True)
@@ -76,9 +128,8 @@ class PhaseContext:
     options: RunOptions
     connect: Callable[[], Engine]
     checkpoint: Checkpoint
-    archives_dir: Path
-    reports_dir: Path
-    inventory_path: Path
+    # Every file a phase keeps goes in here, written through `state_dir.write_file`.
+    state_dir: StateDir
     # Progress records this phase wrote in earlier, interrupted attempts (resume).
     previous_progress: tuple[JSONDict, ...] = ()
     # Typed undo records and results of the phases already done in this migration.
@@ -88,6 +139,21 @@ class PhaseContext:
     migration_id: str = ""
     # What earlier migrations of the state dir put into the containerd store.
     earlier_tool_images: tuple[ToolImage, ...] = ()
+
+    @property
+    def archives_dir(self) -> Path:
+        return self.state_dir.archives_dir
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir.reports_dir
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.state_dir.inventory_path
+
+    def write_manifest(self, manifest: ArchiveManifest) -> None:
+        self.state_dir.write_file(manifest_path(self.archives_dir), manifest_bytes(manifest))
 
     @property
     def containers_policy(self) -> ContainersPolicy:

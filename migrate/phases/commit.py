@@ -13,7 +13,7 @@ config does not matter).
 from __future__ import annotations
 
 from migrate.archives.batching import plan_batches
-from migrate.archives.manifest import covered_image_ids, read_manifest, write_manifest
+from migrate.archives.manifest import covered_image_ids, read_manifest
 from migrate.engine import Engine
 from migrate.errors import MigrateError, StateError
 from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
@@ -90,7 +90,7 @@ class CommitPhase(Phase):
             with byte_bar("commit", sum(b.estimated_bytes for b in batches)) as bar:
                 manifest, written, _adopted, size = write_batches(
                     ctx, engine, commits, manifest, batches, bar, self.name)
-        write_manifest(ctx.archives_dir, manifest)
+        ctx.write_manifest(manifest)
         ids = {image.id for image in images}
         archives = [a.file for a in manifest.archives if {i.legacy_id for i in a.images} & ids]
         entries = [{**_entry(c), "image_id": i.id} for c, i in zip(containers, images,

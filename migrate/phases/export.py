@@ -25,7 +25,6 @@ from migrate.archives.manifest import (
     read_manifest,
     remove_partials,
     reusable_archives,
-    write_manifest,
 )
 from migrate.archives.saved_tar import ArchiveError, expected_images, read_archive_index
 from migrate.engine.client import Engine
@@ -182,7 +181,7 @@ def save_batch(engine: Engine, batch: Batch, archives_dir: Path, bar: ByteProgre
 def _record(ctx: PhaseContext, manifest: ArchiveManifest, entry: ArchiveEntry,
             reused: bool) -> ArchiveManifest:
     manifest = manifest.with_entry(entry)
-    write_manifest(ctx.archives_dir, manifest)
+    ctx.write_manifest(manifest)
     ctx.checkpoint({"archive": entry.file, "sha256": entry.sha256, "bytes": entry.bytes,
                     "refs": len(entry.refs), "reused": reused})
     if not reused:
@@ -243,7 +242,7 @@ class ExportPhase(Phase):
         archives_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         remove_partials(archives_dir)
         manifest = reusable_archives(read_manifest(archives_dir), inventory, archives_dir)
-        write_manifest(archives_dir, manifest)
+        ctx.write_manifest(manifest)
         reused = [entry.file for entry in manifest.archives]
         cap = batch_cap(inventory.engine.data_root, archives_dir)
         # Images staged into the containerd store need no archive (see phases/stage.py).

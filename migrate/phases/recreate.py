@@ -30,7 +30,7 @@ from typing import Any
 
 from migrate.engine import Engine
 from migrate.errors import BlockedError, MigrateError, StateError
-from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes
+from migrate.journal.state_dir import StateDir
 from migrate.models import RUNNING_STATES, ContainerRecord, Inventory, Store
 from migrate.phases.base import (
     JSONDict,
@@ -286,11 +286,9 @@ def _entries(inventory: Inventory) -> list[JSONDict]:
             for c in creation_order(inventory.containers)]
 
 
-def write_container_map(reports_dir: Path, rows: Mapping[str, JSONDict]) -> Path:
-    reports_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = reports_dir / CONTAINER_MAP
-    atomic_write_bytes(path, (json.dumps(rows, indent=2) + "\n").encode(),
-                       mode=PRIVATE_FILE_MODE)
+def write_container_map(state_dir: StateDir, rows: Mapping[str, JSONDict]) -> Path:
+    path = state_dir.reports_dir / CONTAINER_MAP
+    state_dir.write_file(path, (json.dumps(rows, indent=2) + "\n").encode())
     return path
 
 
@@ -341,7 +339,7 @@ class RecreatePhase(Phase):
             remaining = guarded_volumes(inventory, exclude=frozenset(work.new_ids))
             if not remaining:
                 remove_guard(engine)
-        path = write_container_map(ctx.reports_dir, rows)
+        path = write_container_map(ctx.state_dir, rows)
         running = [r for r in rows.values() if "running_again_at" in r]
         downtimes = {str(r["name"]): r.get("downtime_seconds") for r in running}
         log.info("containers recreated", phase=self.name, containers=len(rows),

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from migrate.engine import restart as daemon_control
+from migrate.engine import daemon_wait
 from migrate.errors import RestartFailed
-from migrate.host import systemd
+from migrate.host import processes, restart_command, systemd
 from migrate.models import EngineInfo, Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.support import failpoints
@@ -28,12 +28,12 @@ MIN_WAIT = 10.0
 
 
 def _restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
-    return daemon_control.resolve_restart_command(ctx.options.restart_command,
+    return restart_command.resolve_restart_command(ctx.options.restart_command,
                                                   ctx.records.switch_undo.restart_command)
 
 
 def _timeout(ctx: PhaseContext) -> float:
-    return daemon_control.resolve_restart_timeout(ctx.options.restart_timeout,
+    return daemon_wait.resolve_restart_timeout(ctx.options.restart_timeout,
                                                   ctx.records.switch_undo.restart_timeout)
 
 
@@ -63,7 +63,7 @@ class RestartPhase(Phase):
         # A restart command started by a killed attempt may still be restarting dockerd:
         # let it finish, then look at the store, instead of starting a second daemon.
         wait_for_journaled_restarts(ctx.previous_progress, timeout)
-        before = daemon_control.current_info(host)
+        before = daemon_wait.current_info(host)
         if before is not None and before.store is Store.CONTAINERD and _config_is_switched(ctx):
             # Resumed after the restart had already happened: another one is pure downtime.
             return PhaseOutcome(result=_result(before, restarted=False, seconds=0.0))
@@ -73,11 +73,11 @@ class RestartPhase(Phase):
             ctx.checkpoint({"restart_pid": pid, "restart_started": start_time})
             failpoints.hit("restart:command-started")
 
-        daemon_control.run_restart_with_recovery(
+        restart_command.run_restart_with_recovery(
             argv, timeout, started=journal_pid,
             recover=start_limit_recovery(argv, ctx.checkpoint))
         remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
-        info = daemon_control.wait_for_daemon(host, Store.CONTAINERD, remaining)
+        info = daemon_wait.wait_for_daemon(host, Store.CONTAINERD, remaining)
         return PhaseOutcome(
             result=_result(info, restarted=True, seconds=time.monotonic() - started)
         )
@@ -118,10 +118,10 @@ def wait_for_journaled_restarts(progress: Sequence[Mapping[str, Any]], timeout: 
         pid, started = record.get("restart_pid"), record.get("restart_started")
         if not isinstance(pid, int) or not isinstance(started, int):
             continue
-        if daemon_control.process_start_time(pid) != started:
+        if processes.process_start_time(pid) != started:
             continue  # ended (or the pid now names another process)
         log.info("waiting for an earlier restart command", pid=pid)
-        if not daemon_control.wait_for_exit(pid, started, timeout):
+        if not processes.wait_for_exit(pid, started, timeout):
             raise RestartFailed(
                 f"the restart command started by an interrupted run (pid {pid}) is still "
                 f"running after {timeout:.0f} s",

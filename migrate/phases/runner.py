@@ -19,13 +19,14 @@ from typing import Any, cast
 
 from migrate import __version__
 from migrate.engine import Engine
-from migrate.engine.restart import resolve_restart_timeout
+from migrate.engine.daemon_wait import resolve_restart_timeout
 from migrate.errors import (
     EngineUnreachable,
     ExitCode,
     MigrateError,
     RolledBack,
 )
+from migrate.host.restart_command import resolve_restart_command
 from migrate.journal import (
     KEPT_IN_CONTAINERD,
     OPT_IN_PHASES,
@@ -50,11 +51,19 @@ from migrate.phases import (
     switch,
     verify,
 )
-from migrate.phases.base import Phase, PhaseContext, PreparedPlan, RunOptions, UndoContext
+from migrate.phases.base import (
+    GivenOptions,
+    Phase,
+    PhaseContext,
+    PreparedPlan,
+    RunOptions,
+    UndoContext,
+)
 from migrate.phases.lifecycle import (
     Command,
     CommandLine,
     HostNow,
+    containers_policy_of,
     decide,
     default_command_line,
 )
@@ -64,6 +73,7 @@ from migrate.phases.recreate import RECREATED_LABEL
 from migrate.phases.rollback_check import check_restored, created_since_switch
 from migrate.phases.verify import VERIFY_LABEL
 from migrate.phases.volume_guard import GUARD_LABEL
+from migrate.preflight.facts import CONTAINERS_POLICIES, DEFAULT_CONTAINERS_POLICY, ContainersPolicy
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
@@ -143,6 +153,8 @@ class ForwardOutcome:
     steps: tuple[PhaseName, ...]
     already_completed: bool = False
     state: JournalState | None = None
+    # The options the run resolved under the lock; None when nothing was started.
+    options: RunOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -157,21 +169,24 @@ class RollbackOutcome:
     failed: tuple[str, ...] = ()
 
 
-# Called inside the lock, after the steps are known and before anything is journaled: the
-# command's chance to plan, to ask the operator, or to refuse. A plan it returns is handed
-# to the snapshot phase, so the host is not read twice.
-ConfirmForward = Callable[[tuple[PhaseName, ...], JournalState], PreparedPlan | None]
+# Called inside the lock, after the steps and the run's options are known and before
+# anything is journaled: the command's chance to plan, to ask the operator, or to refuse. A
+# plan it returns is handed to the snapshot phase, so the host is not read twice.
+ConfirmForward = Callable[[tuple[PhaseName, ...], JournalState, RunOptions],
+                          PreparedPlan | None]
 ConfirmRollback = Callable[[JournalState], None]
 
 
 class Runner:
     """Runs the migration of one host, recorded in one state dir."""
 
-    def __init__(self, state_dir: StateDir, options: RunOptions,
+    def __init__(self, state_dir: StateDir, given: GivenOptions,
                  connect: Callable[[], Engine], say: Callable[[str], None] = print,
                  command_line: CommandLine = default_command_line):
         self.state_dir = state_dir
-        self.options = options
+        self.given = given
+        # Resolved from `given` and the journal once, under the lock (`forward`, `rollback`).
+        self._options: RunOptions | None = None
         self.connect = connect
         self.say = say
         # Renders a next step as a command for this host and state dir (lifecycle hints).
@@ -180,6 +195,30 @@ class Runner:
         # commands' JSON documents when the run fails (a raised error carries only text).
         self.migration_id: str | None = None
         self.automatic_rollback: RollbackOutcome | None = None
+
+    @property
+    def options(self) -> RunOptions:
+        if self._options is None:
+            raise RuntimeError("the run's options are resolved under the lock, by forward or "
+                               "rollback")
+        return self._options
+
+    def _forward_options(self, state: JournalState, command: Command) -> RunOptions:
+        """What the operator gave, else what the migration in progress journaled, else the
+        defaults; only `run` restarts the daemon, so only it asks the host for the restart
+        command when none is given nor journaled (and fails when there is none)."""
+        chosen = self.given.chosen_restart_command(state)
+        restart = resolve_restart_command(chosen) if command == "run" else chosen or ()
+        return self.given.resolve(self.given.containers_policy(state), restart)
+
+    def _rollback_options(self, state: JournalState) -> RunOptions:
+        """Each undo uses the restart command and timeout its journal record names unless
+        given now; the rollback's run record keeps the migration's containers policy (the
+        next-step hint after it, "run --containers <policy>", reads it from there)."""
+        policy = containers_policy_of(state)
+        return self.given.resolve(
+            cast(ContainersPolicy, policy) if policy in CONTAINERS_POLICIES
+            else DEFAULT_CONTAINERS_POLICY, self.given.restart_command or ())
 
     # --- forward ----------------------------------------------------------------------
 
@@ -205,10 +244,11 @@ class Runner:
                 return ForwardOutcome(state.last_migration_id, (), already_completed=True,
                                       state=state)
             steps = steps_to_run(state, wanted)
+            options = self._options = self._forward_options(state, command)
             with self._this_host(state):
                 # A new migration refused by its plan leaves nothing behind: the command
                 # raises here, before the journal knows of it.
-                prepared = confirm(steps, state)
+                prepared = confirm(steps, state, options)
                 record = journal.start_run(__version__, argv, _json(self.options.to_record()))
                 self.migration_id = record.migration_id
                 log.info("run started", migration=record.migration_id, steps=list(steps))
@@ -221,7 +261,8 @@ class Runner:
                     raise self._auto_rollback(journal, failure) from failure
                 if completes:
                     journal.finish("completed")
-                return ForwardOutcome(record.migration_id, steps, state=journal.state())
+                return ForwardOutcome(record.migration_id, steps, state=journal.state(),
+                                      options=options)
 
     @staticmethod
     def _containers_down(journal: Journal) -> bool:
@@ -262,9 +303,7 @@ class Runner:
             options=self.options,
             connect=self.connect,
             checkpoint=checkpoint,
-            archives_dir=self.state_dir.archives_dir,
-            reports_dir=self.state_dir.reports_dir,
-            inventory_path=self.state_dir.inventory_path,
+            state_dir=self.state_dir,
             previous_progress=tuple(dict(p) for p in state.phase(name).progress),
             records=records_of(state),
             migration_id=state.migration_id or "",
@@ -338,6 +377,7 @@ class Runner:
             if decision.action == "nothing" or state.outcome == "rolled_back":
                 return RollbackOutcome(migration, nothing_to_do=decision.reason or
                                        f"migration {migration} is already rolled back")
+            self._options = self._rollback_options(state)
             with self._this_host(state):
                 confirm(state)
                 journal.start_run(__version__, argv, _json(self.options.to_record()),

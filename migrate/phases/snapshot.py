@@ -11,7 +11,6 @@ from collections.abc import Callable, Collection
 
 from migrate.engine import Engine
 from migrate.errors import BlockedError, ExitCode
-from migrate.host.fs import atomic_write_bytes
 from migrate.phases.base import (
     JSONDict,
     Phase,
@@ -73,13 +72,12 @@ class SnapshotPhase(Phase):
         if prepared is None or time.monotonic() - prepared.taken_monotonic > PLAN_REUSE_SECONDS:
             prepared = prepare_plan(ctx.options, ctx.connect)
         facts, report = prepared.facts, prepared.report
-        atomic_write_bytes(ctx.reports_dir / "plan.json",
-                           render(report, "json").encode(), 0o600)
+        ctx.state_dir.write_file(ctx.reports_dir / "plan.json", render(report, "json").encode())
         if not report.ready:
             raise blocker_error(report)
         inventory = facts.inventory
-        atomic_write_bytes(ctx.inventory_path, inventory.model_dump_json(indent=1).encode(),
-                           0o600)
+        ctx.state_dir.write_file(ctx.inventory_path,
+                                 inventory.model_dump_json(indent=1).encode())
         log.info("inventory stored", phase=self.name, images=len(inventory.images),
                  containers=len(inventory.containers), volumes=len(inventory.volumes))
         return PhaseOutcome(

@@ -42,15 +42,16 @@ from migrate.engine.containerd import (
     Containerd,
     ContainerdError,
     chain_id,
-    ctr_import_running,
     find_ctr,
     import_output,
+    is_ctr_import,
 )
 from migrate.errors import DiskFullError
 from migrate.host.daemon_json import read_daemon_config
 from migrate.host.fs import flush_filesystem, free_bytes
 from migrate.host.launch import detect_launch
-from migrate.models import ImageRecord, Inventory
+from migrate.host.processes import command_line
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE, ImageRecord, Inventory
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.export import batch_cap, closing_stream
 from migrate.preflight.estimate import room_needed
@@ -148,13 +149,13 @@ class StoreView:
 def _wait_for_orphans(previous: Iterable[Mapping[str, Any]]) -> list[int]:
     """Let `ctr import` processes of a killed run end (bounded), then stop them."""
     pids = [int(p["pid"]) for p in previous if "pid" in p]
-    alive = [pid for pid in pids if ctr_import_running(pid)]
+    alive = [pid for pid in pids if is_ctr_import(command_line(pid))]
     if alive:
         log.warning("waiting for ctr import left by an earlier run", pids=alive)
     deadline = time.monotonic() + ORPHAN_WAIT
     while alive and time.monotonic() < deadline:
         time.sleep(ORPHAN_POLL)
-        alive = [pid for pid in alive if ctr_import_running(pid)]
+        alive = [pid for pid in alive if is_ctr_import(command_line(pid))]
     for pid in alive:
         # Its stream came from the killed run: what it did not finish is imported again.
         with contextlib.suppress(ProcessLookupError):
@@ -399,7 +400,7 @@ def purge_staged(record: Mapping[str, Any]) -> UndoReport:
     if ctr is None or not address:
         return UndoReport.failure("stage: could not remove the staged images: no `ctr` to "
                                   "reach containerd")
-    client = Containerd(ctr, address, str(record.get("namespace") or "moby"))
+    client = Containerd(ctr, address, str(record.get("namespace") or DOCKERD_CONTAINERD_NAMESPACE))
     try:
         current = client.images()
         gone = sorted(n for n, d in names.items() if current.get(n) == d)

@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from migrate.engine import restart as daemon_control
+from migrate.engine import daemon_wait
 from migrate.errors import BlockedError, DaemonConfigError, StateError
+from migrate.host import restart_command
 from migrate.host.daemon_json import (
     SNAPSHOTTER_FEATURE,
     load_for_edit,
@@ -127,9 +128,9 @@ def plan_switch(ctx: PhaseContext) -> JSONDict:
         **original,
         "written_sha256": sha256_hex(target),
         "written_b64": _b64(target),
-        "restart_command": list(daemon_control.resolve_restart_command(
+        "restart_command": list(restart_command.resolve_restart_command(
             ctx.options.restart_command)),
-        "restart_timeout": daemon_control.resolve_restart_timeout(ctx.options.restart_timeout),
+        "restart_timeout": daemon_wait.resolve_restart_timeout(ctx.options.restart_timeout),
         "host": ctx.options.host,
     }
 
@@ -293,12 +294,12 @@ def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
     # The daemon named now, which the runner proved is the journal's (never the journaled
     # address: the record is only trusted for what it restores).
     host = ctx.options.host
-    now = daemon_control.current_info(host)
+    now = daemon_wait.current_info(host)
     if now is not None and now.store is Store.LEGACY:
         return ["switch: the daemon already runs on the legacy store; no restart needed"]
     recorded = record.get("restart_command")
-    argv = daemon_control.resolve_restart_command(ctx.options.restart_command, recorded)
-    timeout = daemon_control.resolve_restart_timeout(ctx.options.restart_timeout,
+    argv = restart_command.resolve_restart_command(ctx.options.restart_command, recorded)
+    timeout = daemon_wait.resolve_restart_timeout(ctx.options.restart_timeout,
                                                      record.get("restart_timeout"))
     source = "given now" if ctx.options.restart_command else (
         "from the journal" if recorded else "this host's default")
@@ -311,9 +312,9 @@ def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
 
     recover = start_limit_recovery(argv, lambda data: ctx.checkpoint("switch", data),
                                    ctx.say)
-    daemon_control.run_restart_with_recovery(argv, timeout, started=journal_pid,
+    restart_command.run_restart_with_recovery(argv, timeout, started=journal_pid,
                                              recover=recover)
-    info = daemon_control.wait_for_daemon(host, Store.LEGACY, timeout)
+    info = daemon_wait.wait_for_daemon(host, Store.LEGACY, timeout)
     return [f"switch: restarted the daemon; Docker {info.version} is back on the legacy store"]
 
 

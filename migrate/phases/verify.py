@@ -20,7 +20,7 @@ from migrate.archives.manifest import ArchiveManifest, read_manifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine.client import Engine
 from migrate.errors import MigrateError, VerificationFailed
-from migrate.host.fs import PRIVATE_FILE_MODE, atomic_write_bytes
+from migrate.journal.state_dir import StateDir
 from migrate.models import Frozen, ImageRecord, Inventory, Store
 from migrate.phases.base import (
     JSONDict,
@@ -189,17 +189,13 @@ def render_text(report: VerificationReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(report: VerificationReport, reports_dir: Path) -> dict[str, Path]:
-    reports_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths = {name: reports_dir / name
+def write_reports(report: VerificationReport, state_dir: StateDir) -> dict[str, Path]:
+    paths = {name: state_dir.reports_dir / name
              for name in ("id-map.json", "verification.json", "verification.txt")}
     body = {**report.model_dump(mode="json"), "ok": report.ok}
-    atomic_write_bytes(paths["id-map.json"], json.dumps(report.id_map(), indent=2).encode(),
-                       mode=PRIVATE_FILE_MODE)
-    atomic_write_bytes(paths["verification.json"], json.dumps(body, indent=2).encode(),
-                       mode=PRIVATE_FILE_MODE)
-    atomic_write_bytes(paths["verification.txt"], render_text(report).encode(),
-                       mode=PRIVATE_FILE_MODE)
+    state_dir.write_file(paths["id-map.json"], json.dumps(report.id_map(), indent=2).encode())
+    state_dir.write_file(paths["verification.json"], json.dumps(body, indent=2).encode())
+    state_dir.write_file(paths["verification.txt"], render_text(report).encode())
     return paths
 
 
@@ -235,7 +231,7 @@ class VerifyPhase(Phase):
                     # its own report says why, which matters more than the guard.
                     if report.ok:
                         raise
-        paths = write_reports(report, ctx.reports_dir)
+        paths = write_reports(report, ctx.state_dir)
         log.info("verification done", phase=self.name, ok=report.ok, images=len(report.images),
                  problems=len(report.all_problems()), report=str(paths["verification.txt"]))
         raise_if_failed(report, paths["verification.txt"])

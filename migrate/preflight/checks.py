@@ -2,7 +2,7 @@
 
 Every engine trap the tool cannot fix by itself (docs/engine-facts.md) becomes a check
 here, so `plan` refuses before anything is touched instead of failing mid-window. Checks
-read a `Ctx` (the host facts, the options and the estimate) and return a `Check` or None.
+read a `CheckInput` (the host facts, the options and the estimate) and return a `Check` or None.
 Check ids are stable kebab-case: scripts and tickets refer to them.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from migrate.engine.restart import RESTART_COMMAND_HINT
 from migrate.errors import DaemonConfigError
 from migrate.host.daemon_json import (
+    DEFAULT_PATH,
     LEGACY_STORAGE_DRIVER_MAPPING,
     SNAPSHOTTER_FEATURE,
     DaemonConfigState,
@@ -30,7 +30,9 @@ from migrate.host.launch import (
     containerd_endpoint,
     names_containerd,
 )
+from migrate.host.restart_command import RESTART_COMMAND_HINT
 from migrate.host.systemd import SERVICE, SOCKET, describe_limit
+from migrate.journal.state_dir import DEFAULT_STATE_DIR
 from migrate.models import VOLUME_GUARD_NAME, Frozen, Inventory, Store
 from migrate.preflight.containers import (
     commit_bytes,
@@ -60,13 +62,13 @@ class Check(Frozen):
 
 
 @dataclass(frozen=True)
-class Ctx:
+class CheckInput:
     facts: HostFacts
     options: PlanOptions
     estimate: Estimate
 
     @property
-    def inv(self) -> Inventory:
+    def inventory(self) -> Inventory:
         return self.facts.inventory
 
     @property
@@ -94,8 +96,8 @@ def parse_version(version: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def engine_too_old(c: Ctx) -> Check | None:
-    version = c.inv.engine.version
+def engine_too_old(given: CheckInput) -> Check | None:
+    version = given.inventory.engine.version
     parsed = parse_version(version)
     if parsed is None:
         return _check("engine-too-old", WARNING, f"cannot parse the engine version {version!r}",
@@ -109,17 +111,17 @@ def engine_too_old(c: Ctx) -> Check | None:
 SNAP_PREFIXES = ("/snap/", "/var/snap/")
 
 
-def unsupported_setup(c: Ctx) -> Check | None:
+def unsupported_setup(given: CheckInput) -> Check | None:
     """Rootless Docker, the snap and Docker Desktop: their daemon.json, data root and
     restart are not the system daemon's that the tool edits and restarts (README, "Tested
     host set-ups")."""
-    engine = c.inv.engine
+    engine = given.inventory.engine
     if "name=rootless" in engine.security_options:
         what, why = "rootless Docker", (
             "its daemon runs as a user, reads ~/.config/docker/daemon.json and is restarted "
             "with `systemctl --user restart docker`")
     elif engine.data_root.startswith(SNAP_PREFIXES) or (
-            c.launch.argv and c.launch.argv[0].startswith(SNAP_PREFIXES)):
+            given.launch.argv and given.launch.argv[0].startswith(SNAP_PREFIXES)):
         what, why = "the Docker snap", (
             "its daemon.json is /var/snap/docker/current/config/daemon.json, its data root "
             "lives under /var/snap/docker, and `snap restart docker` restarts it")
@@ -136,41 +138,42 @@ def unsupported_setup(c: Ctx) -> Check | None:
                   "'Use containerd for pulling and storing images')")
 
 
-def already_containerd(c: Ctx) -> Check | None:
-    if c.inv.engine.store is not Store.CONTAINERD:
+def already_containerd(given: CheckInput) -> Check | None:
+    if given.inventory.engine.store is not Store.CONTAINERD:
         return None
     return _check("already-containerd", BLOCKER,
                   "the daemon already uses the containerd image store: nothing to do")
 
 
-def config_already_switched(c: Ctx) -> Check | None:
-    if c.inv.engine.store is not Store.LEGACY or c.config.containerd_snapshotter is not True:
+def config_already_switched(given: CheckInput) -> Check | None:
+    if given.inventory.engine.store is not Store.LEGACY \
+            or given.config.containerd_snapshotter is not True:
         return None
     # The switch journals these bytes as the original: a rollback restoring them would
     # bring the daemon back on the containerd store, with no way back to legacy.
     return _check("config-already-switched", BLOCKER,
-                  f"{c.config.path} already enables {SNAPSHOTTER_FEATURE} but the daemon "
+                  f"{given.config.path} already enables {SNAPSHOTTER_FEATURE} but the daemon "
                   "runs the legacy store: a rollback could not bring it back to legacy",
-                  f"remove {SNAPSHOTTER_FEATURE} from {c.config.path} (the daemon has not "
+                  f"remove {SNAPSHOTTER_FEATURE} from {given.config.path} (the daemon has not "
                   "read it yet; an unplanned restart would switch without the images), then "
                   "re-run plan")
 
 
-def dockerd_rejects_config(c: Ctx) -> Check | None:
-    verdict = c.facts.dockerd_verdict
+def dockerd_rejects_config(given: CheckInput) -> Check | None:
+    verdict = given.facts.dockerd_verdict
     if verdict is None:
         return None
     if verdict.dockerd is None:
         return _check("dockerd-validate-unavailable", WARNING,
                       "no dockerd binary found to validate daemon.json with",
                       "check it by hand: dockerd --validate --config-file FILE")
-    if verdict.current is not None and c.config.valid:
+    if verdict.current is not None and given.config.valid:
         # The daemon runs on an older config: its next start, and so the rollback's,
         # would fail. Stopping before the switch is the only safe answer.
         return _check("daemon-config-rejected", BLOCKER,
-                      f"dockerd rejects {c.config.path} as it is now: {verdict.current}",
+                      f"dockerd rejects {given.config.path} as it is now: {verdict.current}",
                       "the running daemon was started before this content; fix the file "
-                      f"(`{verdict.dockerd} --validate --config-file {c.config.path}`), "
+                      f"(`{verdict.dockerd} --validate --config-file {given.config.path}`), "
                       "then re-run plan")
     if verdict.target is not None and verdict.current is None:
         return _check("target-config-rejected", BLOCKER,
@@ -181,8 +184,8 @@ def dockerd_rejects_config(c: Ctx) -> Check | None:
     return None
 
 
-def state_dir_unusable(c: Ctx) -> Check | None:
-    problem = c.facts.state_dir_problem
+def state_dir_unusable(given: CheckInput) -> Check | None:
+    problem = given.facts.state_dir_problem
     if problem is None:
         return None
     return _check("state-dir-unusable", BLOCKER, problem,
@@ -198,15 +201,15 @@ def volatile_state_dir(fs: FilesystemFacts) -> Check | None:
                   "loses its journal, which holds the only copy of the original daemon.json "
                   "(and with it the rollback)",
                   "pick a --state-dir on a disk-backed filesystem (the default is "
-                  "/var/lib/containerd-migrate)")
+                  f"{DEFAULT_STATE_DIR})")
 
 
-def state_dir_volatile(c: Ctx) -> Check | None:
-    return volatile_state_dir(c.facts.state_dir)
+def state_dir_volatile(given: CheckInput) -> Check | None:
+    return volatile_state_dir(given.facts.state_dir)
 
 
-def daemon_config_invalid(c: Ctx) -> Check | None:
-    config = c.config
+def daemon_config_invalid(given: CheckInput) -> Check | None:
+    config = given.config
     if not config.exists or config.valid:
         return None
     return _check("daemon-config-invalid", BLOCKER,
@@ -223,37 +226,37 @@ def _same_file(edited: DaemonConfigState, read: str) -> bool:
     return any(canonical_path(candidate) == read for candidate in candidates)
 
 
-def daemon_config_not_read(c: Ctx) -> Check | None:
-    read = config_file_read(c.launch)
+def daemon_config_not_read(given: CheckInput) -> Check | None:
+    read = config_file_read(given.launch)
     if read is None:
         return _check("daemon-config-not-read", WARNING,
                       "cannot tell which daemon.json dockerd reads (its command line is "
                       "unknown)",
-                      f"make sure dockerd reads {c.config.path}: its --config-file, else "
-                      "/etc/docker/daemon.json")
-    if _same_file(c.config, read):
+                      f"make sure dockerd reads {given.config.path}: its --config-file, else "
+                      f"{DEFAULT_PATH}")
+    if _same_file(given.config, read):
         return None
-    if read == os.devnull and not c.config.exists:
+    if read == os.devnull and not given.config.exists:
         # A launcher that passes /dev/null while there is no daemon.json and the file once
         # it exists (as the test sandboxes do) reads the switched file; a plain dockerd not.
         return _check("daemon-config-not-read", WARNING,
                       f"dockerd is started with --config-file {read}: it reads no daemon.json "
-                      f"now; the switch creates {c.config.path}",
-                      f"make sure the restart passes --config-file {c.config.path}")
+                      f"now; the switch creates {given.config.path}",
+                      f"make sure the restart passes --config-file {given.config.path}")
     # Switching a file dockerd never reads brings the daemon back on the legacy store.
     return _check("daemon-config-not-read", BLOCKER,
-                  f"dockerd reads {read}, not {c.config.path}",
+                  f"dockerd reads {read}, not {given.config.path}",
                   f"pass --daemon-config {read} (the --config-file on dockerd's command line, "
-                  "else /etc/docker/daemon.json)",
-                  [f"dockerd command line: {' '.join(c.launch.argv)}"]
-                  + [f"unit file: {u}" for u in c.launch.unit_files])
+                  f"else {DEFAULT_PATH})",
+                  [f"dockerd command line: {' '.join(given.launch.argv)}"]
+                  + [f"unit file: {u}" for u in given.launch.unit_files])
 
 
-def daemon_config_symlink(c: Ctx) -> Check | None:
-    config = c.config
+def daemon_config_symlink(given: CheckInput) -> Check | None:
+    config = given.config
     if not config.is_symlink:
         return None
-    if c.options.follow_symlinks:
+    if given.options.follow_symlinks:
         return _check("daemon-config-symlink", INFO,
                       f"{config.path} is a symlink to {config.symlink_target}; the target will "
                       "be edited")
@@ -262,38 +265,38 @@ def daemon_config_symlink(c: Ctx) -> Check | None:
                   "pass --follow-symlinks to edit the target, or replace the link by a file")
 
 
-def _new_snapshotter(c: Ctx) -> str | None:
-    return choose_snapshotter(c.config.storage_driver, c.options.snapshotter,
-                              c.inv.engine.legacy_driver)
+def _new_snapshotter(given: CheckInput) -> str | None:
+    return choose_snapshotter(given.config.storage_driver, given.options.snapshotter,
+                              given.inventory.engine.legacy_driver)
 
 
-def storage_driver_rewrite(c: Ctx) -> Check | None:
+def storage_driver_rewrite(given: CheckInput) -> Check | None:
     try:
-        new = _new_snapshotter(c)
+        new = _new_snapshotter(given)
     except DaemonConfigError:
         return None
-    old = c.config.storage_driver or c.inv.engine.legacy_driver
-    if new is None or new == c.config.storage_driver:
+    old = given.config.storage_driver or given.inventory.engine.legacy_driver
+    if new is None or new == given.config.storage_driver:
         return None
     message = f"storage-driver {old} will be written as {new} in daemon.json"
-    if c.options.snapshotter is None and old == "vfs":
+    if given.options.snapshotter is None and old == "vfs":
         return _check("storage-driver-rewrite", WARNING, message,
                       "the native snapshotter copies every layer in full: expect more disk "
                       "use than estimated")
-    reason = "explicit --snapshotter" if c.options.snapshotter else "automatic mapping"
+    reason = "explicit --snapshotter" if given.options.snapshotter else "automatic mapping"
     return _check("storage-driver-rewrite", INFO, f"{message} ({reason})")
 
 
-def storage_driver_unmappable(c: Ctx) -> Check | None:
+def storage_driver_unmappable(given: CheckInput) -> Check | None:
     try:
-        _new_snapshotter(c)
+        _new_snapshotter(given)
     except DaemonConfigError as exc:
         return _check("storage-driver-unmappable", BLOCKER, exc.message, exc.hint)
     return None
 
 
-def storage_driver_flag(c: Ctx) -> Check | None:
-    launch = c.launch
+def storage_driver_flag(given: CheckInput) -> Check | None:
+    launch = given.launch
     found = []
     if launch.storage_driver_flag:
         found.append(f"dockerd flag --storage-driver {launch.storage_driver_flag}")
@@ -309,8 +312,8 @@ def storage_driver_flag(c: Ctx) -> Check | None:
                   found + [f"unit file: {u}" for u in launch.unit_files])
 
 
-def feature_flag_conflict(c: Ctx) -> Check | None:
-    flags = c.launch.feature_flags
+def feature_flag_conflict(given: CheckInput) -> Check | None:
+    flags = given.launch.feature_flags
     if not flags:
         return None
     return _check("feature-flag-conflict", BLOCKER,
@@ -320,8 +323,8 @@ def feature_flag_conflict(c: Ctx) -> Check | None:
                   [f"--feature {flag}" for flag in flags])
 
 
-def feature_typo(c: Ctx) -> Check | None:
-    typos = c.config.feature_typos
+def feature_typo(given: CheckInput) -> Check | None:
+    typos = given.config.feature_typos
     if not typos:
         return None
     return _check("feature-typo", WARNING,
@@ -331,13 +334,13 @@ def feature_typo(c: Ctx) -> Check | None:
                   "after the restart", [f"features.{key}" for key in typos])
 
 
-def userns_remap(c: Ctx) -> Check | None:
+def userns_remap(given: CheckInput) -> Check | None:
     sources = []
-    if c.config.userns_remap:
-        sources.append(f"daemon.json userns-remap: {c.config.userns_remap}")
-    if c.launch.userns_remap_flag:
-        sources.append(f"dockerd flag --userns-remap {c.launch.userns_remap_flag}")
-    if any("userns" in opt for opt in c.inv.engine.security_options):
+    if given.config.userns_remap:
+        sources.append(f"daemon.json userns-remap: {given.config.userns_remap}")
+    if given.launch.userns_remap_flag:
+        sources.append(f"dockerd flag --userns-remap {given.launch.userns_remap_flag}")
+    if any("userns" in opt for opt in given.inventory.engine.security_options):
         sources.append("docker info SecurityOptions: userns")
     if not sources:
         return None
@@ -346,14 +349,14 @@ def userns_remap(c: Ctx) -> Check | None:
                   sources)
 
 
-def external_containerd(c: Ctx) -> Check | None:
+def external_containerd(given: CheckInput) -> Check | None:
     # The daemon.json keys count like the flags: dockerd reads either (flag wins).
-    socket, namespace = containerd_endpoint(c.launch, c.config.data)
-    if not names_containerd(c.launch, c.config.data):
+    socket, namespace = containerd_endpoint(given.launch, given.config.data)
+    if not names_containerd(given.launch, given.config.data):
         # Engine 28 reports Containerd.Address in `docker info` for the containerd it
         # manages itself (EXEC_ROOT/containerd/containerd.sock) too: that one is not
         # external. Another address there means a launch we could not read.
-        reported = c.inv.engine.containerd_address
+        reported = given.inventory.engine.containerd_address
         if not reported or canonical_path(reported) == canonical_path(socket):
             return None
         socket = reported
@@ -363,11 +366,12 @@ def external_containerd(c: Ctx) -> Check | None:
                   "containerd's root, not under the data root")
 
 
-def live_restore(c: Ctx) -> Check | None:
-    data = c.config.data or {}
-    if not (c.inv.engine.live_restore or c.launch.live_restore or data.get("live-restore")):
+def live_restore(given: CheckInput) -> Check | None:
+    data = given.config.data or {}
+    if not (given.inventory.engine.live_restore or given.launch.live_restore
+            or data.get("live-restore")):
         return None
-    running = [ct.name for ct in c.inv.containers if ct.running]
+    running = [ct.name for ct in given.inventory.containers if ct.running]
     return _check("live-restore", WARNING if running else INFO,
                   "live-restore is on: running containers would survive the restart as "
                   "invisible orphans", "they will be stopped deliberately before the switch",
@@ -375,28 +379,28 @@ def live_restore(c: Ctx) -> Check | None:
 
 
 
-def not_root(c: Ctx) -> Check | None:
-    if c.facts.is_root:
+def not_root(given: CheckInput) -> Check | None:
+    if given.facts.is_root:
         return None
     return _check("not-root", BLOCKER, "not running as root",
                   "run as root: the switch edits daemon.json and restarts dockerd")
 
 
-def restart_command_unknown(c: Ctx) -> Check | None:
-    if c.facts.restart_problem is None:
+def restart_command_unknown(given: CheckInput) -> Check | None:
+    if given.facts.restart_problem is None:
         return None
-    return _check("restart-command", BLOCKER, c.facts.restart_problem, RESTART_COMMAND_HINT
+    return _check("restart-command", BLOCKER, given.facts.restart_problem, RESTART_COMMAND_HINT
                   + " (or set CONTAINERD_MIGRATE_RESTART_COMMAND)")
 
 
-def restart_command_fails(c: Ctx) -> Check | None:
-    argv = c.facts.restart_command
+def restart_command_fails(given: CheckInput) -> Check | None:
+    argv = given.facts.restart_command
     if not argv:
         return None  # restart-command says why there is none
     program = argv[0]
-    if not c.facts.restart_program_found:
+    if not given.facts.restart_program_found:
         why = f"`{program}` is not found on PATH"
-    elif os.path.basename(program) == "systemctl" and not c.facts.systemd_booted:
+    elif os.path.basename(program) == "systemctl" and not given.facts.systemd_booted:
         why = ("`systemctl` needs systemd as PID 1, and systemd is not running this host (no "
                "/run/systemd/system)")
     else:
@@ -412,20 +416,20 @@ def restart_command_fails(c: Ctx) -> Check | None:
 STARTS_PER_MIGRATION = 2
 
 
-def start_limit(c: Ctx) -> Check | None:
+def start_limit(given: CheckInput) -> Check | None:
     """docker.service's start limit (Debian: 3 starts in 60 s, the boot start counts)."""
-    unit = c.facts.docker_unit
+    unit = given.facts.docker_unit
     if unit is None or not unit.loaded or not unit.limited:
         return None
-    limit, ago = describe_limit(unit), c.facts.docker_started_ago
+    limit, ago = describe_limit(unit), given.facts.docker_started_ago
     window = unit.start_limit_interval_us / 1_000_000
     # The journal counts every start in the window; the last start alone is at least one.
     recent = max(1 if ago is not None and ago < window else 0,
-                 c.facts.docker_recent_starts or 0)
+                 given.facts.docker_recent_starts or 0)
     details = [f"StartLimitBurst={unit.start_limit_burst}, StartLimitIntervalSec={window:g}s",
                f"last start: {'unknown' if ago is None else f'{ago:.0f} s ago'}",
                f"starts in the last {window:g} s: "
-               + ("unknown" if c.facts.docker_recent_starts is None else str(recent)),
+               + ("unknown" if given.facts.docker_recent_starts is None else str(recent)),
                f"automatic restarts since loaded: {unit.n_restarts}"]
     hint = ("if systemd refuses a restart (result start-limit-hit), the tool runs "
             f"`systemctl reset-failed {SERVICE} {SOCKET}` once and restarts again, and "
@@ -444,11 +448,11 @@ def start_limit(c: Ctx) -> Check | None:
                   f"rollback start it {STARTS_PER_MIGRATION} times", hint, details)
 
 
-def daemon_config_not_writable(c: Ctx) -> Check | None:
-    if c.config.writable:
+def daemon_config_not_writable(given: CheckInput) -> Check | None:
+    if given.config.writable:
         return None
     return _check("daemon-config-not-writable", BLOCKER,
-                  f"{c.config.path} (or its directory) is not writable", "run as root")
+                  f"{given.config.path} (or its directory) is not writable", "run as root")
 
 
 
@@ -457,21 +461,21 @@ GIB = 1024**3
 MIB = 1024**2
 
 
-def containers_present(c: Ctx) -> Check | None:
-    containers = c.inv.containers
+def containers_present(given: CheckInput) -> Check | None:
+    containers = given.inventory.containers
     if not containers:
         return None
     running = sum(ct.running for ct in containers)
     details = [f"{ct.name} ({ct.state}, image {ct.image})" for ct in containers]
     message = f"{len(containers)} container(s), {running} running"
-    if c.options.containers == "recreate":
-        plans = recreate_plan(c.inv)
+    if given.options.containers == "recreate":
+        plans = recreate_plan(given.inventory)
         return _check("containers-present", INFO,
                       f"{message}: each is recreated in the containerd store, running ones "
                       "stopped for the window and started again",
                       "same names, config, volumes and networks; see the container-map.json "
                       "report after the run", [plan.describe() for plan in plans])
-    if c.options.containers == "leave":
+    if given.options.containers == "leave":
         return _check("containers-present", WARNING,
                       f"{message}: they will be hidden after the switch, running ones stopped",
                       "they come back, writable layers intact, after a rollback", details)
@@ -481,10 +485,10 @@ def containers_present(c: Ctx) -> Check | None:
                   "in the legacy store until a rollback, or remove them", details)
 
 
-def containers_not_recreatable(c: Ctx) -> Check | None:
-    if c.options.containers != "recreate":
+def containers_not_recreatable(given: CheckInput) -> Check | None:
+    if given.options.containers != "recreate":
         return None
-    blocked = [plan for plan in recreate_plan(c.inv) if plan.blockers]
+    blocked = [plan for plan in recreate_plan(given.inventory) if plan.blockers]
     if not blocked:
         return None
     return _check("containers-not-recreatable", BLOCKER,
@@ -494,11 +498,12 @@ def containers_not_recreatable(c: Ctx) -> Check | None:
                   [plan.describe() for plan in blocked])
 
 
-def containers_removed_by_stop(c: Ctx) -> Check | None:
+def containers_removed_by_stop(given: CheckInput) -> Check | None:
     # Under recreate, containers-not-recreatable names them among the rest.
-    if c.options.containers == "recreate":
+    if given.options.containers == "recreate":
         return None
-    lost = [f"{ct.name}: {why}" for ct in c.inv.containers if (why := removed_by_stop(ct))]
+    lost = [f"{ct.name}: {why}" for ct in given.inventory.containers
+            if (why := removed_by_stop(ct))]
     if not lost:
         return None
     return _check("containers-removed-by-stop", BLOCKER,
@@ -507,11 +512,11 @@ def containers_removed_by_stop(c: Ctx) -> Check | None:
                   "them first), or start them again without --rm, then plan again", lost)
 
 
-def reserved_container_name(c: Ctx) -> Check | None:
+def reserved_container_name(given: CheckInput) -> Check | None:
     # Recreated containers and the tool's volume guard share the containerd store.
-    if c.options.containers != "recreate":
+    if given.options.containers != "recreate":
         return None
-    if not any(ct.name == VOLUME_GUARD_NAME for ct in c.inv.containers):
+    if not any(ct.name == VOLUME_GUARD_NAME for ct in given.inventory.containers):
         return None
     return _check("reserved-container-name", BLOCKER,
                   f"a container is named {VOLUME_GUARD_NAME}, the name of the volume guard the "
@@ -520,11 +525,12 @@ def reserved_container_name(c: Ctx) -> Check | None:
                   f"{VOLUME_GUARD_NAME}-own`), then plan again")
 
 
-def names_kept_in_containerd(c: Ctx) -> Check | None:
+def names_kept_in_containerd(given: CheckInput) -> Check | None:
     # The containerd store is hidden now; its containers are there again after the switch.
-    if c.options.containers != "recreate" or not c.facts.kept_in_containerd:
+    if given.options.containers != "recreate" or not given.facts.kept_in_containerd:
         return None
-    taken = sorted(set(c.facts.kept_in_containerd) & {ct.name for ct in c.inv.containers})
+    taken = sorted(set(given.facts.kept_in_containerd)
+                   & {ct.name for ct in given.inventory.containers})
     if not taken:
         return None
     return _check("names-kept-in-containerd", BLOCKER,
@@ -536,11 +542,11 @@ def names_kept_in_containerd(c: Ctx) -> Check | None:
                   "once by hand to remove them first")
 
 
-def swarm_tasks(c: Ctx) -> Check | None:
+def swarm_tasks(given: CheckInput) -> Check | None:
     # Under recreate, containers-not-recreatable blocks them; refuse blocks every container.
-    if c.options.containers != "leave":
+    if given.options.containers != "leave":
         return None
-    tasks = [ct.name for ct in c.inv.containers if is_swarm_task(ct)]
+    tasks = [ct.name for ct in given.inventory.containers if is_swarm_task(ct)]
     if not tasks:
         return None
     return _check("swarm-tasks", WARNING,
@@ -550,9 +556,9 @@ def swarm_tasks(c: Ctx) -> Check | None:
                   "not count them as missing", tasks)
 
 
-def volumes_only_used_by_containers(c: Ctx) -> Check | None:
-    used = [v for v in c.inv.volumes if v.used_by]
-    if not used or c.options.containers == "recreate":
+def volumes_only_used_by_containers(given: CheckInput) -> Check | None:
+    used = [v for v in given.inventory.volumes if v.used_by]
+    if not used or given.options.containers == "recreate":
         return None  # recreated containers keep using their volumes
     return _check("volumes-only-used-by-containers", WARNING,
                   f"{len(used)} volume(s) will look unused once their containers are hidden",
@@ -561,8 +567,8 @@ def volumes_only_used_by_containers(c: Ctx) -> Check | None:
                   [f"{v.name} (used by {', '.join(v.used_by)})" for v in used])
 
 
-def registry_digests(c: Ctx) -> Check | None:
-    pulled = [img for img in c.inv.images if img.repo_digests]
+def registry_digests(given: CheckInput) -> Check | None:
+    pulled = [img for img in given.inventory.images if img.repo_digests]
     if not pulled:
         return None
     return _check("registry-digests", WARNING,
@@ -573,8 +579,8 @@ def registry_digests(c: Ctx) -> Check | None:
                    for img in pulled])
 
 
-def dangling_images(c: Ctx) -> Check | None:
-    dangling = c.inv.dangling_images
+def dangling_images(given: CheckInput) -> Check | None:
+    dangling = given.inventory.dangling_images
     if not dangling:
         return None
     return _check("dangling-images", INFO,
@@ -605,34 +611,34 @@ def _disk(id_: str, fs: FilesystemFacts, need: int, what: str, hint: str) -> Che
     return None
 
 
-def _credited(need: int, c: Ctx) -> tuple[int, str]:
+def _credited(need: int, given: CheckInput) -> tuple[int, str]:
     """The need less the archives already written (reused by the run), and a note."""
-    written = min(c.facts.archives_written_bytes, max(need - RESERVE_BYTES, 0))
+    written = min(given.facts.archives_written_bytes, max(need - RESERVE_BYTES, 0))
     note = f", {_size(written)} of it already written" if written else ""
     return need - written, note
 
 
-def disk_state_dir(c: Ctx) -> Check | None:
-    if c.facts.shared_filesystem:
+def disk_state_dir(given: CheckInput) -> Check | None:
+    if given.facts.shared_filesystem:
         return None  # disk-data-root reports the combined need of the shared filesystem
-    need, note = _credited(c.estimate.state_dir_need_bytes, c)
-    return _disk("disk-state-dir", c.facts.state_dir, need, f"the export archives{note}",
+    need, note = _credited(given.estimate.state_dir_need_bytes, given)
+    return _disk("disk-state-dir", given.facts.state_dir, need, f"the export archives{note}",
                  "free space there or pick another --state-dir")
 
 
-def disk_data_root(c: Ctx) -> Check | None:
-    what, need, note = "save staging + the new store", c.estimate.data_root_need_bytes, ""
-    if c.facts.shared_filesystem:
-        need, note = _credited(need, c)
+def disk_data_root(given: CheckInput) -> Check | None:
+    what, need, note = "save staging + the new store", given.estimate.data_root_need_bytes, ""
+    if given.facts.shared_filesystem:
+        need, note = _credited(need, given)
         what = ("archives + save staging + the new store (state dir on the same "
                 f"filesystem{note})")
-    return _disk("disk-data-root", c.facts.data_root, need, what,
+    return _disk("disk-data-root", given.facts.data_root, need, what,
                  "free space on the data-root filesystem; the legacy data stays until cleanup")
 
 
 
-def staging(c: Ctx) -> Check | None:
-    facts = c.facts.staging
+def staging(given: CheckInput) -> Check | None:
+    facts = given.facts.staging
     if facts is None:
         return None
     if not facts.available:
@@ -652,13 +658,13 @@ def staging(c: Ctx) -> Check | None:
                   "plus verification")
 
 
-def no_images(c: Ctx) -> Check | None:
-    if c.inv.images:
+def no_images(given: CheckInput) -> Check | None:
+    if given.inventory.images:
         return None
     return _check("no-images", INFO, "no images: only the daemon switch is needed")
 
 
-CHECKS: tuple[Callable[[Ctx], Check | None], ...] = (
+CHECKS: tuple[Callable[[CheckInput], Check | None], ...] = (
     engine_too_old, unsupported_setup, already_containerd, config_already_switched,
     daemon_config_invalid,
     daemon_config_not_read, daemon_config_symlink, storage_driver_rewrite,
@@ -691,5 +697,5 @@ def evaluate_checks(
 ) -> tuple[Check, ...]:
     if est is None:
         est = plan_estimate(facts, options)
-    ctx = Ctx(facts, options, est)
-    return tuple(check for fn in CHECKS if (check := fn(ctx)) is not None)
+    given = CheckInput(facts, options, est)
+    return tuple(check for fn in CHECKS if (check := fn(given)) is not None)

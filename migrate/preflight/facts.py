@@ -20,7 +20,6 @@ from pydantic import Field
 from migrate.archives.manifest import written_bytes
 from migrate.engine.client import Engine
 from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
-from migrate.engine.restart import SYSTEMD_RUNTIME_DIR, resolve_restart_command
 from migrate.errors import BlockedError, DaemonConfigError, UsageError
 from migrate.host import systemd
 from migrate.host.daemon_json import (
@@ -41,10 +40,12 @@ from migrate.host.launch import (
     dockerd_binary,
     names_containerd,
 )
+from migrate.host.processes import executable
+from migrate.host.restart_command import resolve_restart_command
 from migrate.host.systemd import UnitState
 from migrate.journal import replay
 from migrate.journal.state_dir import StateDir
-from migrate.models import EngineInfo, Frozen, Inventory
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE, EngineInfo, Frozen, Inventory
 from migrate.preflight.rehearsal import REPORT_NAME, RehearsalReport, read_report
 
 # The one list of containers policies: the CLI's choices are read from it.
@@ -54,7 +55,7 @@ DEFAULT_CONTAINERS_POLICY: ContainersPolicy = "refuse"
 
 
 class PlanOptions(Frozen):
-    containers: ContainersPolicy = "refuse"
+    containers: ContainersPolicy = DEFAULT_CONTAINERS_POLICY
     snapshotter: str | None = None
     throughput_mbps: float | None = Field(default=None, gt=0)
     follow_symlinks: bool = False
@@ -77,7 +78,7 @@ class StagingFacts(Frozen):
 
     ctr: str | None = None
     address: str = ""
-    namespace: str = "moby"
+    namespace: str = DOCKERD_CONTAINERD_NAMESPACE
     snapshotter: str = DEFAULT_SNAPSHOTTER
     server_version: str | None = None
     local_import: bool = False
@@ -186,7 +187,9 @@ def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigSt
     except DaemonConfigError as error:
         return base.model_copy(update={"problem": f"no target snapshotter: {error.message}"})
     base = base.model_copy(update={"snapshotter": snapshotter or DEFAULT_SNAPSHOTTER})
-    ctr = find_ctr(launch.pid or info.pid, launch.argv[0] if launch.argv else None)
+    dockerd_pid = launch.pid or info.pid
+    ctr = find_ctr(executable(dockerd_pid) if dockerd_pid else None,
+                   launch.argv[0] if launch.argv else None)
     if ctr is None:
         return base.model_copy(update={"problem": "no `ctr` binary next to dockerd or on PATH "
                                        "(it comes with the containerd package)"})
@@ -274,7 +277,7 @@ def gather_facts(
         restart_command=restart,
         restart_problem=restart_problem,
         restart_program_found=not restart or shutil.which(restart[0]) is not None,
-        systemd_booted=SYSTEMD_RUNTIME_DIR.is_dir(),
+        systemd_booted=systemd.booted(),
         hostname=socket.gethostname(),
         daemon_host=engine.host,
         state_dir_problem=state_problem,

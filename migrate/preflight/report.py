@@ -69,9 +69,6 @@ class PlanReport(Frozen):
     ready: bool
     verdict: str
 
-    def by_severity(self, severity: Severity) -> tuple[Check, ...]:
-        return tuple(check for check in self.checks if check.severity is severity)
-
 
 def verdict(checks: tuple[Check, ...], images: int) -> str:
     blockers = [check.id for check in checks if check.severity is Severity.BLOCKER]

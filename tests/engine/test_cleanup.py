@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.commands.cleanup import cleanup
+from migrate.commands.cleanup import CleanupArgs, cleanup
 from migrate.commands.context import GlobalOptions
 from migrate.errors import ExitCode, UsageError
 from migrate.host.fs import tree_bytes
@@ -109,9 +109,9 @@ def test_prune_legacy_deletes_the_old_driver_data_and_ends_rollback(
     # On a terminal the question says how much goes; a "no" deletes nothing.
     console = _Answering(answer=False)
     opts = GlobalOptions(host=sandbox.host, daemon_config=sandbox.daemon_json, state_dir=state,
-                         console=console)
+                         console=console, interactive=True)
     with pytest.raises(UsageError, match="not confirmed"):
-        cleanup(opts, prune_legacy=True, interactive=True)
+        cleanup(opts, CleanupArgs(prune_legacy=True))
     size = human_bytes(tree_bytes(legacy))
     assert console.asked == [f"delete the legacy overlay2 data, {size} ({legacy[0]}, "
                              f"{legacy[1]})? After this, rollback is no longer possible"]

@@ -13,6 +13,7 @@ from migrate.archives.manifest import read_manifest
 from migrate.archives.saved_tar import ArchiveError
 from migrate.engine.client import Engine
 from migrate.errors import VerificationFailed
+from migrate.journal.state_dir import StateDir
 from migrate.models import Store
 from migrate.phases import export, import_, verify
 from migrate.phases.base import JSONDict, PhaseContext, RunOptions, UndoContext
@@ -29,9 +30,7 @@ def _context(sandbox: Sandbox, state: Path, progress: list[JSONDict]) -> PhaseCo
         options=options,
         connect=lambda: Engine(sandbox.host),
         checkpoint=lambda data: progress.append(dict(data)),
-        archives_dir=state / "archives",
-        reports_dir=state / "reports",
-        inventory_path=state / "inventory.json",
+        state_dir=StateDir(state).ensure(),
     )
 
 

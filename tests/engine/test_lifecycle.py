@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from migrate.engine.containerd import DEFAULT_NAMESPACE, Containerd, find_ctr
+from migrate.engine.containerd import Containerd, find_ctr
 from migrate.errors import ExitCode
 from migrate.journal import JournalState, replay
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE
 from migrate.sandbox import Sandbox, SandboxFactory, build_bulk_images
 from migrate.sandbox.fetch import engine_bin_dirs
 from migrate.sandbox.samples import BUSY_LOOP, docker, inspect
@@ -72,7 +73,7 @@ def _containers(sandbox: Sandbox) -> dict[str, tuple[str, str]]:
 def _ctr(sandbox: Sandbox) -> Containerd:
     ctr = find_ctr(None, path=":".join(map(str, engine_bin_dirs(sandbox.engine))))
     assert ctr is not None
-    return Containerd(ctr, str(sandbox.containerd_socket), DEFAULT_NAMESPACE)
+    return Containerd(ctr, str(sandbox.containerd_socket), DOCKERD_CONTAINERD_NAMESPACE)
 
 
 def _assert_legacy_restored(sandbox: Sandbox, ids: dict[str, str]) -> None:

@@ -32,8 +32,9 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from migrate.engine.containerd import DEFAULT_NAMESPACE, Containerd, find_ctr
+from migrate.engine.containerd import Containerd, find_ctr
 from migrate.errors import ExitCode
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE
 from migrate.sandbox import BASE_DIR, Sandbox, build_bulk_images
 from migrate.sandbox.fetch import engine_bin_dirs
 from migrate.sandbox.samples import BUSY_LOOP, docker, inspect
@@ -54,7 +55,7 @@ CONTAINERD_STATES = {"completed", "completed, cleaned up", "completed, legacy da
 def _ctr(sandbox: Sandbox) -> Containerd:
     ctr = find_ctr(None, path=":".join(map(str, engine_bin_dirs(sandbox.engine))))
     assert ctr is not None
-    return Containerd(ctr, str(sandbox.containerd_socket), DEFAULT_NAMESPACE)
+    return Containerd(ctr, str(sandbox.containerd_socket), DOCKERD_CONTAINERD_NAMESPACE)
 
 
 class Host:

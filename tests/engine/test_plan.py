@@ -54,7 +54,8 @@ def _checks(report: PlanReport) -> dict[str, Check]:
 
 
 def _blockers(report: PlanReport) -> set[str]:
-    return {check.id for check in report.by_severity(Severity.BLOCKER)}
+    return {check.id for check in report.checks
+            if check.severity is Severity.BLOCKER}
 
 
 def _last_line(text: str) -> str:

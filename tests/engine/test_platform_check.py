@@ -13,8 +13,9 @@ import tarfile
 import pytest
 
 from migrate.engine.client import Engine
-from migrate.engine.containerd import DEFAULT_NAMESPACE, Containerd, find_ctr
+from migrate.engine.containerd import Containerd, find_ctr
 from migrate.errors import EngineError
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE
 from migrate.phases.platform_check import (
     PROBE_IMAGE,
     PROBE_LABEL,
@@ -36,7 +37,7 @@ ENGINES = pytest.mark.parametrize("engine_key", ["26", "28"])
 def _ctr(sandbox: Sandbox) -> Containerd:
     ctr = find_ctr(None, path=":".join(map(str, engine_bin_dirs(sandbox.engine))))
     assert ctr is not None
-    return Containerd(ctr, str(sandbox.containerd_socket), DEFAULT_NAMESPACE)
+    return Containerd(ctr, str(sandbox.containerd_socket), DOCKERD_CONTAINERD_NAMESPACE)
 
 
 def _content(client: Containerd) -> set[str]:

@@ -15,8 +15,8 @@ import pytest
 
 from migrate.commands.context import GlobalOptions
 from migrate.commands.run import RunArgs, run
-from migrate.engine.restart import default_restart_command
 from migrate.errors import BlockedError, ExitCode, UsageError
+from migrate.host.restart_command import default_restart_command
 from migrate.journal import replay
 from migrate.sandbox import SandboxFactory
 from migrate.sandbox.daemon import Sandbox
@@ -96,17 +96,16 @@ def test_run_finds_blockers_before_asking_and_the_question_says_what_happens(
     samples = sandbox_samples(sandbox)
     console = _Recorder(answer=False)
     opts = GlobalOptions(host=sandbox.host, daemon_config=sandbox.daemon_json,
-                         state_dir=tmp_path / "state", console=console)
+                         state_dir=tmp_path / "state", console=console, interactive=True)
     restart = restart_command(sandbox)
     # The sample host has containers: under the default policy the run is blocked, and the
     # operator is not asked to confirm a run that is going to refuse.
     with pytest.raises(BlockedError, match="containers-present"):
-        run(opts, RunArgs(interactive=True, restart_command=restart))
+        run(opts, RunArgs(restart_command=restart))
     assert console.questions == []
 
     with pytest.raises(UsageError, match="not confirmed"):
-        run(opts, RunArgs(interactive=True, containers="leave",
-                                   restart_command=restart))
+        run(opts, RunArgs(containers="leave", restart_command=restart))
     (question,) = console.questions
     running = [name for name, state in samples.containers.items() if state == "running"]
     assert running and all(name in question for name in running), question

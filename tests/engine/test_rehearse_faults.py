@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from migrate.errors import ExitCode
-from migrate.host.throwaway import ThrowawayEngine, mounts_under, running_as
+from migrate.host.processes import alive_as
+from migrate.host.throwaway import ThrowawayEngine, mounts_under
 from migrate.sandbox import Sandbox, SandboxFactory, docker
 from migrate.sandbox.layers import ArchiveImage, load_images, rootfs_layer
 from migrate.sandbox.samples import BUSYBOX
@@ -147,7 +148,7 @@ def _kill_at(sandbox: Sandbox, state_dir: Path, rehearsal: Path, path: str,
 
 def _gone(processes: list[tuple[int, int | None]]) -> None:
     # An exited one may stay a zombie a moment, until whoever adopted it reaps it.
-    alive = [pid for pid, started in processes if running_as(pid, started)]
+    alive = [pid for pid, started in processes if alive_as(pid, started)]
     assert alive == [], f"processes of the killed rehearsal still run: {alive}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.engine.restart import process_start_time
+from migrate.host.processes import process_start_time
 from migrate.sandbox import SandboxFactory
 
 from .cli import cli, restart_command

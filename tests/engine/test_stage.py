@@ -21,12 +21,12 @@ import pytest
 from migrate.archives.saved_tar import qualified_name
 from migrate.engine.containerd import (
     DANGLING_PREFIX,
-    DEFAULT_NAMESPACE,
     Containerd,
     chain_id,
     find_ctr,
 )
 from migrate.journal import JournalState, replay
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE
 from migrate.phases.volume_guard import GUARD_IMAGE
 from migrate.sandbox import (
     SampleHost,
@@ -55,7 +55,7 @@ def _out(done: subprocess.CompletedProcess[str]) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-6000:]}"
 
 
-def _ctr(sandbox: Sandbox, namespace: str = DEFAULT_NAMESPACE) -> Containerd:
+def _ctr(sandbox: Sandbox, namespace: str = DOCKERD_CONTAINERD_NAMESPACE) -> Containerd:
     ctr = find_ctr(None, path=":".join(map(str, engine_bin_dirs(sandbox.engine))))
     assert ctr is not None
     return Containerd(ctr, str(sandbox.containerd_socket), namespace)
@@ -305,7 +305,7 @@ def test_stage_through_an_external_containerd(fresh_sandbox: SandboxFactory, eng
                             containerd_in_daemon_json=in_daemon_json)
     containerd = sandbox.own_containerd
     assert containerd is not None
-    namespace = namespace or DEFAULT_NAMESPACE
+    namespace = namespace or DOCKERD_CONTAINERD_NAMESPACE
     socket = str(containerd.socket_path)
     assert ("containerd" in json.loads(sandbox.daemon_json.read_text())) == in_daemon_json
     tags, keys = _small_host(sandbox)
@@ -353,8 +353,8 @@ def test_stage_through_an_external_containerd(fresh_sandbox: SandboxFactory, eng
     ran = docker(sandbox.host, "run", "--rm", tags[0])
     assert ran.stdout.strip() == "bulk image 0"
     assert snapshots_before <= client.snapshots("overlayfs")
-    if namespace != DEFAULT_NAMESPACE:
-        moby = _ctr(sandbox, DEFAULT_NAMESPACE)
+    if namespace != DOCKERD_CONTAINERD_NAMESPACE:
+        moby = _ctr(sandbox, DOCKERD_CONTAINERD_NAMESPACE)
         assert moby.images() == {} and moby.snapshots("overlayfs") == set()
 
     # destroy stops that containerd (by pid) and its shims, and leaves no mount behind.

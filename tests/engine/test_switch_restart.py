@@ -15,6 +15,7 @@ import pytest
 
 from migrate.engine.client import Engine
 from migrate.errors import BlockedError, RestartFailed
+from migrate.journal.state_dir import StateDir
 from migrate.models import Store
 from migrate.phases import quiesce, restart, switch
 from migrate.phases.base import JSONDict, PhaseContext, RunOptions, UndoContext
@@ -68,7 +69,8 @@ class Harness:
             restart_command=_restart_argv(sandbox), restart_timeout=60.0, stop_timeout=5,
             **options,
         )  # fmt: skip
-        self.inventory_path = state / "inventory.json"
+        self.state_dir = StateDir(state).ensure()
+        self.inventory_path = self.state_dir.inventory_path
         self.progress: dict[str, list[JSONDict]] = {}
         self.done: dict[str, JSONDict] = {}
 
@@ -82,9 +84,7 @@ class Harness:
             options=self.options,
             connect=lambda: Engine(self.options.host),
             checkpoint=lambda data: progress.append(dict(data)),
-            archives_dir=self.options.state_dir / "archives",
-            reports_dir=self.options.state_dir / "reports",
-            inventory_path=self.inventory_path,
+            state_dir=self.state_dir,
             previous_progress=tuple(progress),
             records=PhaseRecords(dict(self.done), {}),
         )

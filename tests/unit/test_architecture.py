@@ -67,3 +67,13 @@ def test_no_module_re_exports_what_a_sibling_defines() -> None:
                 if names & imported:
                     offenders.append(f"{_module_name(path)} re-exports {sorted(names & imported)}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_engine_reads_no_proc_nor_systemd() -> None:
+    """engine/ is the Docker API boundary: what /proc and systemd say about the host is
+    host/'s to read (host/processes.py, host/systemd.py), handed to engine/ as values."""
+    readers = {path.name for path in (PACKAGE / "engine").glob("*.py")
+               if any(needle in line for line in path.read_text().splitlines()
+                      if not line.lstrip().startswith("#")
+                      for needle in ('"/proc', "'/proc", "/run/systemd", "systemd/system"))}
+    assert readers == set()

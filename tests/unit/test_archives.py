@@ -18,11 +18,12 @@ from migrate.archives.manifest import (
     ArchiveManifest,
     archive_is_intact,
     covered_image_ids,
+    manifest_bytes,
+    manifest_path,
     prune_unlisted,
     read_manifest,
     remove_partials,
     reusable_archives,
-    write_manifest,
 )
 from migrate.archives.saved_tar import (
     NAME_ANNOTATION,
@@ -35,6 +36,7 @@ from migrate.archives.saved_tar import (
 )
 from migrate.errors import DiskFullError, EngineError
 from migrate.host.fs import sha256_file
+from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, ImageRecord, Inventory, Store
 from migrate.phases.export import save_batch
 
@@ -217,18 +219,20 @@ def test_an_extra_tag_makes_the_image_uncovered(tmp_path: Path) -> None:
 
 
 def test_manifest_round_trips_and_cleans_up(tmp_path: Path) -> None:
-    assert read_manifest(tmp_path) == ArchiveManifest()
-    first = entry_for(write_save(tmp_path / "batch-app.tar", [APP]), APP)
+    state_dir = StateDir(tmp_path).ensure()
+    archives = state_dir.archives_dir
+    assert read_manifest(archives) == ArchiveManifest()
+    first = entry_for(write_save(archives / "batch-app.tar", [APP]), APP)
     manifest = ArchiveManifest().with_entry(first).with_entry(first)
-    write_manifest(tmp_path, manifest)
-    assert read_manifest(tmp_path) == manifest
+    state_dir.write_file(manifest_path(archives), manifest_bytes(manifest))
+    assert read_manifest(archives) == manifest
     assert len(manifest.archives) == 1
-    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == 0o600
-    (tmp_path / "batch-old.tar").write_bytes(b"old")
-    (tmp_path / "batch-new.tar.partial").write_bytes(b"half")
-    assert remove_partials(tmp_path) == ["batch-new.tar.partial"]
-    assert prune_unlisted(tmp_path, manifest) == ["batch-old.tar"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch-app.tar", "manifest.json"]
+    assert (archives / "manifest.json").stat().st_mode & 0o777 == 0o600
+    (archives / "batch-old.tar").write_bytes(b"old")
+    (archives / "batch-new.tar.partial").write_bytes(b"half")
+    assert remove_partials(archives) == ["batch-new.tar.partial"]
+    assert prune_unlisted(archives, manifest) == ["batch-old.tar"]
+    assert sorted(p.name for p in archives.iterdir()) == ["batch-app.tar", "manifest.json"]
 
 
 class FailingEngine:

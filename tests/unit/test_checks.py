@@ -101,7 +101,7 @@ def test_registry_has_one_function_per_check() -> None:
     registered, once: a check written and not registered never runs."""
     written = {name for name, fn in inspect.getmembers(checks, inspect.isfunction)
                if fn.__module__ == checks.__name__ and not name.startswith("_")
-               and list(inspect.signature(fn).parameters) == ["c"]}
+               and list(inspect.signature(fn).parameters) == ["given"]}
     registered = [fn.__name__ for fn in CHECKS]
     assert len(set(registered)) == len(registered)
     assert written == set(registered)

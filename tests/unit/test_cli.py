@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from migrate.cli import hoist_global_options, main
+from migrate.commands.context import GlobalOptions
 from migrate.engine.client import base_url
-from migrate.engine.restart import DEFAULT_RESTART_TIMEOUT, resolve_restart_timeout
+from migrate.engine.daemon_wait import DEFAULT_RESTART_TIMEOUT, resolve_restart_timeout
 from migrate.errors import ExitCode, UsageError
 from migrate.journal import Journal
 from migrate.preflight.facts import CONTAINERS_POLICIES
@@ -191,6 +196,36 @@ def test_restart_command_comes_from_its_own_variable() -> None:
     for name in having:
         param = next(p for p in main.commands[name].params if p.name == "restart_command")
         assert param.envvar == "CONTAINERD_MIGRATE_RESTART_COMMAND", name
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_every_command_is_a_function_of_global_options_and_its_args(name: str) -> None:
+    function = getattr(importlib.import_module(f"migrate.commands.{name}"), name)
+    assert list(inspect.signature(function).parameters) == ["opts", "args"]
+
+
+@pytest.mark.parametrize("name", ["plan", "export", "stage", "run", "rollback"])
+def test_the_restart_command_variable_reaches_the_command(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set only in the environment, the restart command is what the command receives, and
+    the CLI hands the command line and the terminal over in GlobalOptions."""
+    module = importlib.import_module(f"migrate.commands.{name}")
+    seen: list[tuple[Any, ...]] = []
+
+    def record(opts: GlobalOptions, *args: Any) -> int:
+        seen.append((opts, *args))
+        return 0
+
+    monkeypatch.setattr(module, name, record)
+    monkeypatch.setenv("CONTAINERD_MIGRATE_RESTART_COMMAND", "rc-service docker restart")
+    monkeypatch.setattr(sys, "argv", ["containerd-migrate", name, "--as-typed"])
+    result = _invoke(tmp_path, name)
+    assert result.exit_code == 0, result.output
+    ((opts, *args),) = seen
+    given = [getattr(arg, "restart_command", arg) for arg in args]
+    assert "rc-service docker restart" in given
+    assert opts.argv == (name, "--as-typed")  # journaled with the run as typed
+    assert opts.interactive is False  # CliRunner's stdin is no terminal
 
 
 def test_containers_choices_live_in_one_place() -> None:

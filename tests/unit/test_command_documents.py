@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from migrate.commands.cleanup import cleanup
+from migrate.commands.cleanup import CleanupArgs, cleanup
 from migrate.commands.context import GlobalOptions
 from migrate.commands.output import SCHEMA_VERSION, Report
 from migrate.commands.rollback import RollbackArgs, rollback
@@ -76,7 +76,7 @@ def test_rollback_with_nothing_to_undo(tmp_path: Path) -> None:
 def test_a_refused_cleanup_prints_its_document_then_raises(tmp_path: Path) -> None:
     shown = Shown()
     with pytest.raises(MigrateError) as refused:
-        cleanup(_opts(tmp_path, shown), yes=True, fmt="json")
+        cleanup(_opts(tmp_path, shown), CleanupArgs(yes=True, fmt="json"))
     doc = _document(shown)
     assert (doc["command"], doc["result"]) == ("cleanup", "failed")
     assert doc["exit_code"] == int(refused.value.exit_code) == int(ExitCode.BLOCKED)
@@ -86,7 +86,7 @@ def test_a_refused_cleanup_prints_its_document_then_raises(tmp_path: Path) -> No
 def test_cleanup_after_a_rollback_keeping_the_images(tmp_path: Path) -> None:
     shown = Shown()
     opts = _opts(tmp_path, shown, "journal-0.1.0-completed-then-rolled-back.jsonl")
-    assert cleanup(opts, yes=True, keep_images=True, fmt="json") == 0
+    assert cleanup(opts, CleanupArgs(yes=True, keep_images=True, fmt="json")) == 0
     doc = _document(shown)
     assert (doc["result"], doc["after"], doc["kept_images"]) == ("cleaned_up", "rolled_back",
                                                                  True)

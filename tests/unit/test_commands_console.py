@@ -10,7 +10,7 @@ import pytest
 
 from migrate.commands.context import GlobalOptions, confirm
 from migrate.commands.run import RunArgs, run
-from migrate.commands.status import status
+from migrate.commands.status import StatusArgs, status
 from migrate.errors import MigrateError, UsageError
 from migrate.preflight import facts as facts_module
 
@@ -39,7 +39,7 @@ def _opts(tmp_path: Path, console: RecordingConsole) -> GlobalOptions:
 
 def test_status_reports_through_the_console(tmp_path: Path) -> None:
     console = RecordingConsole()
-    assert status(_opts(tmp_path, console), "json") == 0
+    assert status(_opts(tmp_path, console), StatusArgs(fmt="json")) == 0
     assert json.loads(console.shown[-1])["migration_id"] is None
 
 

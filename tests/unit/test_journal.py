@@ -70,7 +70,7 @@ def test_append_and_replay_round_trip(path: Path) -> None:
     assert state.runs[0].options == {"keep_archives": True}
     assert state.runs[0].argv == ("migrate", "--yes")
     assert state.done_phases == ("snapshot", "export")
-    assert state.next_phase == "quiesce"
+    assert state.remaining[:1] == ("quiesce",)
     export = state.phase("export")
     assert export.status == "done"
     assert export.intent == {"images": ["a", "b"]}
@@ -367,7 +367,7 @@ def test_resume_continues_the_unfinished_migration(path: Path) -> None:
     assert state.resumed
     assert len({r.run_id for r in state.runs}) == 2
     assert state.done_phases == ("snapshot",)
-    assert state.next_phase == "export"
+    assert state.remaining[:1] == ("export",)
 
     with pytest.raises(StateError, match="unfinished"):
         again.start_run("0.1.0", migration_id="other")

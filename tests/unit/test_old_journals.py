@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from migrate.commands.context import GlobalOptions
-from migrate.commands.status import render_status, status, status_document
+from migrate.commands.status import StatusArgs, render_status, status, status_document
 from migrate.journal import replay
 from migrate.phases.lifecycle import (
     COMMANDS,
@@ -89,7 +89,7 @@ def test_status_says_when_the_daemon_does_not_answer(tmp_path: Path) -> None:
     opts = GlobalOptions(host=f"unix://{tmp_path}/no-daemon.sock",
                          daemon_config=tmp_path / "daemon.json", state_dir=state_dir,
                          console=Console())
-    assert status(opts) == 0
+    assert status(opts, StatusArgs()) == 0
     text = "\n".join(said)
     assert "daemon now: NOT ANSWERING" in text, text
     assert "state: switching" in text

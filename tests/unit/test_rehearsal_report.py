@@ -17,7 +17,7 @@ from migrate.archives.manifest import ArchiveManifest
 from migrate.commands.context import GlobalOptions
 from migrate.commands.rehearse import PENDING_NAME, REPORT_NAME, MovedImages, measured
 from migrate.commands.run import confirmation_question
-from migrate.commands.status import status
+from migrate.commands.status import StatusArgs, status
 from migrate.host.throwaway import RECORD_NAME, ThrowawayEngine
 from migrate.journal import JournalState
 from migrate.phases.base import PreparedPlan, RunOptions
@@ -280,7 +280,7 @@ def _status(state_dir: Path, fmt: str = "text") -> str:
     opts = GlobalOptions(host=f"unix://{state_dir.parent}/no-daemon.sock",
                          daemon_config=state_dir.parent / "daemon.json", state_dir=state_dir,
                          console=shown)
-    assert status(opts, fmt) == 0
+    assert status(opts, StatusArgs(fmt)) == 0
     assert len(shown.lines) == 1
     return shown.lines[0]
 

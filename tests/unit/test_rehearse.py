@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,8 +28,6 @@ from migrate.host.throwaway import (
     locate_binaries,
     mounts_under,
     private_config,
-    process_start_time,
-    stop_process,
 )
 from migrate.models import ContainerRecord, NetworkAttachment, Store
 from tests.unit.fake_api import empty_daemon, fake_api
@@ -73,15 +69,6 @@ def test_the_engine_env_is_the_live_one_without_what_ties_it_to_the_live_daemon(
                    "HTTPS_PROXY": "http://proxy"}
 
 
-def test_start_time_survives_a_command_name_with_spaces_and_parentheses(
-        tmp_path: Path) -> None:
-    (tmp_path / "42").mkdir()
-    fields = ["S", *map(str, range(4, 22)), "123456", "0"]
-    (tmp_path / "42" / "stat").write_text(f"42 (my (odd) name) {' '.join(fields)}\n")
-    assert process_start_time(42, str(tmp_path)) == 123456
-    assert process_start_time(43, str(tmp_path)) is None
-
-
 def test_mounts_under_a_directory_deepest_first() -> None:
     mountinfo = "\n".join([
         "22 1 0:21 / / rw - ext4 /dev/sda rw",
@@ -91,19 +78,6 @@ def test_mounts_under_a_directory_deepest_first() -> None:
     ])
     assert mounts_under(Path("/r/dir x"), mountinfo) == [
         "/r/dir x/root/overlay/a/merged", "/r/dir x/root/overlay"]
-
-
-def test_a_process_is_stopped_only_while_it_is_the_one_recorded() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        started = process_start_time(child.pid)
-        assert started is not None
-        assert stop_process(child.pid, started + 1) is False
-        assert child.poll() is None
-        assert stop_process(child.pid, started, timeout=10) is True
-    finally:
-        child.kill()
-        child.wait()
 
 
 def test_blockers_one_line_each() -> None:

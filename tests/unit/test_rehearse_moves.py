@@ -16,7 +16,8 @@ from migrate.archives.batching import Batch, plan_batches
 from migrate.commands.rehearse import move_batches
 from migrate.engine import Engine
 from migrate.errors import EngineError
-from migrate.host.throwaway import ThrowawayEngine, running_as
+from migrate.host.processes import alive_as
+from migrate.host.throwaway import ThrowawayEngine
 from migrate.models import ImageRecord
 
 pytestmark = pytest.mark.unit
@@ -91,7 +92,7 @@ def test_a_recorded_child_is_stopped_with_the_engine(tmp_path: Path) -> None:
         did = engine.destroy()
 
         assert f"stopped process {child.pid}" in did
-        assert not running_as(child.pid, owned[0][1])
+        assert not alive_as(child.pid, owned[0][1])
         assert not engine.dir.exists()
     finally:
         child.kill()

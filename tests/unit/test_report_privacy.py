@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from migrate.cli import main
+from migrate.journal.state_dir import StateDir
 from migrate.phases.recreate import write_container_map
 from migrate.phases.verify import ImageCheck, VerificationReport, write_reports
 from tests.unit.fake_api import CONTAINER_ID, IMAGE_ID, FakeApi, fake_api, populated_daemon
@@ -96,8 +97,9 @@ def test_verification_and_container_reports_are_private(tmp_path: Path,
                                                         umask_022: None) -> None:
     report = VerificationReport(checked_at=datetime.now(UTC), store="containerd", images=(
         ImageCheck(legacy_id=IMAGE_ID, new_id=IMAGE_ID, tags=("app:1",)),))
-    written = [*write_reports(report, tmp_path / "reports").values(),
-               write_container_map(tmp_path / "reports", {"web": {"id": CONTAINER_ID}})]
+    state_dir = StateDir(tmp_path).ensure()
+    written = [*write_reports(report, state_dir).values(),
+               write_container_map(state_dir, {"web": {"id": CONTAINER_ID}})]
     assert len(written) == 4
     assert {path.name: _mode(path) for path in written} == {
         path.name: 0o600 for path in written}

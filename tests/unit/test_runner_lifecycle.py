@@ -22,6 +22,7 @@ from migrate.journal.records import PHASE_ORDER
 from migrate.journal.state_dir import StateDir
 from migrate.phases import runner as runner_module
 from migrate.phases.base import (
+    GivenOptions,
     Phase,
     PhaseContext,
     PhaseOutcome,
@@ -100,7 +101,8 @@ class Rig:
     asked: list[tuple[PhaseName, ...]]
 
     def forward(self, auto_rollback: bool = True) -> Any:
-        def confirm(steps: tuple[PhaseName, ...], state: JournalState) -> PreparedPlan | None:
+        def confirm(steps: tuple[PhaseName, ...], state: JournalState,
+                    options: RunOptions) -> PreparedPlan | None:
             self.asked.append(steps)
             self.host.events.append("confirmed")
             return None
@@ -127,9 +129,9 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     machine_id = tmp_path / "machine-id"
     machine_id.write_text("0123456789abcdef0123456789abcdef\n")
     state_dir = StateDir(tmp_path / "state", machine_id_file=machine_id)
-    options = RunOptions(host="unix:///fake.sock", daemon_config=tmp_path / "daemon.json",
-                         state_dir=state_dir.path, restart_command=("true",),
-                         restart_timeout=5)
+    options = GivenOptions(host="unix:///fake.sock", daemon_config=tmp_path / "daemon.json",
+                           state_dir=state_dir.path, restart_command=("true",),
+                           restart_timeout=5)
     runner = Runner(state_dir, options, daemon.connect, say=lambda _text: None)
     yield Rig(runner, host, daemon, [])
 
@@ -155,7 +157,7 @@ def test_a_run_asks_before_anything_and_runs_every_phase(rig: Rig) -> None:
 
 
 def test_a_refused_confirmation_journals_nothing(rig: Rig) -> None:
-    def refuse(steps: tuple[PhaseName, ...], state: JournalState) -> None:
+    def refuse(steps: tuple[PhaseName, ...], state: JournalState, options: RunOptions) -> None:
         raise MigrateError("not confirmed", "answer yes")
     with pytest.raises(MigrateError, match="not confirmed"):
         rig.runner.forward(RUN_PHASES, refuse, ("run",))
@@ -186,7 +188,7 @@ def test_a_failure_before_the_window_is_left_to_resume(rig: Rig, failing: PhaseN
     assert not isinstance(failed.value, RolledBack)
     assert _undone(rig.host) == [] and rig.runner.automatic_rollback is None
     state = rig.state()
-    assert state.outcome is None and state.next_phase == failing
+    assert state.outcome is None and state.remaining[:1] == (failing,)
 
 
 @pytest.mark.parametrize("failing", RUN_PHASES)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.engine.containerd import chain_id, find_ctr, parse_size
+from migrate.engine.containerd import chain_id, find_ctr, is_ctr_import, parse_size
 from migrate.host.launch import DaemonLaunch, containerd_endpoint
 from migrate.journal import Journal
 from migrate.phases import stage
@@ -54,6 +54,15 @@ def test_find_ctr_prefers_the_one_next_to_dockerd(tmp_path: Path) -> None:
     ctr.chmod(0o755)
     assert find_ctr(None, str(tmp_path / "sbin" / "dockerd"), path="/nonexistent") == ctr
     assert find_ctr(None, None, path="/nonexistent") is None
+    # The running dockerd's executable (host.processes.executable) is looked next to first.
+    assert find_ctr(tmp_path / "sbin" / "dockerd", None, path="/nonexistent") == ctr
+
+
+def test_only_a_ctr_import_counts_as_one() -> None:
+    assert is_ctr_import((b"/usr/bin/ctr", b"-n", b"moby", b"images", b"import", b"-"))
+    assert not is_ctr_import(None)  # gone, or a zombie
+    assert not is_ctr_import((b"/usr/bin/ctr", b"images", b"ls"))
+    assert not is_ctr_import((b"/bin/sleep", b"import"))  # a recycled pid
 
 
 def test_stage_is_opt_in_then_rerun_until_containers_stop(tmp_path: Path) -> None:
@@ -66,7 +75,7 @@ def test_stage_is_opt_in_then_rerun_until_containers_stop(tmp_path: Path) -> Non
             handle.done()
     # `run` after `stage`: stages again (what changed), exports what is not staged.
     assert steps_to_run(journal.state(), RUN_PHASES)[:3] == ("snapshot", "stage", "export")
-    assert journal.state().next_phase == "export"
+    assert journal.state().remaining[:1] == ("export",)
     with journal.phase("export", {}) as handle:
         handle.done()
     with journal.phase("quiesce", {}) as handle:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from migrate.engine.restart import run_restart_with_recovery
 from migrate.errors import RestartFailed
 from migrate.host import systemd
 from migrate.host.launch import parse_dockerd_argv
+from migrate.host.restart_command import run_restart_with_recovery
 from migrate.host.systemd import (
     UnitState,
     describe_limit,

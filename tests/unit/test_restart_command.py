@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from migrate.engine import restart as daemon_control
-from migrate.engine.restart import (
+from migrate.errors import BlockedError, ExitCode, RestartFailed, UsageError
+from migrate.host import processes, restart_command, systemd
+from migrate.host.restart_command import (
     default_restart_command,
     parse_restart_command,
     run_restart_command,
-    wait_for_daemon,
 )
-from migrate.errors import BlockedError, EngineUnreachable, ExitCode, RestartFailed, UsageError
-from migrate.models import EngineInfo, Store
 
 pytestmark = pytest.mark.unit
 
@@ -61,9 +59,9 @@ def host_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake root: no systemd, no init script, no tools, until a test adds them."""
     runtime = tmp_path / "run-systemd-system"
     units = tmp_path / "lib-systemd-system"
-    monkeypatch.setattr(daemon_control, "SYSTEMD_RUNTIME_DIR", runtime)
-    monkeypatch.setattr(daemon_control, "SYSTEMD_UNIT_DIRS", (units,))
-    monkeypatch.setattr(daemon_control, "SYSV_INIT_SCRIPT", tmp_path / "init.d-docker")
+    monkeypatch.setattr(systemd, "RUNTIME_DIR", runtime)
+    monkeypatch.setattr(systemd, "UNIT_DIRS", (units,))
+    monkeypatch.setattr(restart_command, "SYSV_INIT_SCRIPT", tmp_path / "init.d-docker")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     return tmp_path
 
@@ -140,7 +138,7 @@ def test_run_restart_command_success(tmp_path: Path) -> None:
                         timeout=30, started=lambda pid, when: seen.append((pid, when)))
     assert marker.read_text() == "ok"
     ((pid, when),) = seen
-    assert daemon_control.process_start_time(pid) != when  # ended (reaped), not left behind
+    assert processes.process_start_time(pid) != when  # ended (reaped), not left behind
 
 
 def test_run_restart_command_failure_shows_stderr_tail() -> None:
@@ -172,7 +170,7 @@ def _background_child(pidfile: Path, then: str) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
-    return daemon_control.process_start_time(pid) is not None
+    return processes.process_start_time(pid) is not None
 
 
 def test_a_background_child_holding_the_output_does_not_hold_the_command(
@@ -203,56 +201,3 @@ def test_the_deadline_holds_and_ends_what_the_command_started(tmp_path: Path) ->
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child), "the command's process group is killed at the deadline"
-
-
-# --- wait_for_daemon -------------------------------------------------------------------
-
-
-def test_wait_for_daemon_gives_up_quickly_on_a_dead_socket(tmp_path: Path) -> None:
-    host = f"unix://{tmp_path}/missing.sock"
-    started = time.monotonic()
-    with pytest.raises(RestartFailed) as caught:
-        wait_for_daemon(host, Store.CONTAINERD, timeout=0.6, poll=0.05)
-    elapsed = time.monotonic() - started
-    assert elapsed < 3.0
-    assert "did not answer" in caught.value.message
-    assert "journalctl -u docker" in caught.value.hint
-
-
-def _info(store: Store) -> EngineInfo:
-    return EngineInfo(version="28.5.2", api_version="1.51", store=store, driver="overlay2",
-                      data_root="/var/lib/docker")
-
-
-def test_wait_for_daemon_reports_the_wrong_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_control, "probe", lambda host, timeout: _info(Store.LEGACY))
-    with pytest.raises(RestartFailed) as caught:
-        wait_for_daemon("unix:///x.sock", Store.CONTAINERD, timeout=0.3, poll=0.05)
-    assert "legacy image store" in caught.value.message
-    assert "--feature" in caught.value.hint
-    assert "typo" in caught.value.hint
-
-
-def test_wait_for_daemon_returns_once_the_store_matches(monkeypatch: pytest.MonkeyPatch) -> None:
-    answers = iter([None, _info(Store.LEGACY), _info(Store.CONTAINERD)])
-
-    def probe(host: str, timeout: float) -> EngineInfo:
-        answer = next(answers)
-        if answer is None:
-            raise EngineUnreachable("down")
-        return answer
-
-    monkeypatch.setattr(daemon_control, "probe", probe)
-    info = wait_for_daemon("unix:///x.sock", Store.CONTAINERD, timeout=10, poll=0.01)
-    assert info.store is Store.CONTAINERD
-
-
-def test_wait_for_daemon_fails_early_when_the_wrong_store_persists(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(daemon_control, "probe", lambda host, timeout: _info(Store.CONTAINERD))
-    started = time.monotonic()
-    with pytest.raises(RestartFailed, match="containerd image store, not the legacy store"):
-        wait_for_daemon("unix:///x.sock", Store.LEGACY, timeout=60, poll=0.02,
-                        wrong_store_grace=0.2)
-    assert time.monotonic() - started < 2.0

@@ -1,57 +1,38 @@
-"""Restarting dockerd and waiting until it answers in the image store we asked for.
+"""The command that restarts dockerd on this host, and running it.
 
 The tool never restarts the daemon itself: it runs the host's own service manager (or
-the operator's --restart-command) as an argv list, then polls the API. A daemon that
-answers is not enough: a typo in the feature name, or a `--feature` flag on the dockerd
-command line, makes it start happily in the wrong store (docs/engine-facts.md).
+the operator's --restart-command) as an argv list, never through a shell; whether the
+daemon came back, and in which store, is engine/daemon_wait.py's to see.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from migrate.engine.client import PROBE_TIMEOUT, probe
-from migrate.errors import BlockedError, MigrateError, RestartFailed, UsageError
-from migrate.models import EngineInfo, Store
+from migrate.errors import BlockedError, RestartFailed, UsageError
+from migrate.host import systemd
+from migrate.host.processes import process_start_time
 
 RESTART_COMMAND_HINT = (
     "pass --restart-command with the command that restarts dockerd on this host, "
     "e.g. --restart-command 'systemctl restart docker'"
 )
-# Where systemd looks for unit files; a docker.service in any of them is "known".
-SYSTEMD_UNIT_DIRS: tuple[Path, ...] = (
-    Path("/etc/systemd/system"),
-    Path("/run/systemd/system"),
-    Path("/usr/local/lib/systemd/system"),
-    Path("/usr/lib/systemd/system"),
-    Path("/lib/systemd/system"),
-)
-# sd_booted(3): this directory exists only when systemd is PID 1.
-SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
 SYSV_INIT_SCRIPT = Path("/etc/init.d/docker")
 STDERR_TAIL_LINES = 15
-WRONG_STORE_GRACE = 10.0
-DEFAULT_RESTART_TIMEOUT = 120.0
-
-
-def _systemd_knows_docker() -> bool:
-    return any((folder / "docker.service").exists() for folder in SYSTEMD_UNIT_DIRS)
 
 
 def default_restart_command() -> tuple[str, ...]:
-    """The host's own way to restart dockerd, or a UsageError asking for --restart-command."""
-    if SYSTEMD_RUNTIME_DIR.is_dir() and shutil.which("systemctl") and _systemd_knows_docker():
+    """The host's own way to restart dockerd, or a BlockedError asking for --restart-command."""
+    if systemd.booted() and shutil.which("systemctl") and systemd.knows_docker():
         return ("systemctl", "restart", "docker")
     if shutil.which("service") and SYSV_INIT_SCRIPT.exists():
         return ("service", "docker", "restart")
@@ -75,20 +56,6 @@ def resolve_restart_command(
     if recorded:
         return tuple(str(word) for word in recorded)
     return default_restart_command()
-
-
-def resolve_restart_timeout(explicit: float | None = None, recorded: object = None) -> float:
-    """Seconds to wait for the daemon: the operator's, else the journaled one, else 120.
-
-    Like the command, an explicit value wins: a journaled timeout too short for this host
-    must not make every rollback fail the same way.
-    """
-    if explicit is not None:
-        return float(explicit)
-    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and recorded > 0 \
-            and math.isfinite(recorded):
-        return float(recorded)
-    return DEFAULT_RESTART_TIMEOUT
 
 
 def parse_restart_command(text: str) -> tuple[str, ...]:
@@ -117,29 +84,6 @@ def _read_tail(output: IO[bytes]) -> str:
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     kept = text.strip().splitlines()[-lines:]
     return "\n".join(kept)
-
-
-def process_start_time(pid: int, proc_root: str = "/proc") -> int | None:
-    """Start time (clock ticks since boot) of a live process; None when it is gone or a
-    zombie. With the pid it names one process: a reused pid has another start time."""
-    try:
-        stat_line = (Path(proc_root) / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = stat_line.rsplit(")", 1)[-1].split()
-    if len(fields) < 20 or fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def wait_for_exit(pid: int, started: int, timeout: float, poll: float = 0.2) -> bool:
-    """Wait until process `pid` (started at `started`) has ended; False at the deadline."""
-    deadline = time.monotonic() + timeout
-    while process_start_time(pid) == started:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(poll)
-    return True
 
 
 def run_restart_command(argv: Sequence[str], timeout: float,
@@ -212,71 +156,3 @@ def run_restart_with_recovery(argv: Sequence[str], timeout: float,
         if recover is None or not recover(failure):
             raise
         run_restart_command(argv, timeout, started)
-
-
-def current_info(host: str) -> EngineInfo | None:
-    """What the daemon at `host` answers right now; None when it does not answer."""
-    try:
-        return probe(host)
-    except MigrateError:
-        return None
-
-
-def wait_for_daemon(
-    host: str, want: Store, timeout: float, poll: float = 0.25,
-    wrong_store_grace: float = WRONG_STORE_GRACE,
-) -> EngineInfo:
-    """Poll `host` until the API answers in store `want`; RestartFailed at the deadline.
-
-    A daemon that keeps answering in the other store for `wrong_store_grace` seconds
-    fails early: the grace only covers an asynchronous restart command whose old daemon
-    still answers for a moment, and waiting out the full timeout would be pure downtime.
-    """
-    deadline = time.monotonic() + timeout
-    last_info: EngineInfo | None = None
-    last_error: str = ""
-    wrong_since: float | None = None
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            info = probe(host, max(0.2, min(PROBE_TIMEOUT, remaining)))
-        except MigrateError as error:
-            last_info, last_error, wrong_since = None, error.message, None
-        else:
-            if info.store == want:
-                return info
-            last_info = info
-            wrong_since = wrong_since if wrong_since is not None else time.monotonic()
-            if time.monotonic() - wrong_since >= wrong_store_grace:
-                break
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        time.sleep(min(poll, remaining))
-    if last_info is None:
-        raise RestartFailed(
-            f"the Docker daemon at {host} did not answer within {timeout:.0f} s after the "
-            f"restart (last error: {last_error})",
-            "see why dockerd did not start in `journalctl -u docker` (or the daemon log, "
-            "e.g. /var/log/docker.log); a daemon.json it rejects makes it exit at once",
-        )
-    raise RestartFailed(
-        f"the Docker daemon at {host} came back in the {last_info.store.value} image store, "
-        f"not the {want.value} store",
-        _wrong_store_hint(want),
-    )
-
-
-def _wrong_store_hint(want: Store) -> str:
-    if want is Store.CONTAINERD:
-        return (
-            "dockerd ignored the containerd-snapshotter feature: check daemon.json for a typo "
-            "in the feature name, and the dockerd command line (systemd ExecStart and drop-ins, "
-            "/etc/default/docker) for a `--feature` flag, which overrides daemon.json"
-        )
-    return (
-        "dockerd still enables the containerd-snapshotter feature: check for a `--feature "
-        "containerd-snapshotter` flag on the dockerd command line (systemd ExecStart and "
-        "drop-ins) and that daemon.json is the file this dockerd reads (--config-file)"
-    )
-
