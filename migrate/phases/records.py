@@ -3,10 +3,10 @@
 Every phase declares its intent, undo record and result as frozen `RecordModel`s; the
 runner journals them as JSON (`model_dump(mode="json")`) and hands `undo()` its record
 read back through the phase's undo model. The models another phase or a command reads are
-declared here, once (no phase imports another), and read through `records_of` /
-`PhaseRecords` (never `result["key"]` in the reader); the others live in their phase's
-module. The models ignore keys they do not declare and default what is missing, so journals
-written by 0.1.0 replay.
+declared here, once (so a phase reads them without importing another phase), and read
+through `records_of` / `PhaseRecords` (never `result["key"]` in the reader); the others
+live in their phase's module. The models ignore keys they do not declare and default what
+is missing, so journals written by 0.1.0 replay.
 """
 
 from __future__ import annotations
