@@ -128,7 +128,8 @@ def _json(value: Mapping[str, Any]) -> JsonDict:
 
 def _undo_record(phase_state: PhaseState) -> dict[str, Any]:
     # A phase that stopped half-way has only its intent, which is written to be
-    # enough for undo (e.g. the original daemon.json bytes).
+    # enough for undo (e.g. the original daemon.json bytes); its undo model reads it. The
+    # checkpoints go along under `progress` (the stage undo removes the names they list).
     record = dict(phase_state.undo if phase_state.complete and phase_state.undo
                   is not None else phase_state.intent)
     if phase_state.progress:

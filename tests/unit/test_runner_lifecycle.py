@@ -229,6 +229,23 @@ def test_every_undo_is_refused_before_any_undo(rig: Rig) -> None:
     assert rig.state().outcome == "completed"
 
 
+class _NeedsMore(StubRecord):
+    """An undo model the journaled record does not satisfy: a damaged record."""
+
+    more: str
+
+
+def test_a_damaged_undo_record_refuses_the_rollback_before_any_undo(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.forward()
+    switch = cast(StubPhase, runner_module.PHASES["switch"])
+    monkeypatch.setattr(switch, "undo_model", _NeedsMore)
+    with pytest.raises(StateError, match="switch undo record is damaged"):
+        rig.rollback()
+    assert _undone(rig.host) == []
+    assert rig.state().outcome == "completed"
+
+
 def test_a_failed_undo_leaves_it_half_rolled_back_until_retried(rig: Rig) -> None:
     rig.forward()
     rig.host.fail_undo.add("import")
