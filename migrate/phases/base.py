@@ -1,10 +1,14 @@
 """What every phase gets and gives.
 
 A phase is a module under `migrate/phases/` with a `PHASE: Phase` object, registered in
-`runner.PHASES`. The runner
-writes the phase's intent to the journal BEFORE calling `run()` and the returned
-`PhaseOutcome.undo` AFTER it, so `undo()` can always work from the journal record alone.
-Phases must be idempotent: a phase that was started but not finished is simply run again.
+`runner.PHASES`. It declares its intent, undo record and result as frozen models
+(`records.RecordModel`; `records.NoUndo` when a rollback has nothing to reverse). The
+runner writes the phase's intent to the journal BEFORE calling `run()` and the returned
+`PhaseOutcome.undo` AFTER it, so `undo()` can always work from the journal record alone,
+read back through the phase's `undo_model`. The undo model of a phase also reads its
+intent (and its `progress` checkpoints): that is the record `undo()` gets when the phase
+stopped half-way. Phases must be idempotent: a phase that was started but not finished is
+simply run again.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast, get_args
+from typing import Any, Generic, Protocol, TypeVar, cast, get_args
 
 from migrate.archives.manifest import ArchiveManifest, manifest_bytes, manifest_path, read_manifest
 from migrate.archives.saved_tar import ExpectedImage
@@ -21,7 +25,7 @@ from migrate.errors import StateError
 from migrate.journal import JournalState, ToolImage
 from migrate.journal.state_dir import StateDir, read_inventory
 from migrate.models import Inventory
-from migrate.phases.records import PhaseRecords
+from migrate.phases.records import PhaseRecords, RecordModel
 from migrate.preflight.facts import (
     CONTAINERS_POLICIES,
     DEFAULT_CONTAINERS_POLICY,
@@ -212,10 +216,15 @@ class UndoReport:
         return cls(did=did, failed=(line,))
 
 
+IntentT_co = TypeVar("IntentT_co", bound=RecordModel, covariant=True)
+UndoT = TypeVar("UndoT", bound=RecordModel)
+ResultT = TypeVar("ResultT", bound=RecordModel)
+
+
 @dataclass(frozen=True)
-class PhaseOutcome:
-    undo: JSONDict = field(default_factory=dict)
-    result: JSONDict = field(default_factory=dict)
+class PhaseOutcome(Generic[UndoT, ResultT]):
+    undo: UndoT
+    result: ResultT
 
 
 @dataclass(frozen=True)
@@ -234,20 +243,22 @@ class UndoContext:
     checkpoint: Callable[[str, Mapping[str, Any]], None] = lambda _phase, _data: None
 
 
-class Phase(Protocol):
+class Phase(Protocol[IntentT_co, UndoT, ResultT]):
     name: str
+    # Reads the journaled undo record (or, for a phase stopped half-way, its intent).
+    undo_model: type[UndoT]
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
+    def intent(self, ctx: PhaseContext) -> IntentT_co:
         """What the phase is about to do, written to the journal before `run`."""
         ...
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome: ...
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[UndoT, ResultT]: ...
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: UndoT) -> UndoReport:
         """Reverse the phase from its journal record; says what it did and what failed."""
         ...
 
-    def refuse_undo(self, ctx: UndoContext, record: JSONDict) -> None:
+    def refuse_undo(self, ctx: UndoContext, record: UndoT) -> None:
         """Raise if this phase's undo is going to be refused; changes nothing.
 
         The runner asks every phase to undo before it undoes any, so a refused rollback

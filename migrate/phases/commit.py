@@ -17,8 +17,15 @@ from migrate.archives.manifest import covered_image_ids, read_manifest
 from migrate.engine import Engine
 from migrate.errors import MigrateError, StateError
 from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.export import batch_cap, write_batches
+from migrate.phases.records import (
+    CommitEntry,
+    CommitResult,
+    CommittedEntry,
+    CommitUndo,
+    RecordModel,
+)
 from migrate.preflight.containers import commits_layer
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -37,8 +44,15 @@ def to_commit(inventory: Inventory) -> list[ContainerRecord]:
     return [c for c in inventory.containers if commits_layer(c)]
 
 
-def _entry(container: ContainerRecord) -> JSONDict:
-    return {"container": container.id, "name": container.name, "ref": commit_ref(container.id)}
+class CommitIntent(RecordModel):
+    policy: str | None = None
+    # What this attempt may commit: the undo of a half-done attempt removes these.
+    commits: tuple[CommitEntry, ...] = ()
+
+
+def _entry(container: ContainerRecord) -> CommitEntry:
+    return CommitEntry(container=container.id, name=container.name,
+                       ref=commit_ref(container.id))
 
 
 def _require_legacy(engine: Engine) -> None:
@@ -47,35 +61,40 @@ def _require_legacy(engine: Engine) -> None:
                          "containers are", "roll back with `containerd-migrate rollback`")
 
 
+def _committed(container: ContainerRecord, image: ImageRecord) -> CommittedEntry:
+    return CommittedEntry(**_entry(container).model_dump(), image_id=image.id)
+
+
 def _commit(engine: Engine, ctx: PhaseContext, container: ContainerRecord) -> ImageRecord:
     ref = commit_ref(container.id)
     image = engine.inspect_image(ref)
     if image is None:  # not yet, or a resumed run that was killed before the commit
-        ctx.checkpoint({"committing": _entry(container)})
+        ctx.checkpoint({"committing": _entry(container).to_json()})
         engine.commit_container(container.id, COMMIT_REPOSITORY, container.id)
         image = engine.inspect_image(ref)
         if image is None:
             raise StateError(f"committing {container.name} reported success but {ref} is "
                              "missing", "run `containerd-migrate run` again")
-        ctx.checkpoint({"committed": {**_entry(container), "image_id": image.id}})
+        ctx.checkpoint({"committed": _committed(container, image).to_json()})
         failpoints.hit("commit:container-committed")
         log.info("writable layer committed", phase="commit", container=container.name,
                  image=image.id)
     return image
 
 
-class CommitPhase(Phase):
+class CommitPhase(Phase[CommitIntent, CommitUndo, CommitResult]):
     name = "commit"
+    undo_model = CommitUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
+    def intent(self, ctx: PhaseContext) -> CommitIntent:
         policy = ctx.containers_policy
-        commits = ([_entry(c) for c in to_commit(ctx.load_inventory())]
-                   if policy == "recreate" else [])
-        return {"policy": policy, "commits": commits}
+        commits = (tuple(_entry(c) for c in to_commit(ctx.load_inventory()))
+                   if policy == "recreate" else ())
+        return CommitIntent(policy=policy, commits=commits)
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[CommitUndo, CommitResult]:
         if ctx.containers_policy != "recreate":
-            return PhaseOutcome(undo={"commits": []}, result={"committed": [], "archives": []})
+            return PhaseOutcome(CommitUndo(), CommitResult())
         inventory = ctx.load_inventory()
         containers = to_commit(inventory)
         with ctx.connect() as engine:
@@ -93,18 +112,16 @@ class CommitPhase(Phase):
         ctx.write_manifest(manifest)
         ids = {image.id for image in images}
         archives = [a.file for a in manifest.archives if {i.legacy_id for i in a.images} & ids]
-        entries = [{**_entry(c), "image_id": i.id} for c, i in zip(containers, images,
-                                                                   strict=True)]
+        entries = [_committed(c, i) for c, i in zip(containers, images, strict=True)]
         return PhaseOutcome(
-            undo={"commits": entries},
-            result={"committed": [c.name for c in containers], "archives": archives,
-                    "written": written, "bytes_written": size},
-        )
+            CommitUndo(commits=tuple(entries)),
+            CommitResult(committed=tuple(c.name for c in containers), archives=tuple(archives),
+                         written=tuple(written), bytes_written=size))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: CommitUndo) -> UndoReport:
         # The intent lists what a half-done attempt may have committed; only a tag that
         # still carries our repository and the container's ID is ours to remove.
-        entries = [e for e in record.get("commits") or () if isinstance(e, dict)]
+        entries = record.commits
         if not entries:
             return UndoReport.done("commit: no writable layer was committed")
         lines: list[str] = []
@@ -113,14 +130,14 @@ class CommitPhase(Phase):
                 if engine.info().store is not Store.LEGACY:
                     return UndoReport.failure(
                         "commit: the daemon is not on the legacy store; the commit images "
-                        f"({', '.join(str(e['ref']) for e in entries)}) were not removed")
+                        f"({', '.join(e.ref for e in entries)}) were not removed")
                 for entry in entries:
-                    ref = str(entry["ref"])
+                    ref = entry.ref
                     if engine.raw_image(ref) is None:
                         continue
                     engine.remove_image(ref)
                     lines.append(f"commit: removed {ref} from the legacy store (the writable "
-                                 f"layer of {entry.get('name')}, which is intact in the "
+                                 f"layer of {entry.name}, which is intact in the "
                                  "container)")
         except MigrateError as error:
             return UndoReport.failure(f"commit: could not remove the commit images: "

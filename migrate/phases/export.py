@@ -39,13 +39,13 @@ from migrate.host.fs import (
 )
 from migrate.models import Inventory
 from migrate.phases.base import (
-    JSONDict,
     Phase,
     PhaseContext,
     PhaseOutcome,
     UndoContext,
     UndoReport,
 )
+from migrate.phases.records import ExportResult, RecordModel
 from migrate.preflight.estimate import RESERVE_BYTES, room_needed
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -230,13 +230,22 @@ def write_batches(ctx: PhaseContext, engine: Engine, inventory: Inventory,
     return manifest, written, adopted_files, bytes_written
 
 
-class ExportPhase(Phase):
+class ExportIntent(RecordModel):
+    archives_dir: str | None = None
+
+
+# The undo record is the intent: where the archives are (kept, unfinished ones removed).
+ExportUndo = ExportIntent
+
+
+class ExportPhase(Phase[ExportIntent, ExportUndo, ExportResult]):
     name = "export"
+    undo_model = ExportUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
-        return {"archives_dir": str(ctx.archives_dir)}
+    def intent(self, ctx: PhaseContext) -> ExportIntent:
+        return ExportIntent(archives_dir=str(ctx.archives_dir))
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[ExportUndo, ExportResult]:
         inventory = ctx.load_inventory()
         archives_dir = ctx.archives_dir
         archives_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -257,23 +266,19 @@ class ExportPhase(Phase):
                 ctx, engine, inventory, manifest, batches, bar, self.name)
         reused += adopted
         prune_unlisted(archives_dir, manifest)
-        return PhaseOutcome(
-            undo={"archives_dir": str(archives_dir)},
-            result={
-                "archives": [entry.file for entry in manifest.archives],
-                "written": written,
-                "reused": reused,
-                "bytes_written": bytes_written,
-                "images": len(inventory.images),
-                "staged": len(staged),
-                "oversize": [b.name for b in batches if b.oversize],
-            },
-        )
+        return PhaseOutcome(ExportUndo(archives_dir=str(archives_dir)), ExportResult(
+            archives=tuple(entry.file for entry in manifest.archives),
+            written=tuple(written),
+            reused=tuple(reused),
+            bytes_written=bytes_written,
+            images=len(inventory.images),
+            staged=len(staged),
+            oversize=tuple(b.name for b in batches if b.oversize),
+        ))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: ExportUndo) -> UndoReport:
         lines = []
-        recorded = record.get("archives_dir")
-        folder = Path(str(recorded)) if recorded else None
+        folder = Path(record.archives_dir) if record.archives_dir else None
         if folder is not None and folder.is_dir():
             removed = remove_partials(folder)
             lines += [f"export: removed the unfinished archive {name}" for name in removed]

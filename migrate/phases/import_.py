@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from migrate.archives.manifest import ArchiveEntry, archive_is_intact, read_manifest
@@ -22,8 +22,9 @@ from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
 from migrate.models import Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.commit import COMMIT_REPOSITORY
+from migrate.phases.records import RecordModel
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
@@ -38,8 +39,38 @@ RERUN_HINT = ("run `containerd-migrate rollback`, then `containerd-migrate expor
               "the archives again, and migrate again")
 
 
-def _image_json(image: ExpectedImage) -> JSONDict:
-    return {"id": image.new_id, "legacy_id": image.legacy_id, "refs": list(image.refs)}
+class ImportedImage(RecordModel):
+    """An image the import phase brought into the containerd store, under its new ID."""
+
+    id: str
+    legacy_id: str = ""
+    refs: tuple[str, ...] = ()
+
+    @property
+    def commit(self) -> bool:
+        """A commit image (`--containers recreate`): it serves only this migration."""
+        return any(ref.startswith(COMMIT_REPOSITORY + ":") for ref in self.refs)
+
+
+class ImportIntent(RecordModel):
+    # What this attempt may bring in: if it dies half-way, undo gets only this record.
+    imported: tuple[ImportedImage, ...] = ()
+
+
+# The undo record is the intent, once done with exactly what was brought in.
+ImportUndo = ImportIntent
+
+
+class ImportResult(RecordModel):
+    loaded: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    imported: tuple[ImportedImage, ...] = ()
+    bytes_loaded: int = 0
+    dropped_earlier: tuple[str, ...] = ()
+
+
+def _imported(image: ExpectedImage) -> ImportedImage:
+    return ImportedImage(id=image.new_id, legacy_id=image.legacy_id, refs=image.refs)
 
 
 def active_archives(ctx: PhaseContext) -> list[ArchiveEntry]:
@@ -147,24 +178,24 @@ def _verified_chunks(path: Path, entry: ArchiveEntry, bar: ByteProgress) -> Iter
     yield tail
 
 
-def _previously_imported(ctx: PhaseContext) -> list[JSONDict]:
-    return [image for data in ctx.previous_progress for image in data.get("imported") or ()]
+def _previously_imported(ctx: PhaseContext) -> list[ImportedImage]:
+    return [ImportedImage.model_validate(image) for data in ctx.previous_progress
+            for image in data.get("imported") or ()]
 
 
-def _merge(*groups: list[JSONDict]) -> list[JSONDict]:
+def _merge(*groups: Iterable[ImportedImage]) -> tuple[ImportedImage, ...]:
     # One image can come from two archives (a tag added after a reused export): keep the
     # refs of both, or `rollback --purge-imported` would leave one of its tags behind.
-    merged: dict[str, JSONDict] = {}
+    merged: dict[str, ImportedImage] = {}
     for group in groups:
         for image in group:
-            key = str(image["id"])
-            seen = merged.get(key)
+            seen = merged.get(image.id)
             if seen is None:
-                merged[key] = image
+                merged[image.id] = image
             else:
-                refs = sorted({*(seen.get("refs") or ()), *(image.get("refs") or ())})
-                merged[key] = {**seen, "refs": refs}
-    return [merged[key] for key in sorted(merged)]
+                refs = tuple(sorted({*seen.refs, *image.refs}))
+                merged[image.id] = seen.model_copy(update={"refs": refs})
+    return tuple(merged[key] for key in sorted(merged))
 
 
 def _require_containerd(engine: Engine) -> None:
@@ -195,19 +226,20 @@ def drop_earlier_images(engine: Engine, ctx: PhaseContext) -> list[str]:
     return dropped
 
 
-class ImportPhase(Phase):
+class ImportPhase(Phase[ImportIntent, ImportUndo, ImportResult]):
     name = "import"
+    undo_model = ImportUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
-        # What this attempt may bring in: if it dies half-way, undo gets only this record.
+    def intent(self, ctx: PhaseContext) -> ImportIntent:
         with ctx.connect() as engine:
             todo = [image for entry in active_archives(ctx) for image in entry.images
                     if not image_present(engine, image)]
-        return {"imported": _merge(_previously_imported(ctx), [_image_json(i) for i in todo])}
+        return ImportIntent(imported=_merge(_previously_imported(ctx),
+                                            [_imported(i) for i in todo]))
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[ImportUndo, ImportResult]:
         entries = active_archives(ctx)
-        imported: list[JSONDict] = []
+        imported: list[ImportedImage] = []
         with ctx.connect() as engine:
             _require_containerd(engine)
             todo = [e for e in entries if not archive_present(engine, e)]
@@ -222,14 +254,13 @@ class ImportPhase(Phase):
             dropped = drop_earlier_images(engine, ctx)
         everything = _merge(_previously_imported(ctx), imported)
         return PhaseOutcome(
-            undo={"imported": everything},
-            result={"loaded": [e.file for e in todo], "skipped": skipped,
-                    "imported": everything, "bytes_loaded": sum(e.bytes for e in todo),
-                    "dropped_earlier": dropped},
-        )
+            ImportUndo(imported=everything),
+            ImportResult(loaded=tuple(e.file for e in todo), skipped=tuple(skipped),
+                         imported=everything, bytes_loaded=sum(e.bytes for e in todo),
+                         dropped_earlier=tuple(dropped)))
 
     def _load(self, ctx: PhaseContext, engine: Engine, entry: ArchiveEntry,
-              bar: ByteProgress, verify: bool = False) -> list[JSONDict]:
+              bar: ByteProgress, verify: bool = False) -> list[ImportedImage]:
         bar.describe(f"import {entry.file}")
         started = time.monotonic()
         path = ctx.archives_dir / entry.file
@@ -260,31 +291,30 @@ class ImportPhase(Phase):
                 + f" (the daemon said it loaded: {', '.join(said) or 'nothing'})",
                 "check the daemon log; then run the same command again",
             )
-        images = [_image_json(image) for image in entry.images]
-        ctx.checkpoint({"archive": entry.file, "imported": images})
+        images = [_imported(image) for image in entry.images]
+        ctx.checkpoint({"archive": entry.file, "imported": [i.to_json() for i in images]})
         failpoints.hit("import:archive-loaded")
         log.info("archive loaded", phase=self.name, archive=entry.file, refs=len(entry.refs),
                  bytes=entry.bytes, duration=round(time.monotonic() - started, 2))
         return images
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
-        images: list[JSONDict] = list(record.get("imported") or ())
+    def undo(self, ctx: UndoContext, record: ImportUndo) -> UndoReport:
+        images = record.imported
         # Commit images (`--containers recreate`) serve only this migration: always removed.
-        commits = [i for i in images if any(str(r).startswith(COMMIT_REPOSITORY + ":")
-                                            for r in i.get("refs") or ())]
+        commits = [i for i in images if i.commit]
         if not ctx.purge_imported:
-            kept = [i for i in images if i not in commits]
+            kept = [i for i in images if not i.commit]
             purged = self._purge_commits(ctx, commits) if commits else UndoReport()
             return purged + UndoReport.done(
                 f"import: kept {len(kept)} imported image(s) in the containerd store; the next "
                 "forward run reuses them (`containerd-migrate cleanup` removes them)")
-        ours = {str(i["id"]) for i in commits}
-        rest = [i for i in _merge(images, [dict(i) for i in ctx.earlier_imports])
-                if str(i["id"]) not in ours]
+        ours = {i.id for i in commits}
+        earlier = [ImportedImage.model_validate(i) for i in ctx.earlier_imports]
+        rest = [i for i in _merge(images, earlier) if i.id not in ours]
         purged = self._purge_commits(ctx, commits) if commits else UndoReport()
         return purged + (self._purge_all(ctx, rest) if rest or not commits else UndoReport())
 
-    def _purge_commits(self, ctx: UndoContext, commits: list[JSONDict]) -> UndoReport:
+    def _purge_commits(self, ctx: UndoContext, commits: list[ImportedImage]) -> UndoReport:
         # A commit image lives in both stores: the commit phase's undo names each one when it
         # removes the legacy copy, so a clean removal here is one line, not a second listing.
         report = self._purge_all(ctx, commits)
@@ -293,7 +323,7 @@ class ImportPhase(Phase):
                                    "the containerd store")
         return report
 
-    def _purge_all(self, ctx: UndoContext, images: list[JSONDict]) -> UndoReport:
+    def _purge_all(self, ctx: UndoContext, images: list[ImportedImage]) -> UndoReport:
         if not images:
             return UndoReport.done("import: no imported images to remove")
         try:
@@ -313,14 +343,14 @@ class ImportPhase(Phase):
                                       f"{error.message}")
 
 
-def _purge(engine: Engine, image: JSONDict) -> UndoReport:
-    new_id = str(image["id"])
+def _purge(engine: Engine, image: ImportedImage) -> UndoReport:
+    new_id = image.id
     lines: list[str] = []
     try:
-        for ref in image.get("refs") or ():
-            raw = engine.raw_image(str(ref))
+        for ref in image.refs:
+            raw = engine.raw_image(ref)
             if raw is not None and raw.get("Id") == new_id:
-                engine.remove_image(str(ref))
+                engine.remove_image(ref)
                 lines.append(f"import: removed {ref} ({new_id[:19]})")
         raw = engine.raw_image(new_id)
         others = [t for t in (raw or {}).get("RepoTags") or () if t and "<none>" not in t]

@@ -22,7 +22,7 @@ from typing import Final, Literal, TypeAlias, get_args
 from migrate.errors import BlockedError
 from migrate.journal import JournalState
 from migrate.models import Store
-from migrate.phases.records import records_of
+from migrate.phases.records import QuiesceUndo, read_record, records_of
 from migrate.support.sizes import human_bytes
 
 CommandLine: TypeAlias = Callable[[Sequence[str]], str]
@@ -115,8 +115,10 @@ def containers_policy_of(state: JournalState) -> str | None:
     """The containers policy the last migration ran (or was prepared) with: the one its
     containers were stopped under, else the one its last forward run was given (a rollback
     run of 0.1.0 journaled the default policy, not the migration's)."""
-    stopped_under = state.phase("quiesce").intent.get("policy")
-    if isinstance(stopped_under, str):
+    # The quiesce intent reads as its undo record (what a half-done quiesce is undone from).
+    stopped_under = read_record(QuiesceUndo, state.phase("quiesce").intent,
+                                "quiesce intent").policy
+    if stopped_under is not None:
         return stopped_under
     for run in reversed(state.runs):
         policy = run.options.get("containers")

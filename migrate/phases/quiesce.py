@@ -9,21 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 from migrate.engine import Engine
 from migrate.errors import BlockedError, EngineError, MigrateError
 from migrate.models import RUNNING_STATES, ContainerRecord, Inventory
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.records import QuiescedContainer, QuiesceResult, QuiesceUndo, RecordModel
 from migrate.preflight.containers import dependency_levels, stop_timeout
 from migrate.support.pool import Workers, serialised
 
 
+class QuiesceIntent(RecordModel):
+    containers: tuple[QuiescedContainer, ...] = ()
+    stop_timeout: int = 10
+    policy: str | None = None
+
+
 def _entry(container: ContainerRecord, levels: dict[str, int], default_timeout: int,
-           ) -> JSONDict:
-    return {"id": container.id, "name": container.name, "state": container.state,
-            "level": levels.get(container.id, 0),
-            "stop_timeout": stop_timeout(container, default_timeout)}
+           ) -> QuiescedContainer:
+    return QuiescedContainer(id=container.id, name=container.name, state=container.state,
+                             level=levels.get(container.id, 0),
+                             stop_timeout=stop_timeout(container, default_timeout))
 
 
 def _levels(containers: tuple[ContainerRecord, ...], live: tuple[ContainerRecord, ...],
@@ -35,10 +41,10 @@ def _levels(containers: tuple[ContainerRecord, ...], live: tuple[ContainerRecord
     return {c.id: n for n, level in enumerate(dependency_levels(every)) for c in level}
 
 
-def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSONDict]:
+def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[QuiescedContainer]:
     """Running containers by snapshot OR live view, so a resumed run still knows the ones
     it already stopped (the live engine shows them as exited by then)."""
-    found: dict[str, JSONDict] = {}
+    found: dict[str, QuiescedContainer] = {}
     containers = ctx.load_inventory().containers if ctx.inventory_path.exists() else ()
     levels = _levels(containers, live)
     if containers:
@@ -53,31 +59,32 @@ def _to_stop(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSOND
         stopped = data.get("stopped")
         if isinstance(stopped, dict) and stopped.get("id"):
             # Keeps when it stopped (the live view shows it exited by now).
-            found.setdefault(str(stopped["id"]), {}).update(stopped)
+            known = found.get(str(stopped["id"]))
+            found[str(stopped["id"])] = QuiescedContainer.model_validate(
+                {**(known.model_dump() if known else {}), **stopped})
     # In creation order (what a container depends on first): the run stops them level by
     # level in reverse, dependents before what they join or link to, and the undo starts
     # them level by level in this order.
-    return sorted(found.values(), key=lambda c: (levels.get(str(c["id"]), 0), str(c["name"])))
+    return sorted(found.values(), key=lambda c: (levels.get(c.id, 0), c.name))
 
 
-def in_levels(entries: list[JSONDict]) -> list[list[JSONDict]]:
+def in_levels(entries: Iterable[QuiescedContainer]) -> list[list[QuiescedContainer]]:
     """Entries (in creation order) grouped by their level; an entry without one (journaled
     by 0.1.0) is a level of its own, so it keeps the order it was recorded in."""
-    grouped: list[list[JSONDict]] = []
+    grouped: list[list[QuiescedContainer]] = []
     for entry in entries:
-        level = entry.get("level")
-        if grouped and isinstance(level, int) and grouped[-1][-1].get("level") == level:
+        if grouped and entry.level is not None and grouped[-1][-1].level == entry.level:
             grouped[-1].append(entry)
         else:
             grouped.append([entry])
     return grouped
 
 
-def _names(entries: list[JSONDict]) -> str:
-    return ", ".join(str(e["name"]) for e in entries)
+def _names(entries: Iterable[QuiescedContainer]) -> str:
+    return ", ".join(e.name for e in entries)
 
 
-def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[JSONDict]:
+def _entries(ctx: PhaseContext, live: tuple[ContainerRecord, ...]) -> list[QuiescedContainer]:
     if ctx.options.containers == "refuse":
         # Planning blocks earlier; this guards a host that changed since the plan.
         running = [_entry(c, {}, ctx.options.stop_timeout) for c in live
@@ -128,12 +135,12 @@ def _refuse_if_changed(ctx: PhaseContext, engine: Engine) -> None:
             "images already done are reused)")
 
 
-def _start_again(engine: Engine, entry: JSONDict) -> UndoReport:
-    label = f"{entry.get('name')} ({str(entry.get('id'))[:12]})"
+def _start_again(engine: Engine, entry: QuiescedContainer) -> UndoReport:
+    label = f"{entry.name} ({entry.id[:12]})"
     try:
-        engine.start_container(str(entry["id"]))
-        if entry.get("state") == "paused":
-            engine.pause_container(str(entry["id"]))
+        engine.start_container(entry.id)
+        if entry.state == "paused":
+            engine.pause_container(entry.id)
             return UndoReport.done(f"quiesce: started container {label} and paused it again")
     except EngineError as error:
         # One container that no longer starts must not stop the others from starting.
@@ -142,17 +149,18 @@ def _start_again(engine: Engine, entry: JSONDict) -> UndoReport:
     return UndoReport.done(f"quiesce: started container {label}")
 
 
-class QuiescePhase(Phase):
+class QuiescePhase(Phase[QuiesceIntent, QuiesceUndo, QuiesceResult]):
     name = "quiesce"
+    undo_model = QuiesceUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
+    def intent(self, ctx: PhaseContext) -> QuiesceIntent:
         with ctx.connect() as engine:
             entries = _entries(ctx, engine.list_containers(details=False))
-        return {"containers": entries, "stop_timeout": ctx.options.stop_timeout,
-                "policy": ctx.options.containers}
+        return QuiesceIntent(containers=tuple(entries), stop_timeout=ctx.options.stop_timeout,
+                             policy=ctx.options.containers)
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
-        stopped: list[str] = []
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[QuiesceUndo, QuiesceResult]:
+        stopped: list[QuiescedContainer] = []
         checkpoint = serialised(ctx.checkpoint)
         # One engine for every worker: each thread gets its own connection (engine/client.py).
         with ctx.connect() as engine, Workers() as pool:
@@ -160,35 +168,36 @@ class QuiescePhase(Phase):
             entries = _entries(ctx, live)
             states = {c.id: c.state for c in live}
 
-            def stop(entry: JSONDict) -> str | None:
-                container_id = str(entry["id"])
-                if states.get(container_id) not in RUNNING_STATES:
+            def stop(entry: QuiescedContainer) -> QuiescedContainer | None:
+                if states.get(entry.id) not in RUNNING_STATES:
                     return None  # already stopped (resume) or removed by someone
                 # Its own stop timeout, as `docker stop` gives it: what it needs to shut
                 # down cleanly (the plan's estimate bounds the stop with the same figures).
-                engine.stop_container(container_id, timeout=int(
-                    entry.get("stop_timeout", ctx.options.stop_timeout)))
-                entry["stopped_at"] = datetime.now(UTC).isoformat()
-                checkpoint({"stopped": entry})
-                return str(entry["name"])
+                engine.stop_container(entry.id, timeout=ctx.options.stop_timeout
+                                      if entry.stop_timeout is None else entry.stop_timeout)
+                done = entry.model_copy(update={"stopped_at": datetime.now(UTC).isoformat()})
+                checkpoint({"stopped": done.to_json()})
+                return done
 
             # A level at once (each one waits out its own stop timeout, not the sum of
             # all), dependents before what they depend on.
             for level in reversed(in_levels(entries)):
-                stopped += [name for name in pool.all(stop, level) if name]
+                stopped += [done for done in pool.all(stop, level) if done]
             # Nothing changes any more once the containers are stopped: what appeared while
             # the migration prepared (a build, a tag, a container) is caught before the switch.
             # The runner then rolls back, which starts the stopped containers again.
             _refuse_if_changed(ctx, engine)
+        now = {e.id: e for e in stopped}
+        entries = [now.get(e.id, e) for e in entries]
         # When each one stopped: recreate measures every container's downtime from here.
-        stopped_at = {str(e["id"]): e["stopped_at"] for e in entries if e.get("stopped_at")}
+        stopped_at = {e.id: e.stopped_at for e in entries if e.stopped_at}
         return PhaseOutcome(
-            undo={"containers": entries, "policy": ctx.options.containers},
-            result={"stopped": stopped, "containers": len(entries), "stopped_at": stopped_at},
-        )
+            QuiesceUndo(containers=tuple(entries), policy=ctx.options.containers),
+            QuiesceResult(stopped=tuple(e.name for e in stopped), containers=len(entries),
+                          stopped_at=stopped_at))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
-        entries: list[dict[str, Any]] = list(record.get("containers") or [])
+    def undo(self, ctx: UndoContext, record: QuiesceUndo) -> UndoReport:
+        entries = record.containers
         if not entries:
             return UndoReport.done("quiesce: no containers were stopped, nothing to start")
         report = UndoReport()

@@ -1,9 +1,12 @@
 """The records phases hand to each other and to the commands, as typed values.
 
-The journal stores each phase's undo record and result as JSON; whatever another phase or
-a command reads of them is declared here, once, as a frozen model, and read through
-`records_of` / `PhaseRecords` (never `result["key"]` in the reader). The models ignore keys
-they do not declare and default what is missing, so journals written by 0.1.0 replay.
+Every phase declares its intent, undo record and result as frozen `RecordModel`s; the
+runner journals them as JSON (`model_dump(mode="json")`) and hands `undo()` its record
+read back through the phase's undo model. The models another phase or a command reads are
+declared here, once (so a phase reads them without importing another phase), and read
+through `records_of` / `PhaseRecords` (never `result["key"]` in the reader); the others
+live in their phase's module. The models ignore keys they do not declare and default what
+is missing, so journals written by 0.1.0 replay.
 """
 
 from __future__ import annotations
@@ -11,87 +14,168 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.errors import StateError
 from migrate.journal import JournalState, PhaseName
 
 
-class _Record(BaseModel):
+class RecordModel(BaseModel):
+    """A journaled record: frozen, unknown keys ignored, missing ones defaulted."""
+
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
+    def to_json(self) -> dict[str, Any]:
+        """The record as the journal stores it."""
+        return self.model_dump(mode="json")
 
-class StageResult(_Record):
+
+class NoUndo(RecordModel):
+    """The undo record of a phase that changes nothing a rollback must reverse."""
+
+
+class StageTarget(RecordModel):
+    """The containerd store the stage phase fills, and the names it held before (never
+    ours to remove): the stage phase's intent."""
+
+    ctr: str | None = None
+    address: str | None = None
+    namespace: str = "moby"
+    snapshotter: str | None = None
+    before: tuple[str, ...] = ()
+
+
+class StagedNames(StageTarget):
+    # Every name this migration staged -> the manifest digest it staged there.
+    names: dict[str, str] = {}
+
+
+class StageFlush(RecordModel):
+    how: str = ""
+    seconds: float = 0.0
+
+
+class StageResult(StagedNames):
     # What the containerd store proves is staged, with the IDs after the switch.
     expected: tuple[ExpectedImage, ...] = ()
     staged: int = 0
     staged_now: int = 0
+    batches_now: int = 0
+    bytes_streamed: int = 0
     bytes_streamed_now: int = 0
+    unstaged: tuple[str, ...] = ()
     disk_bytes: int = 0
-    address: str | None = None
+    flushed: StageFlush | None = None
 
 
-class ExportResult(_Record):
+class ExportResult(RecordModel):
     # None: the export has no result (never ran); [] when it wrote nothing.
     archives: tuple[str, ...] | None = None
     written: tuple[str, ...] = ()
     reused: tuple[str, ...] = ()
     bytes_written: int = 0
+    images: int = 0
+    staged: int = 0
+    oversize: tuple[str, ...] = ()
 
 
-class QuiesceUndo(_Record):
-    containers: tuple[dict[str, Any], ...] = ()
+class QuiescedContainer(RecordModel):
+    """A container the quiesce phase stops, and the undo starts again."""
+
+    id: str
+    name: str = ""
+    state: str = ""
+    # Its dependency level (0: needs no other container); None in records of 0.1.0.
+    level: int | None = None
+    stop_timeout: int | None = None
+    # When it stopped (ISO); None until it did.
+    stopped_at: str | None = None
+
+
+class QuiesceUndo(RecordModel):
+    containers: tuple[QuiescedContainer, ...] = ()
     # The containers policy the containers were stopped under (it decides from then on).
     policy: str | None = None
 
 
-class QuiesceResult(_Record):
+class QuiesceResult(RecordModel):
     stopped: tuple[str, ...] = ()
     containers: int = 0
     # container ID -> when it stopped (ISO), for the recreate phase's downtime figures.
     stopped_at: dict[str, str] = {}
 
 
-class CommitEntry(_Record):
+class CommitEntry(RecordModel):
+    """A container whose writable layer the commit phase commits, to `ref`."""
+
     container: str
     name: str = ""
     ref: str
 
 
-class CommitUndo(_Record):
-    commits: tuple[CommitEntry, ...] = ()
+class CommittedEntry(CommitEntry):
+    # The commit's image ID in the legacy store ("" in an intent: not committed yet).
+    image_id: str = ""
 
 
-class CommitResult(_Record):
+class CommitUndo(RecordModel):
+    commits: tuple[CommittedEntry, ...] = ()
+
+
+class CommitResult(RecordModel):
+    committed: tuple[str, ...] = ()
     archives: tuple[str, ...] = ()
+    written: tuple[str, ...] = ()
+    bytes_written: int = 0
 
 
-class SwitchUndo(_Record):
+class SwitchOriginal(RecordModel):
+    """daemon.json as it was before the switch: what its undo restores, byte for byte."""
+
     path: str | None = None
+    # None: there was no file (`original_absent`).
+    original_b64: str | None = None
+    original_absent: bool = False
+    # Strict: a journal that is not ours must not slip a mode past the undo's check.
+    mode: StrictInt | None = None
+    uid: StrictInt = 0
+    gid: StrictInt = 0
+    dir_existed: bool = True
+
+
+class SwitchUndo(SwitchOriginal):
+    """The switch record: its intent, its checkpoint's base and its undo record alike."""
+
     written_sha256: str | None = None
+    written_b64: str | None = None
     restart_command: tuple[str, ...] = ()
     restart_timeout: float | None = None
+    host: str = ""
 
 
-class VerifyResult(_Record):
+class VerifyResult(RecordModel):
+    images: int = 0
+    tags: int = 0
+    id_map: str | None = None
     # The volumes the guard container protects (empty: no guard was needed).
     volume_guard: tuple[str, ...] = ()
+    report: str | None = None
     # The multi-platform check: "supported", "unsupported" or "unchecked" (None: not run).
     multi_platform: str | None = None
 
 
-class RecreatedEntry(_Record):
+class RecreatedEntry(RecordModel):
     id: str
     name: str = ""
     new_id: str = ""
 
 
-class RecreateUndo(_Record):
+class RecreateUndo(RecordModel):
     containers: tuple[RecreatedEntry, ...] = ()
 
 
-class RecreateResult(_Record):
+class RecreateResult(RecordModel):
     recreated: tuple[str, ...] = ()
     running: tuple[str, ...] = ()
     left_created: tuple[str, ...] = ()
@@ -101,7 +185,7 @@ class RecreateResult(_Record):
     volume_guard: tuple[str, ...] | None = None
 
 
-R = TypeVar("R", bound=_Record)
+R = TypeVar("R", bound=RecordModel)
 
 
 def read_record(model: type[R], data: Mapping[str, Any] | None, phase: str = "") -> R:

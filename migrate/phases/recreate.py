@@ -42,6 +42,7 @@ from migrate.phases.base import (
     moved_image_ids_of,
 )
 from migrate.phases.commit import commit_ref
+from migrate.phases.records import RecordModel, RecreatedEntry, RecreateResult, RecreateUndo
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
 from migrate.preflight.containers import (
     creation_order,
@@ -281,9 +282,22 @@ class _Recreation:
         return at
 
 
-def _entries(inventory: Inventory) -> list[JSONDict]:
-    return [{"id": c.id, "name": c.name, "state": c.state}
-            for c in creation_order(inventory.containers)]
+class ContainerToRecreate(RecordModel):
+    id: str
+    name: str = ""
+    state: str = ""
+
+
+class RecreateIntent(RecordModel):
+    policy: str | None = None
+    # Every container this attempt may create: the undo of a half-done attempt removes
+    # those carrying their IDs in the recreated-from label.
+    containers: tuple[ContainerToRecreate, ...] = ()
+
+
+def _entries(inventory: Inventory) -> tuple[ContainerToRecreate, ...]:
+    return tuple(ContainerToRecreate(id=c.id, name=c.name, state=c.state)
+                 for c in creation_order(inventory.containers))
 
 
 def write_container_map(state_dir: StateDir, rows: Mapping[str, JSONDict]) -> Path:
@@ -292,17 +306,18 @@ def write_container_map(state_dir: StateDir, rows: Mapping[str, JSONDict]) -> Pa
     return path
 
 
-class RecreatePhase(Phase):
+class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
     name = "recreate"
+    undo_model = RecreateUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
+    def intent(self, ctx: PhaseContext) -> RecreateIntent:
         policy = ctx.containers_policy
-        containers = _entries(ctx.load_inventory()) if policy == "recreate" else []
-        return {"policy": policy, "containers": containers}
+        containers = _entries(ctx.load_inventory()) if policy == "recreate" else ()
+        return RecreateIntent(policy=policy, containers=containers)
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[RecreateUndo, RecreateResult]:
         if ctx.containers_policy != "recreate":
-            return PhaseOutcome(undo={"containers": []}, result={"recreated": []})
+            return PhaseOutcome(RecreateUndo(), RecreateResult())
         inventory = ctx.load_inventory()
         order = creation_order(inventory.containers)
         stopped_at = ctx.records.quiesce.stopped_at
@@ -345,19 +360,18 @@ class RecreatePhase(Phase):
         log.info("containers recreated", phase=self.name, containers=len(rows),
                  running=len(running))
         return PhaseOutcome(
-            undo={"containers": [{"id": old, "name": r["name"], "new_id": r["new_id"]}
-                                 for old, r in rows.items()]},
-            result={"recreated": [str(r["name"]) for r in rows.values()],
-                    "running": [str(r["name"]) for r in running],
-                    "left_created": [str(r["name"]) for r in rows.values()
-                                     if "running_again_at" not in r],
-                    "downtime_seconds": downtimes, "container_map": str(path),
-                    "volume_guard": list(remaining)},
-        )
+            RecreateUndo(containers=tuple(
+                RecreatedEntry(id=old, name=str(r["name"]), new_id=str(r["new_id"]))
+                for old, r in rows.items())),
+            RecreateResult(recreated=tuple(str(r["name"]) for r in rows.values()),
+                           running=tuple(str(r["name"]) for r in running),
+                           left_created=tuple(str(r["name"]) for r in rows.values()
+                                              if "running_again_at" not in r),
+                           downtime_seconds=downtimes, container_map=str(path),
+                           volume_guard=tuple(remaining)))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
-        entries = [e for e in record.get("containers") or () if isinstance(e, dict)]
-        ours = {str(e["id"]) for e in entries}
+    def undo(self, ctx: UndoContext, record: RecreateUndo) -> UndoReport:
+        ours = {entry.id for entry in record.containers}
         if not ours:
             return UndoReport.done("recreate: no container was recreated")
         lines: list[str] = []

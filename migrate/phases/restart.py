@@ -18,6 +18,7 @@ from migrate.errors import RestartFailed
 from migrate.host import processes, restart_command, systemd
 from migrate.models import EngineInfo, Store
 from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.records import NoUndo, RecordModel
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
@@ -48,17 +49,31 @@ def _config_is_switched(ctx: PhaseContext) -> bool:
         return False
 
 
-class RestartPhase(Phase):
+class RestartIntent(RecordModel):
+    restart_command: tuple[str, ...] = ()
+    restart_timeout: float | None = None
+    host: str = ""
+
+
+class RestartResult(RecordModel):
+    restarted: bool = False
+    seconds: float = 0.0
+    store: str = ""
+    version: str = ""
+    driver_status: tuple[tuple[str, ...], ...] = ()
+
+
+class RestartPhase(Phase[RestartIntent, NoUndo, RestartResult]):
+    """Its undo is the switch's: restoring daemon.json comes with the restart back."""
+
     name = "restart"
+    undo_model = NoUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
-        return {
-            "restart_command": list(_restart_argv(ctx)),
-            "restart_timeout": _timeout(ctx),
-            "host": ctx.options.host,
-        }
+    def intent(self, ctx: PhaseContext) -> RestartIntent:
+        return RestartIntent(restart_command=_restart_argv(ctx), restart_timeout=_timeout(ctx),
+                             host=ctx.options.host)
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[NoUndo, RestartResult]:
         host, timeout = ctx.options.host, _timeout(ctx)
         # A restart command started by a killed attempt may still be restarting dockerd:
         # let it finish, then look at the store, instead of starting a second daemon.
@@ -66,7 +81,7 @@ class RestartPhase(Phase):
         before = daemon_wait.current_info(host)
         if before is not None and before.store is Store.CONTAINERD and _config_is_switched(ctx):
             # Resumed after the restart had already happened: another one is pure downtime.
-            return PhaseOutcome(result=_result(before, restarted=False, seconds=0.0))
+            return PhaseOutcome(NoUndo(), _result(before, restarted=False, seconds=0.0))
         argv = _restart_argv(ctx)
         started = time.monotonic()
         def journal_pid(pid: int, start_time: int) -> None:
@@ -78,11 +93,10 @@ class RestartPhase(Phase):
             recover=start_limit_recovery(argv, ctx.checkpoint))
         remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
         info = daemon_wait.wait_for_daemon(host, Store.CONTAINERD, remaining)
-        return PhaseOutcome(
-            result=_result(info, restarted=True, seconds=time.monotonic() - started)
-        )
+        return PhaseOutcome(NoUndo(), _result(info, restarted=True,
+                                              seconds=time.monotonic() - started))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: NoUndo) -> UndoReport:
         return UndoReport.done("restart: nothing to undo here; the switch undo restores "
                                "daemon.json and restarts the daemon on the legacy store")
 
@@ -129,14 +143,10 @@ def wait_for_journaled_restarts(progress: Sequence[Mapping[str, Any]], timeout: 
                 "has ended, run the same command again")
 
 
-def _result(info: EngineInfo, restarted: bool, seconds: float) -> JSONDict:
-    return {
-        "restarted": restarted,
-        "seconds": round(seconds, 2),
-        "store": info.store.value,
-        "version": info.version,
-        "driver_status": [list(pair) for pair in info.driver_status],
-    }
+def _result(info: EngineInfo, restarted: bool, seconds: float) -> RestartResult:
+    return RestartResult(restarted=restarted, seconds=round(seconds, 2), store=info.store.value,
+                         version=info.version,
+                         driver_status=tuple(tuple(pair) for pair in info.driver_status))
 
 
 PHASE = RestartPhase()

@@ -68,7 +68,7 @@ from migrate.phases.lifecycle import (
     default_command_line,
 )
 from migrate.phases.platform_check import PROBE_LABEL
-from migrate.phases.records import records_of
+from migrate.phases.records import RecordModel, read_record, records_of
 from migrate.phases.recreate import RECREATED_LABEL
 from migrate.phases.rollback_check import check_restored, created_since_switch
 from migrate.phases.verify import VERIFY_LABEL
@@ -79,7 +79,8 @@ from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 
-PHASES: Mapping[PhaseName, Phase] = {
+# Each phase with its own record models: the runner only journals them and reads them back.
+PHASES: Mapping[PhaseName, Phase[RecordModel, Any, Any]] = {
     "snapshot": snapshot.PHASE,
     "stage": stage.PHASE,
     "export": export.PHASE,
@@ -137,7 +138,8 @@ def _json(value: Mapping[str, Any]) -> JsonDict:
 
 def _undo_record(phase_state: PhaseState) -> dict[str, Any]:
     # A phase that stopped half-way has only its intent, which is written to be
-    # enough for undo (e.g. the original daemon.json bytes).
+    # enough for undo (e.g. the original daemon.json bytes); its undo model reads it. The
+    # checkpoints go along under `progress` (the stage undo removes the names they list).
     record = dict(phase_state.undo if phase_state.complete and phase_state.undo
                   is not None else phase_state.intent)
     if phase_state.progress:
@@ -318,12 +320,13 @@ class Runner:
         ctx = self._context(journal, name, prepared)
         log.info("phase started", phase=name)
         failpoints.hit(f"before:{name}")
-        with journal.phase(name, _json(phase.intent(ctx))) as handle:
+        with journal.phase(name, _json(phase.intent(ctx).to_json())) as handle:
             outcome = phase.run(ctx)
             failpoints.hit(f"done-unrecorded:{name}")
-            handle.done(undo=_json(outcome.undo), result=_json(outcome.result))
+            result = outcome.result.to_json()
+            handle.done(undo=_json(outcome.undo.to_json()), result=_json(result))
         failpoints.hit(f"after:{name}")
-        log.info("phase done", phase=name, **{k: v for k, v in outcome.result.items()
+        log.info("phase done", phase=name, **{k: v for k, v in result.items()
                                               if isinstance(v, int | float | str)})
 
     def _auto_rollback(self, journal: Journal, failure: MigrateError) -> MigrateError:
@@ -405,9 +408,12 @@ class Runner:
                           earlier_imports=tuple(dict(i) for i in state.earlier_imports),
                           checkpoint=checkpoint)
         to_undo = state.phases_to_undo()
+        # Every record read (a damaged one refuses) before any undo.
+        records = {p.name: read_record(PHASES[p.name].undo_model, _undo_record(p),
+                                       f"{p.name} undo") for p in to_undo}
         # Every refusal before any undo: a refused rollback must leave the host as it was.
         for phase_state in to_undo:
-            PHASES[phase_state.name].refuse_undo(ctx, _undo_record(phase_state))
+            PHASES[phase_state.name].refuse_undo(ctx, records[phase_state.name])
         # A restart command a killed run (or rollback) left behind must end before the undo
         # restarts: the switch undo journals its own.
         restart.wait_for_journaled_restarts(
@@ -419,7 +425,7 @@ class Runner:
             name = phase_state.name
             log.info("undo started", phase=name, complete=phase_state.complete)
             with journal.undo(name) as undo:
-                report = PHASES[name].undo(ctx, _undo_record(phase_state))
+                report = PHASES[name].undo(ctx, records[name])
                 lines.extend(report.did)
                 if not report.ok:
                     undo.failed("; ".join(report.failed))

@@ -12,7 +12,6 @@ from collections.abc import Callable, Collection
 from migrate.engine import Engine
 from migrate.errors import BlockedError, ExitCode
 from migrate.phases.base import (
-    JSONDict,
     Phase,
     PhaseContext,
     PhaseOutcome,
@@ -21,6 +20,7 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
 )
+from migrate.phases.records import NoUndo, RecordModel
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport, build_plan
@@ -61,13 +61,28 @@ def blocker_error(report: PlanReport) -> BlockedError:
     )
 
 
-class SnapshotPhase(Phase):
+class SnapshotIntent(RecordModel):
+    inventory: str = ""
+
+
+class SnapshotResult(RecordModel):
+    images: int = 0
+    tags: int = 0
+    dangling: int = 0
+    containers: int = 0
+    volumes: int = 0
+    unique_layer_bytes: int = 0
+    estimated_archive_bytes: int = 0
+
+
+class SnapshotPhase(Phase[SnapshotIntent, NoUndo, SnapshotResult]):
     name = "snapshot"
+    undo_model = NoUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
-        return {"inventory": str(ctx.inventory_path)}
+    def intent(self, ctx: PhaseContext) -> SnapshotIntent:
+        return SnapshotIntent(inventory=str(ctx.inventory_path))
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[NoUndo, SnapshotResult]:
         prepared = ctx.prepared
         if prepared is None or time.monotonic() - prepared.taken_monotonic > PLAN_REUSE_SECONDS:
             prepared = prepare_plan(ctx.options, ctx.connect)
@@ -80,20 +95,17 @@ class SnapshotPhase(Phase):
                                  inventory.model_dump_json(indent=1).encode())
         log.info("inventory stored", phase=self.name, images=len(inventory.images),
                  containers=len(inventory.containers), volumes=len(inventory.volumes))
-        return PhaseOutcome(
-            undo={},
-            result={
-                "images": len(inventory.images),
-                "tags": len(inventory.tags),
-                "dangling": len(inventory.dangling_images),
-                "containers": len(inventory.containers),
-                "volumes": len(inventory.volumes),
-                "unique_layer_bytes": inventory.unique_layer_bytes(),
-                "estimated_archive_bytes": report.estimate.archive_bytes,
-            },
-        )
+        return PhaseOutcome(NoUndo(), SnapshotResult(
+            images=len(inventory.images),
+            tags=len(inventory.tags),
+            dangling=len(inventory.dangling_images),
+            containers=len(inventory.containers),
+            volumes=len(inventory.volumes),
+            unique_layer_bytes=inventory.unique_layer_bytes(),
+            estimated_archive_bytes=report.estimate.archive_bytes,
+        ))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: NoUndo) -> UndoReport:
         return UndoReport.done("snapshot: nothing to undo (the stored inventory is kept for "
                                "reference)")
 

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from migrate.archives.batching import Batch, BatchKind, plan_batches
 from migrate.archives.saved_tar import (
     ArchiveError,
@@ -52,8 +54,15 @@ from migrate.host.fs import flush_filesystem, free_bytes
 from migrate.host.launch import detect_launch
 from migrate.host.processes import command_line
 from migrate.models import DOCKERD_CONTAINERD_NAMESPACE, ImageRecord, Inventory
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.export import batch_cap, closing_stream
+from migrate.phases.records import (
+    RecordModel,
+    StagedNames,
+    StageFlush,
+    StageResult,
+    StageTarget,
+)
 from migrate.preflight.estimate import room_needed
 from migrate.preflight.facts import StagingFacts, staging_facts
 from migrate.support import failpoints
@@ -67,6 +76,24 @@ ORPHAN_WAIT = 120.0
 ORPHAN_POLL = 0.1
 # The store keeps each layer twice: its blob in the content store and its unpacked snapshot.
 STORE_COPIES = 2
+
+
+# The intent: where the stage phase stages, and the names the store held before.
+StageIntent = StageTarget
+
+
+class StageCheckpoint(RecordModel):
+    """What the undo reads of a stage checkpoint: the names one batch staged."""
+
+    names: dict[str, str] = Field(default_factory=dict)
+
+
+class StageUndo(StagedNames):
+    """The names this migration staged; an attempt that stopped half-way has only its
+    intent and its checkpoints, which the runner hands over under `progress`."""
+
+    # Read, never journaled: the runner adds it to the record it hands to `undo()`.
+    progress: tuple[StageCheckpoint, ...] = Field(default=(), exclude=True)
 
 
 def _target(ctx: PhaseContext) -> StagingFacts:
@@ -182,7 +209,7 @@ def _ensure_room(data_root: str, managed: bool, batches: Iterable[Batch]) -> Non
             "what is staged already is kept")
 
 
-def _flush(data_root: str, managed: bool) -> JSONDict:
+def _flush(data_root: str, managed: bool) -> StageFlush:
     """Write what the imports left in the page cache to disk now, before the window.
 
     `ctr import` does not sync the snapshots it unpacks, so gigabytes stay dirty for up to
@@ -200,7 +227,7 @@ def _flush(data_root: str, managed: bool) -> JSONDict:
             os.sync()  # e.g. the data root cannot be opened here: the slower, wider flush
     else:
         os.sync()
-    return {"how": how, "seconds": round(time.monotonic() - started, 2)}
+    return StageFlush(how=how, seconds=round(time.monotonic() - started, 2))
 
 
 def stream_batch(engine: Engine, client: Containerd, snapshotter: str, local_import: bool,
@@ -249,17 +276,18 @@ def _journal_import(ctx: PhaseContext, batch: Batch) -> Callable[[int], None]:
     return checkpoint
 
 
-class StagePhase(Phase):
+class StagePhase(Phase[StageIntent, StageUndo, StageResult]):
     name = "stage"
+    undo_model = StageUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
+    def intent(self, ctx: PhaseContext) -> StageIntent:
         facts = _target(ctx)
         before = _first(ctx.previous_progress, "before")
         if before is None:
             before = sorted(facts.client().images())
-        return {**_where(facts), "before": before}
+        return _where(facts, before)
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[StageUndo, StageResult]:
         inventory = ctx.load_inventory()
         orphans = _wait_for_orphans(ctx.previous_progress)
         facts = _target(ctx)
@@ -302,27 +330,23 @@ class StagePhase(Phase):
                          duration=round(time.monotonic() - started, 2))
         unstaged = self._remove_stale(client, view, present.values(), ours)
         flushed = _flush(data_root, facts.managed)
-        log.info("staged data flushed to disk", phase=self.name, **flushed)
+        log.info("staged data flushed to disk", phase=self.name, **flushed.to_json())
         usage_after = sum(client.usage_bytes(facts.snapshotter))
         previous_bytes = sum(int(p.get("bytes", 0)) for p in ctx.previous_progress
                              if "staged" in p)
-        record = {**_where(facts), "before": before, "names": ours}
-        return PhaseOutcome(
-            undo=record,
-            result={
-                **record,
-                "expected": [e.model_dump(mode="json") for e in sorted(present.values(),
-                                                          key=lambda e: e.legacy_id)],
-                "staged": len(present),
-                "staged_now": sum(len(b.image_ids) for b in batches),
-                "batches_now": len(batches),
-                "bytes_streamed": previous_bytes + sent_now,
-                "bytes_streamed_now": sent_now,
-                "unstaged": unstaged,
-                "disk_bytes": max(usage_after - usage_before, 0),
-                "flushed": flushed,
-            },
-        )
+        record = StageUndo(**_where(facts, before).model_dump(), names=ours)
+        return PhaseOutcome(record, StageResult(
+            **record.model_dump(),
+            expected=tuple(sorted(present.values(), key=lambda e: e.legacy_id)),
+            staged=len(present),
+            staged_now=sum(len(b.image_ids) for b in batches),
+            batches_now=len(batches),
+            bytes_streamed=previous_bytes + sent_now,
+            bytes_streamed_now=sent_now,
+            unstaged=tuple(unstaged),
+            disk_bytes=max(usage_after - usage_before, 0),
+            flushed=flushed,
+        ))
 
     def _prove(self, view: StoreView, inventory: Inventory, batch: Batch) -> list[ExpectedImage]:
         wanted = [i for i in inventory.images if i.id in set(batch.image_ids)]
@@ -349,18 +373,18 @@ class StagePhase(Phase):
             ours.pop(name)
         return stale
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: StageUndo) -> UndoReport:
         names = _record_names(record)
         if not ctx.purge_imported:
             return UndoReport.done(
                 f"stage: kept {len(names)} staged image name(s) in the containerd store at "
-                f"{record.get('address')} (`containerd-migrate cleanup` removes them)")
+                f"{record.address} (`containerd-migrate cleanup` removes them)")
         return purge_staged(record)
 
 
-def _where(facts: StagingFacts) -> JSONDict:
-    return {"ctr": facts.ctr, "address": facts.address, "namespace": facts.namespace,
-            "snapshotter": facts.snapshotter}
+def _where(facts: StagingFacts, before: Iterable[str]) -> StageTarget:
+    return StageTarget(ctr=facts.ctr, address=facts.address, namespace=facts.namespace,
+                       snapshotter=facts.snapshotter, before=tuple(before))
 
 
 def _staged_names(progress: Iterable[Mapping[str, Any]], before: Iterable[str]) -> dict[str, str]:
@@ -377,30 +401,30 @@ def _known_configs(progress: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str
     return {str(m): (str(c), True) for p in progress for m, c in (p.get("configs") or {}).items()}
 
 
-def _record_names(record: Mapping[str, Any]) -> dict[str, str]:
+def _record_names(record: StageUndo) -> dict[str, str]:
     """Every name staged by this migration, from a done record or an attempt's progress."""
-    before = record.get("before") or ()
-    names = dict(_staged_names(record.get("progress") or (), before))
-    names.update({str(n): str(d) for n, d in (record.get("names") or {}).items()
-                  if n not in set(before)})
+    before = set(record.before)
+    names = {n: d for checkpoint in record.progress for n, d in checkpoint.names.items()
+             if n not in before}
+    names.update({n: d for n, d in record.names.items() if n not in before})
     return names
 
 
-def purge_staged(record: Mapping[str, Any]) -> UndoReport:
+def purge_staged(record: StageUndo) -> UndoReport:
     """Remove the names this migration staged (and only those still pointing at what was
     staged); containerd's garbage collector then frees content and snapshots no other
     image uses. Works from the journal record alone."""
     names = _record_names(record)
     if not names:
         return UndoReport.done("stage: nothing staged to remove")
-    address = str(record.get("address") or "")
-    ctr = Path(str(record["ctr"])) if record.get("ctr") else None
+    address = record.address or ""
+    ctr = Path(record.ctr) if record.ctr else None
     if ctr is None or not ctr.is_file():
         ctr = find_ctr(None)
     if ctr is None or not address:
         return UndoReport.failure("stage: could not remove the staged images: no `ctr` to "
                                   "reach containerd")
-    client = Containerd(ctr, address, str(record.get("namespace") or DOCKERD_CONTAINERD_NAMESPACE))
+    client = Containerd(ctr, address, record.namespace or DOCKERD_CONTAINERD_NAMESPACE)
     try:
         current = client.images()
         gone = sorted(n for n, d in names.items() if current.get(n) == d)

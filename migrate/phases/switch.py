@@ -17,7 +17,6 @@ import shlex
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from migrate.engine import daemon_wait
 from migrate.errors import BlockedError, DaemonConfigError, StateError
@@ -33,7 +32,6 @@ from migrate.host.daemon_json import (
 from migrate.host.fs import atomic_write_bytes, fsync_dir
 from migrate.models import Store
 from migrate.phases.base import (
-    JSONDict,
     Phase,
     PhaseContext,
     PhaseOutcome,
@@ -41,6 +39,7 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
 )
+from migrate.phases.records import RecordModel, SwitchOriginal, SwitchUndo
 from migrate.phases.restart import start_limit_recovery
 from migrate.support import failpoints
 
@@ -58,8 +57,8 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: Any) -> bytes | None:
-    return None if text is None else base64.b64decode(str(text))
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
 
 
 def read_current(path: Path) -> bytes | None:
@@ -77,15 +76,15 @@ def _engine_driver(ctx: PhaseContext) -> str | None:
         return engine.info().legacy_driver
 
 
-def _saved_original(ctx: PhaseContext) -> JSONDict | None:
+def _saved_original(ctx: PhaseContext) -> SwitchOriginal | None:
     for data in reversed(ctx.previous_progress):
         original = data.get("original")
         if isinstance(original, dict):
-            return original
+            return SwitchOriginal.model_validate(original)
     return None
 
 
-def _original(ctx: PhaseContext) -> JSONDict:
+def _original(ctx: PhaseContext) -> SwitchOriginal:
     saved = _saved_original(ctx)
     if saved is not None:
         return saved
@@ -103,9 +102,8 @@ def _original(ctx: PhaseContext) -> JSONDict:
             f"remove the {SNAPSHOTTER_FEATURE} feature from {configured} (the daemon has not "
             "read it yet), then run again")
     path = edited_path(ctx.options)
-    return {"path": str(path), "original_b64": _b64(raw), "original_absent": raw is None,
-            "mode": mode, "uid": uid, "gid": gid,
-            "dir_existed": path.parent.is_dir()}  # fmt: skip
+    return SwitchOriginal(path=str(path), original_b64=_b64(raw), original_absent=raw is None,
+                          mode=mode, uid=uid, gid=gid, dir_existed=path.parent.is_dir())
 
 
 def edited_path(options: RunOptions) -> Path:
@@ -116,52 +114,68 @@ def edited_path(options: RunOptions) -> Path:
                                 else configured))
 
 
-def plan_switch(ctx: PhaseContext) -> JSONDict:
+def plan_switch(ctx: PhaseContext) -> SwitchUndo:
     """The switch record: used as intent, checkpoint, and undo record alike."""
     original = _original(ctx)
-    raw = _unb64(original["original_b64"])
+    raw = _unb64(original.original_b64)
     data = parse_config_bytes(raw) if raw is not None else None
     target = render_config(
         target_config(data, ctx.options.snapshotter, engine_driver=_engine_driver(ctx))
     )
-    return {
-        **original,
-        "written_sha256": sha256_hex(target),
-        "written_b64": _b64(target),
-        "restart_command": list(restart_command.resolve_restart_command(
-            ctx.options.restart_command)),
-        "restart_timeout": daemon_wait.resolve_restart_timeout(ctx.options.restart_timeout),
-        "host": ctx.options.host,
-    }
+    return SwitchUndo(
+        **original.model_dump(),
+        written_sha256=sha256_hex(target),
+        written_b64=_b64(target),
+        restart_command=restart_command.resolve_restart_command(ctx.options.restart_command),
+        restart_timeout=daemon_wait.resolve_restart_timeout(ctx.options.restart_timeout),
+        host=ctx.options.host,
+    )
 
 
-def _write(path: Path, data: bytes, record: JSONDict) -> None:
+def _mode(record: SwitchOriginal) -> int:
+    """The mode to write daemon.json with; `refuse_untrusted` has checked it is plain."""
+    if record.mode is None:
+        raise _bad_mode(record)
+    return record.mode
+
+
+def _write(path: Path, data: bytes, record: SwitchOriginal) -> None:
     if not path.parent.is_dir():
         path.parent.mkdir(mode=NEW_DIR_MODE, parents=True, exist_ok=True)
         fsync_dir(path.parent.parent)
-    atomic_write_bytes(path, data, int(record["mode"]), int(record["uid"]), int(record["gid"]))
+    atomic_write_bytes(path, data, _mode(record), record.uid, record.gid)
 
 
-class SwitchPhase(Phase):
+class SwitchResult(RecordModel):
+    path: str = ""
+    written_sha256: str | None = None
+    # False: the file already had the switched content (a resumed attempt).
+    rewritten: bool = False
+    # True: there was no daemon.json before the switch.
+    created: bool = False
+
+
+class SwitchPhase(Phase[SwitchUndo, SwitchUndo, SwitchResult]):
     name = "switch"
+    undo_model = SwitchUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
+    def intent(self, ctx: PhaseContext) -> SwitchUndo:
         return plan_switch(ctx)
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[SwitchUndo, SwitchResult]:
         record = plan_switch(ctx)
-        path = Path(record["path"])
-        original = _unb64(record["original_b64"])
-        target = _unb64(record["written_b64"])
+        path = _path(record)
+        original = _unb64(record.original_b64)
+        target = _unb64(record.written_b64)
         assert target is not None
         current = read_current(path)
         if current == target:
             rewritten = False  # resumed after the write, or the file was already switched
         elif current == original:
             if _saved_original(ctx) is None:
-                keep = ("path", "original_b64", "original_absent", "mode", "uid", "gid",
-                        "dir_existed")  # fmt: skip
-                ctx.checkpoint({"original": {k: record[k] for k in keep}})
+                kept = SwitchOriginal.model_validate(record.model_dump(
+                    include=set(SwitchOriginal.model_fields)))
+                ctx.checkpoint({"original": kept.to_json()})
             _write(path, target, record)
             rewritten = True
         else:
@@ -170,34 +184,40 @@ class SwitchPhase(Phase):
                 "put back the content it had before the migration and resume, or roll back "
                 "(which restores the original with --force)",
             )
-        return PhaseOutcome(
-            undo=record,
-            result={
-                "path": str(path),
-                "written_sha256": record["written_sha256"],
-                "rewritten": rewritten,
-                "created": original is None,
-            },
-        )
+        return PhaseOutcome(record, SwitchResult(path=str(path),
+                                                 written_sha256=record.written_sha256,
+                                                 rewritten=rewritten, created=original is None))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: SwitchUndo) -> UndoReport:
         lines = restore_config(record, force=ctx.force)
         lines.extend(_back_to_legacy(record, ctx))
         return UndoReport.done(*lines)
 
-    def refuse_undo(self, ctx: UndoContext, record: JSONDict) -> None:
+    def refuse_undo(self, ctx: UndoContext, record: SwitchUndo) -> None:
         refuse_untrusted(record, ctx.options)
         if not ctx.force:
             refuse_if_drifted(record)
 
 
-def refuse_untrusted(record: JSONDict, options: RunOptions) -> None:
+def _path(record: SwitchOriginal) -> Path:
+    return Path(os.path.abspath(record.path or ""))
+
+
+def _bad_mode(record: SwitchOriginal) -> StateError:
+    return StateError(
+        f"the journal's switch record asks for mode {record.mode!r} on {_path(record)}; a "
+        "daemon.json never has setuid, setgid, sticky or world-write bits",
+        "the journal was not written by containerd-migrate; restore daemon.json by hand",
+    )
+
+
+def refuse_untrusted(record: SwitchOriginal, options: RunOptions) -> None:
     """The undo writes as root: only to the daemon.json named now, with a plain mode.
 
     Not overridable by --force: a record naming another path or a setuid mode was not
     written by a switch of this daemon.json.
     """
-    journaled = Path(os.path.abspath(str(record.get("path") or "")))
+    journaled = _path(record)
     if journaled != edited_path(options):
         hint = ("pass --daemon-config with the file the migration switched, if that is really "
                 "the file dockerd reads; otherwise the journal is not this host's")
@@ -208,13 +228,8 @@ def refuse_untrusted(record: JSONDict, options: RunOptions) -> None:
         raise StateError(
             f"the journal's switch record names {journaled}, but the daemon.json given now "
             f"is {edited_path(options)}; refusing to write a file that was not named", hint)
-    mode = record.get("mode")
-    if not isinstance(mode, int) or mode & ~SAFE_MODE_BITS:
-        raise StateError(
-            f"the journal's switch record asks for mode {mode!r} on {journaled}; a daemon.json "
-            "never has setuid, setgid, sticky or world-write bits",
-            "the journal was not written by containerd-migrate; restore daemon.json by hand",
-        )
+    if record.mode is None or record.mode & ~SAFE_MODE_BITS:
+        raise _bad_mode(record)
 
 
 def _drift(path: Path, written: bytes, current: bytes | None) -> BlockedError:
@@ -235,24 +250,24 @@ def _drift(path: Path, written: bytes, current: bytes | None) -> BlockedError:
     )
 
 
-def refuse_if_drifted(record: JSONDict) -> None:
+def refuse_if_drifted(record: SwitchUndo) -> None:
     """The refusal `restore_config(force=False)` would raise, without changing anything.
 
     Rollback calls it before undoing any phase: a rollback that is going to be refused
     must not first remove the volume guard or mark later phases undone.
     """
-    path = Path(record["path"])
+    path = _path(record)
     current = read_current(path)
-    if current == _unb64(record.get("original_b64")):
+    if current == _unb64(record.original_b64):
         return
-    if current is None or sha256_hex(current) != record["written_sha256"]:
-        raise _drift(path, _unb64(record.get("written_b64")) or b"", current)
+    if current is None or sha256_hex(current) != record.written_sha256:
+        raise _drift(path, _unb64(record.written_b64) or b"", current)
 
 
-def restore_config(record: JSONDict, force: bool) -> list[str]:
+def restore_config(record: SwitchUndo, force: bool) -> list[str]:
     """Put the original daemon.json back byte for byte, unless someone edited ours."""
-    path = Path(record["path"])
-    original = _unb64(record.get("original_b64"))
+    path = _path(record)
+    original = _unb64(record.original_b64)
     current = read_current(path)
     if current == original:
         return [f"switch: {path} already has its original content"]
@@ -263,7 +278,7 @@ def restore_config(record: JSONDict, force: bool) -> list[str]:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
         lines.append(f"switch: removed {path} (it did not exist before the migration)")
-        if not record.get("dir_existed", True):
+        if not record.dir_existed:
             try:
                 path.parent.rmdir()
                 fsync_dir(path.parent.parent)
@@ -273,16 +288,15 @@ def restore_config(record: JSONDict, force: bool) -> list[str]:
         return lines
     if not path.parent.is_dir():
         path.parent.mkdir(mode=NEW_DIR_MODE, parents=True, exist_ok=True)
-    atomic_write_bytes(path, original, int(record["mode"]), int(record["uid"]),
-                       int(record["gid"]))
+    atomic_write_bytes(path, original, _mode(record), record.uid, record.gid)
     return [*lines, f"switch: restored the original {path} ({len(original)} bytes, "
-            f"mode {int(record['mode']):04o})"]
+            f"mode {_mode(record):04o})"]
 
 
-def _keep_drifted(path: Path, record: JSONDict, current: bytes | None) -> list[str]:
+def _keep_drifted(path: Path, record: SwitchUndo, current: bytes | None) -> list[str]:
     """A daemon.json edited since the switch (restored anyway with --force) is copied next
     to it first: the edits are not lost, and the operator is told where they are."""
-    if current is None or sha256_hex(current) == record.get("written_sha256"):
+    if current is None or sha256_hex(current) == record.written_sha256:
         return []
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     copy = path.with_name(f"{path.name}.drifted-{stamp}")
@@ -290,17 +304,17 @@ def _keep_drifted(path: Path, record: JSONDict, current: bytes | None) -> list[s
     return [f"switch: kept the edited {path} as {copy} before restoring the original"]
 
 
-def _back_to_legacy(record: JSONDict, ctx: UndoContext) -> list[str]:
+def _back_to_legacy(record: SwitchUndo, ctx: UndoContext) -> list[str]:
     # The daemon named now, which the runner proved is the journal's (never the journaled
     # address: the record is only trusted for what it restores).
     host = ctx.options.host
     now = daemon_wait.current_info(host)
     if now is not None and now.store is Store.LEGACY:
         return ["switch: the daemon already runs on the legacy store; no restart needed"]
-    recorded = record.get("restart_command")
+    recorded = record.restart_command
     argv = restart_command.resolve_restart_command(ctx.options.restart_command, recorded)
     timeout = daemon_wait.resolve_restart_timeout(ctx.options.restart_timeout,
-                                                     record.get("restart_timeout"))
+                                                  record.restart_timeout)
     source = "given now" if ctx.options.restart_command else (
         "from the journal" if recorded else "this host's default")
     ctx.say(f"switch: restarting the daemon with `{shlex.join(argv)}` ({source}), "

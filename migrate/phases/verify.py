@@ -37,6 +37,7 @@ from migrate.phases.platform_check import (
     multi_platform_status,
     remove_probe,
 )
+from migrate.phases.records import RecordModel, VerifyResult
 from migrate.phases.volume_guard import create_guard, remove_guard
 from migrate.support.logconfig import get_logger
 
@@ -210,13 +211,22 @@ def raise_if_failed(report: VerificationReport, text_path: Path) -> None:
                              "returns the host to the legacy store")
 
 
-class VerifyPhase(Phase):
+class VerifyIntent(RecordModel):
+    reports_dir: str | None = None
+
+
+# The undo record is the intent: the reports stay where they are (the undo says where).
+VerifyUndo = VerifyIntent
+
+
+class VerifyPhase(Phase[VerifyIntent, VerifyUndo, VerifyResult]):
     name = "verify"
+    undo_model = VerifyUndo
 
-    def intent(self, ctx: PhaseContext) -> JSONDict:
-        return {"reports_dir": str(ctx.reports_dir)}
+    def intent(self, ctx: PhaseContext) -> VerifyIntent:
+        return VerifyIntent(reports_dir=str(ctx.reports_dir))
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[VerifyUndo, VerifyResult]:
         inventory = ctx.load_inventory()
         manifest = read_manifest(ctx.archives_dir)
         with ctx.connect() as engine:
@@ -241,16 +251,14 @@ class VerifyPhase(Phase):
             log.warning("the containerd store does not keep multi-platform images as "
                         "expected", phase=self.name, problems=list(capability.problems),
                         report=str(paths["verification.txt"]))
-        return PhaseOutcome(
-            undo={"reports_dir": str(ctx.reports_dir)},
-            result={"images": len(report.images), "tags": len(inventory.tags),
-                    "id_map": str(paths["id-map.json"]), "volume_guard": list(guarded),
-                    "report": str(paths["verification.txt"]),
-                    "multi_platform": multi_platform_status(capability)},
-        )
+        return PhaseOutcome(VerifyUndo(reports_dir=str(ctx.reports_dir)), VerifyResult(
+            images=len(report.images), tags=len(inventory.tags),
+            id_map=str(paths["id-map.json"]), volume_guard=guarded,
+            report=str(paths["verification.txt"]),
+            multi_platform=multi_platform_status(capability)))
 
-    def undo(self, ctx: UndoContext, record: JSONDict) -> UndoReport:
-        where = record.get("reports_dir") or "the reports dir"
+    def undo(self, ctx: UndoContext, record: VerifyUndo) -> UndoReport:
+        where = record.reports_dir or "the reports dir"
         said = f"verify: nothing to reverse; the reports stay in {where}"
         # The guard goes now, still on the containerd store, where it lives: the switch undo
         # that follows brings back the legacy containers, which protect their volumes again.

@@ -60,39 +60,41 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
 
     first = export.PHASE.run(ctx).result
     manifest = read_manifest(ctx.archives_dir)
-    assert sorted(first["archives"]) == sorted(a.file for a in manifest.archives)
-    assert first["written"] == first["archives"] and first["bytes_written"] > 0
+    assert first.archives is not None
+    assert sorted(first.archives) == sorted(a.file for a in manifest.archives)
+    assert first.written == first.archives and first.bytes_written > 0
     assert not list(ctx.archives_dir.glob("*.partial"))
     assert {r for a in manifest.archives for r in a.refs} >= set(samples.tags)
     dangling = [a for a in manifest.archives if a.kind is BatchKind.DANGLING]
     assert sorted(i for a in dangling for i in a.image_ids) == sorted(samples.dangling_ids)
     assert all(len(a.image_ids) == 1 for a in dangling)
     assert all(a.config_digests_verified for a in manifest.archives)
-    assert [p["archive"] for p in progress] == first["written"]
+    assert tuple(p["archive"] for p in progress) == first.written
     # Shared base layers: the sample apps all build on one base, so they share a batch.
     by_ref = {r: a.file for a in manifest.archives for r in a.refs}
     assert by_ref["cm-sample/web:1"] == by_ref["cm-sample/worker:1"] == by_ref["cm-sample/base:1"]
 
     # A second run (resume, or after pre-staging) reuses every intact archive.
     again = export.PHASE.run(ctx).result
-    assert again["bytes_written"] == 0 and again["written"] == []
-    assert sorted(again["archives"]) == sorted(first["archives"])
+    assert again.bytes_written == 0 and again.written == ()
+    assert sorted(again.archives or ()) == sorted(first.archives)
 
     # A later run after the host changed: only what is new or changed is written.
     docker(sandbox.host, "tag", "cm-sample/base:1", "cm-sample/extra:1")
     _snapshot(sandbox, ctx)
     third = export.PHASE.run(ctx).result
-    assert len(third["written"]) == 1 and set(third["reused"]) == set(first["archives"])
-    extra = read_manifest(ctx.archives_dir).entry(third["written"][0])
+    assert len(third.written) == 1 and set(third.reused) == set(first.archives)
+    assert third.archives is not None
+    extra = read_manifest(ctx.archives_dir).entry(third.written[0])
     assert extra is not None and extra.refs == ("cm-sample/base:1", "cm-sample/extra:1")
 
     sandbox.daemon_json.write_text(json.dumps({"features": {"containerd-snapshotter": True}}))
     sandbox.restart()
     assert sandbox.containerd_snapshotter()
-    ctx = replace(ctx, records=PhaseRecords({}, {"export": third}))
+    ctx = replace(ctx, records=PhaseRecords({}, {"export": third.to_json()}))
 
     # A damaged archive is caught before anything is loaded.
-    victim = ctx.archives_dir / first["archives"][0]
+    victim = ctx.archives_dir / first.archives[0]
     _flip_byte(victim, victim.stat().st_size // 2)
     with pytest.raises(ArchiveError, match=victim.name):
         import_.PHASE.run(ctx)
@@ -101,13 +103,13 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
     _flip_byte(victim, victim.stat().st_size // 2)
 
     imported = import_.PHASE.run(ctx)
-    assert sorted(imported.result["loaded"]) == sorted(third["archives"])
-    new_ids = {i["legacy_id"]: i["id"] for i in imported.result["imported"]}
+    assert sorted(imported.result.loaded) == sorted(third.archives)
+    new_ids = {i.legacy_id: i.id for i in imported.result.imported}
     assert set(new_ids) == set(samples.image_ids.values()) | set(samples.dangling_ids)
 
     outcome = verify.PHASE.run(ctx)
-    assert outcome.result["images"] == len(new_ids)
-    assert outcome.result["multi_platform"] == "supported"
+    assert outcome.result.images == len(new_ids)
+    assert outcome.result.multi_platform == "supported"
     report = json.loads((ctx.reports_dir / "verification.json").read_text())
     assert report["ok"] and report["store"] == Store.CONTAINERD
     assert report["multi_platform"]["supported"] is True
@@ -119,7 +121,7 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
 
     # Resume: everything present already, nothing loaded twice.
     resumed = import_.PHASE.run(ctx).result
-    assert resumed["loaded"] == [] and sorted(resumed["skipped"]) == sorted(third["archives"])
+    assert resumed.loaded == () and sorted(resumed.skipped) == sorted(third.archives)
 
     # The store loads images but cannot run them: only the throw-away container shows it.
     sandbox.daemon_json.write_text(json.dumps(
@@ -141,7 +143,7 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
     probe = probe_layout()
     with Engine(sandbox.host) as engine:
         engine.load([probe.tar], size=len(probe.tar))
-    verified = verify.PHASE.undo(undo, {})
+    verified = verify.PHASE.undo(undo, verify.VerifyUndo())
     assert verified.ok, verified.failed
     report = import_.PHASE.undo(undo, imported.undo)
     assert report.ok, report.failed

@@ -19,7 +19,7 @@ from migrate.journal.state_dir import StateDir
 from migrate.models import Store
 from migrate.phases import quiesce, restart, switch
 from migrate.phases.base import JSONDict, PhaseContext, RunOptions, UndoContext
-from migrate.phases.records import PhaseRecords
+from migrate.phases.records import PhaseRecords, read_record
 from migrate.sandbox import Sandbox, SandboxFactory
 from migrate.sandbox.samples import docker
 
@@ -90,18 +90,22 @@ class Harness:
         )
 
     def run(self, phase: Any) -> tuple[JSONDict, JSONDict, JSONDict]:
+        """The intent, undo record and result as the journal stores them."""
         ctx = self.context(phase.name)
-        intent = phase.intent(ctx)
+        intent = phase.intent(ctx).to_json()
         # The journal stores JSON: records must survive the round trip unchanged.
         assert json.loads(json.dumps(intent)) == intent
         outcome = phase.run(self.context(phase.name))
-        self.done[phase.name] = outcome.undo
-        return intent, outcome.undo, outcome.result
+        undo, result = outcome.undo.to_json(), outcome.result.to_json()
+        assert phase.undo_model.model_validate(undo) == outcome.undo
+        self.done[phase.name] = undo
+        return intent, undo, result
 
     def undo(self, phase: Any, record: JSONDict, force: bool = False) -> list[str]:
+        """The phase's undo from a journaled record, read as the runner reads it."""
         ctx = UndoContext(options=self.options, connect=lambda: Engine(self.options.host),
                           inventory_path=self.inventory_path, force=force)  # fmt: skip
-        report = phase.undo(ctx, record)
+        report = phase.undo(ctx, read_record(phase.undo_model, record))
         assert report.ok, report.failed
         lines = list(report.did)
         return lines
@@ -136,7 +140,8 @@ def test_forward_and_rollback_with_drift_guard(
     q_intent, q_undo, _ = h.run(quiesce.PHASE)
     assert [c["name"] for c in q_intent["containers"]] == ["frozen", "worker"]
     # The undo record also says when each container was stopped (recreate's downtime).
-    assert _without_stop_times(q_undo["containers"]) == q_intent["containers"]
+    assert _without_stop_times(q_undo["containers"]) == _without_stop_times(
+        q_intent["containers"])
     assert all(c.get("stopped_at") for c in q_undo["containers"])
     assert _docker(host, "inspect", "-f", "{{.State.Running}}", running) == "false"
     assert _docker(host, "inspect", "-f", "{{.State.Status}}", "frozen") == "exited"
@@ -266,7 +271,7 @@ def test_switch_interrupted_before_done_undoes_from_intent(
     h.options = replace(h.options, daemon_config=folder / "daemon.json")
     h.snapshot()
 
-    intent = switch.PHASE.intent(h.context("switch"))
+    intent = switch.PHASE.intent(h.context("switch")).to_json()
     # Crash before the write: undo from the intent finds the original state.
     assert h.undo(switch.PHASE, intent) == [
         f"switch: {folder / 'daemon.json'} already has its original content",
@@ -275,7 +280,7 @@ def test_switch_interrupted_before_done_undoes_from_intent(
     h.run(switch.PHASE)
     assert _mode(folder) == 0o755 and _mode(folder / "daemon.json") == 0o644
     # Crash after the write: the resumed intent recovers the original from the checkpoint.
-    resumed = switch.PHASE.intent(h.context("switch"))
+    resumed = switch.PHASE.intent(h.context("switch")).to_json()
     assert resumed["original_absent"] is True
     lines = h.undo(switch.PHASE, resumed)
     assert not folder.exists()

@@ -19,6 +19,7 @@ from migrate.host.daemon_json import (
     target_config,
 )
 from migrate.phases.base import RunOptions
+from migrate.phases.records import SwitchOriginal
 from migrate.phases.switch import refuse_untrusted
 
 pytestmark = pytest.mark.unit
@@ -321,7 +322,7 @@ def test_rollback_of_a_followed_symlink_names_follow_symlinks(tmp_path: Path) ->
     real.write_text("{}")
     link = tmp_path / "daemon.json"
     link.symlink_to(real)
-    record = {"path": str(real), "mode": 0o644}
+    record = SwitchOriginal(path=str(real), mode=0o644)
     options = RunOptions(host="unix:///x.sock", daemon_config=link, state_dir=tmp_path / "s")
     with pytest.raises(StateError) as refused:
         refuse_untrusted(record, options)
@@ -329,7 +330,7 @@ def test_rollback_of_a_followed_symlink_names_follow_symlinks(tmp_path: Path) ->
     refuse_untrusted(record, replace(options, follow_symlinks=True))  # as the migration ran
     # A journal naming another file altogether: no --follow-symlinks would help.
     with pytest.raises(StateError) as other:
-        refuse_untrusted({"path": str(tmp_path / "other.json"), "mode": 0o644}, options)
+        refuse_untrusted(SwitchOriginal(path=str(tmp_path / "other.json"), mode=0o644), options)
     assert "--follow-symlinks" not in other.value.hint
 
 

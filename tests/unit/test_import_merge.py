@@ -20,20 +20,21 @@ from migrate.models import Store
 from migrate.phases.base import PhaseContext, RunOptions, UndoContext
 from migrate.phases.commit import PHASE as COMMIT
 from migrate.phases.commit import commit_ref
-from migrate.phases.import_ import ImportPhase, _merge
+from migrate.phases.import_ import ImportedImage, ImportPhase, ImportUndo, _merge
+from migrate.phases.records import CommittedEntry, CommitUndo
 from migrate.support.progress import byte_bar
 
 pytestmark = pytest.mark.unit
 
 
 def test_refs_of_one_image_from_two_archives_are_merged() -> None:
-    first = [{"id": "sha256:b", "legacy_id": "sha256:1", "refs": ["app:1"]},
-             {"id": "sha256:a", "legacy_id": "sha256:2", "refs": []}]
-    second = [{"id": "sha256:b", "legacy_id": "sha256:1", "refs": ["app:latest", "app:1"]}]
+    first = [ImportedImage(id="sha256:b", legacy_id="sha256:1", refs=("app:1",)),
+             ImportedImage(id="sha256:a", legacy_id="sha256:2")]
+    second = [ImportedImage(id="sha256:b", legacy_id="sha256:1", refs=("app:latest", "app:1"))]
     merged = _merge(first, second)
-    assert [image["id"] for image in merged] == ["sha256:a", "sha256:b"]
-    assert merged[1]["refs"] == ["app:1", "app:latest"]
-    assert merged[0]["refs"] == []
+    assert [image.id for image in merged] == ["sha256:a", "sha256:b"]
+    assert merged[1].refs == ("app:1", "app:latest")
+    assert merged[0].refs == ()
 
 
 class _DyingContainerd:
@@ -111,8 +112,8 @@ class _Store:
 def test_rollback_names_each_commit_image_once(tmp_path: Path, purge: bool) -> None:
     ref = commit_ref("c" * 64)
     new_id, old_id = "sha256:" + "1" * 64, "sha256:" + "2" * 64
-    imported = [{"id": new_id, "legacy_id": old_id, "refs": [ref]},
-                {"id": "sha256:" + "3" * 64, "legacy_id": "sha256:4", "refs": ["app:1"]}]
+    imported = (ImportedImage(id=new_id, legacy_id=old_id, refs=(ref,)),
+                ImportedImage(id="sha256:" + "3" * 64, legacy_id="sha256:4", refs=("app:1",)))
     options = RunOptions(host="unix:///x.sock", daemon_config=tmp_path / "d.json",
                          state_dir=tmp_path)
     containerd = _Store(Store.CONTAINERD, {ref: new_id, new_id: new_id,
@@ -120,9 +121,10 @@ def test_rollback_names_each_commit_image_once(tmp_path: Path, purge: bool) -> N
     legacy = _Store(Store.LEGACY, {ref: old_id, old_id: old_id})
     report = ImportPhase().undo(
         UndoContext(options, lambda: cast(Engine, containerd), tmp_path, purge_imported=purge),
-        {"imported": imported})
+        ImportUndo(imported=imported))
     report += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), tmp_path),
-                          {"commits": [{"ref": ref, "name": "job"}]})
+                          CommitUndo(commits=(CommittedEntry(container="c" * 64, name="job",
+                                                             ref=ref),)))
     assert report.ok, report
     lines = report.did
     assert sum(ref in line for line in lines) == 1, lines

@@ -10,6 +10,7 @@ import pytest
 from migrate.engine.convert import container_record, writable_layer
 from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
 from migrate.phases.quiesce import in_levels
+from migrate.phases.records import QuiesceUndo
 from migrate.phases.recreate import RECREATED_LABEL, create_body, image_for
 from migrate.preflight.containers import (
     DAEMON_STOP_TIMEOUT,
@@ -192,7 +193,9 @@ def test_stop_timeout_is_the_containers_own_else_the_default() -> None:
 
 
 def test_quiesce_groups_entries_by_level_and_old_entries_one_by_one() -> None:
-    entries: list[dict[str, Any]] = [{"id": "a", "level": 0}, {"id": "b", "level": 0},
-                                     {"id": "c", "level": 1}, {"id": "d"}, {"id": "e"}]
-    assert [[e["id"] for e in level] for level in in_levels(entries)] == \
+    # As journaled: 0.1.0 wrote no level.
+    entries = QuiesceUndo.model_validate({"containers": [
+        {"id": "a", "level": 0}, {"id": "b", "level": 0}, {"id": "c", "level": 1},
+        {"id": "d"}, {"id": "e"}]}).containers
+    assert [[e.id for e in level] for level in in_levels(entries)] == \
         [["a", "b"], ["c"], ["d"], ["e"]]

@@ -31,6 +31,7 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
 )
+from migrate.phases.records import RecordModel
 from migrate.phases.runner import RUN_PHASES, Runner
 from tests.unit.fake_api import empty_daemon
 from tests.unit.memory_engine import memory_engine
@@ -68,27 +69,36 @@ class Host:
     refuse_undo: set[str] = field(default_factory=set)
 
 
+class StubRecord(RecordModel):
+    """The stub's intent, undo record and result: the phase that wrote it."""
+
+    stub: str = ""
+
+
 @dataclass
 class StubPhase:
     name: str
     host: Host
+    undo_model: type[StubRecord] = StubRecord
 
-    def intent(self, ctx: PhaseContext) -> dict[str, Any]:
-        return {"phase": self.name}
+    def intent(self, ctx: PhaseContext) -> StubRecord:
+        return StubRecord(stub=self.name)
 
-    def run(self, ctx: PhaseContext) -> PhaseOutcome:
+    def run(self, ctx: PhaseContext) -> PhaseOutcome[StubRecord, StubRecord]:
         self.host.events.append(f"run:{self.name}")
         if self.name in self.host.fail_run:
             raise MigrateError(f"{self.name} failed (stub)", "fix it")
-        return PhaseOutcome(undo={"stub": self.name}, result={"stub": self.name})
+        return PhaseOutcome(StubRecord(stub=self.name), StubRecord(stub=self.name))
 
-    def undo(self, ctx: UndoContext, record: dict[str, Any]) -> UndoReport:
+    def undo(self, ctx: UndoContext, record: StubRecord) -> UndoReport:
+        # Each undo gets its own record back, typed: from the journal, never another's.
+        assert record.stub == self.name, record
         self.host.events.append(f"undo:{self.name}")
         if self.name in self.host.fail_undo:
             return UndoReport.failure(f"{self.name}: could not undo (stub)")
         return UndoReport.done(f"{self.name}: undone")
 
-    def refuse_undo(self, ctx: UndoContext, record: dict[str, Any]) -> None:
+    def refuse_undo(self, ctx: UndoContext, record: StubRecord) -> None:
         if self.name in self.host.refuse_undo:
             raise BlockedError(f"{self.name} refuses its undo (stub)", "see why")
 
@@ -121,7 +131,8 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     host = Host()
     daemon = Daemon(empty_daemon(tmp_path / "data-root"))
     monkeypatch.setattr(runner_module, "PHASES", {
-        name: cast(Phase, StubPhase(name, host)) for name in PHASE_ORDER})
+        name: cast(Phase[StubRecord, StubRecord, StubRecord], StubPhase(name, host))
+        for name in PHASE_ORDER})
     locks = tmp_path / "host-locks"
     real_host_lock = state_dir_module.host_lock
     monkeypatch.setattr(runner_module, "host_lock",
@@ -215,6 +226,23 @@ def test_every_undo_is_refused_before_any_undo(rig: Rig) -> None:
     rig.forward()
     rig.host.refuse_undo.add("switch")  # an early phase: later ones would be undone first
     with pytest.raises(BlockedError, match="switch refuses"):
+        rig.rollback()
+    assert _undone(rig.host) == []
+    assert rig.state().outcome == "completed"
+
+
+class _NeedsMore(StubRecord):
+    """An undo model the journaled record does not satisfy: a damaged record."""
+
+    more: str
+
+
+def test_a_damaged_undo_record_refuses_the_rollback_before_any_undo(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.forward()
+    switch = cast(StubPhase, runner_module.PHASES["switch"])
+    monkeypatch.setattr(switch, "undo_model", _NeedsMore)
+    with pytest.raises(StateError, match="switch undo record is damaged"):
         rig.rollback()
     assert _undone(rig.host) == []
     assert rig.state().outcome == "completed"

@@ -88,10 +88,10 @@ def test_flush_targets_the_data_root_of_a_managed_store_else_everything(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[bool] = []
     monkeypatch.setattr(os, "sync", lambda: synced.append(True))
-    assert stage._flush(str(tmp_path), managed=True)["how"] == "syncfs"
+    assert stage._flush(str(tmp_path), managed=True).how == "syncfs"
     assert synced == []
     # Another containerd's root may be anywhere; a data root this host cannot see, too.
-    assert stage._flush(str(tmp_path), managed=False)["how"] == "sync"
-    assert stage._flush(str(tmp_path / "elsewhere"), managed=True)["how"] == "sync"
-    assert stage._flush("", managed=True)["how"] == "sync"
+    assert stage._flush(str(tmp_path), managed=False).how == "sync"
+    assert stage._flush(str(tmp_path / "elsewhere"), managed=True).how == "sync"
+    assert stage._flush("", managed=True).how == "sync"
     assert synced == [True, True, True]
