@@ -28,7 +28,7 @@ from migrate.archives.manifest import ArchiveManifest
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.commands.context import GlobalOptions, connect, open_state
 from migrate.engine import Engine
-from migrate.engine.containerd import Containerd, ContainerdError, find_ctr
+from migrate.engine.containerd import Containerd, find_ctr
 from migrate.errors import BlockedError, EngineError, ExitCode, MigrateError, UsageError
 from migrate.host.daemon_json import DEFAULT_SNAPSHOTTER, read_daemon_config, target_config
 from migrate.host.fs import free_bytes, write_private
@@ -310,6 +310,11 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
                           if config.parse_error else None)
         found = blockers(info.store, missing, free_bytes(probe), need, probe,
                          throwaway.socket_problem(), config_problem)
+        ctr = find_ctr(executable(launch.pid) if launch.pid else None,
+                       launch.argv[0] if launch.argv else None) if args.staged else None
+        if args.staged and ctr is None:
+            found.append("--staged needs `ctr` next to dockerd or on PATH (it comes with the "
+                         "containerd package); install it, or rehearse without --staged")
         if found:
             opts.console.emit(render_rehearsal(RehearsalReport(
                 schema_version=REHEARSAL_SCHEMA_VERSION, ok=False,
@@ -325,7 +330,7 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
                       json.dumps({"dir": str(folder)}).encode())
         try:
             report = _rehearse(opts, args, live, inventory, launch, binaries, throwaway,
-                               target)
+                               target, ctr)
         finally:
             did = throwaway.destroy(keep=args.keep)
             log.info("rehearsal cleaned up", did=did, kept=args.keep)
@@ -344,7 +349,8 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
 
 def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: Inventory,
               launch: DaemonLaunch, binaries: dict[str, str], throwaway: ThrowawayEngine,
-              config: dict[str, Any]) -> RehearsalReport:
+              config: dict[str, Any], ctr: Path | None) -> RehearsalReport:
+    """`ctr` is given (found before the checks) exactly when the images move `--staged`."""
     throwaway.prepare(config)
     start_s = throwaway.start(binaries, engine_env(launch.environment, binaries),
                               args.start_timeout)
@@ -354,7 +360,7 @@ def _rehearse(opts: GlobalOptions, args: RehearseArgs, live: Engine, inventory: 
     notes: list[str] = []
     with Engine(throwaway.host) as new:
         new_info = new.info()
-        moved = (_stage(live, inventory, launch, throwaway, config, failures) if args.staged
+        moved = (_stage(live, inventory, ctr, throwaway, config, failures) if ctr is not None
                  else _export_and_load(opts, live, new, inventory, throwaway, failures))
         failpoints.hit("rehearse:images-moved")
         began = time.monotonic()
@@ -391,18 +397,12 @@ def _export_and_load(opts: GlobalOptions, live: Engine, new: Engine, inventory: 
     return MovedImages("export", manifest, (), archive_bytes, save_s, load_s)
 
 
-def _stage(live: Engine, inventory: Inventory, launch: DaemonLaunch,
+def _stage(live: Engine, inventory: Inventory, ctr: Path,
            throwaway: ThrowawayEngine, config: dict[str, Any],
            failures: list[str]) -> MovedImages:
     """The staging path of `run`: each batch's `docker save` streamed by the stage phase's
     code into `ctr import` of the throwaway engine's own containerd; an image counts as
     moved when that store proves it, as after a stage."""
-    ctr = find_ctr(executable(launch.pid) if launch.pid else None,
-                   launch.argv[0] if launch.argv else None)
-    if ctr is None:
-        raise ContainerdError("--staged needs `ctr` next to dockerd or on PATH (it comes "
-                              "with the containerd package)",
-                              "install it, or rehearse without --staged")
     client = Containerd(ctr, str(throwaway.containerd_socket), DOCKERD_CONTAINERD_NAMESPACE)
     # The store the throwaway engine runs on, as its daemon.json (the switch's) names it.
     snapshotter = str(config.get("storage-driver") or DEFAULT_SNAPSHOTTER)

@@ -165,3 +165,17 @@ def test_blockers_as_json_are_one_document_and_exit_3(tmp_path: Path) -> None:
     # The fake daemon has no process: its dockerd cannot be found.
     assert any("engine binaries were not found: dockerd" in b for b in answer["blockers"])
     assert not (tmp_path / "state" / PENDING_NAME).exists()
+
+
+def test_staged_without_ctr_is_a_blocker_not_a_failure_half_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no `ctr` anywhere
+    with fake_api(tmp_path, empty_daemon(tmp_path / "data-root")) as api:
+        result = CliRunner().invoke(main, [
+            "-q", "--host", api.host, "--daemon-config", str(tmp_path / "daemon.json"),
+            "--state-dir", str(tmp_path / "state"), "rehearse", "--staged", "--format", "json"])
+    assert result.exit_code == ExitCode.BLOCKED, result.output
+    blockers = json.loads(result.stdout)["blockers"]
+    assert any(b.startswith("--staged needs `ctr` next to dockerd or on PATH") for b in blockers)
+    assert not (tmp_path / "state" / PENDING_NAME).exists()
