@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from migrate.archives.batching import plan_batches
 from migrate.archives.manifest import covered_image_ids, read_manifest
+from migrate.archives.writing import batch_cap, write_batches
 from migrate.engine import Engine
 from migrate.errors import MigrateError, StateError
 from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
 from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
-from migrate.phases.export import batch_cap, write_batches
 from migrate.phases.records import (
     CommitEntry,
     CommitResult,
