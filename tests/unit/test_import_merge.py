@@ -16,6 +16,7 @@ from migrate.archives.batching import BatchKind
 from migrate.archives.manifest import ArchiveEntry
 from migrate.engine.client import Engine
 from migrate.errors import EngineError
+from migrate.journal.state_dir import StateDir
 from migrate.models import Store, commit_ref
 from migrate.phases.base import PhaseContext, RunOptions, UndoContext
 from migrate.phases.commit import PHASE as COMMIT
@@ -119,9 +120,10 @@ def test_rollback_names_each_commit_image_once(tmp_path: Path, purge: bool) -> N
                                            "app:1": "sha256:" + "3" * 64})
     legacy = _Store(Store.LEGACY, {ref: old_id, old_id: old_id})
     report = ImportPhase().undo(
-        UndoContext(options, lambda: cast(Engine, containerd), tmp_path, purge_imported=purge),
+        UndoContext(options, lambda: cast(Engine, containerd), StateDir(tmp_path),
+                     purge_imported=purge),
         ImportUndo(imported=imported))
-    report += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), tmp_path),
+    report += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), StateDir(tmp_path)),
                           CommitUndo(commits=(CommittedEntry(container="c" * 64, name="job",
                                                              ref=ref),)))
     assert report.ok, report
