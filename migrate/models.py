@@ -230,3 +230,16 @@ class Inventory(Frozen):
 # The name of the volume guard container the verify phase creates in the containerd store
 # (phases/volume_guard.py); a container of the host's own with this name cannot be recreated.
 VOLUME_GUARD_NAME = "containerd-migrate-volume-guard"
+
+# The repository the commit phase commits a container's changed writable layer to (tagged
+# with the container's ID): no user tag uses it. Import knows these images serve only the
+# migration; recreate creates each such container from its own.
+COMMIT_REPOSITORY = "containerd-migrate/commit"
+
+
+def commit_ref(container_id: str) -> str:
+    return f"{COMMIT_REPOSITORY}:{container_id}"
+
+
+def is_commit_ref(ref: str) -> bool:
+    return ref.startswith(commit_ref(""))

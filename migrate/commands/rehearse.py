@@ -26,6 +26,7 @@ from typing import Any, cast
 from migrate.archives.batching import Batch, plan_batches
 from migrate.archives.manifest import ArchiveManifest
 from migrate.archives.saved_tar import ExpectedImage
+from migrate.archives.writing import batch_cap, closing_stream, room_needed, write_batches
 from migrate.commands.context import GlobalOptions, connect, open_state
 from migrate.engine import Engine
 from migrate.engine.containerd import Containerd, find_ctr
@@ -55,14 +56,13 @@ from migrate.models import (
     Store,
 )
 from migrate.phases.base import PhaseContext, RunOptions, moved_image_ids
-from migrate.phases.export import batch_cap, closing_stream, write_batches
 from migrate.phases.import_ import load_refused
 from migrate.phases.recreate import create_body, image_for
 from migrate.phases.stage import StoreView, stream_batch
 from migrate.phases.verify import verify
 from migrate.preflight import rehearsal as rehearsal_report
 from migrate.preflight.containers import creation_order, volumes_from_sources
-from migrate.preflight.estimate import batch_bytes, room_needed, stop_bound
+from migrate.preflight.estimate import batch_bytes, stop_bound
 from migrate.preflight.rehearsal import (
     REHEARSAL_SCHEMA_VERSION,
     MovePath,

@@ -7,7 +7,8 @@ operator who restarted docker twice while looking around, use that up: the next 
 fails with the unit's `Result=start-limit-hit`, docker.socket fails with it
 (`service-start-limit-hit`), and the daemon stays down until `systemctl reset-failed`
 (docs/engine-facts.md, "Start limit"). The tool reads the result from `systemctl show`,
-never from systemctl's prose. Parsing is pure; the probes run `systemctl`.
+never from systemctl's prose. Parsing is pure; the probes run `systemctl`. A restart
+through docker.service gets `start_limit_recovery` as its `recover` hook.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from migrate.errors import RestartFailed
 from migrate.models import Frozen
+from migrate.support.logconfig import get_logger
+
+log = get_logger(__name__)
 
 # Where systemd looks for unit files; a docker.service in any of them is "known".
 UNIT_DIRS: tuple[Path, ...] = (
@@ -219,3 +225,28 @@ def describe_limit(state: UnitState) -> str:
     seconds = state.start_limit_interval_us / 1_000_000
     span = f"{seconds / 60:g}min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
     return f"{state.start_limit_burst} starts in {span}"
+
+
+def start_limit_recovery(argv: Sequence[str], journal: Callable[[Mapping[str, Any]], None],
+                         say: Callable[[str], None] | None = None,
+                         ) -> Callable[[RestartFailed], bool] | None:
+    """The `recover` hook of a restart through docker.service (None for other restart
+    commands; see `restart_command.run_restart_with_recovery`): when systemd refused to
+    start the unit because of its start limit, journal it, reset it and let the restart
+    run once more, as an operator would. The restart phase and the switch's undo use it."""
+    if not restarts_docker_service(argv):
+        return None
+
+    def before_reset(state: UnitState, units: tuple[str, ...]) -> None:
+        limit = describe_limit(state)
+        journal({"start_limit_reset": list(units), "start_limit": limit})
+        log.warning("start limit hit: resetting it and restarting once more",
+                    unit=state.unit, start_limit=limit, reset=list(units))
+        if say is not None:
+            say(f"{state.unit} refused to start: its start limit ({limit}) was hit; running "
+                f"`systemctl reset-failed {' '.join(units)}` and restarting once more")
+
+    def recover(_failure: RestartFailed) -> bool:
+        return reset_start_limit_if_hit(before_reset)
+
+    return recover

@@ -23,7 +23,7 @@ from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine import Engine
 from migrate.errors import StateError
 from migrate.journal import JournalState, ToolImage
-from migrate.journal.state_dir import StateDir, read_inventory
+from migrate.journal.state_dir import StateDir
 from migrate.models import Inventory
 from migrate.phases.records import PhaseRecords, RecordModel
 from migrate.preflight.facts import (
@@ -169,7 +169,7 @@ class PhaseContext:
         return self.options.containers
 
     def load_inventory(self) -> Inventory:
-        inventory = read_inventory(self.inventory_path)
+        inventory = self.state_dir.load_inventory()
         if inventory is None:
             raise StateError(f"the snapshot {self.inventory_path} is missing or unreadable",
                              "roll back with `containerd-migrate rollback`, or start again "
@@ -231,7 +231,9 @@ class PhaseOutcome(Generic[UndoT, ResultT]):
 class UndoContext:
     options: RunOptions
     connect: Callable[[], Engine]
-    inventory_path: Path
+    # The migration's state dir, as `PhaseContext.state_dir`: its snapshot
+    # (`state_dir.load_inventory()`), archives and reports.
+    state_dir: StateDir
     force: bool = False
     purge_imported: bool = False
     # Imports of earlier rolled-back migrations of this state dir, purged with this one's.

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 from migrate.archives.batching import plan_batches
 from migrate.archives.manifest import covered_image_ids, read_manifest
+from migrate.archives.writing import batch_cap, write_batches
 from migrate.engine import Engine
 from migrate.errors import MigrateError, StateError
-from migrate.models import ContainerRecord, ImageRecord, Inventory, Store
+from migrate.models import (
+    COMMIT_REPOSITORY,
+    ContainerRecord,
+    ImageRecord,
+    Inventory,
+    Store,
+    commit_ref,
+)
 from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
-from migrate.phases.export import batch_cap, write_batches
 from migrate.phases.records import (
     CommitEntry,
     CommitResult,
@@ -32,13 +39,6 @@ from migrate.support.logconfig import get_logger
 from migrate.support.progress import byte_bar
 
 log = get_logger(__name__)
-
-COMMIT_REPOSITORY = "containerd-migrate/commit"
-
-
-def commit_ref(container_id: str) -> str:
-    return f"{COMMIT_REPOSITORY}:{container_id}"
-
 
 def to_commit(inventory: Inventory) -> list[ContainerRecord]:
     return [c for c in inventory.containers if commits_layer(c)]

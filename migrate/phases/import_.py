@@ -21,9 +21,8 @@ from migrate.archives.saved_tar import ArchiveError, ExpectedImage, qualified_na
 from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
-from migrate.models import Store
+from migrate.models import Store, is_commit_ref
 from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
-from migrate.phases.commit import COMMIT_REPOSITORY
 from migrate.phases.records import RecordModel
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -49,7 +48,7 @@ class ImportedImage(RecordModel):
     @property
     def commit(self) -> bool:
         """A commit image (`--containers recreate`): it serves only this migration."""
-        return any(ref.startswith(COMMIT_REPOSITORY + ":") for ref in self.refs)
+        return any(is_commit_ref(ref) for ref in self.refs)
 
 
 class ImportIntent(RecordModel):

@@ -31,7 +31,7 @@ from typing import Any
 from migrate.engine import Engine
 from migrate.errors import BlockedError, MigrateError, StateError
 from migrate.journal.state_dir import StateDir
-from migrate.models import RUNNING_STATES, ContainerRecord, Inventory, Store
+from migrate.models import RUNNING_STATES, ContainerRecord, Inventory, Store, is_commit_ref
 from migrate.phases.base import (
     JSONDict,
     Phase,
@@ -41,7 +41,6 @@ from migrate.phases.base import (
     UndoReport,
     moved_image_ids_of,
 )
-from migrate.phases.commit import commit_ref
 from migrate.phases.records import RecordModel, RecreatedEntry, RecreateResult, RecreateUndo
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
 from migrate.preflight.containers import (
@@ -158,7 +157,7 @@ def _committed(ctx: PhaseContext) -> dict[str, str]:
 def _image_ref(engine: Engine, container: ContainerRecord, image: str) -> str:
     """The user's own reference when it still names that image: Config.Image stays as it
     was (a tag that moved on since the container was created would name another image)."""
-    if image.startswith(commit_ref("")):
+    if is_commit_ref(image):
         return image
     live = engine.raw_image(container.image) if container.image else None
     return container.image if live is not None and live.get("Id") == image else image

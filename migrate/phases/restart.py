@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from migrate.engine import daemon_wait
 from migrate.errors import RestartFailed
 from migrate.host import processes, restart_command, systemd
 from migrate.models import EngineInfo, Store
-from migrate.phases.base import JSONDict, Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.records import NoUndo, RecordModel
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
@@ -90,7 +90,7 @@ class RestartPhase(Phase[RestartIntent, NoUndo, RestartResult]):
 
         restart_command.run_restart_with_recovery(
             argv, timeout, started=journal_pid,
-            recover=start_limit_recovery(argv, ctx.checkpoint))
+            recover=systemd.start_limit_recovery(argv, ctx.checkpoint))
         remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
         info = daemon_wait.wait_for_daemon(host, Store.CONTAINERD, remaining)
         return PhaseOutcome(NoUndo(), _result(info, restarted=True,
@@ -99,31 +99,6 @@ class RestartPhase(Phase[RestartIntent, NoUndo, RestartResult]):
     def undo(self, ctx: UndoContext, record: NoUndo) -> UndoReport:
         return UndoReport.done("restart: nothing to undo here; the switch undo restores "
                                "daemon.json and restarts the daemon on the legacy store")
-
-
-def start_limit_recovery(argv: Sequence[str], journal: Callable[[JSONDict], None],
-                         say: Callable[[str], None] | None = None,
-                         ) -> Callable[[RestartFailed], bool] | None:
-    """The `recover` hook of a restart through docker.service (None for other restart
-    commands): when systemd refused to start the unit because of its start limit, journal
-    it, reset it (host/systemd.py) and let the restart run once more, as an operator
-    would."""
-    if not systemd.restarts_docker_service(argv):
-        return None
-
-    def before_reset(state: systemd.UnitState, units: tuple[str, ...]) -> None:
-        limit = systemd.describe_limit(state)
-        journal({"start_limit_reset": list(units), "start_limit": limit})
-        log.warning("start limit hit: resetting it and restarting once more",
-                    unit=state.unit, start_limit=limit, reset=list(units))
-        if say is not None:
-            say(f"{state.unit} refused to start: its start limit ({limit}) was hit; running "
-                f"`systemctl reset-failed {' '.join(units)}` and restarting once more")
-
-    def recover(_failure: RestartFailed) -> bool:
-        return systemd.reset_start_limit_if_hit(before_reset)
-
-    return recover
 
 
 def wait_for_journaled_restarts(progress: Sequence[Mapping[str, Any]], timeout: float) -> None:

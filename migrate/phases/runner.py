@@ -403,7 +403,7 @@ class Runner:
             journal.progress(cast(PhaseName, phase), _json(data))
 
         ctx = UndoContext(options=self.options, connect=self.connect,
-                          inventory_path=self.state_dir.inventory_path, force=force,
+                          state_dir=self.state_dir, force=force,
                           purge_imported=purge_imported, say=self.say,
                           earlier_imports=tuple(dict(i) for i in state.earlier_imports),
                           checkpoint=checkpoint)

@@ -38,6 +38,7 @@ from migrate.archives.saved_tar import (
     expected_images,
     qualified_name,
 )
+from migrate.archives.writing import batch_cap, closing_stream, room_needed
 from migrate.engine.client import Engine
 from migrate.engine.containerd import (
     DANGLING_PREFIX,
@@ -55,7 +56,6 @@ from migrate.host.launch import detect_launch
 from migrate.host.processes import command_line
 from migrate.models import DOCKERD_CONTAINERD_NAMESPACE, ImageRecord, Inventory
 from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
-from migrate.phases.export import batch_cap, closing_stream
 from migrate.phases.records import (
     RecordModel,
     StagedNames,
@@ -63,7 +63,6 @@ from migrate.phases.records import (
     StageResult,
     StageTarget,
 )
-from migrate.preflight.estimate import room_needed
 from migrate.preflight.facts import StagingFacts, staging_facts
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from migrate.engine import daemon_wait
 from migrate.errors import BlockedError, DaemonConfigError, StateError
-from migrate.host import restart_command
+from migrate.host import restart_command, systemd
 from migrate.host.daemon_json import (
     SNAPSHOTTER_FEATURE,
     load_for_edit,
@@ -40,7 +40,6 @@ from migrate.phases.base import (
     UndoReport,
 )
 from migrate.phases.records import RecordModel, SwitchOriginal, SwitchUndo
-from migrate.phases.restart import start_limit_recovery
 from migrate.support import failpoints
 
 NEW_DIR_MODE = 0o755
@@ -324,7 +323,7 @@ def _back_to_legacy(record: SwitchUndo, ctx: UndoContext) -> list[str]:
         ctx.checkpoint("switch", {"restart_pid": pid, "restart_started": start_time})
         failpoints.hit("rollback:restart-command-started")
 
-    recover = start_limit_recovery(argv, lambda data: ctx.checkpoint("switch", data),
+    recover = systemd.start_limit_recovery(argv, lambda data: ctx.checkpoint("switch", data),
                                    ctx.say)
     restart_command.run_restart_with_recovery(argv, timeout, started=journal_pid,
                                              recover=recover)

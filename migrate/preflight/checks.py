@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from migrate.archives.writing import RESERVE_BYTES
 from migrate.errors import DaemonConfigError
 from migrate.host.daemon_json import (
     DEFAULT_PATH,
@@ -40,7 +41,7 @@ from migrate.preflight.containers import (
     recreate_plan,
     removed_by_stop,
 )
-from migrate.preflight.estimate import RESERVE_BYTES, Estimate, estimate
+from migrate.preflight.estimate import Estimate, estimate
 from migrate.preflight.facts import FilesystemFacts, HostFacts, PlanOptions
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from migrate.archives.batching import plan_batches
+from migrate.archives.writing import room_needed
 from migrate.errors import UsageError
 from migrate.models import Frozen, ImageRecord, Inventory
 from migrate.preflight.containers import dependency_levels, stop_timeout
@@ -47,10 +48,6 @@ STOP_LEVEL_OVERHEAD_SECONDS = 0.5
 PER_BATCH_SECONDS = 1.0
 VERIFY_BASE_SECONDS = 2.0
 VERIFY_PER_IMAGE_SECONDS = 0.2
-# Head-room left on a filesystem for the journal, reports and the daemon's own writes.
-# One rule for `plan`'s disk checks and the export's pre-check (`room_needed`), so a plan
-# that passes is a run whose export has room.
-RESERVE_BYTES = 256 * 1024 * 1024
 
 
 BasisKind = Literal["measured", "rehearsal", "bound", "given", "default"]
@@ -65,11 +62,6 @@ class Basis(Frozen):
     def label(self) -> str:
         # A rehearsal's source says "measured by rehearsal <time>" itself.
         return self.source if self.kind == "rehearsal" else f"{self.kind}: {self.source}"
-
-
-def room_needed(write_bytes: int) -> int:
-    """Free bytes a filesystem needs before `write_bytes` are written to it."""
-    return write_bytes + RESERVE_BYTES
 
 
 class Estimate(Frozen):

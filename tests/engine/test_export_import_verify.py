@@ -137,7 +137,7 @@ def test_export_switch_import_verify(fresh_sandbox: SandboxFactory, engine_key: 
 
     # rollback --purge-imported removes exactly what import brought in.
     undo = UndoContext(options=ctx.options, connect=ctx.connect,
-                       inventory_path=ctx.inventory_path, purge_imported=True)
+                       state_dir=ctx.state_dir, purge_imported=True)
     # A verify killed during its multi-platform check left the probe: the undo removes it,
     # and the volume guard with it (the switch undo brings the legacy containers back).
     probe = probe_layout()

@@ -68,8 +68,8 @@ PAUSE_TIMEOUT = "120"
 # The CLI with the export free-space pre-check switched off: the only way to get a real
 # ENOSPC in the middle of an archive write deterministically (the pre-check keeps 256 MiB
 # of head-room, so otherwise only a writer racing the export could fill the disk).
-NO_ROOM_CHECK = ("import migrate.phases.export as export; "
-                 "export._ensure_room = lambda *args, **kwargs: None; "
+NO_ROOM_CHECK = ("import migrate.archives.writing as writing; "
+                 "writing._ensure_room = lambda *args, **kwargs: None; "
                  "from migrate.cli import main; main()")
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from migrate.errors import ExitCode
 from migrate.journal import replay
-from migrate.phases.commit import commit_ref
+from migrate.models import commit_ref
 from migrate.phases.recreate import MIGRATION_LABEL, RECREATED_LABEL
 from migrate.sandbox import Sandbox, SandboxFactory, docker, sandbox_samples
 from migrate.sandbox.fetch import compose_cli

@@ -104,7 +104,7 @@ class Harness:
     def undo(self, phase: Any, record: JSONDict, force: bool = False) -> list[str]:
         """The phase's undo from a journaled record, read as the runner reads it."""
         ctx = UndoContext(options=self.options, connect=lambda: Engine(self.options.host),
-                          inventory_path=self.inventory_path, force=force)  # fmt: skip
+                          state_dir=self.state_dir, force=force)  # fmt: skip
         report = phase.undo(ctx, read_record(phase.undo_model, record))
         assert report.ok, report.failed
         lines = list(report.did)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import grimp
 import pytest
+
+from migrate.phases.runner import PHASES
 
 pytestmark = pytest.mark.unit
 
@@ -77,3 +80,15 @@ def test_the_engine_reads_no_proc_nor_systemd() -> None:
                       if not line.lstrip().startswith("#")
                       for needle in ('"/proc', "'/proc", "/run/systemd", "systemd/system"))}
     assert readers == set()
+
+
+def test_the_phase_independence_contract_lists_every_phase() -> None:
+    """`make lint` refuses a phase that imports another only for the phases the contract
+    names: a new phase in runner.PHASES must be named there too."""
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    contracts = pyproject["tool"]["importlinter"]["contracts"]
+    independent = [c for c in contracts if c["type"] == "independence"
+                   and c["name"] == "No phase imports another phase"]
+    assert len(independent) == 1
+    phases = {type(phase).__module__ for phase in PHASES.values()}
+    assert set(independent[0]["modules"]) == phases

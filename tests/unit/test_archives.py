@@ -34,11 +34,11 @@ from migrate.archives.saved_tar import (
     qualified_name,
     read_archive_index,
 )
+from migrate.archives.writing import save_batch
 from migrate.errors import DiskFullError, EngineError
 from migrate.host.fs import sha256_file
 from migrate.journal.state_dir import StateDir
 from migrate.models import EngineInfo, ImageRecord, Inventory, Store
-from migrate.phases.export import save_batch
 
 pytestmark = pytest.mark.unit
 

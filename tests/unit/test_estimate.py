@@ -6,6 +6,7 @@ import pytest
 from pydantic import JsonValue
 
 from migrate.archives.batching import plan_batches
+from migrate.archives.writing import RESERVE_BYTES, room_needed
 from migrate.errors import UsageError
 from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
 from migrate.preflight.estimate import (
@@ -13,11 +14,9 @@ from migrate.preflight.estimate import (
     MB,
     PER_BATCH_SECONDS,
     PER_IMAGE_OVERHEAD_BYTES,
-    RESERVE_BYTES,
     RESTART_SECONDS,
     STOP_LEVEL_OVERHEAD_SECONDS,
     estimate,
-    room_needed,
 )
 
 pytestmark = pytest.mark.unit

@@ -16,10 +16,10 @@ from migrate.archives.batching import BatchKind
 from migrate.archives.manifest import ArchiveEntry
 from migrate.engine.client import Engine
 from migrate.errors import EngineError
-from migrate.models import Store
+from migrate.journal.state_dir import StateDir
+from migrate.models import Store, commit_ref
 from migrate.phases.base import PhaseContext, RunOptions, UndoContext
 from migrate.phases.commit import PHASE as COMMIT
-from migrate.phases.commit import commit_ref
 from migrate.phases.import_ import ImportedImage, ImportPhase, ImportUndo, _merge
 from migrate.phases.records import CommittedEntry, CommitUndo
 from migrate.support.progress import byte_bar
@@ -120,9 +120,10 @@ def test_rollback_names_each_commit_image_once(tmp_path: Path, purge: bool) -> N
                                            "app:1": "sha256:" + "3" * 64})
     legacy = _Store(Store.LEGACY, {ref: old_id, old_id: old_id})
     report = ImportPhase().undo(
-        UndoContext(options, lambda: cast(Engine, containerd), tmp_path, purge_imported=purge),
+        UndoContext(options, lambda: cast(Engine, containerd), StateDir(tmp_path),
+                     purge_imported=purge),
         ImportUndo(imported=imported))
-    report += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), tmp_path),
+    report += COMMIT.undo(UndoContext(options, lambda: cast(Engine, legacy), StateDir(tmp_path)),
                           CommitUndo(commits=(CommittedEntry(container="c" * 64, name="job",
                                                              ref=ref),)))
     assert report.ok, report
@@ -131,3 +132,11 @@ def test_rollback_names_each_commit_image_once(tmp_path: Path, purge: bool) -> N
     assert "import: removed the 1 commit image(s) from the containerd store" in lines
     assert ref not in containerd.images and ref not in legacy.images
     assert ("import: removed app:1" in "\n".join(lines)) is purge
+
+
+def test_a_commit_image_is_told_by_its_repository_alone() -> None:
+    commit = ImportedImage(id="sha256:" + "1" * 64, refs=("app:1", commit_ref("c" * 64)))
+    assert commit.commit
+    # A user's repository that merely starts like ours is not a commit image.
+    lookalike = ("containerd-migrate/committed:1", "containerd-migrate/commit")
+    assert not ImportedImage(id="sha256:" + "2" * 64, refs=lookalike).commit

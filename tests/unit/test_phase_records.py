@@ -14,6 +14,7 @@ import pytest
 from migrate.engine import Engine
 from migrate.errors import EngineError, StateError
 from migrate.journal import PhaseName, replay
+from migrate.journal.state_dir import StateDir
 from migrate.models import CONTAINERD_DRIVER_TYPE
 from migrate.phases import (
     commit,
@@ -153,7 +154,7 @@ class Daemon:
     def undo_context(self, tmp_path: Path, purge: bool = False) -> UndoContext:
         options = RunOptions(host="unix:///memory/docker.sock",
                              daemon_config=tmp_path / "daemon.json", state_dir=tmp_path)
-        return UndoContext(options, self.connect, tmp_path / "inventory.json",
+        return UndoContext(options, self.connect, StateDir(tmp_path),
                            purge_imported=purge)
 
 

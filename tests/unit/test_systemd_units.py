@@ -21,7 +21,6 @@ from migrate.host.systemd import (
     parse_unit_state,
     seconds_since_start,
 )
-from migrate.phases.restart import start_limit_recovery
 from migrate.preflight.checks import Severity, evaluate_checks
 from migrate.preflight.facts import PlanOptions
 
@@ -130,7 +129,7 @@ def test_start_limit_check_is_silent_without_a_limit_or_a_unit() -> None:
 def test_only_a_docker_service_restart_resets_its_start_limit(
         argv: tuple[str, ...], through_unit: bool) -> None:
     assert systemd.restarts_docker_service(argv) is through_unit
-    assert (start_limit_recovery(argv, lambda _data: None) is not None) is through_unit
+    assert (systemd.start_limit_recovery(argv, lambda _data: None) is not None) is through_unit
 
 
 def _counting_command(tmp_path: Path, fail_first: int) -> tuple[list[str], Path]:
