@@ -34,6 +34,7 @@ from migrate.phases.lifecycle import (
 )
 from migrate.phases.lifecycle import next_step as lifecycle_next_step
 from migrate.phases.records import records_of
+from migrate.phases.runner import result_summary
 from migrate.phases.tool_images import tool_images_now
 from migrate.phases.volume_guard import GUARD_LABEL, GUARD_NOTE
 from migrate.preflight.rehearsal import RehearsalReport, read_report
@@ -233,31 +234,6 @@ def status_document(state: JournalState, host: HostNow | None = None,
 
 
 # Result keys shown in the table: counts (a list counts its items) and sizes.
-_COUNTS = {"images": "images", "tags": "tags", "dangling": "dangling", "containers":
-           "containers", "volumes": "volumes", "archives": "archives", "written":
-           "archives written", "reused": "archives reused", "loaded": "archives loaded",
-           "skipped": "archives skipped", "stopped": "stopped", "imported": "images imported",
-           "committed": "committed", "recreated": "recreated", "staged": "images staged",
-           "staged_now": "staged now"}
-_SIZES = {"unique_layer_bytes": "of layers", "bytes_written": "written",
-          "bytes_loaded": "loaded", "bytes_streamed": "streamed into containerd",
-          "disk_bytes": "added to the containerd store"}
-
-
-def result_summary(result: dict[str, Any]) -> str:
-    """A phase result for people: counts and sizes, never a Python repr."""
-    parts: list[str] = []
-    for key, value in result.items():
-        count = len(value) if isinstance(value, list | tuple | dict) else value
-        if key in _COUNTS and isinstance(count, int) and not isinstance(count, bool):
-            parts.append(f"{count} {_COUNTS[key]}")
-        elif key in _SIZES and isinstance(value, int):
-            parts.append(f"{human_bytes(value)} {_SIZES[key]}")
-        elif key == "store" and isinstance(value, str):
-            parts.append(f"{value} store")
-    return ", ".join(parts)
-
-
 def render_status(doc: dict[str, Any], state: JournalState,
                   rehearsal: RehearsalStatus | None = None) -> str:
     apart = render_rehearsal_status(rehearsal)
@@ -273,7 +249,7 @@ def render_status(doc: dict[str, Any], state: JournalState,
         lines.append(
             f"{phase.name:<9} {phase.status:<12} {_when(phase.started_at):<19} "
             f"{_when(phase.finished_at):<19} {secs if secs is not None else '-':>6}  "
-            f"{result_summary(dict(phase.result or {})) or (phase.error or '')}"
+            f"{result_summary(phase.name, phase.result) or (phase.error or '')}"
         )
     lines.append("")
     lines.append(f"state: {doc['state']}")

@@ -249,6 +249,8 @@ class Phase(Protocol[IntentT_co, UndoT, ResultT]):
     name: str
     # Reads the journaled undo record (or, for a phase stopped half-way, its intent).
     undo_model: type[UndoT]
+    # Reads the journaled result (`status` summarises it through the model).
+    result_model: type[ResultT]
 
     def intent(self, ctx: PhaseContext) -> IntentT_co:
         """What the phase is about to do, written to the journal before `run`."""

@@ -85,6 +85,7 @@ def _commit(engine: Engine, ctx: PhaseContext, container: ContainerRecord) -> Im
 class CommitPhase(Phase[CommitIntent, CommitUndo, CommitResult]):
     name = "commit"
     undo_model = CommitUndo
+    result_model = CommitResult
 
     def intent(self, ctx: PhaseContext) -> CommitIntent:
         policy = ctx.containers_policy

@@ -44,6 +44,7 @@ ExportUndo = ExportIntent
 class ExportPhase(Phase[ExportIntent, ExportUndo, ExportResult]):
     name = "export"
     undo_model = ExportUndo
+    result_model = ExportResult
 
     def intent(self, ctx: PhaseContext) -> ExportIntent:
         return ExportIntent(archives_dir=str(ctx.archives_dir))

@@ -23,7 +23,7 @@ from migrate.errors import EngineError, MigrateError, StateError
 from migrate.host.fs import CHUNK_SIZE
 from migrate.models import Store, is_commit_ref
 from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
-from migrate.phases.records import RecordModel
+from migrate.phases.records import RecordModel, counted, sized, summarised
 from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 from migrate.support.progress import ByteProgress, byte_bar
@@ -66,6 +66,12 @@ class ImportResult(RecordModel):
     imported: tuple[ImportedImage, ...] = ()
     bytes_loaded: int = 0
     dropped_earlier: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        return summarised(counted(self.loaded, "archives loaded"),
+                          counted(self.skipped, "archives skipped"),
+                          counted(self.imported, "images imported"),
+                          sized(self.bytes_loaded, "loaded"))
 
 
 def _imported(image: ExpectedImage) -> ImportedImage:
@@ -228,6 +234,7 @@ def drop_earlier_images(engine: Engine, ctx: PhaseContext) -> list[str]:
 class ImportPhase(Phase[ImportIntent, ImportUndo, ImportResult]):
     name = "import"
     undo_model = ImportUndo
+    result_model = ImportResult
 
     def intent(self, ctx: PhaseContext) -> ImportIntent:
         with ctx.connect() as engine:

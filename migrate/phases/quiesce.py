@@ -152,6 +152,7 @@ def _start_again(engine: Engine, entry: QuiescedContainer) -> UndoReport:
 class QuiescePhase(Phase[QuiesceIntent, QuiesceUndo, QuiesceResult]):
     name = "quiesce"
     undo_model = QuiesceUndo
+    result_model = QuiesceResult
 
     def intent(self, ctx: PhaseContext) -> QuiesceIntent:
         with ctx.connect() as engine:

@@ -11,7 +11,7 @@ is missing, so journals written by 0.1.0 replay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 from migrate.archives.saved_tar import ExpectedImage
 from migrate.errors import StateError
 from migrate.journal import JournalState, PhaseName
+from migrate.models import DOCKERD_CONTAINERD_NAMESPACE
+from migrate.support.sizes import human_bytes
 
 
 class RecordModel(BaseModel):
@@ -29,6 +31,25 @@ class RecordModel(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The record as the journal stores it."""
         return self.model_dump(mode="json")
+
+    def summary(self) -> str:
+        """A phase result for people (`status`): counts and sizes, never a Python repr."""
+        return ""
+
+
+def summarised(*parts: str | None) -> str:
+    return ", ".join(part for part in parts if part)
+
+
+def counted(count: int | Sized | None, what: str) -> str | None:
+    """"3 images" (a collection counts its members); None when there is nothing to count."""
+    if count is None:
+        return None
+    return f"{count if isinstance(count, int) else len(count)} {what}"
+
+
+def sized(size: int, what: str) -> str:
+    return f"{human_bytes(size)} {what}"
 
 
 class NoUndo(RecordModel):
@@ -41,7 +62,7 @@ class StageTarget(RecordModel):
 
     ctr: str | None = None
     address: str | None = None
-    namespace: str = "moby"
+    namespace: str = DOCKERD_CONTAINERD_NAMESPACE
     snapshotter: str | None = None
     before: tuple[str, ...] = ()
 
@@ -68,6 +89,12 @@ class StageResult(StagedNames):
     disk_bytes: int = 0
     flushed: StageFlush | None = None
 
+    def summary(self) -> str:
+        return summarised(counted(self.staged, "images staged"),
+                          counted(self.staged_now, "staged now"),
+                          sized(self.bytes_streamed, "streamed into containerd"),
+                          sized(self.disk_bytes, "added to the containerd store"))
+
 
 class ExportResult(RecordModel):
     # None: the export has no result (never ran); [] when it wrote nothing.
@@ -78,6 +105,13 @@ class ExportResult(RecordModel):
     images: int = 0
     staged: int = 0
     oversize: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        return summarised(counted(self.archives, "archives"),
+                          counted(self.written, "archives written"),
+                          counted(self.reused, "archives reused"),
+                          sized(self.bytes_written, "written"), counted(self.images, "images"),
+                          counted(self.staged, "images staged"))
 
 
 class QuiescedContainer(RecordModel):
@@ -105,6 +139,10 @@ class QuiesceResult(RecordModel):
     # container ID -> when it stopped (ISO), for the recreate phase's downtime figures.
     stopped_at: dict[str, str] = {}
 
+    def summary(self) -> str:
+        return summarised(counted(self.stopped, "stopped"),
+                          counted(self.containers, "containers"))
+
 
 class CommitEntry(RecordModel):
     """A container whose writable layer the commit phase commits, to `ref`."""
@@ -128,6 +166,12 @@ class CommitResult(RecordModel):
     archives: tuple[str, ...] = ()
     written: tuple[str, ...] = ()
     bytes_written: int = 0
+
+    def summary(self) -> str:
+        return summarised(counted(self.committed, "committed"),
+                          counted(self.archives, "archives"),
+                          counted(self.written, "archives written"),
+                          sized(self.bytes_written, "written"))
 
 
 class SwitchOriginal(RecordModel):
@@ -164,6 +208,9 @@ class VerifyResult(RecordModel):
     # The multi-platform check: "supported", "unsupported" or "unchecked" (None: not run).
     multi_platform: str | None = None
 
+    def summary(self) -> str:
+        return summarised(counted(self.images, "images"), counted(self.tags, "tags"))
+
 
 class RecreatedEntry(RecordModel):
     id: str
@@ -183,6 +230,9 @@ class RecreateResult(RecordModel):
     container_map: str | None = None
     # Volumes still guarded after recreating; None when the phase did not recreate.
     volume_guard: tuple[str, ...] | None = None
+
+    def summary(self) -> str:
+        return summarised(counted(self.recreated, "recreated"))
 
 
 R = TypeVar("R", bound=RecordModel)

@@ -308,6 +308,7 @@ def write_container_map(state_dir: StateDir, rows: Mapping[str, JSONDict]) -> Pa
 class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
     name = "recreate"
     undo_model = RecreateUndo
+    result_model = RecreateResult
 
     def intent(self, ctx: PhaseContext) -> RecreateIntent:
         policy = ctx.containers_policy

@@ -62,12 +62,16 @@ class RestartResult(RecordModel):
     version: str = ""
     driver_status: tuple[tuple[str, ...], ...] = ()
 
+    def summary(self) -> str:
+        return f"{self.store} store" if self.store else ""
+
 
 class RestartPhase(Phase[RestartIntent, NoUndo, RestartResult]):
     """Its undo is the switch's: restoring daemon.json comes with the restart back."""
 
     name = "restart"
     undo_model = NoUndo
+    result_model = RestartResult
 
     def intent(self, ctx: PhaseContext) -> RestartIntent:
         return RestartIntent(restart_command=_restart_argv(ctx), restart_timeout=_timeout(ctx),

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
+from pydantic import ValidationError
+
 from migrate import __version__
 from migrate.engine import Engine
 from migrate.engine.daemon_wait import resolve_restart_timeout
@@ -97,6 +99,18 @@ STAGE_PHASES: tuple[PhaseName, ...] = ("snapshot", "stage")
 # OPT_IN_PHASES run only when asked for (`containerd-migrate stage`), and from then on by
 # every run of the same migration: `run` alone exports and imports, it needs no ctr.
 RUN_PHASES: tuple[PhaseName, ...] = tuple(p for p in PHASE_ORDER if p not in OPT_IN_PHASES)
+
+
+def result_summary(name: PhaseName, result: Mapping[str, Any] | None) -> str:
+    """A journaled phase result for people, read through the phase's result model; ""
+    when there is none or it does not read (a journal of a later version)."""
+    if not result:
+        return ""
+    model: type[RecordModel] = PHASES[name].result_model
+    try:
+        return model.model_validate(result).summary()
+    except ValidationError:
+        return ""
 # Re-run by every run until containers are stopped, to catch images changed since.
 _RERUN_PHASES: tuple[PhaseName, ...] = (*PREPARE_PHASES, *OPT_IN_PHASES)
 # Until containers are stopped nothing on the host has changed, so a later run takes a

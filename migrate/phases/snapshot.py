@@ -20,7 +20,7 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
 )
-from migrate.phases.records import NoUndo, RecordModel
+from migrate.phases.records import NoUndo, RecordModel, counted, sized, summarised
 from migrate.preflight.facts import PlanOptions, gather_facts
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport, build_plan
@@ -74,10 +74,18 @@ class SnapshotResult(RecordModel):
     unique_layer_bytes: int = 0
     estimated_archive_bytes: int = 0
 
+    def summary(self) -> str:
+        return summarised(counted(self.images, "images"), counted(self.tags, "tags"),
+                          counted(self.dangling, "dangling"),
+                          counted(self.containers, "containers"),
+                          counted(self.volumes, "volumes"),
+                          sized(self.unique_layer_bytes, "of layers"))
+
 
 class SnapshotPhase(Phase[SnapshotIntent, NoUndo, SnapshotResult]):
     name = "snapshot"
     undo_model = NoUndo
+    result_model = SnapshotResult
 
     def intent(self, ctx: PhaseContext) -> SnapshotIntent:
         return SnapshotIntent(inventory=str(ctx.inventory_path))

@@ -278,6 +278,7 @@ def _journal_import(ctx: PhaseContext, batch: Batch) -> Callable[[int], None]:
 class StagePhase(Phase[StageIntent, StageUndo, StageResult]):
     name = "stage"
     undo_model = StageUndo
+    result_model = StageResult
 
     def intent(self, ctx: PhaseContext) -> StageIntent:
         facts = _target(ctx)

@@ -157,6 +157,7 @@ class SwitchResult(RecordModel):
 class SwitchPhase(Phase[SwitchUndo, SwitchUndo, SwitchResult]):
     name = "switch"
     undo_model = SwitchUndo
+    result_model = SwitchResult
 
     def intent(self, ctx: PhaseContext) -> SwitchUndo:
         return plan_switch(ctx)

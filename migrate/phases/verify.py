@@ -222,6 +222,7 @@ VerifyUndo = VerifyIntent
 class VerifyPhase(Phase[VerifyIntent, VerifyUndo, VerifyResult]):
     name = "verify"
     undo_model = VerifyUndo
+    result_model = VerifyResult
 
     def intent(self, ctx: PhaseContext) -> VerifyIntent:
         return VerifyIntent(reports_dir=str(ctx.reports_dir))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from migrate.commands.status import render_status, result_summary, status_document
+from migrate.commands.status import render_status, status_document
 from migrate.errors import BlockedError
 from migrate.journal import Journal, PhaseName, PhaseStarted, replay
 from migrate.phases.lifecycle import HostNow
-from migrate.phases.runner import PREPARE_PHASES, steps_to_run
+from migrate.phases.runner import PREPARE_PHASES, result_summary, steps_to_run
 
 pytestmark = pytest.mark.unit
 
@@ -123,7 +123,18 @@ def test_status_next_step_after_a_rollback_with_archives_left(tmp_path: Path) ->
 
 
 def test_status_result_column_has_counts_and_sizes_not_reprs() -> None:
-    summary = result_summary({"archives": ["a.tar", "b.tar"], "written": ["a.tar"],
-                               "reused": [], "bytes_written": 12_491_776, "oversize": []})
-    assert summary == "2 archives, 1 archives written, 0 archives reused, 12.5 MB written"
+    summary = result_summary("export", {
+        "archives": ["a.tar", "b.tar"], "written": ["a.tar"], "reused": [],
+        "bytes_written": 12_491_776, "oversize": [], "images": 3, "staged": 1})
+    assert summary == ("2 archives, 1 archives written, 0 archives reused, 12.5 MB written, "
+                       "3 images, 1 images staged")
     assert "[" not in summary and "=" not in summary
+    # Read through each phase's own result model: the same key means what its phase says.
+    assert result_summary("quiesce", {"stopped": ["a", "b"], "containers": 5}) == \
+        "2 stopped, 5 containers"
+    assert result_summary("restart", {"restarted": True, "store": "containerd"}) == \
+        "containerd store"
+    assert result_summary("switch", {"path": "/etc/docker/daemon.json"}) == ""
+    # None (never ran) or a result of another shape: nothing, never an error.
+    assert result_summary("verify", None) == ""
+    assert result_summary("verify", {"images": "many"}) == ""
