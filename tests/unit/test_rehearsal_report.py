@@ -191,6 +191,15 @@ def test_a_staged_rehearsals_stream_bounds_both_the_save_and_the_load() -> None:
         "measured by rehearsal 2026-12-05 02:30:00 UTC: staged 260 MB in 5.0 s (52 MB/s)")
 
 
+def test_the_live_daemons_last_start_wins_over_the_rehearsals_empty_engine() -> None:
+    # The throwaway engine starts empty (0.1-0.2 s); the live daemon's own start is nearer
+    # what the restart will take.
+    est = estimate(inventory(APP, WEB), rehearsal=report(), last_start_seconds=1.3)
+    assert est.bases["restart"].kind == "measured"
+    assert est.restart_seconds == pytest.approx(1.3 + DAEMON_STOP_SECONDS)
+    assert est.bases["verify"].kind == "rehearsal"
+
+
 def test_given_throughput_wins_for_the_transfers_only() -> None:
     est = estimate(inventory(APP, WEB), 100.0, rehearsal=report())
     assert est.bases["import"].kind == est.bases["export"].kind == "given"
