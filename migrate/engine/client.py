@@ -1,4 +1,4 @@
-"""The typed boundary to the Docker Engine API: with `convert`, the only code that touches `docker`.
+"""The typed boundary to the Docker Engine API: the only module that imports `docker`.
 
 The SDK returns untyped dicts; every method here turns them into the frozen models of
 `migrate.models` at once (through `convert`), so nothing else in the product depends on
@@ -6,7 +6,7 @@ the raw API shapes. Errors from the SDK are mapped to `EngineUnreachable` / `Eng
 with hints.
 
 Reads go through a `transport.Reads`: on a unix socket `unix_http.UnixReads` (the engine's
-own pipelined HTTP/1.1 reader), elsewhere `transport.SdkReads`. The SDK (docker, requests,
+own pipelined HTTP/1.1 reader), elsewhere `sdk_reads.SdkReads`. The SDK (docker, requests,
 urllib3: a fifth of a second to import) is imported only when a call needs it: everything
 that changes the host, and every call to a daemon that is not on a local socket. `plan` and
 `status` on a local daemon never load it. What is read from the data root's files instead

@@ -1,6 +1,6 @@
 """Raw Docker API answers (untyped dicts) -> the frozen models of `migrate.models`.
 
-Pure functions, kept apart from `engine.py` (the only module that talks to the daemon) so
+Pure functions, kept apart from `client.py` (the module that talks to the daemon) so
 the conversion rules can be unit tested without one.
 """
 

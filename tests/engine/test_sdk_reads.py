@@ -1,4 +1,4 @@
-"""The SDK's read path (`--host tcp://...`, transport.SdkReads) reads what the unix reader
+"""The SDK's read path (`--host tcp://...`, sdk_reads.SdkReads) reads what the unix reader
 reads: the same inventory from the same daemon, reached through a loopback TCP relay to its
 socket (the sandbox daemons listen on a unix socket only)."""
 

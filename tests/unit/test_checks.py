@@ -185,7 +185,7 @@ CASES: list[Case] = [
     ("dangling-images",
      lambda: facts(inventory={"images": (APP, APP.model_copy(update={"id": "sha256:d",
                                                                       "tags": ()}))}), {}, INFO),
-    # Needs include the 256 MiB reserve the export's pre-check keeps (estimate.room_needed).
+    # Needs include the 256 MiB reserve the export's pre-check keeps (archives.writing.room_needed).
     ("disk-state-dir", lambda: facts(state_free=300 * MB), {}, B),
     ("disk-state-dir", lambda: facts(state_free=400 * MB), {}, W),
     ("disk-state-dir", lambda: facts(state_free=None), {}, W),
