@@ -21,6 +21,7 @@ system-deps:
 	command -v runc >/dev/null 2>&1 || need="$$need runc"; \
 	command -v debootstrap >/dev/null 2>&1 || need="$$need debootstrap"; \
 	command -v systemd-nspawn >/dev/null 2>&1 || need="$$need systemd-container"; \
+	command -v ip >/dev/null 2>&1 || need="$$need iproute2"; \
 	dpkg-query -W -f='$${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
 		|| need="$$need busybox-static"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || need="$$need python3-venv"; \

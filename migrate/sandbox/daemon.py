@@ -29,6 +29,7 @@ from migrate.sandbox.containerd import ContainerdStartError, ExternalContainerd
 from migrate.sandbox.fetch import engine_bin_dirs, ensure_engine, spec
 from migrate.sandbox.system import (
     POLL,
+    delete_links,
     kill_matching,
     log_tail,
     pid_from_file,
@@ -252,8 +253,30 @@ class Sandbox:
             f"dockerd in {self.dir} not answering after {timeout}s:\n" + self.log_tail(since=offset)
         )
 
+    @property
+    def bridges_file(self) -> Path:
+        """The bridge interfaces of this daemon's networks, as it named them while it ran."""
+        return self.dir / "bridges.json"
+
+    def _record_bridges(self) -> None:
+        """dockerd leaves its networks' bridges in the host's network namespace when it stops
+        (it finds them again at its next start); a removed data root forgets them, and
+        leaked bridges hold the default address pools until no network can be created."""
+        try:
+            networks = self.api("/networks")
+        except (SandboxError, OSError, ValueError):
+            return
+        names = {str((n.get("Options") or {}).get("com.docker.network.bridge.name")
+                     or f"br-{n['Id'][:12]}")
+                 for n in networks if n.get("Driver") == "bridge"}
+        known = set(json.loads(self.bridges_file.read_text())) \
+            if self.bridges_file.exists() else set()
+        self.bridges_file.write_text(json.dumps(sorted(known | names)))
+
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.pid()
+        if pid is not None and self.ping():
+            self._record_bridges()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             if not wait_exit(pid, timeout):
@@ -283,7 +306,11 @@ class Sandbox:
         if containerd is not None:
             containerd.stop()
         self.unmount()
+        left = delete_links(json.loads(self.bridges_file.read_text())
+                            if self.bridges_file.exists() else [])
         shutil.rmtree(self.dir, ignore_errors=True)
+        if left:
+            raise SandboxError(f"could not delete the bridge(s) {', '.join(left)} of {self.dir}")
         if self.dir.exists():
             raise SandboxError(f"could not remove {self.dir}")
 

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 POLL = 0.05
@@ -103,6 +103,18 @@ def kill_matching(needle: bytes, programs: tuple[bytes, ...]) -> None:
         if needle in cmdline and any(program in cmdline for program in programs):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+def delete_links(names: Iterable[str]) -> list[str]:
+    """Delete the network interfaces `names` that still exist; returns those it could not."""
+    left = []
+    for name in names:
+        if not (Path("/sys/class/net") / name).exists():
+            continue
+        done = subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+        if done.returncode != 0:
+            left.append(name)
+    return left
 
 
 def _unescape_mount(path: str) -> str:
