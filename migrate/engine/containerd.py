@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from migrate.engine.convert import chain_ids
 from migrate.errors import MigrateError
 from migrate.models import DOCKERD_CONTAINERD_NAMESPACE
 
@@ -78,11 +79,8 @@ def parse_size(text: str) -> int:
 
 def chain_id(diff_ids: tuple[str, ...]) -> str | None:
     """The snapshot key of an unpacked image: the OCI chain ID of its layers."""
-    chain: str | None = None
-    for diff_id in diff_ids:
-        chain = diff_id if chain is None else (
-            "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest())
-    return chain
+    chains = chain_ids(diff_ids)
+    return chains[-1] if chains else None
 
 
 def _table(output: str) -> list[list[str]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from migrate.engine.containerd import chain_id, find_ctr, is_ctr_import, parse_size
+from migrate.engine.convert import chain_ids
 from migrate.host.launch import DaemonLaunch, containerd_endpoint
 from migrate.journal import Journal
 from migrate.phases import stage
@@ -36,6 +37,8 @@ def test_chain_id_follows_the_oci_rule() -> None:
     assert chain_id(()) is None
     assert chain_id((a,)) == a
     assert chain_id((a, b)) == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+    # One rule: the snapshot key is the legacy layer store's last ChainID.
+    assert chain_ids((a, b, a)) == [a, chain_id((a, b)), chain_id((a, b, a))]
 
 
 @pytest.mark.parametrize(("text", "size"), [
