@@ -11,6 +11,7 @@ is missing, so journals written by 0.1.0 replay.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sized
 from typing import Any, TypeVar
 
@@ -196,6 +197,11 @@ class SwitchUndo(SwitchOriginal):
     restart_command: tuple[str, ...] = ()
     restart_timeout: float | None = None
     host: str = ""
+
+    def wrote(self, content: bytes | None) -> bool:
+        """Whether `content` is the daemon.json this switch wrote (not edited since)."""
+        return (content is not None and self.written_sha256 is not None
+                and hashlib.sha256(content).hexdigest() == self.written_sha256)
 
 
 class VerifyResult(RecordModel):

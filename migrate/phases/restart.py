@@ -7,7 +7,6 @@ RestartFailed, which the runner turns into an automatic rollback.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,11 +39,10 @@ def _timeout(ctx: PhaseContext) -> float:
 
 def _config_is_switched(ctx: PhaseContext) -> bool:
     switch = ctx.records.switch_undo
-    path, written = switch.path, switch.written_sha256
-    if not path or not written:
+    if not switch.path:
         return False
     try:
-        return hashlib.sha256(Path(str(path)).read_bytes()).hexdigest() == str(written)
+        return switch.wrote(Path(switch.path).read_bytes())
     except OSError:
         return False
 

@@ -132,7 +132,7 @@ def steps_to_run(state: JournalState, wanted: tuple[PhaseName, ...] = RUN_PHASES
     frozen = state.phase(_FROZEN_FROM).status != "pending"
     steps: list[PhaseName] = []
     for name in PHASE_ORDER:
-        opted_in = name in OPT_IN_PHASES and state.phase(name).status != "pending"
+        opted_in = name in OPT_IN_PHASES and state.part_of_migration(name)
         if name not in wanted and not opted_in:
             continue
         rerun = name in _RERUN_PHASES and not frozen

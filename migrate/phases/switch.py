@@ -260,7 +260,7 @@ def refuse_if_drifted(record: SwitchUndo) -> None:
     current = read_current(path)
     if current == _unb64(record.original_b64):
         return
-    if current is None or sha256_hex(current) != record.written_sha256:
+    if not record.wrote(current):
         raise _drift(path, _unb64(record.written_b64) or b"", current)
 
 
@@ -296,7 +296,7 @@ def restore_config(record: SwitchUndo, force: bool) -> list[str]:
 def _keep_drifted(path: Path, record: SwitchUndo, current: bytes | None) -> list[str]:
     """A daemon.json edited since the switch (restored anyway with --force) is copied next
     to it first: the edits are not lost, and the operator is told where they are."""
-    if current is None or sha256_hex(current) == record.written_sha256:
+    if current is None or record.wrote(current):
         return []
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     copy = path.with_name(f"{path.name}.drifted-{stamp}")

@@ -4,6 +4,7 @@ the way the runner reads it, on the in-memory engine (tests/unit/memory_engine.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +233,12 @@ def test_the_stage_undo_finds_the_names_of_a_half_done_attempt_in_its_checkpoint
     assert stage._record_names(record) == {"app:1": "sha256:a"}
     # Read, never written back: the journal keeps checkpoints apart.
     assert "progress" not in record.to_json()
+
+
+def test_the_switch_record_knows_the_daemon_json_it_wrote() -> None:
+    # One rule for the restart's resume ("already switched") and the undo's drift check.
+    written = b'{"features": {"containerd-snapshotter": true}}\n'
+    record = SwitchUndo(written_sha256=hashlib.sha256(written).hexdigest())
+    assert record.wrote(written)
+    assert not record.wrote(written + b" ") and not record.wrote(None)
+    assert not SwitchUndo().wrote(written)  # a record without a write wrote nothing
