@@ -8,23 +8,18 @@ RestartFailed, which the runner turns into an automatic rollback.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from migrate.engine import daemon_wait
-from migrate.errors import RestartFailed
-from migrate.host import processes, restart_command, systemd
+from migrate.host import restart_command
 from migrate.models import EngineInfo, Store
 from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
+from migrate.phases.daemon_restart import restart_into, wait_for_journaled_restarts
 from migrate.phases.records import NoUndo, RecordModel
-from migrate.support import failpoints
 from migrate.support.logconfig import get_logger
 
 log = get_logger(__name__)
 
-# Time left for the daemon to answer even when the restart command used up the budget.
-MIN_WAIT = 10.0
 
 
 def _restart_argv(ctx: PhaseContext) -> tuple[str, ...]:
@@ -84,40 +79,15 @@ class RestartPhase(Phase[RestartIntent, NoUndo, RestartResult]):
         if before is not None and before.store is Store.CONTAINERD and _config_is_switched(ctx):
             # Resumed after the restart had already happened: another one is pure downtime.
             return PhaseOutcome(NoUndo(), _result(before, restarted=False, seconds=0.0))
-        argv = _restart_argv(ctx)
         started = time.monotonic()
-        def journal_pid(pid: int, start_time: int) -> None:
-            ctx.checkpoint({"restart_pid": pid, "restart_started": start_time})
-            failpoints.hit("restart:command-started")
-
-        restart_command.run_restart_with_recovery(
-            argv, timeout, started=journal_pid,
-            recover=systemd.start_limit_recovery(argv, ctx.checkpoint))
-        remaining = max(min(MIN_WAIT, timeout), timeout - (time.monotonic() - started))
-        info = daemon_wait.wait_for_daemon(host, Store.CONTAINERD, remaining)
+        info = restart_into(Store.CONTAINERD, host, _restart_argv(ctx), timeout,
+                            ctx.checkpoint, "restart:command-started")
         return PhaseOutcome(NoUndo(), _result(info, restarted=True,
                                               seconds=time.monotonic() - started))
 
     def undo(self, ctx: UndoContext, record: NoUndo) -> UndoReport:
         return UndoReport.done("restart: nothing to undo here; the switch undo restores "
                                "daemon.json and restarts the daemon on the legacy store")
-
-
-def wait_for_journaled_restarts(progress: Sequence[Mapping[str, Any]], timeout: float) -> None:
-    """Wait (at most `timeout`) for every journaled restart command that still runs."""
-    for record in progress:
-        pid, started = record.get("restart_pid"), record.get("restart_started")
-        if not isinstance(pid, int) or not isinstance(started, int):
-            continue
-        if processes.process_start_time(pid) != started:
-            continue  # ended (or the pid now names another process)
-        log.info("waiting for an earlier restart command", pid=pid)
-        if not processes.wait_for_exit(pid, started, timeout):
-            raise RestartFailed(
-                f"the restart command started by an interrupted run (pid {pid}) is still "
-                f"running after {timeout:.0f} s",
-                f"see what it waits for (`ps -o pid,args -p {pid}`, the daemon log); once it "
-                "has ended, run the same command again")
 
 
 def _result(info: EngineInfo, restarted: bool, seconds: float) -> RestartResult:

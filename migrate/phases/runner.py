@@ -61,6 +61,7 @@ from migrate.phases.base import (
     RunOptions,
     UndoContext,
 )
+from migrate.phases.daemon_restart import wait_for_journaled_restarts
 from migrate.phases.lifecycle import (
     Command,
     CommandLine,
@@ -430,7 +431,7 @@ class Runner:
             PHASES[phase_state.name].refuse_undo(ctx, records[phase_state.name])
         # A restart command a killed run (or rollback) left behind must end before the undo
         # restarts: the switch undo journals its own.
-        restart.wait_for_journaled_restarts(
+        wait_for_journaled_restarts(
             (*state.phase("restart").progress, *state.phase("switch").progress),
             resolve_restart_timeout(self.options.restart_timeout))
         lines = self._created_since_switch(journal, to_undo)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from migrate.engine import daemon_wait
 from migrate.errors import BlockedError, DaemonConfigError, StateError
-from migrate.host import restart_command, systemd
+from migrate.host import restart_command
 from migrate.host.daemon_json import (
     SNAPSHOTTER_FEATURE,
     load_for_edit,
@@ -39,8 +39,8 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
 )
+from migrate.phases.daemon_restart import restart_into
 from migrate.phases.records import RecordModel, SwitchOriginal, SwitchUndo
-from migrate.support import failpoints
 
 NEW_DIR_MODE = 0o755
 # Mode bits a daemon.json may be restored with: no setuid/setgid/sticky, no world-write.
@@ -320,15 +320,9 @@ def _back_to_legacy(record: SwitchUndo, ctx: UndoContext) -> list[str]:
     ctx.say(f"switch: restarting the daemon with `{shlex.join(argv)}` ({source}), "
             f"waiting up to {timeout:.0f} s")
 
-    def journal_pid(pid: int, start_time: int) -> None:
-        ctx.checkpoint("switch", {"restart_pid": pid, "restart_started": start_time})
-        failpoints.hit("rollback:restart-command-started")
-
-    recover = systemd.start_limit_recovery(argv, lambda data: ctx.checkpoint("switch", data),
-                                   ctx.say)
-    restart_command.run_restart_with_recovery(argv, timeout, started=journal_pid,
-                                             recover=recover)
-    info = daemon_wait.wait_for_daemon(host, Store.LEGACY, timeout)
+    info = restart_into(Store.LEGACY, host, argv, timeout,
+                        lambda data: ctx.checkpoint("switch", data),
+                        "rollback:restart-command-started", ctx.say)
     return [f"switch: restarted the daemon; Docker {info.version} is back on the legacy store"]
 
 
