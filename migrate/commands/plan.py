@@ -43,8 +43,7 @@ def make_report(opts: GlobalOptions, args: PlanArgs) -> PlanReport:
     restart = opts.given(restart_command=args.restart_command).chosen_restart_command(state)
     with connect(opts) as engine:
         facts = gather_facts(engine, opts.daemon_config, opts.state_dir,
-                             restart_command=restart, snapshotter=args.snapshotter,
-                             configs_from_disk=True)
+                             restart_command=restart, snapshotter=args.snapshotter)
     return build_plan(facts, plan_options(opts, args, state), staged=staged_images(state))
 
 

@@ -241,10 +241,9 @@ def gather_facts(
     snapshotter: str | None = None,
     *,
     staging: bool = True,
-    configs_from_disk: bool = False,
 ) -> HostFacts:
-    """`staging=False` skips asking containerd (the snapshot phase does not need it);
-    `configs_from_disk`: see `Engine.list_images` (`plan` only: the snapshot asks the daemon).
+    """`staging=False` skips asking containerd (the snapshot phase does not need it). The
+    inventory is `Engine.inventory`'s: `plan` and the snapshot read the host alike.
 
     `ctr` and `dockerd --validate` run while the inventory is read: they are other
     processes, and waiting for them one after the other cost `plan` 0.2 s.
@@ -261,7 +260,7 @@ def gather_facts(
         staged = (pool.submit(staging_facts, info, launch, config, snapshotter) if staging
                   else None)
         verdict = pool.submit(judge_with_dockerd, launch, config, target)
-        inventory = inventory or engine.inventory(info, configs_from_disk=configs_from_disk)
+        inventory = inventory or engine.inventory(info)
         staging_result = staged.result() if staged is not None else None
         dockerd_verdict = verdict.result()
     data_root = info.data_root

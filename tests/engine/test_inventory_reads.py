@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from migrate.engine import Engine
+from migrate.engine.legacy_store import LayerSizes, image_folder
+from migrate.models import EngineInfo, ImageRecord
 from migrate.sandbox import SampleHost, Sandbox, SandboxFactory, docker, sandbox_samples
 from migrate.sandbox.layers import ArchiveImage, load_images, random_layer
 from tests.engine.cli import cli
@@ -92,16 +94,26 @@ def _inspected_images(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[s
     return asked
 
 
+def _inspected_records(engine: Engine, info: EngineInfo) -> dict[str, ImageRecord]:
+    """Every image as its inspect answer says, with the same layer sizes `list_images`
+    reads: what the records read from disk must equal."""
+    layerdb = image_folder(info, "layerdb", "sha256")
+    assert layerdb is not None, "the sandbox's layer store is readable"
+    records = [engine.inspect_image(image_id, layer_sizes=LayerSizes(layerdb))
+               for image_id in engine.image_tags()]
+    return {r.id: r for r in records if r is not None}
+
+
 def test_image_configs_read_from_disk_equal_what_inspect_says(
     engine_sandbox: Sandbox, sample_host: SampleHost, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with Engine(engine_sandbox.host) as engine:
         info = engine.info()
         inspected = _inspected_images(engine, monkeypatch)
-        from_disk = engine.list_images(info, configs_from_disk=True)
+        from_disk = {i.id: i for i in engine.list_images(info)}
         assert inspected == [], "every sample image's config was read from disk"
-        from_api = engine.list_images(info)
-    assert {i.id for i in from_disk} >= set(sample_host.image_ids.values())
+        from_api = _inspected_records(engine, info)
+    assert from_disk.keys() >= set(sample_host.image_ids.values())
     assert from_disk == from_api
 
 
@@ -126,8 +138,8 @@ def test_unusual_image_configs_from_disk_equal_inspect_or_are_inspected(
     with Engine(sandbox.host) as engine_api:
         info = engine_api.info()
         inspected = _inspected_images(engine_api, monkeypatch)
-        from_disk = {i.tags[0]: i for i in engine_api.list_images(info, configs_from_disk=True)}
-        from_api = {i.tags[0]: i for i in engine_api.list_images(info)}
+        from_disk = {i.tags[0]: i for i in engine_api.list_images(info)}
+        from_api = {i.tags[0]: i for i in _inspected_records(engine_api, info).values()}
     assert from_disk == from_api
     assert from_api["cm-odd/zero-offset:1"].created == "2024-05-06T07:08:09.12Z"
     assert from_api["cm-odd/plus-two:1"].created == "2024-05-06T09:08:09.5+02:00"

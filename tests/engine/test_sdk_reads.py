@@ -59,12 +59,15 @@ def test_the_sdk_reads_the_same_inventory_as_the_unix_reader(engine_sandbox: San
         assert isinstance(local._reads, UnixReads)
         info = local.info()
         expected = local.inventory(info)
+        # Without `info` every image is inspected: the inventory reads their configs on disk.
+        inspected = local.list_images()
         missing = local.inspect_container("cm-no-such-container")
     with tcp_relay(engine_sandbox.host.removeprefix("unix://")) as address, \
             Engine(address, timeout=60) as remote:
         assert isinstance(remote._reads, SdkReads)
         assert remote.info() == info
         found = remote.inventory(info)
+        assert remote.list_images() == inspected
         assert remote.inspect_container("cm-no-such-container") is missing is None
     assert found.images == expected.images
     assert found.containers == expected.containers
