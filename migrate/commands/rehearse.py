@@ -29,7 +29,7 @@ from migrate.archives.saved_tar import ExpectedImage
 from migrate.archives.writing import batch_cap, closing_stream, room_needed, write_batches
 from migrate.commands.context import GlobalOptions, connect, open_state
 from migrate.engine import Engine
-from migrate.engine.containerd import Containerd, find_ctr
+from migrate.engine.containerd import Containerd
 from migrate.errors import BlockedError, EngineError, ExitCode, MigrateError, UsageError
 from migrate.host.daemon_json import DEFAULT_SNAPSHOTTER, read_daemon_config, target_config
 from migrate.host.fs import free_bytes, write_private
@@ -38,7 +38,6 @@ from migrate.host.launch import (
     detect_launch,
     dockerd_binary,
 )
-from migrate.host.processes import executable
 from migrate.host.throwaway import (
     RECORD_NAME,
     ThrowawayEngine,
@@ -63,6 +62,7 @@ from migrate.phases.verify import verify
 from migrate.preflight import rehearsal as rehearsal_report
 from migrate.preflight.containers import creation_order, volumes_from_sources
 from migrate.preflight.estimate import batch_bytes, stop_bound
+from migrate.preflight.facts import launch_ctr
 from migrate.preflight.rehearsal import (
     REHEARSAL_SCHEMA_VERSION,
     MovePath,
@@ -310,8 +310,7 @@ def _rehearse_locked(opts: GlobalOptions, args: RehearseArgs, state_dir: StateDi
                           if config.parse_error else None)
         found = blockers(info.store, missing, free_bytes(probe), need, probe,
                          throwaway.socket_problem(), config_problem)
-        ctr = find_ctr(executable(launch.pid) if launch.pid else None,
-                       launch.argv[0] if launch.argv else None) if args.staged else None
+        ctr = launch_ctr(launch) if args.staged else None
         if args.staged and ctr is None:
             found.append("--staged needs `ctr` next to dockerd or on PATH (it comes with the "
                          "containerd package); install it, or rehearse without --staged")

@@ -173,6 +173,14 @@ def probe_filesystem(path: str | os.PathLike[str]) -> FilesystemFacts:
                            fs_type=filesystem_type(device))
 
 
+def launch_ctr(launch: DaemonLaunch, pid: int | None = None) -> Path | None:
+    """The `ctr` of this dockerd's containerd package: next to dockerd's executable (of
+    the launch's pid, else `pid`) or its argv[0], else on PATH."""
+    dockerd_pid = launch.pid or pid
+    return find_ctr(executable(dockerd_pid) if dockerd_pid else None,
+                    launch.argv[0] if launch.argv else None)
+
+
 def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigState,
                   snapshotter_override: str | None = None, *, measure: bool = True,
                   ) -> StagingFacts:
@@ -187,9 +195,7 @@ def staging_facts(info: EngineInfo, launch: DaemonLaunch, config: DaemonConfigSt
     except DaemonConfigError as error:
         return base.model_copy(update={"problem": f"no target snapshotter: {error.message}"})
     base = base.model_copy(update={"snapshotter": snapshotter or DEFAULT_SNAPSHOTTER})
-    dockerd_pid = launch.pid or info.pid
-    ctr = find_ctr(executable(dockerd_pid) if dockerd_pid else None,
-                   launch.argv[0] if launch.argv else None)
+    ctr = launch_ctr(launch, info.pid)
     if ctr is None:
         return base.model_copy(update={"problem": "no `ctr` binary next to dockerd or on PATH "
                                        "(it comes with the containerd package)"})
