@@ -16,10 +16,6 @@ from migrate.models import EngineInfo, Store
 from migrate.phases.base import Phase, PhaseContext, PhaseOutcome, UndoContext, UndoReport
 from migrate.phases.daemon_restart import restart_into, wait_for_journaled_restarts
 from migrate.phases.records import NoUndo, RecordModel
-from migrate.support.logconfig import get_logger
-
-log = get_logger(__name__)
-
 
 
 def _restart_argv(ctx: PhaseContext) -> tuple[str, ...]:

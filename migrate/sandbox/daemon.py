@@ -269,9 +269,11 @@ class Sandbox:
         names = {str((n.get("Options") or {}).get("com.docker.network.bridge.name")
                      or f"br-{n['Id'][:12]}")
                  for n in networks if n.get("Driver") == "bridge"}
-        known = set(json.loads(self.bridges_file.read_text())) \
-            if self.bridges_file.exists() else set()
-        self.bridges_file.write_text(json.dumps(sorted(known | names)))
+        self.bridges_file.write_text(json.dumps(sorted(set(self._recorded_bridges()) | names)))
+
+    def _recorded_bridges(self) -> list[str]:
+        return list(json.loads(self.bridges_file.read_text())) \
+            if self.bridges_file.exists() else []
 
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.pid()
@@ -306,8 +308,7 @@ class Sandbox:
         if containerd is not None:
             containerd.stop()
         self.unmount()
-        left = delete_links(json.loads(self.bridges_file.read_text())
-                            if self.bridges_file.exists() else [])
+        left = delete_links(self._recorded_bridges())
         shutil.rmtree(self.dir, ignore_errors=True)
         if left:
             raise SandboxError(f"could not delete the bridge(s) {', '.join(left)} of {self.dir}")
