@@ -23,6 +23,7 @@ those containers and nothing a user created.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,6 +164,27 @@ def _image_ref(engine: Engine, container: ContainerRecord, image: str) -> str:
     return container.image if live is not None and live.get("Id") == image else image
 
 
+class _ImageRefs:
+    """`_image_ref` once per (reference, image): containers mostly share a few images, and
+    every inspect saved is daemon time every waiting container would spend."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._found: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, container: ContainerRecord, image: str) -> str:
+        key = (container.image, image)
+        with self._lock:
+            known = self._found.get(key)
+        if known is None:
+            # Two workers may both ask the first time: the same answer, no harm.
+            known = _image_ref(self._engine, container, image)
+            with self._lock:
+                self._found[key] = known
+        return known
+
+
 def _progress(ctx: PhaseContext, key: str) -> dict[str, JSONDict]:
     found: dict[str, JSONDict] = {}
     for data in ctx.previous_progress:
@@ -196,6 +218,9 @@ class _Recreation:
         # Old ID -> new ID; written between levels only (create_body reads it in workers).
         self.new_ids: dict[str, str] = {}
         self.started = _progress(ctx, "started")
+        self.image_ref = _ImageRefs(engine)
+        # Created by this attempt: known to be "created", no inspect needed before its start.
+        self.fresh: set[str] = set()
 
     def _is_ours(self, live: ContainerRecord, container: ContainerRecord) -> bool:
         return live.labels.get(RECREATED_LABEL) == container.id and \
@@ -226,7 +251,7 @@ class _Recreation:
                 f"no image for container {container.name}: its image {container.image_id} "
                 "was neither exported nor staged", "roll back with `containerd-migrate "
                 "rollback`")
-        body = create_body(container, _image_ref(self.engine, container, image),
+        body = create_body(container, self.image_ref(container, image),
                            self.new_ids, self.image_ids, self.ctx.migration_id,
                            volumes_from_sources(container, self.inventory.containers))
         self.checkpoint({"creating": {"id": container.id, "name": container.name}})
@@ -245,6 +270,8 @@ class _Recreation:
                     "container; or `containerd-migrate rollback` brings the legacy "
                     "containers back",
                 ) from error
+        else:
+            self.fresh.add(new_id)
         self.checkpoint({"created": {"id": container.id, "name": container.name,
                                      "new_id": new_id}})
         failpoints.hit("recreate:container-created")
@@ -258,7 +285,7 @@ class _Recreation:
     def start(self, container: ContainerRecord, new_id: str) -> str:
         """Start it again if it ran; returns when it was running again (ISO time)."""
         done = self.started.get(container.id)
-        live = self.engine.inspect_container(new_id)
+        live = None if new_id in self.fresh else self.engine.inspect_container(new_id)
         if done is not None and live is not None and live.running:
             return str(done["at"])
         self.checkpoint({"starting": {"id": container.id, "name": container.name}})

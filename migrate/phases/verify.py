@@ -40,6 +40,7 @@ from migrate.phases.platform_check import (
 from migrate.phases.records import RecordModel, VerifyResult
 from migrate.phases.volume_guard import create_guard, remove_guard
 from migrate.support.logconfig import get_logger
+from migrate.support.pool import Workers
 
 log = get_logger(__name__)
 
@@ -159,22 +160,31 @@ def try_container(engine: Engine, image: str) -> list[str]:
 
 
 def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
-           staged: Iterable[ExpectedImage] = ()) -> VerificationReport:
+           staged: Iterable[ExpectedImage] = (), pool: Workers | None = None,
+           ) -> VerificationReport:
+    """Every check at once on `pool` (one of its own if not given): verification sits in
+    the window, between the restart and the recreate, so every container waits for it; the
+    checks only read, or create what is their own."""
+    if pool is None:
+        with Workers() as own:
+            return verify(engine, inventory, manifest, staged, own)
     expected = moved_image_ids(manifest, staged)
     info = engine.info()
     problems = []
-    if info.store is not Store.CONTAINERD:
+    on_containerd = info.store is Store.CONTAINERD
+    if not on_containerd:
         problems.append(f"the daemon runs on the {info.store} image store, not containerd")
-    checks = tuple(check_image(engine, image, expected.get(image.id))
-                   for image in inventory.images)
+    capability = pool.submit(lambda: check_multi_platform(
+        engine, info.architecture, {VERIFY_LABEL: "1"})) if on_containerd else None
     image = _container_image(inventory, expected)
-    if image and info.store is Store.CONTAINERD:
-        problems += try_container(engine, image)
-    capability = (check_multi_platform(engine, info.architecture, {VERIFY_LABEL: "1"})
-                  if info.store is Store.CONTAINERD else None)
+    created = pool.submit(lambda: try_container(engine, image)) \
+        if image and on_containerd else None
+    checks = tuple(pool.all(lambda old: check_image(engine, old, expected.get(old.id)),
+                            inventory.images))
+    problems += created.result() if created is not None else []
     return VerificationReport(checked_at=datetime.now(UTC), store=str(info.store),
                               images=checks, problems=tuple(problems), container_image=image,
-                              multi_platform=capability)
+                              multi_platform=capability.result() if capability else None)
 
 
 def render_text(report: VerificationReport) -> str:
@@ -230,13 +240,15 @@ class VerifyPhase(Phase[VerifyIntent, VerifyUndo, VerifyResult]):
     def run(self, ctx: PhaseContext) -> PhaseOutcome[VerifyUndo, VerifyResult]:
         inventory = ctx.load_inventory()
         manifest = read_manifest(ctx.archives_dir)
-        with ctx.connect() as engine:
-            report = verify(engine, inventory, manifest,
-                            ctx.records.stage.expected)
+        with ctx.connect() as engine, Workers() as pool:
+            # Started with the checks, not after them: it is in the window too.
+            guard = pool.submit(lambda: create_guard(engine, inventory)) \
+                if engine.info().store is Store.CONTAINERD else None
+            report = verify(engine, inventory, manifest, ctx.records.stage.expected, pool)
             guarded: tuple[str, ...] = ()
-            if report.store == Store.CONTAINERD:
+            if guard is not None:
                 try:
-                    guarded = create_guard(engine, inventory)
+                    guarded = guard.result()
                 except MigrateError:
                     # A store that cannot run the guard fails verification below anyway;
                     # its own report says why, which matters more than the guard.

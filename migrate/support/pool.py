@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -40,6 +40,11 @@ class Workers:
             if error is not None:
                 raise error
         return [future.result() for future in futures]
+
+    def submit(self, fn: Callable[[], R]) -> Future[R]:
+        """`fn` in the background: a call whose answer is needed only later (verify's
+        capability check and volume guard, while the images are checked)."""
+        return self._pool.submit(fn)
 
     def __enter__(self) -> Self:
         return self
