@@ -1,11 +1,13 @@
 """The maintenance window with and without pre-staging, against the image volume.
 
     .venv/bin/python benchmarks/staging.py [--engine 28] [--sizes 0.5,1,2] [--busy 20]
+                                           [--running 1] [--recreate] [--methods abc]
                                            [--png benchmarks/staging.png] [--keep]
 
 For each size, one private sandbox engine (under /tmp/cm-sandbox/bench-stage-*, destroyed at
 the end) with 5 images on a shared base holding that many GiB of unique random layer data,
-and one running container. One more host of the smallest size runs `--busy` containers.
+and `--running` running containers (1). One more host of the smallest size runs `--busy`
+containers (0: none).
 On each host, in one run, three methods from a fresh state dir and an empty containerd
 store (the store is emptied and the daemon put back on the legacy store between methods,
 untimed; see benchmarks/export_import.py for why the store is emptied):
@@ -16,7 +18,11 @@ untimed; see benchmarks/export_import.py for why the store is emptied):
 
 The window is what the journal says (its own timestamps: `status` rounds to the second):
 from the start of the quiesce phase (the first container stop) to the end of the verify
-phase; each phase inside it is printed too. Total work adds the preparation command
+phase; each phase inside it is printed too. With `--recreate` every method runs with
+`--containers recreate` instead of `leave` (issue 19, goal 3: the window with 100
+containers recreated): the end of the recreate phase (every container running again) and
+each container's downtime are printed as well, and between methods the containerd store's
+containers go too. `--methods c` runs (c) alone. Total work adds the preparation command
 (export or stage). During (c) on the second host the script also samples the disk use of
 the data root's containerd and tmp dirs (peak extra disk against unique layer bytes) and
 times a CPU-bound loop inside the running container (`docker exec`) against the same loop
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -63,7 +70,7 @@ FLAT_GOAL = 1.2
 SAMPLE_EVERY = 0.25
 _HOSTS = itertools.count()
 WINDOW_PHASES: tuple[PhaseName, ...] = ("quiesce", "commit", "switch", "restart", "import",
-                                        "verify")
+                                        "verify", "recreate")
 
 
 @dataclass
@@ -74,6 +81,9 @@ class Outcome:
     phases: dict[str, float]
     load: float
     extra: dict[str, float] = field(default_factory=dict)
+    # With --recreate: quiesce start -> recreate end, and each running container's downtime.
+    until_running_s: float | None = None
+    downtimes: list[float] = field(default_factory=list)
 
     @property
     def restart_s(self) -> float:
@@ -103,14 +113,30 @@ def _flush_seconds(stage_result: dict[str, Any] | None) -> float:
     return float(((stage_result or {}).get("flushed") or {}).get("seconds", 0.0))
 
 
-def _window(state: Path) -> tuple[float, dict[str, float], dict[str, Any]]:
-    """Window seconds, each window phase's seconds, and the stage result, from the journal."""
+@dataclass
+class Window:
+    seconds: float
+    phases: dict[str, float]
+    staged: dict[str, Any]
+    until_running: float
+
+
+def _window(state: Path) -> Window:
+    """The window, each window phase's seconds, the stage result, and quiesce start ->
+    recreate end, from the journal."""
     phases = _window_phases(state)
-    window = _seconds(phases["quiesce"].started_at, phases["verify"].finished_at)
     inside: dict[str, float] = {
         name: _seconds(phases[name].started_at, phases[name].finished_at)
         for name in WINDOW_PHASES if phases[name].started_at is not None}
-    return window, inside, dict(phases["stage"].result or {})
+    return Window(_seconds(phases["quiesce"].started_at, phases["verify"].finished_at), inside,
+                  dict(phases["stage"].result or {}),
+                  _seconds(phases["quiesce"].started_at, phases["recreate"].finished_at))
+
+
+def _downtimes(state: Path) -> list[float]:
+    rows = json.loads((state / "reports" / "container-map.json").read_text())
+    return [float(row["downtime_seconds"]) for row in rows.values()
+            if row.get("downtime_seconds") is not None]
 
 
 def _checked(done: subprocess.CompletedProcess[str], what: str) -> None:
@@ -119,9 +145,14 @@ def _checked(done: subprocess.CompletedProcess[str], what: str) -> None:
 
 
 def _reset(sandbox: Sandbox, containers: list[str]) -> None:
+    if sandbox.containerd_snapshotter():
+        # What a recreate made: left there, the next method's recreate would find containers
+        # of that name it did not create (and the store is emptied below).
+        for found in sandbox.api("/containers/json", all="1"):
+            run_docker(sandbox, "rm", "-f", found["Id"])
     set_mode(sandbox, {})
-    for name in containers:
-        run_docker(sandbox, "start", name)
+    if containers:
+        run_docker(sandbox, "start", *containers)
 
 
 def _du(paths: list[Path]) -> int:
@@ -135,7 +166,7 @@ def _du(paths: list[Path]) -> int:
 
 
 def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
-           measure: bool = False) -> Outcome:
+           measure: bool = False, policy: str = "leave") -> Outcome:
     _reset(sandbox, containers)
     restart = f"{sys.executable} -m migrate.sandbox restart --dir {sandbox.dir}"
     prepare = {"a": None, "b": "export", "c": "stage"}[name]
@@ -152,7 +183,7 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
             disk.start()
             busy.start()
         started = time.perf_counter()
-        _checked(cli(sandbox, state, prepare, "--containers", "leave",
+        _checked(cli(sandbox, state, prepare, "--containers", policy,
                      "--restart-command", restart), prepare)
         prepare_s = time.perf_counter() - started
         if prepare == "stage":
@@ -163,13 +194,16 @@ def method(sandbox: Sandbox, name: str, state: Path, containers: list[str],
             extra |= {"probe_idle_s": calm, "probe_during_s": statistics.median(during),
                      "probes": len(during), "disk_peak": max(peaks) - disk_before,
                      "disk_after": _du(disk_paths) - disk_before}
-    _checked(cli(sandbox, state, "run", "--yes", "--containers", "leave",
+    _checked(cli(sandbox, state, "run", "--yes", "--containers", policy,
                  "--restart-command", restart), f"run after {prepare or 'nothing'}")
-    window, phases, staged = _window(state)
+    window = _window(state)
     if prepare == "stage":
-        extra["run_flush_s"] = _flush_seconds(staged)
-    return Outcome(method=name, prepare_s=prepare_s, window_s=window, phases=phases,
-                   load=os.getloadavg()[0], extra=extra)
+        extra["run_flush_s"] = _flush_seconds(window.staged)
+    recreated = policy == "recreate"
+    return Outcome(method=name, prepare_s=prepare_s, window_s=window.seconds,
+                   phases=window.phases, load=os.getloadavg()[0], extra=extra,
+                   until_running_s=window.until_running if recreated else None,
+                   downtimes=_downtimes(state) if recreated else [])
 
 
 @dataclass
@@ -180,11 +214,25 @@ class Host:
     containers: int
     outcomes: dict[str, Outcome]
 
+    @property
+    def plain(self) -> bool:
+        """One of the size hosts (not the extra busy one)."""
+        return not self.label.endswith("(busy)")
 
-def measure_host(engine: str, gib: float, containers: int, workdir: Path, keep: bool,
-                 measure: bool) -> Host:
+
+@dataclass(frozen=True)
+class Plan:
+    engine: str
+    workdir: Path
+    keep: bool
+    methods: str
+    policy: str
+
+
+def measure_host(plan: Plan, gib: float, containers: int, measure: bool, busy: bool = False,
+                 ) -> Host:
     # One name per host of this run: a reused name would also reuse a finished state dir.
-    sandbox = Sandbox(BASE_DIR / f"bench-stage-{os.getpid()}-{next(_HOSTS)}", engine)
+    sandbox = Sandbox(BASE_DIR / f"bench-stage-{os.getpid()}-{next(_HOSTS)}", plan.engine)
     try:
         sandbox.start()
         tags = build_host(sandbox, int(gib * GIB), IMAGES, SHARED_MIB * MIB)
@@ -194,18 +242,19 @@ def measure_host(engine: str, gib: float, containers: int, workdir: Path, keep: 
             run_docker(sandbox, "run", "-d", "--restart", "always", "--name", name,
                        tags[i % len(tags)], "sh", "-c", BUSY_LOOP)
         outcomes = {}
-        for key in ("a", "b", "c"):
-            state = workdir / f"{sandbox.dir.name}-{key}"
+        for key in plan.methods:
+            state = plan.workdir / f"{sandbox.dir.name}-{key}"
             if state.exists():
                 raise BenchError(f"{state} exists already: each method needs a fresh state dir")
-            outcomes[key] = method(sandbox, key, state, names, measure=measure and key == "c")
+            outcomes[key] = method(sandbox, key, state, names, measure=measure and key == "c",
+                                   policy=plan.policy)
             o = outcomes[key]
             log(f"{gib:g} GiB, {containers} container(s), ({key}): prepare {o.prepare_s:.1f} s, "
                 f"window {o.window_s:.2f} s ({_inside(o)}); load average {o.load:.2f}")
         label = f"{unique / GIB:.2f} GiB" + (f", {containers} running" if containers > 1 else "")
-        return Host(label, gib, unique, containers, outcomes)
+        return Host(label + (" (busy)" if busy else ""), gib, unique, containers, outcomes)
     finally:
-        if keep:
+        if plan.keep:
             print(f"kept: {sandbox.dir}")
         else:
             sandbox.destroy()
@@ -216,26 +265,37 @@ def _inside(o: Outcome) -> str:
                      if seconds >= 0.005)
 
 
+def _cell(h: Host, key: str, what: str) -> str:
+    o = h.outcomes.get(key)
+    return "-" if o is None else f"{getattr(o, what):.1f}s"
+
+
 def report(hosts: list[Host]) -> None:
-    print(f"\n{'host':<24} {'(a) run':>8} {'(b) window':>10} {'(c) window':>10} "
-          f"{'restart+verify+3s':>18} {'(b) total':>9} {'(c) total':>9} {'c/b total':>9}")
+    print(f"\n{'host':<30} {'(a) run':>8} {'(b) window':>10} {'(c) window':>10} "
+          f"{'restart+verify+3s':>18} {'(b) total':>9} {'(c) total':>9}")
     for h in hosts:
-        a, b, c = (h.outcomes[k] for k in "abc")
+        c = h.outcomes["c"]
         goal = c.restart_s + c.verify_s + GOAL_SLACK_S
-        print(f"{h.label:<24} {a.window_s:>7.1f}s {b.window_s:>9.1f}s {c.window_s:>9.1f}s "
-              f"{goal:>17.1f}s {b.total_s:>8.1f}s {c.total_s:>8.1f}s "
-              f"{c.total_s / b.total_s:>9.2f}")
+        print(f"{h.label:<30} {_cell(h, 'a', 'window_s'):>8} {_cell(h, 'b', 'window_s'):>10} "
+              f"{c.window_s:>9.2f}s {goal:>17.1f}s {_cell(h, 'b', 'total_s'):>9} "
+              f"{c.total_s:>8.1f}s")
+        versus = "".join(f", (c)/({k}) window {c.window_s / h.outcomes[k].window_s:.2f}"
+                         for k in "ab" if k in h.outcomes)
         print(f"    {'PASS' if c.window_s <= goal else 'MISS'} (c) window within restart + "
-              f"verify + 3 s; (c)/(a) window {c.window_s / a.window_s:.2f}, "
-              f"(c)/(b) window {c.window_s / b.window_s:.2f}")
+              f"verify + 3 s{versus}")
         flush = (f"; final flush of `stage` {c.extra['stage_flush_s']:.2f} s, of the re-stage "
                  f"in `run` {c.extra['run_flush_s']:.2f} s" if "run_flush_s" in c.extra else "")
         print(f"    (c) window {c.window_s:.2f} s = {_inside(c)} (s){flush}; load average "
               f"{c.load:.2f}")
-    plain = [h for h in hosts if h.containers == 1]
+        if c.until_running_s is not None and c.downtimes:
+            within = sum(d <= c.restart_s + 2 for d in c.downtimes)
+            print(f"    (c) every container running again {c.until_running_s:.2f} s after the "
+                  f"first stop; downtime median {statistics.median(c.downtimes):.2f} s, max "
+                  f"{max(c.downtimes):.2f} s; within restart + 2 s: {within}/{len(c.downtimes)}")
+    plain = [h for h in hosts if h.plain]
     if len(plain) >= 2:
         small, large = plain[0], plain[-1]
-        for key in "abc":
+        for key in small.outcomes:
             ratio = large.outcomes[key].window_s / small.outcomes[key].window_s
             verdict = f" ({'PASS' if ratio <= FLAT_GOAL else 'MISS'} <= {FLAT_GOAL})" if (
                 key == "c") else ""
@@ -257,11 +317,13 @@ def plot(hosts: list[Host], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    plain = [h for h in hosts if h.containers == 1]
+    plain = [h for h in hosts if h.plain]
     gib = [h.unique / GIB for h in plain]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     labels = {"a": "(a) run alone", "b": "(b) export, then run", "c": "(c) stage, then run"}
     for key, marker in zip("abc", "os^", strict=True):
+        if key not in plain[0].outcomes:
+            continue
         ax.plot(gib, [h.outcomes[key].window_s for h in plain], marker=marker, label=labels[key])
     ax.plot(gib, [h.outcomes["c"].restart_s + h.outcomes["c"].verify_s + GOAL_SLACK_S
                   for h in plain], linestyle=":", color="grey",
@@ -281,22 +343,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["26", "28"], default="28")
     parser.add_argument("--sizes", default="0.5,1,2", help="GiB of unique data per host")
+    parser.add_argument("--running", type=int, default=1,
+                        help="running containers on each size host")
     parser.add_argument("--busy", type=int, default=20,
-                        help="running containers on the extra host of the smallest size")
+                        help="running containers on the extra host of the smallest size "
+                             "(0: no such host)")
+    parser.add_argument("--recreate", action="store_true",
+                        help="--containers recreate instead of leave")
+    parser.add_argument("--methods", default="abc", help="which of (a), (b), (c); c always")
     parser.add_argument("--png", type=Path, default=Path(__file__).with_name("staging.png"))
     parser.add_argument("--keep", action="store_true", help="keep the sandboxes afterwards")
     args = parser.parse_args(argv)
+    if not set(args.methods) <= set("abc") or "c" not in args.methods:
+        parser.error("--methods takes some of a, b, c, and c")
     sizes = [float(s) for s in args.sizes.split(",")]
     begun = time.perf_counter()
-    workdir = BASE_DIR / f"bench-stage-state-{os.getpid()}"
+    plan = Plan(args.engine, BASE_DIR / f"bench-stage-state-{os.getpid()}", args.keep,
+                "".join(k for k in "abc" if k in args.methods),
+                "recreate" if args.recreate else "leave")
     try:
-        hosts = [measure_host(args.engine, gib, 1, workdir, args.keep, measure=i == 1)
+        hosts = [measure_host(plan, gib, args.running, measure=i == 1)
                  for i, gib in enumerate(sizes)]
         if args.busy > 1:
-            hosts.append(measure_host(args.engine, sizes[0], args.busy, workdir, args.keep,
-                                      measure=False))
+            hosts.append(measure_host(plan, sizes[0], args.busy, measure=False, busy=True))
         print(f"\nengine {args.engine} on {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.2f}")
+              f"{os.getloadavg()[0]:.2f}; containers {plan.policy}")
         report(hosts)
         plot(hosts, args.png)
         print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
@@ -305,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     finally:
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        subprocess.run(["rm", "-rf", str(plan.workdir)], check=False)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ the same user-defined networks with the same aliases and static addresses. Conta
 that were running are started again, in an order that respects links,
 `network_mode: container:`, `volumes_from` and compose `depends_on`; the others are left
 created. A dependency level at a time, each level's containers are created and started
-at once on a bounded pool (support/pool.py): every container's downtime is then about
-the restart, not the restart plus its place in a queue. Settings that name another
+at once on a bounded pool (support/pool.py), the first stopped first: every container's
+downtime is then about the restart, not the restart plus its place in a queue. Settings that name another
 container by ID get the new ID, and compose's image label gets the new image ID, so
 `docker compose up -d` finds nothing to change.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,16 @@ def create_body(container: ContainerRecord, image: str, new_ids: Mapping[str, st
                 "DriverOpts": attachment.driver_opts or None,
             }
     return {**config, "HostConfig": host, "NetworkingConfig": {"EndpointsConfig": endpoints}}
+
+
+def first_stopped_first(level: Iterable[ContainerRecord], stopped_at: Mapping[str, str],
+                        ) -> list[ContainerRecord]:
+    """A dependency level in the order its containers were stopped (pure; ISO times in
+    UTC): within a level nothing needs anything else, so the first one stopped comes back
+    first and no container's downtime also holds the others' stops. Containers that were
+    not running (no downtime) come last, by name."""
+    return sorted(level, key=lambda c: (c.id not in stopped_at, stopped_at.get(c.id, ""),
+                                        c.name))
 
 
 def image_for(container: ContainerRecord, committed: Mapping[str, str],
@@ -361,7 +371,8 @@ class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
             # Within a level each container is started right after its own create (all it
             # needs runs already), not after the whole level's creates.
             with Workers() as pool:
-                for level in dependency_levels(inventory.containers):
+                for by_name in dependency_levels(inventory.containers):
+                    level = first_stopped_first(by_name, stopped_at)
                     for container, (new_id, at) in zip(level, pool.all(work.recreate, level),
                                                        strict=True):
                         work.new_ids[container.id] = new_id

@@ -11,7 +11,12 @@ from migrate.engine.convert import container_record, writable_layer
 from migrate.models import ContainerRecord, EngineInfo, ImageRecord, Inventory, Store
 from migrate.phases.quiesce import in_levels
 from migrate.phases.records import QuiesceUndo
-from migrate.phases.recreate import RECREATED_LABEL, create_body, image_for
+from migrate.phases.recreate import (
+    RECREATED_LABEL,
+    create_body,
+    first_stopped_first,
+    image_for,
+)
 from migrate.preflight.containers import (
     DAEMON_STOP_TIMEOUT,
     creation_order,
@@ -181,6 +186,18 @@ def test_levels_hold_what_can_run_at_once_and_flatten_to_the_creation_order() ->
     assert levels == [["cache", "db"], ["app"], ["side"]]
     assert [c.name for c in creation_order([side, app, db, cache])] == \
         [name for level in levels for name in level]
+
+
+def test_a_level_comes_back_in_the_order_it_was_stopped_and_the_stopped_ones_first() -> None:
+    names = ("a", "b", "c", "d", "e")
+    a, b, c, d, e = (_record(_id(str(n)), name) for n, name in enumerate(names, 1))
+    stopped_at = {c.id: "2026-12-05T11:00:00.100000+00:00",
+                  a.id: "2026-12-05T11:00:00.300000+00:00",
+                  e.id: "2026-12-05T11:00:01.000000+00:00"}
+    # b and d were not running: nothing waits for them, they come last, by name.
+    assert [x.name for x in first_stopped_first([a, b, c, d, e], stopped_at)] == \
+        ["c", "a", "e", "b", "d"]
+    assert [x.name for x in first_stopped_first([e, d], {})] == ["d", "e"]
 
 
 def test_stop_timeout_is_the_containers_own_else_the_default() -> None:
