@@ -20,7 +20,7 @@ from migrate.commands.output import Format, Report, reported, rollback_fields
 from migrate.journal import JournalState, PhaseName
 from migrate.phases.base import GivenOptions, PreparedPlan, RunOptions
 from migrate.phases.lifecycle import containers_policy_of
-from migrate.phases.records import records_of
+from migrate.phases.records import PhaseRecords, records_of
 from migrate.phases.runner import RUN_PHASES, Runner
 from migrate.phases.snapshot import blocker_error, prepare_plan
 from migrate.preflight.checks import volatile_state_dir
@@ -156,7 +156,7 @@ def run_fields(state: JournalState) -> dict[str, Any]:
     records = records_of(state)
     recreate = records.recreate
     return {
-        "multi_platform": records.verify.multi_platform,
+        "multi_platform": multi_platform_of(records),
         "containers": {
             "policy": containers_policy_of(state),
             "stopped": list(records.quiesce.stopped),
@@ -171,12 +171,18 @@ def run_fields(state: JournalState) -> dict[str, Any]:
     }
 
 
+def multi_platform_of(records: PhaseRecords) -> str | None:
+    """Verify's multi-platform check, or the recreate phase's when verify left it until the
+    stopped containers ran again (issue 19: nobody waits for it)."""
+    return records.recreate.multi_platform or records.verify.multi_platform
+
+
 def multi_platform_summary(state: JournalState) -> str:
-    """What verify's multi-platform check found, for the end of a run (see platform_check)."""
-    found = records_of(state).verify.multi_platform
+    """What the multi-platform check found, for the end of a run (see platform_check)."""
+    found = multi_platform_of(records_of(state))
     if found == "supported":
-        return ("multi-platform: supported (verify loaded a two-platform image, ran the "
-                "native one and removed it)")
+        return ("multi-platform: supported (the migration loaded a two-platform image, ran "
+                "the native one and removed it)")
     if found == "unsupported":
         return ("multi-platform: NOT SUPPORTED by this store (see the report): the migration "
                 "is complete and its images are fine; a rollback would not bring the "

@@ -168,6 +168,12 @@ class PhaseContext:
             return cast(ContainersPolicy, journaled)
         return self.options.containers
 
+    @property
+    def containers_wait(self) -> bool:
+        """Containers quiesce stopped wait for the recreate phase to run again: what the
+        window need not hold (verify's capability check) is done after them instead."""
+        return self.containers_policy == "recreate" and bool(self.records.quiesce.stopped)
+
     def load_inventory(self) -> Inventory:
         inventory = self.state_dir.load_inventory()
         if inventory is None:

@@ -34,6 +34,9 @@ from migrate.engine.client import Engine
 from migrate.errors import EngineError, MigrateError
 from migrate.models import Frozen
 from migrate.phases.volume_guard import GUARD_COMMAND, guard_tarball, oci_architecture
+from migrate.support.logconfig import get_logger
+
+log = get_logger(__name__)
 
 # A registry host under the reserved `.invalid` top-level domain (RFC 2606): no image the
 # operator pulled or built can carry this name, so removing it by name removes only ours.
@@ -83,6 +86,16 @@ def multi_platform_status(check: PlatformCheck | None) -> str:
     if check is None or check.supported is None:
         return "unchecked"
     return "supported" if check.supported else "unsupported"
+
+
+def report_check(check: PlatformCheck | None, phase: str, report: str) -> None:
+    """Log what the check found: a warning when the store lacks the capability (said,
+    never raised: the migration is sound and a rollback would not help)."""
+    if check is not None and check.supported is False:
+        log.warning("the containerd store does not keep multi-platform images as expected",
+                    phase=phase, problems=list(check.problems), report=report)
+    elif check is not None:
+        log.info(check.line(), phase=phase)
 
 
 def _json(value: object) -> bytes:

@@ -236,6 +236,9 @@ class RecreateResult(RecordModel):
     container_map: str | None = None
     # Volumes still guarded after recreating; None when the phase did not recreate.
     volume_guard: tuple[str, ...] | None = None
+    # Verify's multi-platform check when it was left until the containers ran again
+    # (supported, unsupported, unchecked); None: verify did it.
+    multi_platform: str | None = None
 
     def summary(self) -> str:
         return summarised(counted(self.recreated, "recreated"))

@@ -10,9 +10,10 @@ that were running are started again, in an order that respects links,
 `network_mode: container:`, `volumes_from` and compose `depends_on`; the others are left
 created. A dependency level at a time, each level's containers are created and started
 at once on a bounded pool (support/pool.py), the first stopped first: every container's
-downtime is then about the restart, not the restart plus its place in a queue. Settings that name another
-container by ID get the new ID, and compose's image label gets the new image ID, so
-`docker compose up -d` finds nothing to change.
+downtime is then about the restart, not the restart plus its place in a queue. Settings
+that name another container by ID get the new ID, and compose's image label gets the new
+image ID, so `docker compose up -d` finds nothing to change. Verify's multi-platform check
+runs here, after the last start, when containers waited (base.PhaseContext.containers_wait).
 
 Every create and start is journaled before it happens, and each recreated container
 carries `io.containerd-migrate.recreated-from=<old id>`: a resumed run finds what it
@@ -41,6 +42,11 @@ from migrate.phases.base import (
     UndoContext,
     UndoReport,
     moved_image_ids_of,
+)
+from migrate.phases.platform_check import (
+    check_multi_platform,
+    multi_platform_status,
+    report_check,
 )
 from migrate.phases.records import RecordModel, RecreatedEntry, RecreateResult, RecreateUndo
 from migrate.phases.volume_guard import guarded_volumes, remove_guard
@@ -392,6 +398,10 @@ class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
             remaining = guarded_volumes(inventory, exclude=frozenset(work.new_ids))
             if not remaining:
                 remove_guard(engine)
+            # Verify left it for now, so that no container waited for it.
+            capability = check_multi_platform(engine, engine.info().architecture, {}) \
+                if ctx.containers_wait else None
+        report_check(capability, self.name, str(ctx.reports_dir))
         path = write_container_map(ctx.state_dir, rows)
         running = [r for r in rows.values() if "running_again_at" in r]
         downtimes = {str(r["name"]): r.get("downtime_seconds") for r in running}
@@ -406,7 +416,9 @@ class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
                            left_created=tuple(str(r["name"]) for r in rows.values()
                                               if "running_again_at" not in r),
                            downtime_seconds=downtimes, container_map=str(path),
-                           volume_guard=tuple(remaining)))
+                           volume_guard=tuple(remaining),
+                           multi_platform=multi_platform_status(capability)
+                           if capability else None))
 
     def undo(self, ctx: UndoContext, record: RecreateUndo) -> UndoReport:
         ours = {entry.id for entry in record.containers}
@@ -430,6 +442,7 @@ class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
         except MigrateError as error:
             return UndoReport.failure(f"recreate: could not remove the recreated containers: "
                                       f"{error.message}", *lines)
+        # A probe its capability check left when killed goes with verify's undo, next.
         return UndoReport.done(*(lines or ["recreate: no recreated container was left to "
                                            "remove"]))
 

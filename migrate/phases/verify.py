@@ -36,6 +36,7 @@ from migrate.phases.platform_check import (
     check_multi_platform,
     multi_platform_status,
     remove_probe,
+    report_check,
 )
 from migrate.phases.records import RecordModel, VerifyResult
 from migrate.phases.volume_guard import create_guard, remove_guard
@@ -159,15 +160,22 @@ def try_container(engine: Engine, image: str) -> list[str]:
     return []
 
 
+# Why verify's report has no capability check when containers wait to be recreated.
+CHECKED_AFTER_RECREATE = ("checked by the recreate phase once every container runs again: "
+                          "see the end of `containerd-migrate run`")
+
+
 def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
            staged: Iterable[ExpectedImage] = (), pool: Workers | None = None,
-           ) -> VerificationReport:
+           capability_check: bool = True) -> VerificationReport:
     """Every check at once on `pool` (one of its own if not given): verification sits in
     the window, between the restart and the recreate, so every container waits for it; the
-    checks only read, or create what is their own."""
+    checks only read, or create what is their own. Without `capability_check` the
+    multi-platform check is left to the caller (the recreate phase runs it after the
+    window)."""
     if pool is None:
         with Workers() as own:
-            return verify(engine, inventory, manifest, staged, own)
+            return verify(engine, inventory, manifest, staged, own, capability_check)
     expected = moved_image_ids(manifest, staged)
     info = engine.info()
     problems = []
@@ -175,7 +183,8 @@ def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
     if not on_containerd:
         problems.append(f"the daemon runs on the {info.store} image store, not containerd")
     capability = pool.submit(lambda: check_multi_platform(
-        engine, info.architecture, {VERIFY_LABEL: "1"})) if on_containerd else None
+        engine, info.architecture, {VERIFY_LABEL: "1"})) \
+        if on_containerd and capability_check else None
     image = _container_image(inventory, expected)
     created = pool.submit(lambda: try_container(engine, image)) \
         if image and on_containerd else None
@@ -184,7 +193,9 @@ def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
     problems += created.result() if created is not None else []
     return VerificationReport(checked_at=datetime.now(UTC), store=str(info.store),
                               images=checks, problems=tuple(problems), container_image=image,
-                              multi_platform=capability.result() if capability else None)
+                              multi_platform=capability.result() if capability else
+                              None if capability_check or not on_containerd else
+                              PlatformCheck(supported=None, note=CHECKED_AFTER_RECREATE))
 
 
 def render_text(report: VerificationReport) -> str:
@@ -240,11 +251,15 @@ class VerifyPhase(Phase[VerifyIntent, VerifyUndo, VerifyResult]):
     def run(self, ctx: PhaseContext) -> PhaseOutcome[VerifyUndo, VerifyResult]:
         inventory = ctx.load_inventory()
         manifest = read_manifest(ctx.archives_dir)
+        # Stopped containers wait for this phase: the check of what the store can do from
+        # now on (no bearing on whether the images moved) waits for them instead.
+        waiting = ctx.containers_wait
         with ctx.connect() as engine, Workers() as pool:
             # Started with the checks, not after them: it is in the window too.
             guard = pool.submit(lambda: create_guard(engine, inventory)) \
                 if engine.info().store is Store.CONTAINERD else None
-            report = verify(engine, inventory, manifest, ctx.records.stage.expected, pool)
+            report = verify(engine, inventory, manifest, ctx.records.stage.expected, pool,
+                            capability_check=not waiting)
             guarded: tuple[str, ...] = ()
             if guard is not None:
                 try:
@@ -259,16 +274,12 @@ class VerifyPhase(Phase[VerifyIntent, VerifyUndo, VerifyResult]):
                  problems=len(report.all_problems()), report=str(paths["verification.txt"]))
         raise_if_failed(report, paths["verification.txt"])
         capability = report.multi_platform
-        if capability is not None and capability.supported is False:
-            # Said, never raised: the migration is sound and a rollback would not help.
-            log.warning("the containerd store does not keep multi-platform images as "
-                        "expected", phase=self.name, problems=list(capability.problems),
-                        report=str(paths["verification.txt"]))
+        report_check(capability, self.name, str(paths["verification.txt"]))
         return PhaseOutcome(VerifyUndo(reports_dir=str(ctx.reports_dir)), VerifyResult(
             images=len(report.images), tags=len(inventory.tags),
             id_map=str(paths["id-map.json"]), volume_guard=guarded,
             report=str(paths["verification.txt"]),
-            multi_platform=multi_platform_status(capability)))
+            multi_platform=None if waiting else multi_platform_status(capability)))
 
     def undo(self, ctx: UndoContext, record: VerifyUndo) -> UndoReport:
         where = record.reports_dir or "the reports dir"

@@ -23,6 +23,7 @@ import pytest
 from migrate.errors import ExitCode
 from migrate.journal import replay
 from migrate.models import commit_ref
+from migrate.phases.platform_check import PROBE_IMAGE
 from migrate.phases.recreate import MIGRATION_LABEL, RECREATED_LABEL
 from migrate.sandbox import Sandbox, SandboxFactory, docker, sandbox_samples
 from migrate.sandbox.fetch import compose_cli
@@ -207,6 +208,18 @@ def test_recreate_end_to_end(fresh_sandbox: SandboxFactory, engine: str,
     assert after["cm-sample-web"]["Config"]["Image"] == "cm-sample/web:1"  # nothing to commit
     assert not docker(host, "ps", "-a", "-q", "--filter",
                       "label=io.containerd-migrate.volume-guard").stdout.strip()
+    # Issue 19: the multi-platform check waited for the containers, not they for it; it ran
+    # after the last start (in the resumed recreate) and left nothing behind.
+    journal = replay(state / "journal.jsonl")
+    verified, recreated = journal.phase("verify"), journal.phase("recreate")
+    assert verified.result is not None and verified.result.get("multi_platform") is None
+    assert recreated.result is not None and recreated.result.get("multi_platform") == "supported"
+    assert "multi-platform: supported" in done.stdout
+    assert "multi-platform: not checked (checked by the recreate phase" in (
+        state / "reports" / "verification.txt").read_text()
+    assert not docker(host, "ps", "-a", "-q", "--filter",
+                      "label=io.containerd-migrate.multi-platform-check").stdout.strip()
+    assert docker(host, "image", "inspect", PROBE_IMAGE, check=False).returncode != 0
 
     # Compose finds its project and, with the unchanged file, has nothing to do.
     ids = {name: after[name]["Id"] for name in COMPOSE_CONTAINERS}
