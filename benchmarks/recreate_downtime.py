@@ -200,8 +200,8 @@ def main() -> int:
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
+    BASE_DIR.mkdir(parents=True, exist_ok=True)  # mkdtemp does not create its parent
     sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="bench-rc-", dir=BASE_DIR)), args.engine)
-    BASE_DIR.mkdir(parents=True, exist_ok=True)
     # A failed command ends the script through SystemExit (`_cli`), not BenchError; a kept
     # sandbox is not reported (kept=None).
     return run_in_sandbox(sandbox, args.keep, lambda started: measure(started, args), kept=None)
