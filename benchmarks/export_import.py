@@ -61,7 +61,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from migrate.sandbox import BASE_DIR, Sandbox, docker
+from benchmarks.harness import BenchError, bench_parser, own_path, run_in_sandbox
+from migrate.sandbox import Sandbox, docker
 from migrate.sandbox.fetch import docker_cli
 from migrate.sandbox.layers import ArchiveImage, load_images, random_layer, rootfs_layer
 from migrate.sandbox.samples import APPLETS, BUSYBOX
@@ -74,10 +75,6 @@ CONTAINERD: dict[str, Any] = {"features": {"containerd-snapshotter": True}}
 BYTES_TARGET = 1.05
 TIME_TARGET = 1.10
 LABELS = {"a": "(a) per-tag save/load", "b": "(b) one save/load", "ours": "ours (run)"}
-
-
-class BenchError(RuntimeError):
-    """A step of the benchmark failed."""
 
 
 @dataclass
@@ -372,9 +369,34 @@ def print_targets(summary: list[Result], rounds: list[list[Result]]) -> None:
     print(f"bytes written (a)/(b):  {a.bytes_written / b.bytes_written:.3f}")
 
 
+def measure_all(sandbox: Sandbox, args: argparse.Namespace, begun: float) -> int:
+    """Builds the host, runs every round and prints the tables and the targets."""
+    log(f"building {args.images} images: {args.gib:g} GiB own layers + {args.shared_mib} "
+        "MiB shared")
+    tags = build_host(sandbox, int(args.gib * GIB), args.images, args.shared_mib * MIB)
+    unique = unique_layer_bytes(sandbox, tags)
+    version = sandbox.api("/version")
+    print(f"engine {version['Version']} on {os.cpu_count()} CPUs: {len(tags)} tags on a "
+          f"shared base, {unique:,} bytes of unique layer data ({unique / GIB:.2f} GiB); "
+          f"built in {time.perf_counter() - begun:.1f} s; load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    rounds = []
+    for index in range(args.rounds):
+        rounds.append(one_round(sandbox, tags, index))
+        order = ", ".join(ORDERS[index % len(ORDERS)])
+        print_table(f"round {index + 1} (order: {order}; load average "
+                    f"{os.getloadavg()[0]:.2f})", rounds[-1])
+    summary = medians(rounds)
+    print_table(f"median of {args.rounds} rounds (total = median of the per-round totals)",
+                summary)
+    print_ours_detail(summary[2])
+    print_targets(summary, rounds)
+    print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engine", choices=["26", "28"], default="28")
+    parser = bench_parser(__doc__)
     parser.add_argument("--gib", type=float, default=1.0,
                         help="GiB of random layer data of the images' own layers (in all)")
     parser.add_argument("--images", type=int, default=6)
@@ -385,40 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the sandbox afterwards")
     args = parser.parse_args(argv)
 
-    sandbox = Sandbox(BASE_DIR / f"bench-ei-{os.getpid()}", args.engine)
     begun = time.perf_counter()
-    try:
-        sandbox.start()
-        log(f"building {args.images} images: {args.gib:g} GiB own layers + {args.shared_mib} "
-            "MiB shared")
-        tags = build_host(sandbox, int(args.gib * GIB), args.images, args.shared_mib * MIB)
-        unique = unique_layer_bytes(sandbox, tags)
-        version = sandbox.api("/version")
-        print(f"engine {version['Version']} on {os.cpu_count()} CPUs: {len(tags)} tags on a "
-              f"shared base, {unique:,} bytes of unique layer data ({unique / GIB:.2f} GiB); "
-              f"built in {time.perf_counter() - begun:.1f} s; load average "
-              f"{os.getloadavg()[0]:.2f}", flush=True)
-        rounds = []
-        for index in range(args.rounds):
-            rounds.append(one_round(sandbox, tags, index))
-            order = ", ".join(ORDERS[index % len(ORDERS)])
-            print_table(f"round {index + 1} (order: {order}; load average "
-                        f"{os.getloadavg()[0]:.2f})", rounds[-1])
-        summary = medians(rounds)
-        print_table(f"median of {args.rounds} rounds (total = median of the per-round totals)",
-                    summary)
-        print_ours_detail(summary[2])
-        print_targets(summary, rounds)
-        print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
-        return 0
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"kept: {sandbox.dir} (DOCKER_HOST={sandbox.host})")
-        else:
-            sandbox.destroy()
+    return run_in_sandbox(Sandbox(own_path("bench-ei"), args.engine), args.keep,
+                          lambda sandbox: measure_all(sandbox, args, begun))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.harness import bench_parser, own_path, run_in_sandbox
 from migrate.commands.context import GlobalOptions
 from migrate.commands.plan import PlanArgs, make_report
 from migrate.engine import Engine
@@ -39,7 +40,7 @@ from migrate.phases.base import RunOptions
 from migrate.phases.snapshot import prepare_plan
 from migrate.preflight.render import render
 from migrate.preflight.report import PlanReport
-from migrate.sandbox import BASE_DIR, Sandbox, build_bulk_images, docker
+from migrate.sandbox import Sandbox, build_bulk_images, docker
 
 # Goals (issue 19), at the largest size (5,000 images and 1,000 containers on a 2-core
 # machine): plan as a CLI process no slower than the docker CLI reading the same facts, and
@@ -230,41 +231,38 @@ def goals_met(largest: Measured) -> bool:
     return all(ratio <= most for _, ratio, most in checks)
 
 
+def measure_sizes(sandbox: Sandbox, args: argparse.Namespace, started: float) -> int:
+    """Grows the host through every size, measures and prints each; 1 if a goal is missed."""
+    results: list[Measured] = []
+    have, tags = Size(0, 0), list[str]()
+    with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
+        for size in args.sizes:
+            start = time.perf_counter()
+            grow_host(sandbox, have, size, tags)
+            have = size
+            print(f"engine {args.engine}: grown to {size} in "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+            results.append(measure(sandbox, size, args.repeat, Path(tmp) / "state"))
+            print_size(results[-1])
+    if len(results) > 1:
+        print_growth(results[0], results[-1])
+    ok = goals_met(results[-1])
+    print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
+    print("OK" if ok else "FAILED: a goal was missed")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engine", choices=["26", "28"], default="28")
+    parser = bench_parser(__doc__)
     parser.add_argument("--sizes", type=sizes_argument, default=[Size(200, 50)],
                         help="IMAGESxCONTAINERS[,...], e.g. 1000x300,5000x1000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the sandbox afterwards")
     args = parser.parse_args(argv)
 
-    sandbox = Sandbox(BASE_DIR / f"bench-inv-{os.getpid()}", args.engine)
-    results: list[Measured] = []
-    try:
-        started = time.perf_counter()
-        sandbox.start()
-        have, tags = Size(0, 0), list[str]()
-        with tempfile.TemporaryDirectory(prefix="cm-bench-") as tmp:
-            for size in args.sizes:
-                start = time.perf_counter()
-                grow_host(sandbox, have, size, tags)
-                have = size
-                print(f"engine {args.engine}: grown to {size} in "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
-                results.append(measure(sandbox, size, args.repeat, Path(tmp) / "state"))
-                print_size(results[-1])
-        if len(results) > 1:
-            print_growth(results[0], results[-1])
-        ok = goals_met(results[-1])
-        print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
-        print("OK" if ok else "FAILED: a goal was missed")
-        return 0 if ok else 1
-    finally:
-        if args.keep:
-            print(f"kept: {sandbox.dir} (DOCKER_HOST={sandbox.host})")
-        else:
-            sandbox.destroy()
+    started = time.perf_counter()
+    return run_in_sandbox(Sandbox(own_path("bench-inv"), args.engine), args.keep,
+                          lambda sandbox: measure_sizes(sandbox, args, started))
 
 
 if __name__ == "__main__":

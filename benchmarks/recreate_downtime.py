@@ -41,6 +41,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.harness import bench_parser, run_in_sandbox
 from migrate.journal import PhaseName, replay
 from migrate.sandbox import BASE_DIR, Sandbox, build_sample_host, docker
 
@@ -166,43 +167,44 @@ def _line(label: str, values: list[float]) -> str:
             f"   max {max(values):6.2f}   (n={len(values)})")
 
 
+def measure(sandbox: Sandbox, args: argparse.Namespace) -> int:
+    """Builds the host, measures the docker CLI then the tool, and prints both."""
+    build_host(sandbox, args.containers)
+    cli = docker_cli_downtimes(sandbox, args.containers)
+    stop_all = docker_cli_stop_all(sandbox, args.containers)
+    run = tool_downtimes(sandbox, sandbox.dir / "state", args.stage)
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    title = (f"engine {args.engine}, {args.containers} running containers, "
+             f"{'with' if args.stage else 'without'} stage")
+    print(f"{title}; load average {load}")
+    print(_line("docker CLI stop/rename/create/start", cli))
+    print(_line("containerd-migrate: stopped -> running again", run.window))
+    print(_line("  of which: recreate phase start -> running", run.share))
+    print("window phases: " + ", ".join(f"{name} {seconds:.2f} s"
+                                        for name, seconds in run.phases.items()))
+    print(f"docker CLI stopping all {args.containers} in one `docker stop`: {stop_all:.2f} s"
+          f" (the tool's quiesce: {run.phases['quiesce']:.2f} s)")
+    print(f"daemon restart {run.restart:.2f} s; containers within restart + 2 s: "
+          f"{sum(d <= run.restart + 2 for d in run.window)}/{len(run.window)}")
+    print(f"containerd-migrate run in all: {run.total:.2f} s; median downtime ratio vs "
+          f"the docker CLI: {statistics.median(run.window) / statistics.median(cli):.1f}x")
+    if args.png is not None:
+        plot(run, cli, title, args.png)
+    return 0
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="28", choices=["26", "28"])
+    parser = bench_parser(__doc__)
     parser.add_argument("--containers", type=int, default=20)
     parser.add_argument("--stage", action="store_true", help="stage before the window")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
+    BASE_DIR.mkdir(parents=True, exist_ok=True)  # mkdtemp does not create its parent
     sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="bench-rc-", dir=BASE_DIR)), args.engine)
-    BASE_DIR.mkdir(parents=True, exist_ok=True)
-    try:
-        sandbox.start()
-        build_host(sandbox, args.containers)
-        cli = docker_cli_downtimes(sandbox, args.containers)
-        stop_all = docker_cli_stop_all(sandbox, args.containers)
-        run = tool_downtimes(sandbox, sandbox.dir / "state", args.stage)
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-        title = (f"engine {args.engine}, {args.containers} running containers, "
-                 f"{'with' if args.stage else 'without'} stage")
-        print(f"{title}; load average {load}")
-        print(_line("docker CLI stop/rename/create/start", cli))
-        print(_line("containerd-migrate: stopped -> running again", run.window))
-        print(_line("  of which: recreate phase start -> running", run.share))
-        print("window phases: " + ", ".join(f"{name} {seconds:.2f} s"
-                                            for name, seconds in run.phases.items()))
-        print(f"docker CLI stopping all {args.containers} in one `docker stop`: {stop_all:.2f} s"
-              f" (the tool's quiesce: {run.phases['quiesce']:.2f} s)")
-        print(f"daemon restart {run.restart:.2f} s; containers within restart + 2 s: "
-              f"{sum(d <= run.restart + 2 for d in run.window)}/{len(run.window)}")
-        print(f"containerd-migrate run in all: {run.total:.2f} s; median downtime ratio vs "
-              f"the docker CLI: {statistics.median(run.window) / statistics.median(cli):.1f}x")
-        if args.png is not None:
-            plot(run, cli, title, args.png)
-    finally:
-        if not args.keep:
-            sandbox.destroy()
-    return 0
+    # A failed command ends the script through SystemExit (`_cli`), not BenchError; a kept
+    # sandbox is not reported (kept=None).
+    return run_in_sandbox(sandbox, args.keep, lambda started: measure(started, args), kept=None)
 
 
 if __name__ == "__main__":

@@ -29,14 +29,14 @@ from typing import Any
 
 from benchmarks.busy import CPU_LOOP, IO_WRITE, Samples, during, idle, probe
 from benchmarks.export_import import (
-    BenchError,
     build_host,
     cli,
     log,
     run_docker,
     unique_layer_bytes,
 )
-from migrate.sandbox import BASE_DIR, Sandbox
+from benchmarks.harness import BenchError, bench_parser, own_path, run_in_sandbox
+from migrate.sandbox import Sandbox
 from migrate.sandbox.samples import BUSY_LOOP
 
 GIB = 1024**3
@@ -107,33 +107,28 @@ def report(found: dict[str, Any], unique_gib: float, engine: str) -> None:
           f"{figures['window_seconds']} s, run {figures['run_seconds']} s")
 
 
+def measure_all(sandbox: Sandbox, state: Path, args: argparse.Namespace, begun: float) -> int:
+    """Builds the host with its busy container, measures and prints the report."""
+    tags = build_host(sandbox, int(args.gib * GIB), IMAGES, SHARED_MIB * MIB)
+    run_docker(sandbox, "run", "-d", "--name", BUSY, tags[0], "sh", "-c", BUSY_LOOP)
+    found = measure(sandbox, state)
+    report(found, unique_layer_bytes(sandbox, tags) / GIB, args.engine)
+    print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engine", choices=["26", "28"], default="28")
+    parser = bench_parser(__doc__)
     parser.add_argument("--gib", type=float, default=1.0, help="GiB of unique layer data")
     parser.add_argument("--keep", action="store_true", help="keep the sandbox afterwards")
     args = parser.parse_args(argv)
     begun = time.perf_counter()
-    sandbox = Sandbox(BASE_DIR / f"bench-rehearse-{os.getpid()}", args.engine)
     # Short: the rehearsal's sockets live under the state dir and must fit in 108 bytes.
-    state = BASE_DIR / f"bench-rh-{os.getpid()}"
-    try:
-        sandbox.start()
-        tags = build_host(sandbox, int(args.gib * GIB), IMAGES, SHARED_MIB * MIB)
-        run_docker(sandbox, "run", "-d", "--name", BUSY, tags[0], "sh", "-c", BUSY_LOOP)
-        found = measure(sandbox, state)
-        report(found, unique_layer_bytes(sandbox, tags) / GIB, args.engine)
-        print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
-        return 0
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"kept: {sandbox.dir}, {state}")
-        else:
-            sandbox.destroy()
-            subprocess.run(["rm", "-rf", str(state)], check=False)
+    state = own_path("bench-rh")
+    return run_in_sandbox(Sandbox(own_path("bench-rehearse"), args.engine), args.keep,
+                          lambda sandbox: measure_all(sandbox, state, args, begun),
+                          kept=lambda sandbox: f"kept: {sandbox.dir}, {state}",
+                          also_removed=state)
 
 
 if __name__ == "__main__":

@@ -49,13 +49,20 @@ from typing import Any
 
 from benchmarks.busy import Sampler, idle, probe
 from benchmarks.export_import import (
-    BenchError,
     build_host,
     cli,
     log,
     run_docker,
     set_mode,
     unique_layer_bytes,
+)
+from benchmarks.harness import (
+    BenchError,
+    bench_parser,
+    bench_sandbox,
+    own_path,
+    remove_tree,
+    run_main,
 )
 from migrate.journal import PhaseName, PhaseState, StateDir
 from migrate.sandbox import BASE_DIR, Sandbox
@@ -233,8 +240,7 @@ def measure_host(plan: Plan, gib: float, containers: int, measure: bool, busy: b
                  ) -> Host:
     # One name per host of this run: a reused name would also reuse a finished state dir.
     sandbox = Sandbox(BASE_DIR / f"bench-stage-{os.getpid()}-{next(_HOSTS)}", plan.engine)
-    try:
-        sandbox.start()
+    with bench_sandbox(sandbox, plan.keep, kept=lambda sandbox: f"kept: {sandbox.dir}"):
         tags = build_host(sandbox, int(gib * GIB), IMAGES, SHARED_MIB * MIB)
         unique = unique_layer_bytes(sandbox, tags)
         names = [f"cm-bench-run-{i:02d}" for i in range(containers)]
@@ -253,11 +259,6 @@ def measure_host(plan: Plan, gib: float, containers: int, measure: bool, busy: b
                 f"window {o.window_s:.2f} s ({_inside(o)}); load average {o.load:.2f}")
         label = f"{unique / GIB:.2f} GiB" + (f", {containers} running" if containers > 1 else "")
         return Host(label + (" (busy)" if busy else ""), gib, unique, containers, outcomes)
-    finally:
-        if plan.keep:
-            print(f"kept: {sandbox.dir}")
-        else:
-            sandbox.destroy()
 
 
 def _inside(o: Outcome) -> str:
@@ -339,9 +340,22 @@ def plot(hosts: list[Host], path: Path) -> None:
     print(f"\nfigure: {path}")
 
 
+def measure_all(plan: Plan, args: argparse.Namespace, sizes: list[float], begun: float) -> int:
+    """Measures every host, one sandbox each, then prints the report and draws the figure."""
+    hosts = [measure_host(plan, gib, args.running, measure=i == 1)
+             for i, gib in enumerate(sizes)]
+    if args.busy > 1:
+        hosts.append(measure_host(plan, sizes[0], args.busy, measure=False, busy=True))
+    print(f"\nengine {args.engine} on {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}; containers {plan.policy}")
+    report(hosts)
+    plot(hosts, args.png)
+    print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engine", choices=["26", "28"], default="28")
+    parser = bench_parser(__doc__)
     parser.add_argument("--sizes", default="0.5,1,2", help="GiB of unique data per host")
     parser.add_argument("--running", type=int, default=1,
                         help="running containers on each size host")
@@ -358,25 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--methods takes some of a, b, c, and c")
     sizes = [float(s) for s in args.sizes.split(",")]
     begun = time.perf_counter()
-    plan = Plan(args.engine, BASE_DIR / f"bench-stage-state-{os.getpid()}", args.keep,
+    plan = Plan(args.engine, own_path("bench-stage-state"), args.keep,
                 "".join(k for k in "abc" if k in args.methods),
                 "recreate" if args.recreate else "leave")
     try:
-        hosts = [measure_host(plan, gib, args.running, measure=i == 1)
-                 for i, gib in enumerate(sizes)]
-        if args.busy > 1:
-            hosts.append(measure_host(plan, sizes[0], args.busy, measure=False, busy=True))
-        print(f"\nengine {args.engine} on {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.2f}; containers {plan.policy}")
-        report(hosts)
-        plot(hosts, args.png)
-        print(f"\nbenchmark wall time {time.perf_counter() - begun:.0f} s")
-        return 0
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
+        return run_main(lambda: measure_all(plan, args, sizes, begun))
     finally:
-        subprocess.run(["rm", "-rf", str(plan.workdir)], check=False)
+        remove_tree(plan.workdir)
 
 
 if __name__ == "__main__":
