@@ -191,11 +191,15 @@ def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
     checks = tuple(pool.all(lambda old: check_image(engine, old, expected.get(old.id)),
                             inventory.images))
     problems += created.result() if created is not None else []
+    if capability is not None:
+        platforms: PlatformCheck | None = capability.result()
+    elif on_containerd and not capability_check:
+        platforms = PlatformCheck(supported=None, note=CHECKED_AFTER_RECREATE)
+    else:
+        platforms = None
     return VerificationReport(checked_at=datetime.now(UTC), store=str(info.store),
                               images=checks, problems=tuple(problems), container_image=image,
-                              multi_platform=capability.result() if capability else
-                              None if capability_check or not on_containerd else
-                              PlatformCheck(supported=None, note=CHECKED_AFTER_RECREATE))
+                              multi_platform=platforms)
 
 
 def render_text(report: VerificationReport) -> str:

@@ -12,10 +12,12 @@ from typing import cast
 
 import pytest
 
+from migrate.archives.manifest import ArchiveManifest
+from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine.client import Engine
 from migrate.engine.convert import image_manifests, platform_name
 from migrate.errors import EngineError
-from migrate.models import ImageManifest, ImageRecord
+from migrate.models import EngineInfo, ImageManifest, ImageRecord, Inventory, Store
 from migrate.phases.platform_check import (
     PROBE_IMAGE,
     PROBE_PLATFORMS,
@@ -24,7 +26,13 @@ from migrate.phases.platform_check import (
     multi_platform_status,
     probe_layout,
 )
-from migrate.phases.verify import ImageCheck, VerificationReport, render_text
+from migrate.phases.verify import (
+    CHECKED_AFTER_RECREATE,
+    ImageCheck,
+    VerificationReport,
+    render_text,
+    verify,
+)
 from migrate.phases.volume_guard import oci_architecture
 
 pytestmark = pytest.mark.unit
@@ -196,3 +204,52 @@ def test_a_store_that_keeps_both_platforms_passes() -> None:
     assert store.images == set() and store.containers == {}
     unknown = check_multi_platform(cast(Engine, store), "s390x", {})
     assert unknown.supported is None and unknown.note == "no test program for the s390x machine"
+
+
+class _Migrated:
+    """A containerd-store daemon holding the migrated images, for `verify` (no probe image
+    can be loaded: a capability check would fail the test loudly)."""
+
+    def __init__(self, images: dict[str, ImageRecord]):
+        self.images = images
+        self.created: list[str] = []
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(version="28.5.2", api_version="1.51", store=Store.CONTAINERD,
+                          driver="overlayfs", data_root="/var/lib/docker",
+                          architecture="x86_64")
+
+    def inspect_image(self, ref: str, sizes: bool = True) -> ImageRecord | None:
+        return self.images.get(ref)
+
+    def create_container(self, image: str, **_: object) -> str:
+        self.created.append(image)
+        return image
+
+    def discard_container(self, container: str) -> None:
+        pass
+
+
+def test_verify_leaves_the_capability_check_to_its_caller_when_asked() -> None:
+    old = [ImageRecord(id=f"sha256:{n}", tags=(f"app-{n}:1",), diff_ids=(f"sha256:d{n}",))
+           for n in range(12)]
+    new_ids = {image.id: f"sha256:new{n}" for n, image in enumerate(old)}
+    live = {image.tags[0]: image.model_copy(update={"id": new_ids[image.id]}) for image in old}
+    daemon = _Migrated(live)
+    inventory = Inventory(taken_at=datetime(2026, 1, 1, tzinfo=UTC), engine=daemon.info(),
+                          images=tuple(old))
+    staged = [ExpectedImage(legacy_id=i.id, new_id=new_ids[i.id], refs=i.tags) for i in old]
+    report = verify(cast(Engine, daemon), inventory, ArchiveManifest(), staged,
+                    capability_check=False)
+    # Every image checked (at once on the pool), in the snapshot's order, and the test
+    # container created; the capability line says where the check went.
+    assert report.ok and [c.tags[0] for c in report.images] == [i.tags[0] for i in old]
+    assert daemon.created == ["app-0:1"]
+    assert report.multi_platform is not None and report.multi_platform.supported is None
+    assert report.multi_platform.note == CHECKED_AFTER_RECREATE
+    assert "multi-platform: not checked (checked by the recreate phase" in render_text(report)
+    # A moved tag is still caught with the checks running at once.
+    daemon.images["app-5:1"] = live["app-6:1"]
+    moved = verify(cast(Engine, daemon), inventory, ArchiveManifest(), staged,
+                   capability_check=False)
+    assert not moved.ok and any("app-5:1 is sha256:new6" in p for p in moved.all_problems())
