@@ -23,8 +23,8 @@ those containers and nothing a user created.
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,34 +171,14 @@ def _committed(ctx: PhaseContext) -> dict[str, str]:
     return {entry.container: entry.ref for entry in ctx.records.commit_undo.commits}
 
 
-def _image_ref(engine: Engine, container: ContainerRecord, image: str) -> str:
-    """The user's own reference when it still names that image: Config.Image stays as it
-    was (a tag that moved on since the container was created would name another image)."""
+def _image_ref(engine: Engine, reference: str, image: str) -> str:
+    """The user's own reference (the container's Config.Image) when it still names that
+    image: it stays as it was (a tag that moved on since the container was created would
+    name another image)."""
     if is_commit_ref(image):
         return image
-    live = engine.raw_image(container.image) if container.image else None
-    return container.image if live is not None and live.get("Id") == image else image
-
-
-class _ImageRefs:
-    """`_image_ref` once per (reference, image): containers mostly share a few images, and
-    every inspect saved is daemon time every waiting container would spend."""
-
-    def __init__(self, engine: Engine):
-        self._engine = engine
-        self._found: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, container: ContainerRecord, image: str) -> str:
-        key = (container.image, image)
-        with self._lock:
-            known = self._found.get(key)
-        if known is None:
-            # Two workers may both ask the first time: the same answer, no harm.
-            known = _image_ref(self._engine, container, image)
-            with self._lock:
-                self._found[key] = known
-        return known
+    live = engine.raw_image(reference) if reference else None
+    return reference if live is not None and live.get("Id") == image else image
 
 
 def _progress(ctx: PhaseContext, key: str) -> dict[str, JSONDict]:
@@ -234,9 +214,9 @@ class _Recreation:
         # Old ID -> new ID; written between levels only (create_body reads it in workers).
         self.new_ids: dict[str, str] = {}
         self.started = _progress(ctx, "started")
-        self.image_ref = _ImageRefs(engine)
-        # Created by this attempt: known to be "created", no inspect needed before its start.
-        self.fresh: set[str] = set()
+        # Once per (reference, image): containers mostly share a few images, and every
+        # inspect saved is daemon time every waiting container would spend.
+        self.image_ref = functools.cache(functools.partial(_image_ref, engine))
 
     def _is_ours(self, live: ContainerRecord, container: ContainerRecord) -> bool:
         return live.labels.get(RECREATED_LABEL) == container.id and \
@@ -250,11 +230,12 @@ class _Recreation:
             return None
         return live.id if live is not None and self._is_ours(live, container) else None
 
-    def create(self, container: ContainerRecord) -> str:
+    def create(self, container: ContainerRecord) -> tuple[str, bool]:
+        """Its new ID, and whether this attempt created it (known to be "created" then)."""
         existing = self.live.get(container.name)
         if existing is not None:
             if self._is_ours(existing, container):
-                return existing.id  # created by an earlier attempt of this migration
+                return existing.id, False  # created by an earlier attempt of this migration
             raise BlockedError(
                 f"a container named {container.name} ({existing.id[:12]}) already exists in "
                 "the containerd store and was not created by this migration",
@@ -267,7 +248,7 @@ class _Recreation:
                 f"no image for container {container.name}: its image {container.image_id} "
                 "was neither exported nor staged", "roll back with `containerd-migrate "
                 "rollback`")
-        body = create_body(container, self.image_ref(container, image),
+        body = create_body(container, self.image_ref(container.image, image),
                            self.new_ids, self.image_ids, self.ctx.migration_id,
                            volumes_from_sources(container, self.inventory.containers))
         self.checkpoint({"creating": {"id": container.id, "name": container.name}})
@@ -278,7 +259,7 @@ class _Recreation:
             if adopted is not None:
                 # A create still in flight when an earlier attempt was killed (workers
                 # create a level at once) finished only after this attempt listed names.
-                new_id = adopted
+                new_id, fresh = adopted, False
             else:
                 raise RecreateFailed(
                     f"cannot recreate container {container.name}: {error.message}",
@@ -287,21 +268,22 @@ class _Recreation:
                     "containers back",
                 ) from error
         else:
-            self.fresh.add(new_id)
+            fresh = True
         self.checkpoint({"created": {"id": container.id, "name": container.name,
                                      "new_id": new_id}})
         failpoints.hit("recreate:container-created")
-        return new_id
+        return new_id, fresh
 
     def recreate(self, container: ContainerRecord) -> tuple[str, str | None]:
         """Create it, then start it if it ran: its new ID, and when it ran again."""
-        new_id = self.create(container)
-        return new_id, self.start(container, new_id) if container.running else None
+        new_id, fresh = self.create(container)
+        return new_id, self.start(container, new_id, fresh) if container.running else None
 
-    def start(self, container: ContainerRecord, new_id: str) -> str:
-        """Start it again if it ran; returns when it was running again (ISO time)."""
+    def start(self, container: ContainerRecord, new_id: str, fresh: bool) -> str:
+        """Start it again if it ran; returns when it was running again (ISO time). A
+        container this attempt just created (`fresh`) needs no inspect first."""
         done = self.started.get(container.id)
-        live = None if new_id in self.fresh else self.engine.inspect_container(new_id)
+        live = None if fresh else self.engine.inspect_container(new_id)
         if done is not None and live is not None and live.running:
             return str(done["at"])
         self.checkpoint({"starting": {"id": container.id, "name": container.name}})
@@ -366,7 +348,8 @@ class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
         stopped_at = ctx.records.quiesce.stopped_at
         rows: dict[str, JSONDict] = {}
         with ctx.connect() as engine:
-            if engine.info().store is not Store.CONTAINERD:
+            info = engine.info()
+            if info.store is not Store.CONTAINERD:
                 raise StateError("recreate needs the daemon on the containerd store",
                                  "run `containerd-migrate run` so the switch happens first")
             work = _Recreation(ctx, engine, inventory)
@@ -399,7 +382,7 @@ class RecreatePhase(Phase[RecreateIntent, RecreateUndo, RecreateResult]):
             if not remaining:
                 remove_guard(engine)
             # Verify left it for now, so that no container waited for it.
-            capability = check_multi_platform(engine, engine.info().architecture, {}) \
+            capability = check_multi_platform(engine, info.architecture, {}) \
                 if ctx.containers_wait else None
         report_check(capability, self.name, str(ctx.reports_dir))
         path = write_container_map(ctx.state_dir, rows)

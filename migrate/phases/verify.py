@@ -21,7 +21,7 @@ from migrate.archives.saved_tar import ExpectedImage
 from migrate.engine.client import Engine
 from migrate.errors import MigrateError, VerificationFailed
 from migrate.journal.state_dir import StateDir
-from migrate.models import Frozen, ImageRecord, Inventory, Store
+from migrate.models import EngineInfo, Frozen, ImageRecord, Inventory, Store
 from migrate.phases.base import (
     JSONDict,
     Phase,
@@ -167,17 +167,18 @@ CHECKED_AFTER_RECREATE = ("checked by the recreate phase once every container ru
 
 def verify(engine: Engine, inventory: Inventory, manifest: ArchiveManifest,
            staged: Iterable[ExpectedImage] = (), pool: Workers | None = None,
-           capability_check: bool = True) -> VerificationReport:
+           capability_check: bool = True, info: EngineInfo | None = None,
+           ) -> VerificationReport:
     """Every check at once on `pool` (one of its own if not given): verification sits in
     the window, between the restart and the recreate, so every container waits for it; the
     checks only read, or create what is their own. Without `capability_check` the
     multi-platform check is left to the caller (the recreate phase runs it after the
-    window)."""
+    window). `info`: the daemon's, when the caller read it already."""
     if pool is None:
         with Workers() as own:
-            return verify(engine, inventory, manifest, staged, own, capability_check)
+            return verify(engine, inventory, manifest, staged, own, capability_check, info)
     expected = moved_image_ids(manifest, staged)
-    info = engine.info()
+    info = info or engine.info()
     problems = []
     on_containerd = info.store is Store.CONTAINERD
     if not on_containerd:
@@ -259,11 +260,12 @@ class VerifyPhase(Phase[VerifyIntent, VerifyUndo, VerifyResult]):
         # now on (no bearing on whether the images moved) waits for them instead.
         waiting = ctx.containers_wait
         with ctx.connect() as engine, Workers() as pool:
+            info = engine.info()
             # Started with the checks, not after them: it is in the window too.
             guard = pool.submit(lambda: create_guard(engine, inventory)) \
-                if engine.info().store is Store.CONTAINERD else None
+                if info.store is Store.CONTAINERD else None
             report = verify(engine, inventory, manifest, ctx.records.stage.expected, pool,
-                            capability_check=not waiting)
+                            capability_check=not waiting, info=info)
             guarded: tuple[str, ...] = ()
             if guard is not None:
                 try:
